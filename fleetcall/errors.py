@@ -1,0 +1,70 @@
+"""The one exception hierarchy of fleetcall.
+
+Exceptions are for the API caller's mistakes and for failures the caller must see; a task that
+fails inside a run is not an exception but an error observation (see ``executor``).
+
+    FleetcallError
+    ├── ConfigError          bad configuration (orchestrator, pool, tool registration)
+    ├── ToolError            a tool was misused: unknown tool, bad arguments
+    │   ├── UnknownToolError
+    │   └── ToolArgumentError
+    ├── PlanError            a plan failed to parse or validate; carries every PlanIssue at once
+    ├── LLMError             a model call failed (endpoint, attempts and cause in the message)
+    └── VirtualClockError    something not allowed under the virtual clock (threads, sockets)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleetcall.planner.plan import PlanIssue
+
+
+class FleetcallError(Exception):
+    """Base of every error fleetcall raises on purpose."""
+
+
+class ConfigError(FleetcallError, ValueError):
+    """Bad configuration: names the field and what is wrong with it."""
+
+
+class ToolError(FleetcallError):
+    """A tool was used wrongly."""
+
+
+class UnknownToolError(ToolError, KeyError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(f"unknown tool {name!r}; known tools: {', '.join(known) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ToolArgumentError(ToolError, ValueError):
+    """Arguments that do not fit the tool's schema."""
+
+
+class PlanError(FleetcallError):
+    """A plan that cannot be run; ``issues`` lists every problem found, each naming its line."""
+
+    def __init__(self, issues: "list[PlanIssue] | tuple[PlanIssue, ...]") -> None:
+        self.issues = tuple(issues)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if not self.issues:
+            return "invalid plan"
+        lines = [f"invalid plan ({len(self.issues)} problem{'s' if len(self.issues) != 1 else ''}):"]
+        lines += [f"  - {issue}" for issue in self.issues]
+        return "\n".join(lines)
+
+
+class LLMError(FleetcallError):
+    """A model call failed for good (after any retries)."""
+
+
+class VirtualClockError(FleetcallError, RuntimeError):
+    """Something that cannot work under the virtual clock, such as a thread or a real socket."""

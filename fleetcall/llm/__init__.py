@@ -1,0 +1,20 @@
+"""LLM interface (protocol, request and response types) and the scripted LLM."""
+
+from fleetcall.llm.base import (
+    LLM,
+    CallContext,
+    Chunk,
+    Completion,
+    LLMRequest,
+    Message,
+    ToolCall,
+    Usage,
+    complete,
+    count_tokens,
+)
+from fleetcall.llm.scripted import ScriptedLLM, split_tokens
+
+__all__ = [
+    "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ToolCall", "Usage",
+    "complete", "count_tokens", "ScriptedLLM", "split_tokens",
+]

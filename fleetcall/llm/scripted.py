@@ -1,0 +1,79 @@
+"""A scripted LLM: replays given responses chunk by chunk, at a configurable pace.
+
+Used by tests, demos and the executor benchmark. Time is spent with ``asyncio.sleep`` so the same
+script runs in real time or instantly under the virtual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from fleetcall.errors import LLMError
+from fleetcall.llm.base import Chunk, LLMRequest, Usage, count_tokens
+
+_TOKEN = re.compile(r"\s*\S{1,4}|\s+")
+
+Responder = Callable[[LLMRequest], str]
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split text into pseudo-tokens (up to 4 characters with leading whitespace); joins back exactly."""
+    return _TOKEN.findall(text)
+
+
+@dataclass(slots=True)
+class Pace:
+    ttft_s: float = 0.0        # seconds before the first chunk (prefill)
+    tpot_s: float = 0.0        # seconds per output token after the first
+    tokens_per_chunk: int = 1  # how many pseudo-tokens each yielded chunk carries
+
+
+class ScriptedLLM:
+    """Answers from a script: a list replayed in order, or a function of the request.
+
+    >>> llm = ScriptedLLM(["1. search('x')\\njoin()", "Finish(done)"], tpot_s=0.01)
+    """
+
+    def __init__(
+        self,
+        script: Iterable[str] | Responder,
+        *,
+        ttft_s: float = 0.0,
+        tpot_s: float = 0.0,
+        tokens_per_chunk: int = 1,
+    ) -> None:
+        if tokens_per_chunk < 1:
+            raise ValueError("tokens_per_chunk must be >= 1")
+        self.pace = Pace(ttft_s, tpot_s, tokens_per_chunk)
+        self._responder: Responder | None = script if callable(script) else None
+        self._queue: deque[str] = deque() if callable(script) else deque(script)
+        self.requests: list[LLMRequest] = []  # every request seen, in arrival order
+
+    def _next_text(self, request: LLMRequest) -> str:
+        if self._responder is not None:
+            return self._responder(request)
+        if not self._queue:
+            raise LLMError(
+                f"scripted LLM has no response left for call #{len(self.requests)} "
+                f"(kind={request.context.kind!r})"
+            )
+        return self._queue.popleft()
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
+        self.requests.append(request)
+        text = self._next_text(request)
+        tokens = split_tokens(text)
+        pace = self.pace
+        if pace.ttft_s > 0:
+            await asyncio.sleep(pace.ttft_s)
+        step = pace.tokens_per_chunk
+        for start in range(0, len(tokens), step):
+            if start > 0 and pace.tpot_s > 0:
+                await asyncio.sleep(pace.tpot_s * step)
+            yield Chunk("".join(tokens[start : start + step]))
+        prompt = sum(count_tokens(m.content) for m in request.messages)
+        yield Chunk(usage=Usage(prompt, len(tokens), 1))

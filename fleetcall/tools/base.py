@@ -1,0 +1,74 @@
+"""The tool protocol: what the planner shows the model and what the executor calls.
+
+Implementations: :class:`fleetcall.tools.FunctionTool` (``@tool`` on sync or async functions),
+the LangChain adapter (``BaseTool`` / ``StructuredTool``), and the built-ins ``math`` and ``llm``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from fleetcall.llm.base import LLM, CallContext
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOptions:
+    """How the executor runs a tool. ``None`` means no limit."""
+
+    timeout_s: float | None = None        # per attempt
+    retries: int = 0                      # extra attempts after a raise or a timeout
+    max_concurrency: int | None = None    # calls of this tool running at once, across runs
+    rate_limit: int | None = None         # calls started per ``rate_period_s`` (asyncio-throttle)
+    rate_period_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a running tool may know of its run; LLM tools pass ``call_context`` to the LLM."""
+
+    query_id: str
+    task_id: int
+    llm: LLM | None = None
+    deadline: float | None = None          # loop time the query must be done by
+    remaining_work_s: float = 0.0          # predicted work of the plan after this task
+
+    def call_context(self, kind: str) -> CallContext:
+        return CallContext(
+            query_id=self.query_id,
+            kind=kind,
+            deadline=self.deadline,
+            remaining_work_s=self.remaining_work_s,
+        )
+
+
+@runtime_checkable
+class Tool(Protocol):
+    name: str
+    description: str
+    options: ToolOptions
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON schema (an object) of the tool's arguments, by parameter name."""
+        ...
+
+    def signature(self) -> str:
+        """How the planner prompt shows the tool, e.g. ``search(query: str) -> str``."""
+        ...
+
+    def parameter_names(self) -> list[str]:
+        """Parameter names in positional order."""
+        ...
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        """Problems with these arguments, at plan time. Values that are ``Ref`` or ``Interp``
+        (results not known yet) are accepted for any type; an ``Interp`` counts as a string."""
+        ...
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Validated keyword arguments; raises ``ToolArgumentError`` naming each problem."""
+        ...
+
+    async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
+        """Run the tool with bound arguments. Sync functions run in a worker thread."""
+        ...
