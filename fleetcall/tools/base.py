@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from fleetcall.errors import ConfigError
 from fleetcall.llm.base import LLM, CallContext
 
 
@@ -72,3 +73,24 @@ class Tool(Protocol):
     async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
         """Run the tool with bound arguments. Sync functions run in a worker thread."""
         ...
+
+
+def check_options(options: ToolOptions) -> ToolOptions:
+    """The options unchanged if they make sense; a ``ConfigError`` naming the bad field if not."""
+
+    def bad(field: str, rule: str) -> ConfigError:
+        return ConfigError(f"ToolOptions.{field} must be {rule}, got {getattr(options, field)!r}")
+
+    if options.timeout_s is not None and not (
+        isinstance(options.timeout_s, (int, float)) and options.timeout_s > 0
+    ):
+        raise bad("timeout_s", "a positive number of seconds or None")
+    if not isinstance(options.retries, int) or isinstance(options.retries, bool) or options.retries < 0:
+        raise bad("retries", "an integer >= 0")
+    for field in ("max_concurrency", "rate_limit"):
+        value = getattr(options, field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise bad(field, "a positive integer or None")
+    if not isinstance(options.rate_period_s, (int, float)) or options.rate_period_s <= 0:
+        raise bad("rate_period_s", "a positive number of seconds")
+    return options

@@ -1,0 +1,37 @@
+"""The ``fleetcall`` command line: ``fleetcall demo``, ``fleetcall calibrate``, ..."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+
+# sub-command -> (module with a ``main(argv) -> int``, one-line help). One table, no if/elif chain.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("fleetcall.demos.cli", "run a scripted demo workflow (default: parallelqa)"),
+    "calibrate": ("fleetcall.serving.calibrate", "fit / check the GPU performance model against profiles"),
+}
+
+
+def _entry(name: str) -> Callable[[list[str]], int]:
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main  # type: ignore[no-any-return]  # every listed module defines main(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    available = {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+    parser = argparse.ArgumentParser(prog="fleetcall", description="fleetcall: fast agents on GPU fleets")
+    parser.add_argument("command", choices=sorted(available), help="; ".join(f"{k}: {v[1]}" for k, v in available.items()))
+    if not args or args[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if args else 2
+    if args[0] not in available:
+        parser.error(f"unknown command {args[0]!r}; choose from {', '.join(sorted(available))}")
+    return _entry(args[0])(args[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""The SDK entry point: :class:`Orchestrator` compiles queries into plans and runs them.
+
+>>> import asyncio
+>>> from fleetcall import Orchestrator, ScriptedLLM, tool
+>>> @tool
+... async def search(query: str) -> str:
+...     "Look something up."
+...     return f"{query}: 42"
+>>> llm = ScriptedLLM(["1. search('x')\\n2. join()<END_OF_PLAN>", "Finish(42)"])
+>>> result = asyncio.run(Orchestrator(tools=[search], llm=llm).run("What is x?"))
+>>> result.status.value, result.answer
+('answered', '42')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Literal
+
+from fleetcall.errors import ConfigError
+from fleetcall.executor import events as ev
+from fleetcall.executor.result import RunResult
+from fleetcall.executor.baselines import BaselineRun
+from fleetcall.executor.run import Run
+from fleetcall.executor.runner import ToolLimits
+from fleetcall.llm.base import LLM
+from fleetcall.tools import ToolRegistry, as_tool, default_tools
+from fleetcall.tools.base import Tool
+
+Mode = Literal["compiled", "react", "parallel_calls"]
+MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
+PlanFormat = Literal["text", "json", "tool_call"]
+JoinerFormat = Literal["text", "json"]
+
+
+class RunHandle:
+    """A run started with :meth:`Orchestrator.start`: await its result, or cancel it."""
+
+    def __init__(self, run: Run, task: "asyncio.Task[RunResult]") -> None:
+        self._run = run
+        self._task = task
+        self.query_id = run.query_id
+
+    def cancel(self) -> None:
+        """Cancel the run and every task it started; its result then has status ``cancelled``."""
+        if not self._task.done():
+            self._run.cancel_requested = True
+            self._task.cancel()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def result(self) -> RunResult:
+        return await asyncio.shield(self._task)
+
+
+class Orchestrator:
+    """Compiles each query into a DAG of tool calls, runs it in parallel, joins, replans.
+
+    One orchestrator serves many concurrent runs in one event loop; per-tool concurrency and rate
+    limits are shared by all of them.
+
+    Args:
+        tools: functions decorated with ``@tool``, plain functions, LangChain tools, or ``Tool``s.
+        llm: the model for planner, joiner and LLM tools (a ``ScriptedLLM``, an endpoint, a pool).
+        planner_llm, joiner_llm, tool_llm: override ``llm`` for one role.
+        max_replans: how many times a run may plan again (after an invalid plan or a Replan).
+        max_tasks: the most tasks one plan may hold.
+        examples: few-shot plan examples shown to the planner.
+        plan_format: ``text`` (LLMCompiler's streamed syntax), ``json`` (JSON-schema
+            ``response_format``) or ``tool_call`` (one forced tool call carrying the plan).
+        joiner_format: ``text`` (``Finish(...)`` / ``Replan(...)``) or ``json``.
+        builtin_tools: add the built-in ``math`` and ``llm`` tools unless a tool of that name is given.
+        max_steps: the most LLM turns of the ``react`` and ``parallel_calls`` baselines.
+    """
+
+    def __init__(
+        self,
+        tools: Iterable[Any] = (),
+        llm: LLM | None = None,
+        *,
+        planner_llm: LLM | None = None,
+        joiner_llm: LLM | None = None,
+        tool_llm: LLM | None = None,
+        max_replans: int = 2,
+        max_tasks: int | None = 64,
+        examples: Sequence[str] = (),
+        plan_format: PlanFormat = "text",
+        joiner_format: JoinerFormat = "text",
+        planner_max_tokens: int | None = None,
+        builtin_tools: bool = True,
+        max_steps: int = 20,
+    ) -> None:
+        given = [as_tool(t) for t in tools]
+        if builtin_tools:
+            names = {t.name for t in given}
+            given += [t for t in default_tools() if t.name not in names]
+        self.tools = ToolRegistry(given)
+        self.planner_llm = _need_llm(planner_llm or llm, "planner_llm")
+        self.joiner_llm = _need_llm(joiner_llm or llm, "joiner_llm")
+        self.tool_llm = tool_llm or llm or self.planner_llm
+        if not isinstance(max_replans, int) or max_replans < 0:
+            raise ConfigError(f"max_replans must be an integer >= 0, got {max_replans!r}")
+        if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
+            raise ConfigError(f"max_tasks must be a positive integer or None, got {max_tasks!r}")
+        if plan_format not in ("text", "json", "tool_call"):
+            raise ConfigError(f"plan_format must be 'text', 'json' or 'tool_call', got {plan_format!r}")
+        if joiner_format not in ("text", "json"):
+            raise ConfigError(f"joiner_format must be 'text' or 'json', got {joiner_format!r}")
+        self.max_replans = max_replans
+        self.max_tasks = max_tasks
+        self.examples = tuple(examples)
+        self.plan_format: PlanFormat = plan_format
+        self.joiner_format: JoinerFormat = joiner_format
+        self.planner_max_tokens = planner_max_tokens
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
+        self.max_steps = max_steps
+        self._limits: dict[str, ToolLimits] = {}   # tool name -> limits shared by every run
+        self._ids = itertools.count(1)
+
+    def limits_for(self, tool: Tool) -> ToolLimits:
+        limits = self._limits.get(tool.name)
+        if limits is None:
+            limits = self._limits[tool.name] = ToolLimits.for_tool(tool)
+        return limits
+
+    def _new_run(
+        self, query: str, deadline: float | None, query_id: str | None, emit: ev.Emit | None = None,
+        mode: Mode = "compiled",
+    ) -> Run:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        if deadline is not None and deadline <= 0:
+            raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
+        loop = asyncio.get_running_loop()
+        at = None if deadline is None else loop.time() + deadline
+        qid = query_id or f"{uuid.uuid4().hex[:12]}-{next(self._ids)}"
+        emit = emit or (lambda _e: None)
+        if mode == "compiled":
+            return Run(self, query, qid, at, emit)
+        return BaselineRun(self, query, qid, at, emit, mode=mode, max_steps=self.max_steps)
+
+    async def run(
+        self, query: str, *, deadline: float | None = None, query_id: str | None = None, mode: Mode = "compiled"
+    ) -> RunResult:
+        """Answer ``query``; ``deadline`` is a budget in seconds from now.
+
+        ``mode`` picks the compiled plan (default) or a baseline on the same tools and LLM:
+        ``react`` or ``parallel_calls``.
+
+        Returns a :class:`RunResult` whatever happens inside the run (status ``answered``,
+        ``failed``, ``timed_out``); cancelling the awaiting task cancels the run and raises
+        ``CancelledError`` as usual (use :meth:`start` for a handle whose ``cancel`` yields a result).
+        """
+        return await self._new_run(query, deadline, query_id, mode=mode).execute()
+
+    def start(self, query: str, *, deadline: float | None = None, query_id: str | None = None) -> RunHandle:
+        """Start a run in the background of the running loop and return its handle.
+
+        The handle owns the run's task: await ``handle.result()`` or call ``handle.cancel()``.
+        """
+        run = self._new_run(query, deadline, query_id)
+        return RunHandle(run, asyncio.get_running_loop().create_task(run.execute(), name=f"run-{run.query_id}"))
+
+    async def stream(
+        self, query: str, *, deadline: float | None = None, query_id: str | None = None
+    ) -> AsyncIterator[ev.Event]:
+        """Yield the run's typed events as they happen, ending with :class:`RunFinished`.
+
+        Leaving the loop early cancels the run and everything it started.
+        """
+        queue: asyncio.Queue[ev.Event | BaseException] = asyncio.Queue()
+        run = self._new_run(query, deadline, query_id, queue.put_nowait)
+        task = asyncio.get_running_loop().create_task(run.execute(), name=f"run-{run.query_id}")
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or queue.put_nowait(t.exception()))
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, ev.RunFinished):
+                    return
+        finally:
+            if not task.done():
+                run.cancel_requested = True
+                task.cancel()
+            await asyncio.wait([task])
+
+
+def _need_llm(llm: LLM | None, role: str) -> LLM:
+    if llm is None:
+        raise ConfigError(f"no LLM for the {role.removesuffix('_llm')}: pass llm= (or {role}=)")
+    if not hasattr(llm, "stream"):
+        raise ConfigError(f"{role} must implement the LLM protocol (an async stream(request) method), got {type(llm).__name__}")
+    return llm

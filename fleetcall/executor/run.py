@@ -1,0 +1,308 @@
+"""One run of a query: plan (streamed) -> execute -> join, repeated on replans.
+
+The run owns everything it starts: each round's tool tasks live in that round's task group, so a
+deadline or a cancellation of the run cancels all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from fleetcall.errors import LLMError
+from fleetcall.executor import events as ev
+from fleetcall.executor.fetching import TaskFetchingUnit
+from fleetcall.executor.recording import RecordingLLM
+from fleetcall.executor.resolve import show_call
+from fleetcall.executor.result import (
+    LLMCallRecord, PlanRecord, ReplanRecord, RunResult, RunStatus, TaskRecord, UsageRecord,
+)
+from fleetcall.executor.runner import call_tool
+from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete
+from fleetcall.planner import (
+    Finish, PlanParser, Replan, build_joiner_messages, build_planner_messages, check_task,
+    parse_joiner, parse_joiner_json, parse_json_plan, plan_json_schema, plan_tool_definition,
+    validate_plan,
+)
+from fleetcall.planner.plan import Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
+from fleetcall.tools.base import ToolContext
+
+if TYPE_CHECKING:
+    from fleetcall.executor.orchestrator import Orchestrator
+
+Emit = ev.Emit
+
+
+@dataclass(slots=True)
+class _RoundState:
+    number: int
+    text: str = ""
+    tasks: list[Task] = None  # type: ignore[assignment]  # set in __post_init__
+    issues: list[PlanIssue] = None  # type: ignore[assignment]
+    joined: bool = False
+
+    def __post_init__(self) -> None:
+        self.tasks = []
+        self.issues = []
+
+
+class Run:
+    """State and logic of one query's run; see :meth:`Orchestrator.run`."""
+
+    def __init__(self, orch: "Orchestrator", query: str, query_id: str, deadline: float | None, emit: Emit) -> None:
+        self.orch = orch
+        self.query = query
+        self.query_id = query_id
+        self.deadline = deadline                  # absolute loop time, or None
+        self.emit = emit
+        self.loop = asyncio.get_running_loop()
+        self.round = 0                            # number of the current round
+        self.records: dict[tuple[int, int], TaskRecord] = {}   # (round, task id) -> record
+        self.plans: list[PlanRecord] = []
+        self.replans: list[ReplanRecord] = []
+        self.calls: list[LLMCallRecord] = []
+        self.usage = Usage()
+        self.cancel_requested = False             # True iff the run was cancelled through its handle
+        self._llm_cache: dict[int, RecordingLLM] = {}
+
+    def _llm(self, llm: Any) -> RecordingLLM:
+        wrapped = self._llm_cache.get(id(llm))
+        if wrapped is None:
+            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round)
+        return wrapped
+
+    def _ctx(self, kind: str) -> CallContext:
+        return CallContext(query_id=self.query_id, kind=kind, deadline=self.deadline, stage=self.round)
+
+    # -- the run as a whole ------------------------------------------------------------------
+    async def execute(self) -> RunResult:
+        started = self.loop.time()
+        status, answer, error = RunStatus.FAILED, None, None
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                answer, error = await self._rounds()
+            status = RunStatus.ANSWERED if answer is not None else RunStatus.FAILED
+        except TimeoutError:
+            status, error = RunStatus.TIMED_OUT, f"deadline passed after {self.loop.time() - started:.3f}s"
+        except asyncio.CancelledError:
+            if not self.cancel_requested:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            status, error = RunStatus.CANCELLED, "run cancelled"
+        result = self._result(started, status, answer, error)
+        if answer is not None:
+            self.emit(ev.AnswerReady(answer, result.finished_at))
+        self.emit(ev.RunFinished(result))
+        return result
+
+    async def _rounds(self) -> tuple[str | None, str | None]:
+        """Plan, execute and join until an answer or the replan limit; returns (answer, error)."""
+        history: list[Round] = []
+        while True:
+            try:
+                done = await self._plan_and_execute(history)
+                if done.issues:
+                    reason = "the plan was invalid:\n" + "\n".join(f"- {i}" for i in done.issues)
+                else:
+                    decision = await self._join([*history, done])
+                    if isinstance(decision, Finish):
+                        return decision.answer, None
+                    reason = decision.reason
+            except LLMError as exc:
+                return None, str(exc)
+            history.append(replace(done, replan_reason=reason))
+            if len(self.replans) >= self.orch.max_replans:
+                return None, f"no answer after {len(self.replans)} replan(s); last reason: {reason}"
+            now = self.loop.time()
+            self.replans.append(ReplanRecord(round=self.round, reason=reason, time=now))
+            self.emit(ev.Replanning(self.round, reason, now))
+            self.round += 1
+
+    # -- planning and executing one round ------------------------------------------------------
+    async def _plan_and_execute(self, history: Sequence[Round]) -> Round:
+        state = _RoundState(self.round)
+        plan_record = PlanRecord(round=self.round, text="", started_at=self.loop.time())
+        self.plans.append(plan_record)
+        failure: LLMError | None = None
+        async with asyncio.TaskGroup() as group:
+            tfu = TaskFetchingUnit(group, self._execute_task, self._on_skip)
+            try:
+                if self.orch.plan_format == "text":
+                    await self._stream_text_plan(history, state, tfu)
+                else:
+                    await self._json_plan(history, state, tfu)
+            except LLMError as exc:
+                failure = exc
+            plan_record.text = state.text
+            plan_record.finished_at = self.loop.time()
+            plan_record.issues = [str(i) for i in state.issues]
+            if state.issues:
+                self.emit(ev.PlanRejected(self.round, tuple(state.issues), self.loop.time()))
+            await tfu.wait_idle()
+        if failure is not None:
+            raise failure
+        observations = tuple(tfu.results[t.id] for t in state.tasks if t.id in tfu.results)
+        return Round(state.text, tuple(state.tasks), observations, tuple(state.issues))
+
+    def _planner_request(self, history: Sequence[Round]) -> LLMRequest:
+        orch = self.orch
+        json_mode = orch.plan_format != "text"
+        messages = build_planner_messages(
+            self.query, list(orch.tools.values()), examples=orch.examples, rounds=history,
+            json_mode=json_mode, max_tasks=orch.max_tasks,
+        )
+        extra: dict[str, Any] = {}
+        if orch.plan_format == "json":
+            extra["response_format"] = plan_json_schema(list(orch.tools.values()))
+        elif orch.plan_format == "tool_call":
+            definition = plan_tool_definition(list(orch.tools.values()))
+            extra["tools"] = (definition,)
+            extra["tool_choice"] = {"type": "function", "function": {"name": definition["function"]["name"]}}
+        return LLMRequest(tuple(messages), self._ctx("planner"), max_tokens=orch.planner_max_tokens, **extra)
+
+    async def _stream_text_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
+        parser = PlanParser()
+        request = self._planner_request(history)
+        async with contextlib.aclosing(self._llm(self.orch.planner_llm).stream(request)) as stream:
+            async for chunk in stream:
+                state.text += chunk.text
+                for item in parser.feed(chunk.text):
+                    self._take(item, state, tfu)
+                if parser.done:
+                    break
+        for item in parser.close():
+            self._take(item, state, tfu)
+        self._final_checks(Plan(tuple(state.tasks), state.joined, state.text), state)
+
+    async def _json_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
+        completion = await complete(self._llm(self.orch.planner_llm), self._planner_request(history))
+        text = completion.tool_calls[0].arguments if completion.tool_calls else completion.text
+        state.text = text
+        plan, issues = parse_json_plan(text)
+        state.issues.extend(issues)
+        self._final_checks(plan, state)
+        state.tasks = list(plan.tasks)
+        state.joined = True
+        bad = {i.task for i in state.issues if i.task is not None}
+        if state.issues and not bad:
+            return  # a plan-wide problem (syntax, cycle, size): nothing runs
+        for task in _topological(plan):
+            self._record_planned(task)
+            if task.id in bad:
+                tfu.reject(task, "; ".join(str(i) for i in state.issues if i.task == task.id))
+                self._mark_invalid(task, state)
+            else:
+                tfu.add(task)
+
+    def _take(self, item: Task | Join | PlanIssue, state: _RoundState, tfu: TaskFetchingUnit) -> None:
+        if isinstance(item, PlanIssue):
+            state.issues.append(item)
+            return
+        if isinstance(item, Join):
+            state.joined = True
+            return
+        limit = self.orch.max_tasks
+        if limit is not None and len(state.tasks) >= limit:
+            return  # reported once by the final checks; later tasks never start
+        known = {t.id for t in state.tasks}
+        state.tasks.append(item)
+        self._record_planned(item)
+        problems = check_task(item, tools=self.orch.tools, known_ids=known)
+        if problems:
+            state.issues.extend(problems)
+            tfu.reject(item, "; ".join(p.message for p in problems))
+            self._mark_invalid(item, state)
+            return
+        tfu.add(item)
+
+    def _final_checks(self, plan: Plan, state: _RoundState) -> None:
+        seen = {(i.kind, i.line, i.message) for i in state.issues}
+        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks):
+            if (issue.kind, issue.line, issue.message) not in seen:
+                seen.add((issue.kind, issue.line, issue.message))
+                state.issues.append(issue)
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def _record_planned(self, task: Task) -> None:
+        now = self.loop.time()
+        self.records[(self.round, task.id)] = TaskRecord(
+            round=self.round, id=task.id, tool=task.tool,
+            args=[str(a) for a in task.args], kwargs={k: str(v) for k, v in task.kwargs},
+            dependencies=sorted(task.deps), thought=task.thought, planned_at=now,
+        )
+        self.emit(ev.TaskPlanned(self.round, task, now))
+
+    def _mark_invalid(self, task: Task, state: _RoundState) -> None:
+        record = self.records[(self.round, task.id)]
+        record.status = "invalid"
+        record.error = "; ".join(i.message for i in state.issues if i.task == task.id) or "invalid task"
+
+    def _on_skip(self, task: Task, obs: Observation) -> None:
+        record = self.records[(self.round, task.id)]
+        record.status, record.error = "skipped", obs.error
+        self.emit(ev.TaskSkipped(self.round, task.id, obs, self.loop.time()))
+
+    async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
+        tool = self.orch.tools[task.tool]
+        round_no = self.round
+        record = self.records[(round_no, task.id)]
+        start = record.start = self.loop.time()
+        record.status = "running"
+        shown = dict(zip(tool.parameter_names(), args)) | kwargs
+        self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
+        ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline)
+        attempted = await call_tool(tool, task.id, args, kwargs, ctx, self.orch.limits_for(tool))
+        obs = replace(attempted.observation, call=show_call(task.tool, attempted.arguments or shown))
+        end = record.end = self.loop.time()
+        record.attempts = attempted.attempts
+        record.arguments = attempted.arguments or shown
+        record.status = obs.status.value
+        if obs.status is ObservationStatus.OK:
+            record.observation = obs.value
+            self.emit(ev.TaskFinished(round_no, task.id, obs, start, end))
+        else:
+            record.error = obs.error
+            self.emit(ev.TaskFailed(round_no, task.id, obs, start, end))
+        return obs
+
+    # -- joining ---------------------------------------------------------------------------------
+    async def _join(self, rounds: Sequence[Round]) -> Finish | Replan:
+        json_mode = self.orch.joiner_format == "json"
+        messages = build_joiner_messages(self.query, rounds, json_mode=json_mode)
+        extra: dict[str, Any] = {}
+        if json_mode:
+            from fleetcall.planner import joiner_json_schema
+
+            extra["response_format"] = joiner_json_schema()
+        request = LLMRequest(tuple(messages), self._ctx("joiner"), **extra)
+        completion = await complete(self._llm(self.orch.joiner_llm), request)
+        return parse_joiner_json(completion.text) if json_mode else parse_joiner(completion.text)
+
+    # -- the result ------------------------------------------------------------------------------
+    def _result(self, started: float, status: RunStatus, answer: str | None, error: str | None) -> RunResult:
+        for record in self.records.values():
+            if record.status in ("pending", "running"):
+                record.status = "cancelled"
+        return RunResult(
+            query_id=self.query_id, query=self.query, status=status, answer=answer, error=error,
+            started_at=started, finished_at=self.loop.time(), deadline=self.deadline,
+            plans=self.plans, tasks=list(self.records.values()), replans=self.replans,
+            llm_calls=self.calls,
+            usage=UsageRecord(prompt_tokens=self.usage.prompt_tokens,
+                              completion_tokens=self.usage.completion_tokens, calls=self.usage.calls),
+        )
+
+
+def _topological(plan: Plan) -> list[Task]:
+    """Tasks of an acyclic plan in dependency order (stable: plan order among equals)."""
+    import networkx as nx
+
+    graph = plan.graph()
+    order = {t.id: i for i, t in enumerate(plan.tasks)}
+    ids = nx.lexicographical_topological_sort(graph, key=lambda n: order.get(n, len(order)))
+    return [plan.task(i) for i in ids if i in order]

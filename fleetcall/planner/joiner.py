@@ -1,0 +1,138 @@
+"""Reading the joiner's decision: ``Finish(answer)`` or ``Replan(reason)``. Pure; never raises.
+
+Text form (LLMCompiler's)::
+
+    Thought: both populations are known.
+    Action: Finish(France has more people (68 million))
+
+The answer is kept whole: everything after ``Finish(`` up to the last ``)`` of the text, so
+parentheses, quotes and newlines inside it survive. An answer that is entirely one quoted string
+is unquoted. No decision at all is a :class:`Replan` whose reason says so (answering with raw
+text could pass off a half-thought as the answer).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_ACTION_MARK = re.compile(r"^\W*action\W*:", re.IGNORECASE | re.MULTILINE)
+_DECISION = re.compile(r"\b(finish|replan)\s*([(\[])", re.IGNORECASE)
+_THOUGHT_MARK = re.compile(r"^\W*thought\W*:\s*", re.IGNORECASE | re.MULTILINE)
+_CLOSE = {"(": ")", "[": "]"}
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    answer: str                 # the final answer for the user
+    thought: str | None = None  # the joiner's reasoning, if it gave any
+
+
+@dataclass(frozen=True, slots=True)
+class Replan:
+    reason: str                 # why a new plan is needed, shown to the planner
+    thought: str | None = None
+
+
+def parse_joiner(text: str) -> Finish | Replan:
+    """The decision in a text joiner answer.
+
+    >>> parse_joiner("Thought: known.\\nAction: Finish(Star Wars (1977 film))")
+    Finish(answer='Star Wars (1977 film)', thought='known.')
+    """
+    marks = list(_ACTION_MARK.finditer(text))
+    search_from = marks[-1].end() if marks else 0
+    m = _DECISION.search(text, search_from) or (_DECISION.search(text) if marks else None)
+    if m is None:
+        thought = _thought(text) or None
+        shown = " ".join(text.split())[:200]
+        return Replan(f"the joiner gave no decision (no Finish(...) or Replan(...)): {shown!r}", thought)
+    head = text[: marks[-1].start() if marks and marks[-1].start() < m.start() else m.start()]
+    thought = _thought(head) or None
+    closer = _CLOSE[m.group(2)]
+    end = text.rfind(closer)
+    body = text[m.end(): end] if end >= m.end() else text[m.end():]
+    body = _unquote(body.strip())
+    if m.group(1).lower() == "finish":
+        return Finish(body, thought)
+    return Replan(body or "the joiner asked for a new plan without saying why", thought)
+
+
+def _thought(text: str) -> str:
+    m = None
+    for m in _THOUGHT_MARK.finditer(text):
+        pass
+    return (text[m.end():] if m is not None else text).strip()
+
+
+def _unquote(text: str) -> str:
+    """``text`` without a pair of quotes that wraps all of it."""
+    if len(text) < 2 or text[0] != text[-1] or text[0] not in "\"'":
+        return text
+    for q in ('"""', "'''"):
+        if len(text) >= 6 and text.startswith(q) and text.endswith(q) and q not in text[3:-3]:
+            return text[3:-3]
+    if text[0] == '"':
+        try:
+            value = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            value = None
+        if isinstance(value, str):
+            return value
+    inner = text[1:-1]
+    return inner if text[0] not in inner else text
+
+
+# -- JSON mode ----------------------------------------------------------------------------------
+def joiner_json_schema() -> dict[str, Any]:
+    """An OpenAI ``response_format`` for ``{"thought", "action": "finish"|"replan", "answer", "reason"}``.
+
+    Flat on purpose (strict-mode and llama.cpp friendly): all four fields are required; the one
+    that does not apply is an empty string.
+    """
+    schema = {
+        "type": "object",
+        "properties": {
+            "thought": {"type": "string"},
+            "action": {"type": "string", "enum": ["finish", "replan"]},
+            "answer": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+        "required": ["thought", "action", "answer", "reason"],
+        "additionalProperties": False,
+    }
+    return {"type": "json_schema", "json_schema": {"name": "joiner_decision", "schema": schema, "strict": True}}
+
+
+def parse_joiner_json(text: str) -> Finish | Replan:
+    """The decision in a JSON joiner answer (a ```json fence and text around it are tolerated).
+
+    >>> parse_joiner_json('{"thought": "ok", "action": "finish", "answer": "42", "reason": ""}')
+    Finish(answer='42', thought='ok')
+    """
+    start = text.find("{")
+    try:
+        data, _ = json.JSONDecoder().raw_decode(text, start) if start >= 0 else (None, 0)
+    except (json.JSONDecodeError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        shown = " ".join(text.split())[:200]
+        return Replan(f"the joiner's answer is not a JSON object: {shown!r}")
+    thought = _text(data.get("thought")) or None
+    action = _text(data.get("action")).lower()
+    answer, reason = _text(data.get("answer")), _text(data.get("reason"))
+    if action == "finish":
+        return Finish(answer or reason, thought)
+    if action == "replan":
+        return Replan(reason or answer or "the joiner asked for a new plan without saying why", thought)
+    return Replan(f"the joiner gave no decision (action {data.get('action')!r})", thought)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    return json.dumps(value, ensure_ascii=False)
