@@ -12,6 +12,8 @@ from fleetcall.llm import (
     LLM, CallContext, Chunk, Completion, LLMRequest, Message, ScriptedLLM, ToolCall, Usage, complete,
 )
 from fleetcall.tools import Tool, ToolContext, ToolOptions, tool
+from fleetcall.executor import Orchestrator, RunHandle, RunResult, RunStatus, TaskRecord
+from fleetcall.executor import events
 
 __version__ = "0.1.0"
 
@@ -19,5 +21,5 @@ __all__ = [
     "ConfigError", "FleetcallError", "LLMError", "PlanError", "ToolArgumentError", "ToolError",
     "UnknownToolError", "VirtualClockError",
     "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ScriptedLLM", "ToolCall",
-    "Usage", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "__version__",
+    "Usage", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "Orchestrator", "RunHandle", "RunResult", "RunStatus", "TaskRecord", "events", "__version__",
 ]

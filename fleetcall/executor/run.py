@@ -212,7 +212,7 @@ class Run:
         known = {t.id for t in state.tasks}
         state.tasks.append(item)
         self._record_planned(item)
-        problems = check_task(item, tools=self.orch.tools, known_ids=known)
+        problems = check_task(item, tools=self.orch.tool_map, known_ids=known)
         if problems:
             state.issues.extend(problems)
             tfu.reject(item, "; ".join(p.message for p in problems))
@@ -222,7 +222,7 @@ class Run:
 
     def _final_checks(self, plan: Plan, state: _RoundState) -> None:
         seen = {(i.kind, i.line, i.message) for i in state.issues}
-        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks):
+        for issue in validate_plan(plan, self.orch.tool_map, max_tasks=self.orch.max_tasks):
             if (issue.kind, issue.line, issue.message) not in seen:
                 seen.add((issue.kind, issue.line, issue.message))
                 state.issues.append(issue)

@@ -18,9 +18,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_ACTION_MARK = re.compile(r"^\W*action\W*:", re.IGNORECASE | re.MULTILINE)
+_ACTION_MARK = re.compile(r"^[^\w\n]*action[^\w\n]*:", re.IGNORECASE | re.MULTILINE)
 _DECISION = re.compile(r"\b(finish|replan)\s*([(\[])", re.IGNORECASE)
-_THOUGHT_MARK = re.compile(r"^\W*thought\W*:\s*", re.IGNORECASE | re.MULTILINE)
+_LINE_DECISION = re.compile(r"^[^\w\n]*(finish|replan)\s*([(\[])", re.IGNORECASE | re.MULTILINE)
+_ACTION_LINE = re.compile(r"[^\w\n]*action[^\w\n]*:[^\w\n]*\Z", re.IGNORECASE)
+_THOUGHT_MARK = re.compile(r"^[^\w\n]*thought[^\w\n]*:[ \t]*", re.IGNORECASE | re.MULTILINE)
 _CLOSE = {"(": ")", "[": "]"}
 
 
@@ -42,15 +44,12 @@ def parse_joiner(text: str) -> Finish | Replan:
     >>> parse_joiner("Thought: known.\\nAction: Finish(Star Wars (1977 film))")
     Finish(answer='Star Wars (1977 film)', thought='known.')
     """
-    marks = list(_ACTION_MARK.finditer(text))
-    search_from = marks[-1].end() if marks else 0
-    m = _DECISION.search(text, search_from) or (_DECISION.search(text) if marks else None)
+    m = _find_decision(text)
     if m is None:
-        thought = _thought(text) or None
         shown = " ".join(text.split())[:200]
-        return Replan(f"the joiner gave no decision (no Finish(...) or Replan(...)): {shown!r}", thought)
-    head = text[: marks[-1].start() if marks and marks[-1].start() < m.start() else m.start()]
-    thought = _thought(head) or None
+        return Replan(f"the joiner gave no decision (no Finish(...) or Replan(...)): {shown!r}",
+                      _thought(text) or None)
+    thought = _thought(_without_action_mark(text[: m.start()])) or None
     closer = _CLOSE[m.group(2)]
     end = text.rfind(closer)
     body = text[m.end(): end] if end >= m.end() else text[m.end():]
@@ -58,6 +57,22 @@ def parse_joiner(text: str) -> Finish | Replan:
     if m.group(1).lower() == "finish":
         return Finish(body, thought)
     return Replan(body or "the joiner asked for a new plan without saying why", thought)
+
+
+def _find_decision(text: str) -> re.Match[str] | None:
+    """The decision: the first after the last ``Action:``, else the first at a line start, else any."""
+    marks = list(_ACTION_MARK.finditer(text))
+    if marks:
+        m = _DECISION.search(text, marks[-1].end())
+        if m is not None:
+            return m
+    return _LINE_DECISION.search(text) or _DECISION.search(text)
+
+
+def _without_action_mark(head: str) -> str:
+    """``head`` without a trailing ``Action:`` on its last line."""
+    before, nl, last = head.rpartition("\n")
+    return before + nl if _ACTION_LINE.match(last) else head
 
 
 def _thought(text: str) -> str:

@@ -1,0 +1,230 @@
+"""The orchestrator end to end on a scripted LLM: parallelism, streaming, failures, replans."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fleetcall import ConfigError, Orchestrator, RunStatus, ScriptedLLM, tool
+from fleetcall.executor import events as ev
+from tests.executor.conftest import vrun
+
+PLAN3 = '1. search("a")\n2. search("b")\n3. search("c")\n4. join()\n<END_OF_PLAN>'
+
+
+def test_independent_tasks_run_concurrently(tools):
+    llm = ScriptedLLM([PLAN3, "Finish(done)"])
+    result = vrun(Orchestrator(tools, llm).run("q"))
+    assert result.status is RunStatus.ANSWERED and result.answer == "done"
+    assert [t.observation for t in result.tasks] == ["result of a", "result of b", "result of c"]
+    assert result.latency == pytest.approx(1.0)  # three 1 s searches at once, not one after another
+
+
+def test_task_starts_while_the_plan_still_streams(tools):
+    llm = ScriptedLLM([PLAN3, "Finish(done)"], tpot_s=0.05)
+    result = vrun(Orchestrator(tools, llm).run("q"))
+    first = result.tasks[0]
+    assert first.start is not None and first.start < result.plans[0].finished_at
+    # each task starts the moment its own line is complete
+    assert all(t.start == pytest.approx(t.planned_at) for t in result.tasks)
+
+
+def test_dependent_task_starts_when_its_last_dependency_finishes(tools):
+    plan = '1. search("a")\n2. profile("b")\n3. echo("$1 and $2")\n4. join()'
+    result = vrun(Orchestrator(tools, ScriptedLLM([plan, "Finish(x)"])).run("q"))
+    t3 = result.tasks[2]
+    assert t3.start == pytest.approx(1.0)
+    assert t3.observation.startswith("result of a and {")  # both references substituted in the string
+
+
+def test_whole_argument_reference_keeps_its_type(tools):
+    plan = '1. profile("p")\n2. echo($1)\n3. echo($1.price)\n4. echo($1.tags[1])\n5. join()'
+    result = vrun(Orchestrator(tools, ScriptedLLM([plan, "Finish(x)"])).run("q"))
+    assert result.tasks[1].observation == {"name": "p", "price": 12.5, "tags": ["a", "b"]}
+    assert result.tasks[2].observation == 12.5
+    assert result.tasks[3].observation == "b"
+
+
+def test_raising_tool_becomes_an_observation_and_skips_dependents(tools):
+    plan = '1. boom("x")\n2. echo($1)\n3. echo($2)\n4. search("ok")\n5. join()'
+    llm = ScriptedLLM([plan, "Finish(partial)"])
+    result = vrun(Orchestrator(tools, llm).run("q"))
+    assert result.status is RunStatus.ANSWERED
+    by_id = {t.id: t for t in result.tasks}
+    assert by_id[1].status == "error" and "boom on x" in by_id[1].error
+    assert by_id[2].status == "skipped" and "task 1" in by_id[2].error
+    assert by_id[3].status == "skipped" and "task 1" in by_id[3].error
+    assert by_id[4].status == "ok"
+    joiner_prompt = "\n".join(m.content for m in llm.requests[-1].messages)
+    assert "boom on x" in joiner_prompt
+
+
+def test_tool_timeout_and_retries():
+    calls = []
+
+    @tool(timeout_s=0.5, retries=2)
+    async def slow(x: int) -> int:
+        """Too slow."""
+        calls.append(x)
+        await asyncio.sleep(10)
+        return x
+
+    result = vrun(Orchestrator([slow], ScriptedLLM(["1. slow(1)\njoin()", "Finish(no)"])).run("q"))
+    task = result.tasks[0]
+    assert task.status == "error" and "timed out" in task.error and task.attempts == 3
+    assert len(calls) == 3 and result.latency == pytest.approx(1.5)
+
+
+def test_deadline_cancels_every_task(tools):
+    cancelled = []
+
+    @tool
+    async def forever(x: str) -> str:
+        """Never ends."""
+        try:
+            await asyncio.sleep(1e6)
+        except asyncio.CancelledError:
+            cancelled.append(x)
+            raise
+        return x
+
+    plan = '1. forever("a")\n2. forever("b")\n3. join()'
+    result = vrun(Orchestrator([forever], ScriptedLLM([plan])).run("q", deadline=5.0))
+    assert result.status is RunStatus.TIMED_OUT
+    assert result.latency == pytest.approx(5.0)
+    assert sorted(cancelled) == ["a", "b"]
+    assert {t.status for t in result.tasks} == {"cancelled"}
+
+
+def test_cancel_through_the_handle(tools):
+    async def main():
+        orch = Orchestrator(tools, ScriptedLLM([PLAN3, "Finish(x)"]))
+        handle = orch.start("q")
+        await asyncio.sleep(0.5)
+        handle.cancel()
+        return await handle.result()
+
+    result = vrun(main())
+    assert result.status is RunStatus.CANCELLED
+    assert all(t.status == "cancelled" for t in result.tasks)
+
+
+def test_invalid_plan_goes_back_to_the_planner(tools):
+    bad = '1. nosuchtool("a")\n2. join()'
+    llm = ScriptedLLM([bad, '1. search("a")\n2. join()', "Finish(ok)"])
+    result = vrun(Orchestrator(tools, llm).run("q"))
+    assert result.status is RunStatus.ANSWERED and result.answer == "ok"
+    assert result.plans[0].issues and "nosuchtool" in result.plans[0].issues[0]
+    assert len(result.replans) == 1
+    replan_prompt = "\n".join(m.content for m in llm.requests[1].messages)
+    assert "nosuchtool" in replan_prompt
+
+
+def test_no_valid_plan_ends_in_a_clear_failure(tools):
+    bad = '1. nosuchtool("a")\n2. join()'
+    result = vrun(Orchestrator(tools, ScriptedLLM([bad] * 3), max_replans=2).run("q"))
+    assert result.status is RunStatus.FAILED
+    assert "nosuchtool" in result.error and len(result.replans) == 2
+
+
+def test_joiner_replan_counts_replans_not_rounds(tools):
+    one = '1. search("a")\n2. join()'
+    script = [one, "Replan(need more)", one, "Replan(still)", one, "Finish(late)"]
+    result = vrun(Orchestrator(tools, ScriptedLLM(script), max_replans=2).run("q"))
+    assert result.answer == "late" and len(result.replans) == 2
+    assert [r.reason for r in result.replans] == ["need more", "still"]
+    limited = vrun(Orchestrator(tools, ScriptedLLM(script), max_replans=1).run("q"))
+    assert limited.status is RunStatus.FAILED and "still" in limited.error
+
+
+def test_answer_with_parentheses_is_kept_whole(tools):
+    result = vrun(Orchestrator(tools, ScriptedLLM([PLAN3, "Thought: ok\nAction: Finish(Star Wars (1977 film))"])).run("q"))
+    assert result.answer == "Star Wars (1977 film)"
+
+
+def test_llm_failure_is_a_failed_run_not_a_crash(tools):
+    result = vrun(Orchestrator(tools, ScriptedLLM([PLAN3])).run("q"))  # no joiner reply scripted
+    assert result.status is RunStatus.FAILED and "joiner" in result.error
+
+
+def test_stream_yields_typed_events_in_order(tools):
+    async def main():
+        orch = Orchestrator(tools, ScriptedLLM([PLAN3, "Finish(x)"]))
+        return [e async for e in orch.stream("q")]
+
+    events = vrun(main())
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "TaskPlanned" and kinds[-2:] == ["AnswerReady", "RunFinished"]
+    assert kinds.count("TaskFinished") == 3
+    assert isinstance(events[-1], ev.RunFinished) and events[-1].result.answer == "x"
+
+
+def test_thousand_concurrent_runs_on_one_orchestrator(tools):
+    def reply(request):
+        question = request.messages[-1].content
+        n = question.split("#")[-1].split()[0] if "#" in question else "?"
+        if request.context.kind == "planner":
+            return f'1. search("x{n}")\n2. search("y{n}")\n3. echo("$1 + $2")\n4. join()'
+        return f"Finish(answer {n})"
+
+    async def main():
+        orch = Orchestrator(tools, ScriptedLLM(reply, ttft_s=0.2, tpot_s=0.01))
+        return await asyncio.gather(*(orch.run(f"question #{i} please") for i in range(1000)))
+
+    results = vrun(main())
+    assert all(r.status is RunStatus.ANSWERED for r in results)
+    assert [r.answer for r in results] == [f"answer {i}" for i in range(1000)]
+    assert all(r.tasks[2].observation == f"result of x{i} + result of y{i}" for i, r in enumerate(results))
+
+
+def test_sync_tool_runs_in_a_thread_without_blocking_the_loop():
+    import time
+
+    @tool
+    def blocking(x: int) -> int:
+        """Sleeps for real."""
+        time.sleep(0.2)
+        return x * 2
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        orch = Orchestrator([blocking], ScriptedLLM(["1. blocking(1)\n2. blocking(2)\n3. join()", "Finish(ok)"]))
+        result = await orch.run("q")
+        t.cancel()
+        return result, ticks
+
+    result, ticks = asyncio.run(main())
+    assert [t.observation for t in result.tasks] == [2, 4]
+    assert ticks >= 5  # the loop kept running while both sync tools slept (in parallel threads)
+    assert result.latency < 0.39
+
+
+@pytest.mark.parametrize("mode", ["react", "parallel_calls"])
+def test_baselines_use_the_same_tools(tools, mode):
+    if mode == "react":
+        script = ['Thought: a\nAction: search("a")', 'Thought: b\nAction: search("b")', "Action: Finish(ab)"]
+    else:
+        script = ['1. search("a")\n2. search("b")', "Finish(ab)"]
+    result = vrun(Orchestrator(tools, ScriptedLLM(script)).run("q", mode=mode))
+    assert result.status is RunStatus.ANSWERED and result.answer == "ab" and result.mode == mode
+    assert [t.observation for t in result.tasks] == ["result of a", "result of b"]
+    assert result.latency == pytest.approx(2.0 if mode == "react" else 1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({}, "no LLM"), ({"max_replans": -1}, "max_replans"), ({"plan_format": "xml"}, "plan_format")],
+)
+def test_bad_configuration_is_named(tools, kwargs, message):
+    llm = None if not kwargs else ScriptedLLM([])
+    with pytest.raises(ConfigError, match=message):
+        Orchestrator(tools, llm, **kwargs)
