@@ -22,7 +22,7 @@ _ACTION_MARK = re.compile(r"^[^\w\n]*action[^\w\n]*:", re.IGNORECASE | re.MULTIL
 _DECISION = re.compile(r"\b(finish|replan)\s*([(\[])", re.IGNORECASE)
 _LINE_DECISION = re.compile(r"^[^\w\n]*(finish|replan)\s*([(\[])", re.IGNORECASE | re.MULTILINE)
 _ACTION_LINE = re.compile(r"[^\w\n]*action[^\w\n]*:[^\w\n]*\Z", re.IGNORECASE)
-_THOUGHT_MARK = re.compile(r"^[^\w\n]*thought[^\w\n]*:[ \t]*", re.IGNORECASE | re.MULTILINE)
+_THOUGHT_MARK = re.compile(r"^[^\w\n]*thought[^\w\n]*:[*_ \t]*", re.IGNORECASE | re.MULTILINE)
 _CLOSE = {"(": ")", "[": "]"}
 
 

@@ -5,7 +5,7 @@ Two entry points:
 * :func:`check_task` - one task as it streams in: its tool, its arguments, its references to the
   tasks accepted so far (``known_ids``);
 * :func:`validate_plan` - a whole plan: every task's problems, duplicate ids, cycles, a missing
-  ``join()``, too many tasks, an empty plan.
+  ``join()``, too many tasks, an empty plan (no tasks and no ``join()``).
 
 Messages are deterministic, so the same problem found by both reads the same (callers dedupe).
 """
@@ -82,13 +82,17 @@ def validate_plan(
 
     References may point to any task of the plan (JSON plans list tasks in any order) as long as
     the graph has no cycle; with ``ordered=True`` (a text plan's rule) only to earlier tasks.
-    ``joined`` is required: JSON plans set it, text plans need their ``join()``.
+    ``joined`` is required: JSON plans set it, text plans need their ``join()``. A joined plan
+    without tasks is valid (LLMCompiler's "just join()": the joiner answers from the question and
+    earlier rounds); no tasks and no join is EMPTY.
 
     >>> # issues = validate_plan(plan, {"search": search_tool}, max_tasks=20)
     """
     issues: list[PlanIssue] = []
-    if not plan.tasks:
-        issues.append(PlanIssue(IssueKind.EMPTY, "the plan has no tasks", _end_line(plan)))
+    if not plan.tasks and not plan.joined:
+        issues.append(PlanIssue(IssueKind.EMPTY, "the plan has no tasks and no join()", _end_line(plan)))
+    elif not plan.joined:
+        issues.append(PlanIssue(IssueKind.NO_JOIN, "the plan does not end with join()", _end_line(plan)))
     all_ids = {t.id for t in plan.tasks}
     seen: dict[int, Task] = {}
     for task in plan.tasks:
@@ -100,8 +104,6 @@ def validate_plan(
         issues += tool_issues(task, tools) + _ref_issues(task, known, all_ids)
     if not ordered:
         issues += cycle_issues(plan)
-    if not plan.joined:
-        issues.append(PlanIssue(IssueKind.NO_JOIN, "the plan does not end with join()", _end_line(plan)))
     if max_tasks is not None and len(plan.tasks) > max_tasks:
         extra = plan.tasks[max_tasks]
         issues.append(PlanIssue(IssueKind.TOO_MANY_TASKS, f"the plan has {len(plan.tasks)} tasks; at most "
@@ -124,7 +126,7 @@ def cycle_issues(plan: Plan) -> list[PlanIssue]:
         start = ids.index(first)
         ids = ids[start:] + ids[:start]
         path = " -> ".join(f"${i}" for i in [*ids, ids[0]])
-        issues.append(PlanIssue(IssueKind.CYCLE, f"tasks depend on each other in a cycle: {path}",
+        issues.append(PlanIssue(IssueKind.CYCLE, f"tasks depend on each other in a cycle (each feeds the next): {path}",
                                 _line_of(graph, first), first))
     return issues
 
