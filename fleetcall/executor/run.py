@@ -27,7 +27,7 @@ from fleetcall.planner import (
     parse_joiner, parse_joiner_json, parse_json_plan, plan_json_schema, plan_tool_definition,
     validate_plan,
 )
-from fleetcall.planner.plan import Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
+from fleetcall.planner.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
 from fleetcall.tools.base import ToolContext
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class Run:
         state.tasks = list(plan.tasks)
         state.joined = True
         bad = {i.task for i in state.issues if i.task is not None}
-        if state.issues and not bad:
+        if (state.issues and not bad) or any(i.kind is IssueKind.CYCLE for i in state.issues):
             return  # a plan-wide problem (syntax, cycle, size): nothing runs
         for task in _topological(plan):
             self._record_planned(task)
@@ -208,7 +208,10 @@ class Run:
             return
         limit = self.orch.max_tasks
         if limit is not None and len(state.tasks) >= limit:
-            return  # reported once by the final checks; later tasks never start
+            if not any(i.kind is IssueKind.TOO_MANY_TASKS for i in state.issues):
+                state.issues.append(PlanIssue(
+                    IssueKind.TOO_MANY_TASKS, f"the plan has more than {limit} tasks", item.line, item.id))
+            return  # later tasks never start
         known = {t.id for t in state.tasks}
         state.tasks.append(item)
         self._record_planned(item)

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from fleetcall.errors import ConfigError
 from fleetcall.serving.gpus import CALIBRATED, Efficiency, GPUSpec, get_gpu
@@ -171,9 +171,13 @@ class FileReport(BaseModel):
     format: str
     assumption: str                # Assumption.describe()
     gpus: list[GPUFit]
+    floor_pct: float = FLOOR_PCT
 
-    def passed(self, floor_pct: float = FLOOR_PCT) -> bool:
-        return all(g.latency_mape_pct < floor_pct for g in self.gpus)
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented usage
+    @property
+    def passed(self) -> bool:
+        """True iff every GPU's latency MAPE is below the floor."""
+        return all(g.latency_mape_pct < self.floor_pct for g in self.gpus)
 
 
 class CalibrationReport(BaseModel):
@@ -184,9 +188,10 @@ class CalibrationReport(BaseModel):
     files: list[FileReport]
     fitted: dict[str, dict[str, float]] = {}  # catalog GPU -> Efficiency fields (fit mode)
 
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented usage
     @property
     def passed(self) -> bool:
-        return all(f.passed(self.floor_pct) for f in self.files)
+        return all(f.passed for f in self.files)
 
 
 def _by_gpu(profile: Profile) -> dict[str, list[ProfileRow]]:
@@ -204,7 +209,8 @@ def _mape(pairs: Sequence[tuple[float, float]]) -> float:
 
 
 def check(profile: Profile, assumption: Assumption | None = None, *,
-          efficiencies: Mapping[str, Efficiency] | None = None) -> FileReport:
+          efficiencies: Mapping[str, Efficiency] | None = None,
+          floor_pct: float = FLOOR_PCT) -> FileReport:
     """MAPE per GPU of the catalog's factors (or ``efficiencies``, by catalog name) on a file."""
     a = assumption or DEFAULT_ASSUMPTIONS[profile.format]
     fits = []
@@ -218,7 +224,7 @@ def check(profile: Profile, assumption: Assumption | None = None, *,
             fit.tpot_mape_pct = _mape([(p[2], r.tpot_s or 0.0) for p, r in zip(preds, rows)])
         fits.append(fit)
     return FileReport(path=profile.path, format=profile.format, assumption=a.describe(),
-                      gpus=fits)
+                      gpus=fits, floor_pct=floor_pct)
 
 
 def _with_efficiency(gpu: GPUSpec, effs: Mapping[str, Efficiency] | None) -> GPUSpec:
@@ -372,7 +378,7 @@ def format_report(report: CalibrationReport) -> str:
             lines.append(f'    "{gpu}": Efficiency({args}),')
         lines.append("")
     for f in report.files:
-        verdict = "PASS" if f.passed(report.floor_pct) else "FAIL"
+        verdict = "PASS" if f.passed else "FAIL"
         lines.append(f"{f.path}  [{f.format}: {f.assumption}]  {verdict} "
                      f"(latency MAPE < {report.floor_pct:g}% per GPU)")
         lines.append(f"  {'GPU':<8} {'catalog':<10} {'n':>5} {'latency':>9} {'TTFT':>9} "
@@ -423,12 +429,12 @@ def run(args: argparse.Namespace) -> CalibrationReport:
     """Carry out a parsed ``calibrate`` command and return its report."""
     if args.check:
         profiles = [load_profile(p) for p in args.check]
-        files = [check(p, _assumption(p.format, args)) for p in profiles]
+        files = [check(p, _assumption(p.format, args), floor_pct=args.floor) for p in profiles]
         return CalibrationReport(mode="check", floor_pct=args.floor, files=files)
     profiles = [load_profile(p) for p in (args.paths or shipped_profiles())]
     pairs = [(p, _assumption(p.format, args)) for p in profiles]
     fitted = fit(pairs)
-    files = [check(p, a, efficiencies=fitted) for p, a in pairs]
+    files = [check(p, a, efficiencies=fitted, floor_pct=args.floor) for p, a in pairs]
     return CalibrationReport(mode="fit", floor_pct=args.floor, files=files,
                              fitted={g: dataclasses.asdict(e) for g, e in fitted.items()})
 

@@ -10,8 +10,10 @@ the HEXGEN-TEXT2SQL vLLM profiles shipped in ``fleetcall/data/profiles`` (see
 :mod:`fleetcall.serving.calibrate` for the model assumptions and the fit). Those measurements
 ran tensor-parallel over 4 GPUs (TP4), so the overheads include TP4 synchronization; the factors
 are *per GPU type* and the model shape supplies bytes and FLOPs, so they carry over to other
-models. Every other GPU borrows the factors of its own architecture's calibrated GPUs (their
-mean), or of all calibrated GPUs if none of its architecture was measured (Hopper).
+models. Every other GPU borrows the factors of the calibrated GPUs of its chip family (A100-40G
+from A100-80G, A10G from A6000, L4 and RTX 4090 from L40S), or of all calibrated GPUs if none of
+its family was measured (Hopper), and
+the median fixed overheads (see :func:`default_efficiency`).
 
 Lookup is case-insensitive and ignores punctuation and a leading ``nvidia``; "A100" means the
 A100 80GB the HEXGEN cluster used::
@@ -25,6 +27,7 @@ Users add GPUs with :func:`register_gpu` (a :class:`GPUSpec` or a :class:`GPUCon
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,14 +54,18 @@ class Efficiency:
             raise ConfigError("efficiency overheads must be >= 0 seconds")
 
 
-# Fitted by `fleetcall calibrate` on fleetcall/data/profiles (both files at once; see calibrate.py).
+# Fitted by `fleetcall calibrate` on fleetcall/data/profiles (both files at once; see
+# calibrate.py for the model each file measured: Llama-3.1-70B and -8B, both on TP4 engines).
 CALIBRATED: dict[str, Efficiency] = {
-    "A100-80G": Efficiency(bandwidth=0.5, kv_bandwidth=0.5, compute=0.5,
-                           iteration_overhead_s=0.005, request_overhead_s=0.01),
-    "A6000": Efficiency(bandwidth=0.5, kv_bandwidth=0.5, compute=0.5,
-                        iteration_overhead_s=0.005, request_overhead_s=0.01),
-    "L40S": Efficiency(bandwidth=0.5, kv_bandwidth=0.5, compute=0.5,
-                       iteration_overhead_s=0.005, request_overhead_s=0.01),
+    "A100-80G": Efficiency(bandwidth=0.506, kv_bandwidth=0.506, compute=0.219,
+                           iteration_overhead_s=0.0053, request_overhead_s=0.013,
+                           chunk_overhead_s=0.012),
+    "A6000": Efficiency(bandwidth=0.776, kv_bandwidth=0.554, compute=0.083,
+                        iteration_overhead_s=0.0002, request_overhead_s=0.0333,
+                        chunk_overhead_s=0.025),
+    "L40S": Efficiency(bandwidth=0.778, kv_bandwidth=0.426, compute=0.193,
+                       iteration_overhead_s=0.0024, request_overhead_s=0.021,
+                       chunk_overhead_s=0.5062),
 }
 
 
@@ -67,7 +74,7 @@ class GPUSpec:
     """One GPU type: data-sheet figures and the efficiency factors the roofline applies."""
 
     name: str
-    arch: str                   # "ampere", "ada", "hopper", ...: picks default efficiencies
+    arch: str                   # chip family ("ga100", "ga102", "ada", "hopper"): default efficiency
     memory_gb: float            # device memory, GiB (what nvidia-smi reports, about)
     mem_bw_gbs: float           # peak memory bandwidth, GB/s (1e9 bytes)
     bf16_tflops: float          # dense bf16 tensor throughput with fp32 accumulate, TFLOPS
@@ -144,14 +151,14 @@ _SPEC_SHEET: tuple[tuple[str, str, float, float, float, tuple[str, ...]], ...] =
     ("H100", "hopper", 80, 3350, 989.4, ("H100-SXM", "H100-80G", "H100-SXM5")),
     ("H100-PCIe", "hopper", 80, 2000, 756.0, ()),
     # The HEXGEN cluster's "A100" is the 80 GB card (SXM4 figures).
-    ("A100-80G", "ampere", 80, 2039, 312.0, ("A100", "A100-80GB", "A100-SXM4-80GB")),
-    ("A100-40G", "ampere", 40, 1555, 312.0, ("A100-40GB", "A100-SXM4-40GB")),
+    ("A100-80G", "ga100", 80, 2039, 312.0, ("A100", "A100-80GB", "A100-SXM4-80GB")),
+    ("A100-40G", "ga100", 40, 1555, 312.0, ("A100-40GB", "A100-SXM4-40GB")),
     # RTX A6000: 154.8 dense fp16/bf16 tensor TFLOPS (309.7 with sparsity).
-    ("A6000", "ampere", 48, 768, 154.8, ("RTX-A6000",)),
+    ("A6000", "ga102", 48, 768, 154.8, ("RTX-A6000",)),
     # L40S: 362 dense (733 with sparsity).
     ("L40S", "ada", 48, 864, 362.0, ()),
     # A10G (AWS g5): the commonly quoted 70 dense bf16 TFLOPS (the A10 lists 125).
-    ("A10G", "ampere", 24, 600, 70.0, ()),
+    ("A10G", "ga102", 24, 600, 70.0, ()),
     ("L4", "ada", 24, 300, 121.0, ()),
     # GeForce: 165.2 with fp32 accumulate (what bf16 matmuls use; 330 with fp16 accumulate).
     ("RTX-4090", "ada", 24, 1008, 165.2, ("4090", "GeForce-RTX-4090")),
@@ -159,18 +166,28 @@ _SPEC_SHEET: tuple[tuple[str, str, float, float, float, tuple[str, ...]], ...] =
 
 
 def default_efficiency(arch: str) -> Efficiency:
-    """Mean calibrated efficiency of ``arch``'s measured GPUs, else of all measured GPUs."""
+    """Efficiency for a GPU without measurements of its own.
+
+    The fractions (bandwidth, KV bandwidth, compute) are the mean over the calibrated GPUs of
+    the same chip family, else over all calibrated GPUs: they are properties of the chip. The
+    fixed overheads come from the host, the software and the interconnect rather than the chip,
+    so they are the median over all calibrated GPUs (which keeps the L40S's large chunk
+    overhead out of other Ada GPUs).
+    """
     archs = {name: a for name, a, *_ in _SPEC_SHEET}
-    same = [eff for name, eff in CALIBRATED.items() if archs.get(name) == arch.lower()]
-    pool = same or list(CALIBRATED.values())
-    n = len(pool)
+    every = list(CALIBRATED.values())
+    same = [eff for name, eff in CALIBRATED.items() if archs.get(name) == arch.lower()] or every
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
     return Efficiency(
-        bandwidth=sum(e.bandwidth for e in pool) / n,
-        kv_bandwidth=sum(e.kv_bandwidth for e in pool) / n,
-        compute=sum(e.compute for e in pool) / n,
-        iteration_overhead_s=sum(e.iteration_overhead_s for e in pool) / n,
-        request_overhead_s=sum(e.request_overhead_s for e in pool) / n,
-        chunk_overhead_s=sum(e.chunk_overhead_s for e in pool) / n,
+        bandwidth=mean([e.bandwidth for e in same]),
+        kv_bandwidth=mean([e.kv_bandwidth for e in same]),
+        compute=mean([e.compute for e in same]),
+        iteration_overhead_s=statistics.median(e.iteration_overhead_s for e in every),
+        request_overhead_s=statistics.median(e.request_overhead_s for e in every),
+        chunk_overhead_s=statistics.median(e.chunk_overhead_s for e in every),
     )
 
 
