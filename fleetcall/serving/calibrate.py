@@ -15,25 +15,27 @@ Formats, told apart by their columns:
 What the two shipped files measured (the model assumption of each format, overridable with
 ``--model``, ``--tp`` and ``--prefix-cache``):
 
-- ``single_request`` = Llama-3.1-70B, bf16, tensor parallel over 4 GPUs, prompt served from the
-  prefix cache. Regressing latency on output tokens gives a decode step of 38.4 / 58.9 / 54.4 ms
-  (A100 / A6000 / L40S): 70B bf16 is 141 GB of weights, which fits none of these GPUs alone and
-  needs TP >= 4 on the 48 GB cards; at TP4 one GPU streams 35 GB per step, i.e. 77-78% of the
-  A6000's and L40S's bandwidth (a 4-bit single-GPU 70B would stream the same bytes but does not
-  fit the A100 result below). The HEXGEN simulator also runs Llama-3.1-70B-Instruct on 4-GPU
-  engines. Per-token decode cost grows ~0.1-0.2 us per context token, the size of the 70B KV
-  cache (320 KB/token) over 4 GPUs. The prompt itself costs only 5-10 us per token, while a
-  70B prefill costs >= 0.1 ms per token of compute even on 4x A100: the synthetic prompts hit
-  vLLM's automatic prefix cache, so the model takes every prompt token but the last as cached.
+- ``single_request`` = Llama-3.1-70B, bf16, tensor parallel over 4 GPUs (TP4), prompt served
+  from the prefix cache. Regressing latency on output tokens gives a decode step of 38.4 / 58.9
+  / 54.4 ms (A100 / A6000 / L40S). 70B bf16 is 141 GB of weights: it fits none of these GPUs
+  alone and needs TP4 on the 48 GB cards, where one GPU then streams 35 GB a step, 77-78% of
+  the A6000's and L40S's bandwidth. The step grows by 0.1-0.2 us per context token, about the
+  70B KV cache (320 KB/token) split over 4 GPUs. The HEXGEN simulator, too, runs
+  Llama-3.1-70B-Instruct on 4-GPU engines. The prompt costs only 5-10 us per token, whereas
+  computing a 70B prefill takes >= 0.11 ms per token even at the peak of 4 A100s: the synthetic
+  prompts hit vLLM's automatic prefix cache, so every prompt token but the last is taken as
+  cached (equivalently, the clock started near the first token).
 - ``breakdown`` = Llama-3.1-8B, bf16, TP4, no prefix-cache hits. Its decode step is 8.8 / 6.6
-  / 8.0 ms: 70B is ruled out (it would need 8 TB/s on A6000s), so is any >= 3B model on one
-  A6000 (bandwidth alone exceeds 6.6 ms). 8B on TP4 gives the same per-GPU bandwidth efficiency
-  as the 70B file (0.50 / 0.77 / 0.78) with small fixed overheads, so one set of per-GPU factors
-  fits both files; Llama-3.2-1B on one GPU fits as well (the data cannot tell them apart), and
-  TP4 matches the 70B deployment. TTFT grows linearly with the prompt and jumps once it passes
-  2048 tokens on every GPU (~10 ms on A100, small on A6000, ~0.5 s on L40S): chunked prefill
-  with 2048-token chunks, where a chunk continuing a prompt costs extra; the model carries this
-  as the per-GPU ``chunk_overhead_s``.
+  / 8.0 ms: a 70B would need 5 TB/s per A6000 even at TP4, and any model of 3B or more on one
+  A6000 needs more than 6.6 ms for its weights alone. 8B on TP4 fits with the same per-GPU
+  factors as the 70B file (weight bandwidth efficiency 0.51 / 0.78 / 0.78, a few ms of fixed
+  overhead per step), i.e. the same 4-GPU engines serving a smaller model. (Llama-3.2-1B on
+  one GPU fits about as well; the data cannot tell them apart. TP2 for the A100 is ruled out:
+  the two files would then need 100% bandwidth and a negative overhead.) TTFT grows linearly
+  with the prompt and steps up once the prompt passes 2048 tokens, on every GPU (about 12 ms on
+  A100, 25 ms on A6000, 0.5 s on L40S): vLLM's chunked prefill in 2048-token chunks, a chunk
+  continuing a prompt costing extra. The model carries this as the per-GPU
+  ``chunk_overhead_s``; the prefix-cached prompts of the other file never continue a chunk.
 
 The fit (:func:`fit`) is per GPU, on all files at once: Nelder-Mead on the mean absolute log
 error of every measured series (latency; TTFT and TPOT where measured), each file with its own

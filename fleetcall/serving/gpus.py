@@ -8,7 +8,8 @@ FLOPs by ``bf16_tflops * efficiency.compute``, then adds the fixed overheads.
 Where the efficiencies come from: A100, A6000 and L40S are fitted by ``fleetcall calibrate`` on
 the HEXGEN-TEXT2SQL vLLM profiles shipped in ``fleetcall/data/profiles`` (see
 :mod:`fleetcall.serving.calibrate` for the model assumptions and the fit). Those measurements
-ran tensor-parallel over 4 GPUs (TP4), so the overheads include TP4 synchronization; the factors
+ran tensor-parallel over 4 GPUs (TP4), so the overheads include TP4 synchronization and the
+compute efficiencies (0.22 / 0.08 / 0.19 of peak, from prefill) include its all-reduces; the factors
 are *per GPU type* and the model shape supplies bytes and FLOPs, so they carry over to other
 models. Every other GPU borrows the factors of the calibrated GPUs of its chip family (A100-40G
 from A100-80G, A10G from A6000, L4 and RTX 4090 from L40S), or of all calibrated GPUs if none of
@@ -74,7 +75,7 @@ class GPUSpec:
     """One GPU type: data-sheet figures and the efficiency factors the roofline applies."""
 
     name: str
-    arch: str                   # chip family ("ga100", "ga102", "ada", "hopper"): default efficiency
+    arch: str                   # chip family ("ga100", "ga102", "ada", "hopper"), for defaults
     memory_gb: float            # device memory, GiB (what nvidia-smi reports, about)
     mem_bw_gbs: float           # peak memory bandwidth, GB/s (1e9 bytes)
     bf16_tflops: float          # dense bf16 tensor throughput with fp32 accumulate, TFLOPS

@@ -9,7 +9,7 @@ Lookup is by name, case-insensitive, with aliases; a ``@precision`` suffix re-qu
 weights of a catalog entry::
 
     >>> get_model("Llama-3.1-8B").kv_bytes_per_token
-    131072
+    131072.0
     >>> get_model("llama-3.1-70b@fp8").weight_bytes_per_param
     1.0
 
@@ -101,8 +101,9 @@ class ModelShape:
         w_bytes = _precision_bytes(weights)
         kv_bytes = self.kv_bytes_per_elem if kv is None else _precision_bytes(kv)
         suffix = weights if kv is None else f"{weights}-kv{kv}"
-        return dataclasses.replace(self, name=f"{self.name}@{suffix}", weight_bytes_per_param=w_bytes,
-                                   kv_bytes_per_elem=kv_bytes, aliases=())
+        return dataclasses.replace(self, name=f"{self.name}@{suffix}",
+                                   weight_bytes_per_param=w_bytes, kv_bytes_per_elem=kv_bytes,
+                                   aliases=())
 
 
 def _precision_bytes(name: str) -> float:
@@ -155,7 +156,8 @@ def _key(name: str) -> str:
 # Shapes from each model's Hugging Face config.json (bf16 weights and KV cache).
 _BUILTIN = (
     ModelShape("llama-3.1-8b", params_b=8.03, layers=32, hidden=4096, heads=32, kv_heads=8,
-               head_dim=128, vocab=128256, aliases=("meta-llama/Llama-3.1-8B-Instruct", "llama3-8b")),
+               head_dim=128, vocab=128256,
+               aliases=("meta-llama/Llama-3.1-8B-Instruct", "llama3-8b")),
     ModelShape("llama-3.1-70b", params_b=70.55, layers=80, hidden=8192, heads=64, kv_heads=8,
                head_dim=128, vocab=128256,
                aliases=("meta-llama/Llama-3.1-70B-Instruct", "llama3-70b")),

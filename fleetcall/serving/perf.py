@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleetcall.errors import ConfigError
 from fleetcall.serving.gpus import GPUSpec, get_gpu
@@ -53,9 +54,8 @@ class IterationCost:
         return self.memory_s >= self.compute_s
 
 
-@dataclass(frozen=True, slots=True)
-class RequestLatency:
-    """A lone request's latency, seconds."""
+class RequestLatency(NamedTuple):
+    """A lone request's latency, seconds (a tuple: ``total, ttft, tpot = ...`` works)."""
 
     total_s: float  # arrival to last token
     ttft_s: float   # arrival to first token (request overhead + every prefill chunk)
