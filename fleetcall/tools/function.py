@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from fleetcall.errors import ConfigError
 from fleetcall.tools.base import ToolContext, ToolOptions, check_options
 from fleetcall.tools.docstring import arg_descriptions, summary
+from fleetcall.tools.schema import SchemaBackedTool
 from fleetcall.tools.schema import ArgumentSchema, Param, render_params, type_name
 
 _MODEL_CONFIG = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
@@ -86,7 +87,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
         raise ConfigError(f"cannot read the signature of {fn!r}: {exc}") from exc
 
 
-class FunctionTool:
+class FunctionTool(SchemaBackedTool):
     """A Python function (sync or async) as a tool.
 
     ``args_schema``: a pydantic model to use instead of the function's type hints (the function
@@ -169,23 +170,6 @@ class FunctionTool:
         return ArgumentSchema.from_model(self.name, model)
 
     # --- the Tool protocol -------------------------------------------------------------------
-
-    def json_schema(self) -> dict[str, Any]:
-        return self._schema.json_schema()
-
-    def signature(self) -> str:
-        shown = type_name(self._return)
-        tail = f" -> {shown}" if shown is not None else ""
-        return f"{self.name}({render_params(self._schema.params)}){tail}"
-
-    def parameter_names(self) -> list[str]:
-        return self._schema.names
-
-    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-        return self._schema.check(args, kwargs)
-
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        return self._schema.bind(args, kwargs)
 
     async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
         call_args, call_kwargs = self._call_arguments(arguments, ctx)

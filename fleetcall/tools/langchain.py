@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from fleetcall.errors import ConfigError
 from fleetcall.tools.base import ToolContext, ToolOptions, check_options
+from fleetcall.tools.schema import SchemaBackedTool
 from fleetcall.tools.schema import (
     ArgumentSchema,
     model_from_json_schema,
@@ -80,7 +81,7 @@ def _return_annotation(lc_tool: BaseTool) -> Any:
     return Any
 
 
-class LangChainTool:
+class LangChainTool(SchemaBackedTool):
     """A LangChain ``BaseTool`` behind the fleetcall :class:`~fleetcall.tools.Tool` protocol.
 
     ``name`` renames it (plans call tools by Python-identifier names); ``options`` sets the
@@ -107,23 +108,6 @@ class LangChainTool:
         self.options = check_options(options if options is not None else ToolOptions())
         self._schema, self._single_input = _build_schema(self.name, lc_tool)
         self._return = _return_annotation(lc_tool)
-
-    def json_schema(self) -> dict[str, Any]:
-        return self._schema.json_schema()
-
-    def signature(self) -> str:
-        shown = type_name(self._return)
-        tail = f" -> {shown}" if shown is not None else ""
-        return f"{self.name}({render_params(self._schema.params)}){tail}"
-
-    def parameter_names(self) -> list[str]:
-        return self._schema.names
-
-    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-        return self._schema.check(args, kwargs)
-
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        return self._schema.bind(args, kwargs)
 
     async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
         if self._single_input:

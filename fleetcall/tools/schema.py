@@ -317,3 +317,31 @@ def model_from_json_schema(name: str, schema: dict[str, Any]) -> type[BaseModel]
             fields[prop] = (Optional[tp] if tp is not Any else Any, Field(default=default, description=desc))
     safe = "".join(c if c.isalnum() else "_" for c in name) or "Arguments"
     return create_model(safe, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+class SchemaBackedTool:
+    """The Tool-protocol methods shared by tools whose arguments an :class:`ArgumentSchema` describes.
+
+    Subclasses set ``name``, ``_schema`` (ArgumentSchema) and ``_return`` (return annotation).
+    """
+
+    name: str
+    _schema: ArgumentSchema
+    _return: Any
+
+    def json_schema(self) -> dict[str, Any]:
+        return self._schema.json_schema()
+
+    def signature(self) -> str:
+        shown = type_name(self._return)
+        tail = f" -> {shown}" if shown is not None else ""
+        return f"{self.name}({render_params(self._schema.params)}){tail}"
+
+    def parameter_names(self) -> list[str]:
+        return self._schema.names
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        return self._schema.check(args, kwargs)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self._schema.bind(args, kwargs)
