@@ -68,3 +68,7 @@ class LLMError(FleetcallError):
 
 class VirtualClockError(FleetcallError, RuntimeError):
     """Something that cannot work under the virtual clock, such as a thread or a real socket."""
+
+
+class WorkloadError(ConfigError):
+    """A workload or arrivals file that cannot be replayed: names the file and the bad entry."""

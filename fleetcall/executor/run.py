@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from fleetcall.errors import LLMError
@@ -40,13 +40,10 @@ Emit = ev.Emit
 class _RoundState:
     number: int
     text: str = ""
-    tasks: list[Task] = None  # type: ignore[assignment]  # set in __post_init__
-    issues: list[PlanIssue] = None  # type: ignore[assignment]
+    tasks: list[Task] = field(default_factory=list)
+    ids: set[int] = field(default_factory=set)        # ids of ``tasks``, kept in step with it
+    issues: list[PlanIssue] = field(default_factory=list)
     joined: bool = False
-
-    def __post_init__(self) -> None:
-        self.tasks = []
-        self.issues = []
 
 
 class Run:
@@ -187,6 +184,7 @@ class Run:
         state.issues.extend(issues)
         self._final_checks(plan, state)
         state.tasks = list(plan.tasks)
+        state.ids = {t.id for t in plan.tasks}
         state.joined = True
         bad = {i.task for i in state.issues if i.task is not None}
         if (state.issues and not bad) or any(i.kind is IssueKind.CYCLE for i in state.issues):
@@ -212,10 +210,10 @@ class Run:
                 state.issues.append(PlanIssue(
                     IssueKind.TOO_MANY_TASKS, f"the plan has more than {limit} tasks", item.line, item.id))
             return  # later tasks never start
-        known = {t.id for t in state.tasks}
+        problems = check_task(item, tools=self.orch.tool_map, known_ids=state.ids)
         state.tasks.append(item)
+        state.ids.add(item.id)
         self._record_planned(item)
-        problems = check_task(item, tools=self.orch.tool_map, known_ids=known)
         if problems:
             state.issues.extend(problems)
             tfu.reject(item, "; ".join(p.message for p in problems))

@@ -62,6 +62,8 @@ class LLMRequest:
     tool_choice: str | dict[str, Any] | None = None
     # Prompt sharing hints for cache-aware schedulers: hashes of fixed-size prompt blocks.
     prefix_hashes: tuple[int, ...] = ()
+    # Extra fields for the request body of an OpenAI-compatible server (vLLM's ``ignore_eos``).
+    extra_body: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,31 @@ class Pace:
     tpot_s: float = 0.0        # seconds per output token after the first
     tokens_per_chunk: int = 1  # how many pseudo-tokens each yielded chunk carries
 
+    def chunk_offsets(self, text: str) -> list[tuple[int, float]]:
+        """For each chunk of ``text``: (characters of text delivered once it is out, seconds
+        after the call started at which it is yielded). Chunk ``k`` starts at token
+        ``k * tokens_per_chunk`` and comes out at ``ttft + tpot * that token index``."""
+        tokens = split_tokens(text)
+        out: list[tuple[int, float]] = []
+        chars = 0
+        step = self.tokens_per_chunk
+        for start in range(0, len(tokens), step):
+            chars += sum(len(t) for t in tokens[start:start + step])
+            out.append((chars, self.ttft_s + self.tpot_s * start))
+        return out
+
+    def duration(self, text: str) -> float:
+        """Seconds from the call's start to its last chunk (usage comes right after it)."""
+        offsets = self.chunk_offsets(text)
+        return offsets[-1][1] if offsets else self.ttft_s
+
+    def time_of_char(self, text: str, index: int) -> float:
+        """Seconds after the call started at which character ``index`` of ``text`` is out."""
+        for chars, at in self.chunk_offsets(text):
+            if chars > index:
+                return at
+        raise IndexError(f"character {index} is past the end of a {len(text)}-character text")
+
 
 class ScriptedLLM:
     """Answers from a script: a list replayed in order, or a function of the request.
@@ -68,12 +93,16 @@ class ScriptedLLM:
         text = self._next_text(request)
         tokens = split_tokens(text)
         pace = self.pace
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Each chunk is due at an absolute offset from the start (ttft + tpot * its first token),
+        # so the pace does not drift by the sleeps' own overshoot under a real clock.
         if pace.ttft_s > 0:
             await asyncio.sleep(pace.ttft_s)
         step = pace.tokens_per_chunk
         for start in range(0, len(tokens), step):
             if start > 0 and pace.tpot_s > 0:
-                await asyncio.sleep(pace.tpot_s * step)
+                await asyncio.sleep(max(0.0, started + pace.ttft_s + pace.tpot_s * start - loop.time()))
             yield Chunk("".join(tokens[start : start + step]))
         prompt = sum(count_tokens(m.content) for m in request.messages)
         yield Chunk(usage=Usage(prompt, len(tokens), 1))

@@ -228,3 +228,26 @@ def test_bad_configuration_is_named(tools, kwargs, message):
     llm = None if not kwargs else ScriptedLLM([])
     with pytest.raises(ConfigError, match=message):
         Orchestrator(tools, llm, **kwargs)
+
+
+def test_streamed_plan_longer_than_max_tasks_is_reported_and_not_run(tools):
+    long_plan = "\n".join(f'{i}. search("{i}")' for i in range(1, 5)) + "\n5. join()"
+    llm = ScriptedLLM([long_plan, '1. search("a")\n2. join()', "Finish(ok)"])
+    result = vrun(Orchestrator(tools, llm, max_tasks=3).run("q"))
+    assert result.status is RunStatus.ANSWERED
+    assert any("more than 3 tasks" in issue for issue in result.plans[0].issues)
+    first_round = [t for t in result.tasks if t.round == 0]
+    assert not any(t.id == 4 and t.start is not None for t in first_round)  # the extra task never ran
+
+
+def test_cyclic_json_plan_is_rejected_without_running_anything(tools):
+    import json
+    cyclic = json.dumps([{"id": 1, "tool": "echo", "args": {"value": "$2"}},
+                         {"id": 2, "tool": "echo", "args": {"value": "$1"}}])
+    good = json.dumps([{"id": 1, "tool": "echo", "args": {"value": "x"}}])
+    llm = ScriptedLLM([cyclic, good, "Finish(ok)"])
+    result = vrun(Orchestrator(tools, llm, plan_format="json").run("q"))
+    assert result.status is RunStatus.ANSWERED
+    assert any("cycle" in issue for issue in result.plans[0].issues)
+    assert not [t for t in result.tasks if t.round == 0 and t.start is not None]
+
