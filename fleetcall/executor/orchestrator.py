@@ -99,7 +99,6 @@ class Orchestrator:
             names = {t.name for t in given}
             given += [t for t in default_tools() if t.name not in names]
         self.tools = ToolRegistry(given)
-        self.tool_map: dict[str, Tool] = dict(self.tools)  # plain mapping for the planner checks (get -> None)
         self.planner_llm = _need_llm(planner_llm or llm, "planner_llm")
         self.joiner_llm = _need_llm(joiner_llm or llm, "joiner_llm")
         self.tool_llm = tool_llm or llm or self.planner_llm

@@ -210,7 +210,7 @@ class Run:
                 state.issues.append(PlanIssue(
                     IssueKind.TOO_MANY_TASKS, f"the plan has more than {limit} tasks", item.line, item.id))
             return  # later tasks never start
-        problems = check_task(item, tools=self.orch.tool_map, known_ids=state.ids)
+        problems = check_task(item, tools=self.orch.tools, known_ids=state.ids)
         state.tasks.append(item)
         state.ids.add(item.id)
         self._record_planned(item)
@@ -223,7 +223,7 @@ class Run:
 
     def _final_checks(self, plan: Plan, state: _RoundState) -> None:
         seen = {(i.kind, i.line, i.message) for i in state.issues}
-        for issue in validate_plan(plan, self.orch.tool_map, max_tasks=self.orch.max_tasks):
+        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks):
             if (issue.kind, issue.line, issue.message) not in seen:
                 seen.add((issue.kind, issue.line, issue.message))
                 state.issues.append(issue)

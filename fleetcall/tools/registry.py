@@ -13,9 +13,6 @@ from fleetcall.errors import ConfigError, UnknownToolError
 from fleetcall.planner.plan import JOIN
 from fleetcall.tools.base import Tool
 
-_MISSING: Any = object()
-
-
 def _is_langchain_tool(obj: object) -> bool:
     try:
         from langchain_core.tools import BaseTool
@@ -71,14 +68,10 @@ class ToolRegistry(Mapping[str, Tool]):
         except KeyError:
             raise UnknownToolError(name, list(self._tools)) from None
 
-    def get(self, name: str, default: Any = _MISSING) -> Tool:  # type: ignore[override]  # raises
-        """The tool named ``name``; ``UnknownToolError`` listing the known names if none
-        (or ``default`` when one is given, as ``Mapping.get``)."""
-        if name in self._tools:
-            return self._tools[name]
-        if default is not _MISSING:
-            return default
-        raise UnknownToolError(name, list(self._tools))
+    def get(self, name: str, default: Any = None) -> Tool | Any:
+        """The tool named ``name``, or ``default`` (the Mapping contract); ``registry[name]``
+        raises :class:`UnknownToolError` listing the known names instead."""
+        return self._tools.get(name, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tools)

@@ -34,13 +34,13 @@ def test_registry_is_an_ordered_mapping() -> None:
     assert list(reg) == ["lookup", "math", "llm"] and len(reg) == 3
     assert "math" in reg and "nope" not in reg
     assert isinstance(reg.get("lookup"), Tool)
-    assert reg.get("nope", None) is None
+    assert reg.get("nope") is None and reg.get("nope", 7) == 7  # the Mapping contract
 
 
 def test_unknown_tool_lists_known_names() -> None:
     reg = ToolRegistry([lookup, math_tool])
     with pytest.raises(UnknownToolError, match="known tools: lookup, math") as info:
-        reg.get("search")
+        reg["search"]
     assert info.value.known == ["lookup", "math"]
     with pytest.raises(KeyError):
         reg["search"]
