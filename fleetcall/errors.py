@@ -10,6 +10,7 @@ fails inside a run is not an exception but an error observation (see ``executor`
     │   └── ToolArgumentError
     ├── PlanError            a plan failed to parse or validate; carries every PlanIssue at once
     ├── LLMError             a model call failed (endpoint, attempts and cause in the message)
+    │   └── EndpointError    one attempt at one endpoint failed (retryable or not)
     └── VirtualClockError    something not allowed under the virtual clock (threads, sockets)
 """
 
@@ -72,3 +73,26 @@ class VirtualClockError(FleetcallError, RuntimeError):
 
 class WorkloadError(ConfigError):
     """A workload or arrivals file that cannot be replayed: names the file and the bad entry."""
+
+
+class EndpointError(LLMError):
+    """One attempt of a model call at one endpoint failed.
+
+    Carries what a retry decision needs: ``retryable`` is true for connection errors, timeouts,
+    5xx, 408, 429 and a stream that broke before anything was yielded to the caller; false for
+    other 4xx (the request itself is wrong) and for a stream that broke after text was yielded
+    (a retry would repeat it). ``retry_after_s`` is the server's Retry-After (429/503), in
+    seconds. The message names the endpoint and never contains an API key.
+    """
+
+    def __init__(self, endpoint: str, cause: str, *, status: int | None = None,
+                 retryable: bool, retry_after_s: float | None = None,
+                 first_token_seen: bool = False) -> None:
+        self.endpoint = endpoint                  # EndpointConfig.name
+        self.status = status                      # HTTP status, None if no response came
+        self.cause = cause                        # what went wrong, one line
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s        # seconds the server asked to wait, if it did
+        self.first_token_seen = first_token_seen  # True iff output was already yielded
+        status_text = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"endpoint {endpoint!r}: {status_text}{cause}")
