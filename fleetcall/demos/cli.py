@@ -1,82 +1,93 @@
-"""``fleetcall demo [NAME]``: run a scripted workflow live, then the same query the ReAct way."""
+"""``fleetcall demo [NAME]``: run a scripted workflow live, then the same query the ReAct way.
+
+On a terminal the run is drawn live (rich); otherwise (pipes, CI, tests, or ``--plain``) each
+event is printed as one line. At the end: the answer, a timeline of the tasks and LLM calls,
+the ReAct run and the speedup. ``--timeline PATH.html`` (or ``.png`` with matplotlib) writes the
+timeline as a picture, ``--json PATH`` the outcome.
+
+    fleetcall demo                 # parallelqa
+    fleetcall demo text2sql --timeline t2s.html
+    fleetcall demo replan --plain --pace 0.1 --json out.json
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
-from fleetcall import Orchestrator
-from fleetcall.demos import parallelqa
-from fleetcall.executor import events as ev
-
-# demo name -> (builder of its orchestrator, its question, one-line description)
-DEMOS: dict[str, tuple[Callable[[], Orchestrator], str, str]] = {
-    "parallelqa": (parallelqa.build, parallelqa.QUESTION.text, "parallel lookups, arithmetic on each, a comparison"),
-}
-
-
-def _describe(event: ev.Event, t0: float) -> str | None:
-    at = f"[{event_time(event) - t0:6.2f}s]"
-    match event:
-        case ev.TaskPlanned(round=r, task=task):
-            return f"{at} plan {r}: {task.id}. {task.source or task.tool}"
-        case ev.TaskStarted(task_id=i, tool=tool):
-            return f"{at}   start  task {i} ({tool})"
-        case ev.TaskFinished(task_id=i, observation=obs):
-            return f"{at}   done   task {i} -> {str(obs.value)[:70]}"
-        case ev.TaskFailed(task_id=i, observation=obs) | ev.TaskSkipped(task_id=i, observation=obs):
-            return f"{at}   {obs.status.value:6} task {i}: {obs.error}"
-        case ev.Replanning(reason=reason):
-            return f"{at} replanning: {reason}"
-        case ev.PlanRejected(issues=issues):
-            return f"{at} plan rejected: " + "; ".join(map(str, issues))
-    return None
+from fleetcall import ConfigError
+from fleetcall.demos import DEFAULT_DEMO, DEMOS, Demo, get_demo, timeline
+from fleetcall.demos.common import LLMFactory, check_pace
+from fleetcall.demos.display import LiveDisplay, PlainDisplay
+from fleetcall.demos.runner import DemoOutcome, run_compiled, run_react
+from fleetcall.demos.view import RunState
 
 
-def event_time(event: ev.Event) -> float:
-    if isinstance(event, ev.RunFinished):
-        return event.result.finished_at
-    return getattr(event, "time", None) or getattr(event, "end", 0.0)
+def _display(state: RunState, live: bool) -> LiveDisplay | PlainDisplay:
+    return LiveDisplay(state) if live else PlainDisplay(state)
 
 
-async def _run(name: str) -> dict[str, object]:
-    build, question, _ = DEMOS[name]
-    orch = build()
-    print(f"Question: {question}\n")
-    t0 = asyncio.get_running_loop().time()
-    result = None
-    async for event in orch.stream(question):
-        line = _describe(event, t0)
-        if line:
-            print(line, flush=True)
-        if isinstance(event, ev.RunFinished):
-            result = event.result
-    assert result is not None
-    print(f"\nAnswer ({result.status.value}, {result.latency:.2f}s): {result.answer}")
-    react = await build().run(question, mode="react")
-    print(f"Same query the ReAct way: {react.latency:.2f}s ({react.status.value}): {react.answer}")
-    speedup = react.latency / result.latency
-    print(f"Speedup of the compiled plan over ReAct: {speedup:.2f}x")
-    return {"demo": name, "answer": result.answer, "status": result.status.value,
-            "latency_s": result.latency, "react_latency_s": react.latency, "speedup_vs_react": speedup}
+async def run_shown(demo: Demo, *, live: bool, pace: float = 1.0,
+                    llm_factory: LLMFactory | None = None) -> DemoOutcome:
+    """Both runs of ``demo``, each shown while it happens; prints the answer and timeline between."""
+    loop = asyncio.get_running_loop()
+    with _display(RunState(f"fleetcall demo {demo.NAME}", demo.QUESTION, loop.time()), live) as shown:
+        result = await run_compiled(demo, shown.handle, pace=pace, llm_factory=llm_factory)
+    print(f"\nAnswer ({result.status.value}, {result.latency:.2f}s, {len(result.replans)} replan(s)): "
+          f"{result.answer if result.answer is not None else result.error}")
+    print("\nTimeline: tasks by tool, LLM calls by endpoint\n" + timeline.render_text(timeline.bars(result),
+                                                                                     result.latency))
+    print("\nNow the same query the ReAct way (one tool call per LLM turn):\n", flush=True)
+    with _display(RunState(f"{demo.NAME}, ReAct", demo.QUESTION, loop.time()), live) as shown:
+        react = await run_react(demo, shown.handle, pace=pace, llm_factory=llm_factory)
+    outcome = DemoOutcome(demo.NAME, demo.QUESTION, result, react)
+    print(f"\nReAct: {react.latency:.2f}s ({react.status.value}, {len(react.llm_calls)} LLM calls): {react.answer}")
+    print(f"Compiled plan: {result.latency:.2f}s ({len(result.llm_calls)} LLM calls). "
+          f"Speedup over ReAct: {outcome.speedup:.2f}x")
+    return outcome
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetcall demo", description="Run a scripted demo workflow.")
+    parser.add_argument("name", nargs="?", default=DEFAULT_DEMO, help=f"demo to run (default {DEFAULT_DEMO}; see --list)")
+    parser.add_argument("--list", action="store_true", help="list the demos")
+    parser.add_argument("--json", metavar="PATH", help="write the outcome as JSON")
+    parser.add_argument("--timeline", metavar="PATH", help="write the timeline: PATH.html (or .png with matplotlib)")
+    parser.add_argument("--plain", action="store_true", help="print event lines even on a terminal")
+    parser.add_argument("--pace", type=float, default=1.0, metavar="FACTOR",
+                        help="scale every scripted latency (1 = realistic, 0.1 = ten times faster)")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> Demo:
+    """The demo to run; a ``ConfigError`` for a bad name, timeline path or pace, before anything runs."""
+    demo = get_demo(args.name)
+    if args.timeline:
+        timeline.check_path(args.timeline)
+    check_pace(args.pace)
+    return demo
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fleetcall demo", description="Run a scripted demo workflow.")
-    parser.add_argument("name", nargs="?", default="parallelqa", help="demo to run (see --list)")
-    parser.add_argument("--list", action="store_true", help="list the demos")
-    parser.add_argument("--json", metavar="PATH", help="write the outcome as JSON")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.list:
-        for name, (_, _, about) in DEMOS.items():
-            print(f"{name:12} {about}")
+        for name, demo in DEMOS.items():
+            print(f"{name:12} {demo.DESCRIPTION}")
         return 0
-    if args.name not in DEMOS:
-        parser.error(f"unknown demo {args.name!r}; choose from {', '.join(DEMOS)}")
-    outcome = asyncio.run(_run(args.name))
+    try:
+        demo = _check(args)
+    except ConfigError as exc:
+        print(f"fleetcall demo: error: {exc}", file=sys.stderr)
+        return 2
+    live = sys.stdout.isatty() and not args.plain
+    outcome = asyncio.run(run_shown(demo, live=live, pace=args.pace))
+    if args.timeline:
+        path = timeline.write(outcome.result, args.timeline, title=f"fleetcall demo {demo.NAME}")
+        print(f"Timeline written to {path}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(outcome, fh, indent=2)
-    return 0 if outcome["status"] == "answered" else 1
+        Path(args.json).write_text(json.dumps(outcome.summary(), indent=2, default=str), encoding="utf-8")
+        print(f"Outcome written to {args.json}")
+    return 0 if outcome.result.answer is not None else 1

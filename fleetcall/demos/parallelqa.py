@@ -7,10 +7,13 @@ planner, task fetching unit, executor, math tool and joiner are the real ones.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+from fleetcall import LLMRequest, Orchestrator, Tool, tool
+from fleetcall.demos.common import LLMFactory, check_pace, observation_turns, pause, scripted_model
 
-from fleetcall import LLMRequest, Orchestrator, ScriptedLLM, tool
+NAME = "parallelqa"
+DESCRIPTION = "parallel lookups, arithmetic on each, a comparison"
+QUESTION = "Which of France, Germany, Italy and Spain is the most densely populated, and how many people per km2?"
+ENTITIES: tuple[str, ...] = ("France", "Germany", "Italy", "Spain")   # in the order the question names them
 
 # entity -> (population, area in km2), public figures rounded (2023).
 COUNTRIES: dict[str, tuple[int, int]] = {
@@ -24,42 +27,35 @@ TTFT_S = 0.25            # model time to first token
 TPOT_S = 0.012           # model time per output token
 
 
-@dataclass(frozen=True)
-class Question:
-    text: str
-    entities: tuple[str, ...]
+def make_search(pace: float = 1.0) -> Tool:
+    """The encyclopedia search tool, answering after ``SEARCH_LATENCY_S * pace``."""
+
+    @tool
+    async def search(query: str) -> dict[str, object]:
+        """Search an encyclopedia for a country: returns its name, population and area_km2."""
+        await pause(SEARCH_LATENCY_S, pace)
+        for name, (people, area) in COUNTRIES.items():
+            if name.lower() in query.lower():
+                return {"name": name, "population": people, "area_km2": area}
+        raise LookupError(f"no country found in {query!r}")
+
+    return search
 
 
-QUESTION = Question(
-    "Which of France, Germany, Italy and Spain is the most densely populated, and how many people per km2?",
-    ("France", "Germany", "Italy", "Spain"),
-)
-
-
-@tool
-async def search(query: str) -> dict[str, object]:
-    """Search an encyclopedia for a country: returns its name, population and area_km2."""
-    await asyncio.sleep(SEARCH_LATENCY_S)
-    for name, (people, area) in COUNTRIES.items():
-        if name.lower() in query.lower():
-            return {"name": name, "population": people, "area_km2": area}
-    raise LookupError(f"no country found in {query!r}")
-
-
-def _density(name: str) -> float:
+def density(name: str) -> float:
     people, area = COUNTRIES[name]
     return people / area
 
 
-def _answer(q: Question) -> str:
-    best = max(q.entities, key=_density)
-    return f"{best}, with about {_density(best):.0f} people per km2"
+def expected_answer() -> str:
+    best = max(ENTITIES, key=density)
+    return f"{best}, with about {density(best):.0f} people per km2"
 
 
-def plan_text(q: Question) -> str:
-    n = len(q.entities)
+def plan_text() -> str:
+    n = len(ENTITIES)
     lines = ["Thought: look up every country at once, then compute each density."]
-    lines += [f'{i + 1}. search("{e} population and area")' for i, e in enumerate(q.entities)]
+    lines += [f'{i + 1}. search("{e} population and area")' for i, e in enumerate(ENTITIES)]
     lines += [f'{n + i + 1}. math("c0 / c1", context=[${i + 1}.population, ${i + 1}.area_km2])' for i in range(n)]
     refs = ", ".join(f"${n + i + 1}" for i in range(n))
     lines.append(f'{2 * n + 1}. math("max(c0, c1, c2, c3)", context=[{refs}])')
@@ -67,39 +63,38 @@ def plan_text(q: Question) -> str:
     return "\n".join(lines)
 
 
-def _observations(request: LLMRequest) -> int:
-    return sum(1 for m in request.messages[2:] if m.role == "user")
+def react_step(step: int) -> str:
+    if step < len(ENTITIES):
+        e = ENTITIES[step]
+        return f'Thought: I need {e}\'s figures.\nAction: search("{e} population and area")'
+    return f"Thought: I can compute every density now.\nAction: Finish({expected_answer()})"
 
 
-def react_step(q: Question, step: int) -> str:
-    n = len(q.entities)
-    if step < n:
-        return f'Thought: I need {q.entities[step]}\'s figures.\nAction: search("{q.entities[step]} population and area")'
-    return f"Thought: I can compute every density now.\nAction: Finish({_answer(q)})"
-
-
-def parallel_step(q: Question, turn: int) -> str:
-    if turn == 0:
-        return "\n".join(f'{i + 1}. search("{e} population and area")' for i, e in enumerate(q.entities))
-    return f"Finish({_answer(q)})"
-
-
-def responder(q: Question):
+def respond(request: LLMRequest) -> str:
     """The scripted model: what it answers for each kind of call of this demo."""
-
-    def reply(request: LLMRequest) -> str:
-        kind = request.context.kind
-        if kind == "planner":
-            return plan_text(q)
-        if kind == "joiner":
-            return f"Thought: the densities are computed.\nAction: Finish({_answer(q)})"
-        if kind == "react":
-            return react_step(q, _observations(request))
-        return parallel_step(q, _observations(request))
-
-    return reply
+    kind = request.context.kind
+    if kind == "planner":
+        return plan_text()
+    if kind == "joiner":
+        return f"Thought: the densities are computed.\nAction: Finish({expected_answer()})"
+    if kind == "react":
+        return react_step(observation_turns(request))
+    if observation_turns(request) == 0:   # parallel_calls: one batch of searches, then the answer
+        return "\n".join(f'{i + 1}. search("{e} population and area")' for i, e in enumerate(ENTITIES))
+    return f"Finish({expected_answer()})"
 
 
-def build(q: Question = QUESTION, *, ttft_s: float = TTFT_S, tpot_s: float = TPOT_S) -> Orchestrator:
-    llm = ScriptedLLM(responder(q), ttft_s=ttft_s, tpot_s=tpot_s)
-    return Orchestrator(tools=[search], llm=llm)
+def model(pace: float = 1.0) -> LLMFactory:
+    """The demo's default model: the scripted one, at ``TTFT_S`` / ``TPOT_S`` times ``pace``."""
+    return scripted_model(TTFT_S, TPOT_S, pace)
+
+
+def build(llm_factory: LLMFactory | None = None, *, pace: float = 1.0) -> Orchestrator:
+    """A fresh orchestrator for this demo; ``llm_factory(respond)`` makes its model.
+
+    >>> orch = build()
+    >>> # result = await orch.run(QUESTION)
+    """
+    pace = check_pace(pace)
+    llm = (llm_factory or model(pace))(respond)
+    return Orchestrator(tools=[make_search(pace)], llm=llm)
