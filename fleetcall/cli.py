@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("fleetcall.demos.cli", "run a scripted demo workflow (default: parallelqa)"),
     "calibrate": ("fleetcall.serving.calibrate", "fit / check the GPU performance model against profiles"),
+    "emulate": ("fleetcall.serving.emulate_cli", "serve emulated GPUs as an OpenAI-compatible endpoint"),
     "bench": ("fleetcall.bench.cli", "run a benchmark: executor, overhead, ..."),
 }
 

@@ -90,6 +90,8 @@ class EndpointView:
     prefixes: PrefixIndex | None = None       # recently served prefix blocks (None: unknown)
     available: bool = True                    # healthy and circuit breaker closed
     queued_service_s: tuple[float, ...] = ()  # predicted service seconds of each queued call
+    prefill_backlog_s: float = 0.0            # predicted prefill seconds still to run for the
+                                              # running calls that have no first token yet
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -177,6 +179,7 @@ class Dispatcher(Protocol):
     name: str                 # its registry name
     queue_order: QueueOrder   # the local queue order it pairs with
     discipline: Discipline    # that order with its knobs
+    prefill_slots: int | None  # most calls in prefill per endpoint before the queue holds the next
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
         """Name of the available endpoint ``call`` goes to (NoEndpointAvailable if none)."""
@@ -219,6 +222,11 @@ class SlackKnobs(_Knobs):
     aging_per_s, demote_hopeless, no_deadline_slack_s: the urgency queue's (see queue.py).
     steal_min_gain_s: a waiting call moves only if it finishes at least this much sooner
         (hysteresis against ping-pong on noisy predictions).
+    prefill_slots: calls an endpoint may have in prefill (sent, no first token yet) at once;
+        the next waits in the local queue even if a slot is free. Prefill is compute-bound and
+        runs one chunk after another, so calls sent to an engine early wait inside it in FCFS
+        order anyway; holding them in the pool keeps the choice of which prompt runs next with
+        the urgency queue, while decoding calls keep batching. None: slots only.
     """
 
     affinity_max_delay_s: float = Field(default=0.5, ge=0.0)
@@ -228,14 +236,17 @@ class SlackKnobs(_Knobs):
     demote_hopeless: bool = True
     no_deadline_slack_s: float | None = Field(default=None, ge=0.0)
     steal_min_gain_s: float = Field(default=0.05, ge=0.0)
+    prefill_slots: int | None = Field(default=2, ge=1)
 
 
 class _Baseline:
-    """Shared by the baselines: no stealing (parity with the systems they reproduce)."""
+    """Shared by the baselines: no stealing, no prefill gating (parity with the systems they
+    reproduce)."""
 
     name: str
     queue_order: QueueOrder
     discipline: Discipline
+    prefill_slots: int | None = None
 
     def new_queue(self) -> LocalQueue:
         return LocalQueue.of(self.discipline)
@@ -346,9 +357,11 @@ class Slack:
     discipline: Discipline = field(init=False)
     name: str = field(default="slack", init=False)
     queue_order: QueueOrder = field(default="urgency", init=False)
+    prefill_slots: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         k = self.knobs
+        self.prefill_slots = k.prefill_slots
         self.discipline = Discipline("urgency", k.aging_per_s, k.demote_hopeless,
                                      k.no_deadline_slack_s)
 
@@ -376,15 +389,19 @@ class Slack:
 
     def _place(self, call: CallView, endpoint: EndpointView, now: float) -> Placement:
         cached = cached_tokens(call, endpoint)
-        service = endpoint.predictor.predict(call.prompt_tokens, call.output_tokens,
-                                             cached_tokens=cached,
-                                             batch=expected_batch(endpoint)).total_s
-        mine = self.discipline.key(call, service, now)
+        own = endpoint.predictor.predict(call.prompt_tokens, call.output_tokens,
+                                         cached_tokens=cached, batch=expected_batch(endpoint))
+        mine = self.discipline.key(call, own.total_s, now)
         key = self.discipline.key
-        ahead = [s for q, s in zip(endpoint.queued, endpoint.queued_service_s)
+        ahead = [(q, s) for q, s in zip(endpoint.queued, endpoint.queued_service_s)
                  if key(q, s, now) <= mine]
-        return Placement(endpoint.name, now + wait_offset(endpoint, ahead) + service, service,
-                         cached)
+        slot_wait = wait_offset(endpoint, [s for _, s in ahead])
+        # Prefill is compute-bound and serial: this prompt starts after the prefill still owed
+        # to the running calls and to every queued call served before it.
+        prefill_wait = endpoint.prefill_backlog_s + sum(
+            endpoint.predictor.predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead)
+        start = max(slot_wait, prefill_wait) if self.prefill_slots is not None else slot_wait
+        return Placement(endpoint.name, now + start + own.total_s, own.total_s, cached)
 
     def _allowed_delay(self, best: Placement, now: float) -> float:
         allowed = self.knobs.affinity_max_delay_s

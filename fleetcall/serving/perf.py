@@ -267,3 +267,20 @@ class Deployment:
         return single_request_latency(self.gpu, self.model, input_tokens, output_tokens,
                                       tp=self.tp, cached_tokens=cached_tokens,
                                       max_prefill_chunk=self.max_prefill_chunk)
+
+
+def default_tp(gpu: GPUSpec | str, model: ModelShape | str) -> int:
+    """The smallest tensor-parallel degree in (1, 2, 4, 8) that leaves at least 10% of vLLM's
+    memory budget (``gpu_mem_util`` 0.9 of each GPU) for the KV cache: weights that barely fit
+    leave too little cache to batch. Raises :class:`ConfigError` if even tp=8 does not.
+
+        >>> default_tp("A100-80G", "llama-3.1-70b")
+        4
+    """
+    g, m = get_gpu(gpu), get_model(model)
+    budget = g.memory_bytes * 0.9
+    for tp in (1, 2, 4, 8):
+        if _free_kv_bytes(g, m, tp, 0.9) >= 0.1 * budget:
+            return tp
+    raise ConfigError(f"{m.name} ({m.weight_bytes / 1e9:.1f} GB of weights) leaves under 10% of "
+                      f"the memory budget for KV cache even on 8x {g.name}")

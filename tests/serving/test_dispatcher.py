@@ -166,10 +166,34 @@ def test_slack_simulates_the_slots() -> None:
     assert e.queued_service_s == (2.0, 2.0)
     # slots free at 1 and 3; first queued runs 1..3, second 3..5; ours starts at 3
     mine = call(prompt=500, deadline=50.0)
-    p = Slack().placements(mine, [e], now=0.0)[0]
+    slots_only = Slack(SlackKnobs(prefill_slots=None))
+    p = slots_only.placements(mine, [e], now=0.0)[0]
     assert p.finish == pytest.approx(3.0 + 0.5) and p.service_s == pytest.approx(0.5)
     # at t=7.5 both queued calls are hopeless (latest start 6 and 7): demoted behind ours
-    assert Slack().placements(mine, [e], now=7.5)[0].finish == pytest.approx(7.5 + 1.0 + 0.5)
+    assert slots_only.placements(mine, [e], now=7.5)[0].finish == pytest.approx(7.5 + 1.0 + 0.5)
+
+
+def test_slack_serialises_prefill_across_slots() -> None:
+    """Prompts are computed one after another however many slots are free: with these
+    all-prefill predictors, two queued 2 s prompts and 1.5 s of prefill still owed to running
+    calls put ours at 1.5 + 2 + 2 = 5.5 s before its own 0.5 s, not at the 3 s the slots say."""
+    queued = (call(prompt=2000, deadline=8.0), call(prompt=2000, deadline=9.0))
+    e = EndpointView("e", 2, (1.0, 3.0), queued, fixed(1000.0), prefill_backlog_s=1.5)
+    mine = call(prompt=500, deadline=50.0)
+    assert Slack().placements(mine, [e], now=0.0)[0].finish == pytest.approx(5.5 + 0.5)
+    # an urgent call jumps the queue, so only the running calls' prefill is ahead of it
+    urgent = call(prompt=500, deadline=1.0)
+    assert Slack().placements(urgent, [e], now=0.0)[0].finish == pytest.approx(1.5 + 0.5)
+    # a slower GPU with nothing owed beats a fast one with a prefill backlog
+    idle_slow = EndpointView("slow", 2, (), (), fixed(250.0))
+    assert Slack().choose(mine, [e, idle_slow], now=0.0) == "slow"
+
+
+def test_only_slack_gates_prefill() -> None:
+    assert make_dispatcher("slack").prefill_slots == 2
+    assert make_dispatcher("slack", prefill_slots=None).prefill_slots is None
+    for name in ("rr-fcfs", "least-busy", "hexgen"):
+        assert make_dispatcher(name).prefill_slots is None
 
 
 def _warm_and_cold(running: float, *, blocks: int = 100) -> list[EndpointView]:

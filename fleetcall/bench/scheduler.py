@@ -1,0 +1,187 @@
+"""``fleetcall bench scheduler``: dispatch policies side by side on emulated GPUs, virtual clock.
+
+Each named policy runs the same workload with the same arrivals and deadlines on a fresh pool of
+in-process emulated endpoints (:meth:`EndpointPool.emulated`), under the virtual clock: the real
+pool, dispatcher, local queues, HTTP client and emulated engines, as a discrete-event
+simulation. Reported per policy and rate: completed queries, end-to-end latency
+(mean/p50/p95/p99), SLO attainment, throughput, time to first token, prefix-cache hit rate and
+per-endpoint utilisation; with ``--rates`` the highest rate each policy serves at 95% attainment.
+
+Deadlines (``--deadline``): ``unloaded`` (default) = scale x the query's own latency alone on the
+pool's fastest endpoint; ``paper`` = scale x the sum of the standard workflow's mean step
+latencies (HEXGEN-TEXT2SQL's definition, the same for every query).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fleetcall.bench import arrivals as arrival_processes
+from fleetcall.bench import deadlines as deadline_rules
+from fleetcall.bench.replay import replay
+from fleetcall.bench.report import format_table, max_rate_at_95, plot, summarize
+from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
+from fleetcall.errors import ConfigError
+from fleetcall.serving.config import RetryConfig
+from fleetcall.serving.dispatcher import dispatcher_names
+from fleetcall.serving.emulator import LengthsResponder
+from fleetcall.serving.perf import Deployment, default_tp
+from fleetcall.serving.pool import EndpointPool
+from fleetcall.vclock import run_virtual
+
+DEFAULT_GPUS = "A100-80G,A100-80G,A6000,L40S"
+DEFAULT_POLICIES = ("rr-fcfs", "least-busy", "hexgen", "slack")
+# Long generations on a loaded GPU legitimately take minutes; the benchmark measures queueing,
+# so an attempt is not cut short (``--timeout`` bounds whole queries instead).
+BENCH_ATTEMPT_TIMEOUT_S = 3600.0
+# Trace replay reads no text: after the first token (always on time), chunks every 30 s of
+# engine time keep the simulation to a few events per call.
+BENCH_STREAM_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """Everything but the policy and the rate: one comparison's fixed ground."""
+
+    queries: tuple[QuerySpec, ...]
+    gpus: tuple[str, ...]
+    model: str
+    tp: int | None = None
+    slots: int = 16
+    arrivals: str = "poisson"
+    cv: float = 1.0
+    slo_scale: float = 3.0
+    deadline: str = "unloaded"
+    seed: int = 0
+    timeout_s: float | None = None
+
+    def deployments(self) -> list[Deployment]:
+        return [Deployment.of(g, self.model, tp=self.tp or default_tp(g, self.model)) for g in self.gpus]
+
+    def budgets(self) -> list[float]:
+        rule = {"unloaded": deadline_rules.unloaded_deadlines,
+                "paper": deadline_rules.paper_deadlines}[self.deadline]
+        return rule(self.queries, self.deployments(), self.slo_scale)
+
+
+async def _run(setup: Setup, policy: str, options: dict[str, Any], times: Sequence[float],
+               budgets: Sequence[float]) -> dict[str, Any]:
+    pool = EndpointPool.emulated(setup.gpus, setup.model, tp=setup.tp, slots=setup.slots,
+                                 policy=policy, policy_options=options,
+                                 responder=LengthsResponder(), seed=setup.seed,
+                                 stream_interval_s=BENCH_STREAM_INTERVAL_S,
+                                 retry=RetryConfig(attempt_timeout_s=BENCH_ATTEMPT_TIMEOUT_S))
+    reference = deadline_rules.fastest_deployment(setup.deployments(), setup.queries)
+    async with pool:
+        records = await replay(pool, setup.queries, times, budgets, timeout_s=setup.timeout_s,
+                               reference=reference)
+        busy = pool.busy_seconds()
+    return {"records": records, "busy": busy}
+
+
+def run_policy(setup: Setup, policy: str, rate: float, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One policy at one rate: the summary dict of :func:`fleetcall.bench.report.summarize`."""
+    times = arrival_processes.make_arrivals(setup.arrivals, rate, len(setup.queries), setup.seed,
+                                            setup.cv, queries=setup.queries)
+    budgets = setup.budgets()
+    started = time.perf_counter()
+    out = run_virtual(_run(setup, policy, options or {}, times, budgets), seed=setup.seed)
+    wall = time.perf_counter() - started
+    summary = summarize(out["records"], policy=policy, rate=rate, endpoints_busy=out["busy"],
+                        slo_scale=setup.slo_scale)
+    summary["wall_s"] = wall
+    if options:
+        summary["policy_options"] = options
+    return summary
+
+
+def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--set hexgen.alpha=0.3`` -> {"hexgen": {"alpha": 0.3}} (values parsed as JSON if they can be)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        policy, dot, knob = key.partition(".")
+        if not sep or not dot or not knob:
+            raise ConfigError(f"--set wants POLICY.KNOB=VALUE, got {item!r}")
+        try:
+            parsed: Any = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(policy, {})[knob] = parsed
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trace", default="trace1",
+                        help="workload: trace1, trace2, mooncake, miniswe, magagent, azure-conv or a path")
+    parser.add_argument("--queries", type=int, help="replay this many queries (the trace is cycled if needed)")
+    parser.add_argument("--gpus", default=DEFAULT_GPUS, help=f"one endpoint per GPU type named ({DEFAULT_GPUS})")
+    parser.add_argument("--model", default="llama-3.1-70b")
+    parser.add_argument("--tp", type=int, help="tensor-parallel degree of every endpoint (default: smallest that fits)")
+    parser.add_argument("--slots", type=int, default=16, help="calls in flight per endpoint (16)")
+    parser.add_argument("--rate", type=float, default=1.0, help="arrival rate, queries/s (1.0)")
+    parser.add_argument("--rates", help="comma-separated rates to sweep (reports max rate at 95%% attainment)")
+    parser.add_argument("--arrivals", default="poisson", help="poisson, gamma (see --cv), recorded, or a CSV path")
+    parser.add_argument("--cv", type=float, default=1.0, help="coefficient of variation of gamma arrivals")
+    parser.add_argument("--slo-scale", type=float, default=3.0, help="deadline = scale x base latency (3)")
+    parser.add_argument("--deadline", choices=("unloaded", "paper"), default="unloaded")
+    parser.add_argument("--policy", action="append", help=f"policy to run, repeatable ({', '.join(dispatcher_names())})")
+    parser.add_argument("--set", action="append", default=[], metavar="POLICY.KNOB=VALUE",
+                        help="a policy knob, e.g. hexgen.alpha=0.3")
+    parser.add_argument("--timeout", type=float, help="give up on a query this many seconds after it arrives")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write SLO attainment / p95 latency charts (.svg or .html)")
+
+
+def setup_from_args(args: argparse.Namespace) -> Setup:
+    queries = load_workload(args.trace)
+    if args.queries is not None:
+        if args.queries < 1:
+            raise ConfigError("--queries must be >= 1")
+        queries = repeat_queries(queries, args.queries)
+    gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip())
+    if not gpus:
+        raise ConfigError("--gpus names no GPU")
+    setup = Setup(tuple(queries), gpus, args.model, args.tp, args.slots, args.arrivals, args.cv,
+                  args.slo_scale, args.deadline, args.seed, args.timeout)
+    setup.deployments()  # bad GPU or model names, or a model that does not fit, fail here
+    return setup
+
+
+def main(args: argparse.Namespace) -> int:
+    setup = setup_from_args(args)
+    policies = args.policy or list(DEFAULT_POLICIES)
+    unknown = sorted(set(policies) - set(dispatcher_names()))
+    if unknown:
+        raise ConfigError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(dispatcher_names())}")
+    options = parse_options(args.set)
+    rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
+    runs = []
+    for rate in rates:
+        for policy in policies:
+            summary = run_policy(setup, policy, rate, options.get(policy))
+            runs.append(summary)
+            print(f"  {policy:<10} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
+                  f"SLO {summary['slo_attainment']:.1%}, {summary['wall_s']:.1f}s wall", flush=True)
+    print(format_table(runs))
+    report: dict[str, Any] = {"benchmark": "scheduler", "trace": args.trace, "queries": len(setup.queries),
+                              "gpus": list(setup.gpus), "model": setup.model, "slots": setup.slots,
+                              "slo_scale": setup.slo_scale, "deadline": setup.deadline,
+                              "arrivals": setup.arrivals, "seed": setup.seed, "runs": runs}
+    if len(rates) > 1:
+        report["max_rate_at_95"] = max_rate_at_95(runs)
+        print("highest rate at 95% SLO attainment: "
+              + ", ".join(f"{p} {r:g}/s" for p, r in report["max_rate_at_95"].items()))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2, default=str)
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot(runs, args.plot)}")
+    return 0
