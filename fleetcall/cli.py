@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("fleetcall.demos.cli", "run a scripted demo workflow (default: parallelqa)"),
     "calibrate": ("fleetcall.serving.calibrate", "fit / check the GPU performance model against profiles"),
     "emulate": ("fleetcall.serving.emulate_cli", "serve emulated GPUs as an OpenAI-compatible endpoint"),
+    "tune": ("fleetcall.bench.tune", "search a dispatch policy's knobs on a workload by simulation"),
     "bench": ("fleetcall.bench.cli", "run a benchmark: executor, overhead, ..."),
 }
 

@@ -21,9 +21,13 @@ from pathlib import Path
 from fleetcall import ConfigError
 from fleetcall.demos import DEFAULT_DEMO, DEMOS, Demo, get_demo, timeline
 from fleetcall.demos.common import LLMFactory, check_pace
+from fleetcall.llm.scripted import Responder
 from fleetcall.demos.display import LiveDisplay, PlainDisplay
 from fleetcall.demos.runner import DemoOutcome, run_compiled, run_react
 from fleetcall.demos.view import RunState
+from fleetcall.llm.base import LLM
+from fleetcall.serving.config import load_pool_config
+from fleetcall.serving.pool import EndpointPool, script_responder
 
 
 def _display(state: RunState, live: bool) -> LiveDisplay | PlainDisplay:
@@ -59,7 +63,40 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plain", action="store_true", help="print event lines even on a terminal")
     parser.add_argument("--pace", type=float, default=1.0, metavar="FACTOR",
                         help="scale every scripted latency (1 = realistic, 0.1 = ten times faster)")
+    parser.add_argument("--pool", default="emulated", metavar="KIND",
+                        help="who serves the model: 'emulated' (default: 2 x A100-80G and 1 x L40S "
+                             f"serving {DEMO_MODEL}, in-process), 'scripted' (a paced script, no "
+                             "pool), or a pool config file (TOML/YAML) of real endpoints")
     return parser
+
+
+DEMO_GPUS = ("A100-80G", "A100-80G", "L40S")
+DEMO_MODEL = "llama-3.1-8b"
+
+
+class PoolFactory:
+    """Builds the pool each orchestrator of the demo uses, and closes them all at the end.
+
+    The demo's scripted replies become the emulated endpoints' responder (the pool sends the
+    call's kind along), so the plan, the joiner and the LLM tools are served, timed and
+    scheduled by the pool; with a config file, real endpoints answer instead."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.pools: list[EndpointPool] = []
+
+    def __call__(self, responder: Responder) -> LLM:
+        if self.kind == "emulated":
+            pool = EndpointPool.emulated(DEMO_GPUS, DEMO_MODEL, responder=script_responder(responder))
+        else:
+            pool = EndpointPool.load(self.kind)
+        self.pools.append(pool)
+        return pool
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()
+        self.pools.clear()
 
 
 def _check(args: argparse.Namespace) -> Demo:
@@ -83,7 +120,22 @@ def main(argv: list[str]) -> int:
         print(f"fleetcall demo: error: {exc}", file=sys.stderr)
         return 2
     live = sys.stdout.isatty() and not args.plain
-    outcome = asyncio.run(run_shown(demo, live=live, pace=args.pace))
+    factory = None if args.pool == "scripted" else PoolFactory(args.pool)
+    if factory is not None and args.pool != "emulated":
+        try:
+            load_pool_config(args.pool)
+        except ConfigError as exc:
+            print(f"fleetcall demo: error: {exc}", file=sys.stderr)
+            return 2
+
+    async def shown() -> DemoOutcome:
+        try:
+            return await run_shown(demo, live=live, pace=args.pace, llm_factory=factory)
+        finally:
+            if factory is not None:
+                await factory.aclose()
+
+    outcome = asyncio.run(shown())
     if args.timeline:
         path = timeline.write(outcome.result, args.timeline, title=f"fleetcall demo {demo.NAME}")
         print(f"Timeline written to {path}")

@@ -29,7 +29,7 @@ def test_bad_options_fail_before_running(capsys) -> None:
 
 def test_real_clock_run_writes_json_and_timeline(tmp_path, capsys) -> None:
     out_json, out_html = tmp_path / "out.json", tmp_path / "t.html"
-    code = main(["demo", "parallelqa", "--pace", "0.02", "--json", str(out_json), "--timeline", str(out_html)])
+    code = main(["demo", "parallelqa", "--pool", "scripted", "--pace", "0.02", "--json", str(out_json), "--timeline", str(out_html)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "plan 0: 1. search(" in printed and "Speedup over ReAct" in printed   # plain lines: not a terminal
