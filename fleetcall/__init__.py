@@ -1,7 +1,7 @@
 """fleetcall: compile agent queries into parallel function-call DAGs, schedule their LLM calls.
 
-The public surface grows as parts land; the orchestrator (``fleetcall.executor``) is exported
-once the planner it needs is complete.
+``Orchestrator(tools, llm)`` runs queries; ``EndpointPool`` serves every LLM call of a run from a
+pool of model endpoints (real OpenAI-compatible servers or emulated GPUs) under a scheduler.
 """
 
 from fleetcall.errors import (
@@ -14,6 +14,9 @@ from fleetcall.llm import (
 from fleetcall.tools import Tool, ToolContext, ToolOptions, tool
 from fleetcall.executor import Orchestrator, RunHandle, RunResult, RunStatus, TaskRecord
 from fleetcall.executor import events
+from fleetcall.errors import EndpointError
+from fleetcall.serving.config import EndpointConfig, PoolConfig, load_pool_config
+from fleetcall.serving.pool import EndpointPool, OverloadedError, script_responder
 
 __version__ = "0.1.0"
 
@@ -22,4 +25,6 @@ __all__ = [
     "UnknownToolError", "VirtualClockError",
     "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ScriptedLLM", "ToolCall",
     "Usage", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "Orchestrator", "RunHandle", "RunResult", "RunStatus", "TaskRecord", "events", "__version__",
+    "EndpointError", "EndpointConfig", "PoolConfig", "load_pool_config", "EndpointPool", "OverloadedError",
+    "script_responder",
 ]

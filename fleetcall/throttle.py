@@ -59,3 +59,53 @@ class LoopThrottler(Throttler):
                     break
                 await asyncio.sleep(max(0.0, self._task_logs[0] + self.period - loop.time()))
             self._task_logs.append(loop.time())
+
+
+class TokenWindow:
+    """At most ``limit`` tokens per ``period`` seconds of loop time (an endpoint's tpm): a call
+    waits until the tokens it will use fit in the window; waiters go in arrival order.
+
+    asyncio-throttle counts calls, not their size, so tokens get this sliding-window log of
+    ``(loop time, tokens)`` instead. A call bigger than the whole limit waits for an empty window
+    and then goes alone (refusing it would make it impossible to serve at all).
+
+    >>> window = TokenWindow(100_000, period=60.0)
+    >>> # await window.acquire(prompt_tokens + max_tokens)
+    """
+
+    def __init__(self, limit: int, period: float = 60.0) -> None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ConfigError(f"token limit must be a positive integer, got {limit!r}")
+        if period <= 0:
+            raise ConfigError(f"period must be a positive number of seconds, got {period!r}")
+        self.limit = limit
+        self.period = period
+        self._log: deque[tuple[float, int]] = deque()  # (loop time, tokens), oldest first
+        self._used = 0                                   # tokens in the log
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+
+    def _bind_loop(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._lock is None:
+            self._loop, self._lock = loop, asyncio.Lock()
+            self._log.clear()
+            self._used = 0
+        return self._lock
+
+    def _flush(self, now: float) -> None:
+        while self._log and now - self._log[0][0] >= self.period:
+            self._used -= self._log.popleft()[1]
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until ``tokens`` more fit in the window, then count them."""
+        tokens = max(int(tokens), 0)
+        async with self._bind_loop():
+            loop = asyncio.get_running_loop()
+            while True:
+                self._flush(loop.time())
+                if not self._log or self._used + tokens <= self.limit:
+                    break
+                await asyncio.sleep(max(0.0, self._log[0][0] + self.period - loop.time()))
+            self._log.append((loop.time(), tokens))
+            self._used += tokens

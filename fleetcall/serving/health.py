@@ -87,6 +87,16 @@ class CircuitBreaker:
             return True
         return False
 
+    def can_allow(self, now: float) -> bool:
+        """Would :meth:`allow` say yes now? (Asks without letting the probe go.)"""
+        ready_at = self.probe_at()
+        return self._opened_at is None or (ready_at is not None and now >= ready_at)
+
+    def reset(self) -> None:
+        """Close the breaker: an active health check found the endpoint up again."""
+        self._opened_at = self._probe_at = None
+        self._streak = 0
+
     def record_success(self, now: float) -> None:
         if self._opened_at is None:
             self._streak = 0

@@ -51,7 +51,7 @@ from fleetcall.serving.emulator import (EmulatedEndpoint, EmulatorTransport, Fau
 from fleetcall.serving.health import CircuitBreaker, EndpointSnapshot, EndpointStats, probe
 from fleetcall.serving.predict import OutputLengths, PrefixIndex, ServicePredictor
 from fleetcall.serving.queue import LocalQueue
-from fleetcall.throttle import LoopThrottler
+from fleetcall.throttle import LoopThrottler, TokenWindow
 
 DEFAULT_PREFIX_CAPACITY_TOKENS = 200_000  # prefix index size of an endpoint of unknown memory
 _QUERIES_REMEMBERED = 100_000  # admitted query ids kept to tell a new query from a known one
@@ -83,6 +83,7 @@ class _Running:
     end: float                # predicted finish, loop time
     prefill_s: float          # predicted seconds to its first token, alone
     granted_at: float         # loop time the slot was granted
+    backlog_s: float = 0.0    # predicted prefill owed to calls ahead of it when granted
     decoding: bool = False    # True once its first token came back
 
 
@@ -94,7 +95,8 @@ class _Endpoint:
     prefixes: PrefixIndex
     queue: LocalQueue
     stats: EndpointStats
-    throttle: LoopThrottler | None = None
+    throttle: LoopThrottler | None = None        # rpm
+    tokens: TokenWindow | None = None            # tpm
     emulated: EmulatedEndpoint | None = None
     waiting: dict[int, _Waiter] = field(default_factory=dict)   # call id -> queued here
     running: dict[int, _Running] = field(default_factory=dict)  # call id -> its slot
@@ -107,7 +109,8 @@ class _Endpoint:
         return self.config.name
 
     def available(self, now: float) -> bool:
-        return not self.removed and self.stats.breaker.state(now) != "open"
+        """Not removed, and its breaker closed or ready to let a probe call through."""
+        return not self.removed and self.stats.breaker.can_allow(now)
 
     def free_slots(self) -> int:
         return self.config.slots - len(self.running)
@@ -228,6 +231,7 @@ class EndpointPool:
             queue=self.dispatcher.new_queue(),
             stats=EndpointStats(config.name, CircuitBreaker(self.breaker.failures, self.breaker.cooldown_s)),
             throttle=LoopThrottler(config.rpm, 60.0) if config.rpm else None,
+            tokens=TokenWindow(config.tpm, 60.0) if config.tpm else None,
             emulated=emulated,
         )
         self._endpoints[config.name] = ep
@@ -274,19 +278,23 @@ class EndpointPool:
             try:
                 if ep.throttle is not None:
                     await ep.throttle.acquire()
+                if ep.tokens is not None:
+                    await ep.tokens.acquire(view.prompt_tokens + view.output_tokens)
                 sent = _with_metadata(request) if ep.emulated is not None else request
-                async for chunk in ep.client.stream(sent, timeout_s=self.retry.attempt_timeout_s):
-                    if chunk.info is not None:
-                        chunk = self._finished(ep, view, chunk, started, batch, queue_s, attempts)
-                    elif not yielded and chunk.text:
-                        # placement on the first text chunk too: a caller that stops reading
-                        # early (the planner, at join()) still learns where the call ran
-                        chunk = replace(chunk, info={"endpoint": ep.name, "gpu": ep.config.gpu,
-                                                     "queue_s": queue_s, "attempts": attempts,
-                                                     "ttft_s": loop.time() - started})
-                        self._first_token(ep, view.call_id)
-                    yielded = yielded or bool(chunk.text)
-                    yield chunk
+                chunks = ep.client.stream(sent, timeout_s=self.retry.attempt_timeout_s)
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        if chunk.info is not None:
+                            chunk = self._finished(ep, view, chunk, started, batch, queue_s, attempts)
+                        elif not yielded and chunk.text:
+                            # placement on the first text chunk too: a caller that stops reading
+                            # early (the planner, at join()) still learns where the call ran
+                            chunk = replace(chunk, info={"endpoint": ep.name, "gpu": ep.config.gpu,
+                                                         "queue_s": queue_s, "attempts": attempts,
+                                                         "ttft_s": loop.time() - started})
+                            self._first_token(ep, view.call_id)
+                        yielded = yielded or bool(chunk.text)
+                        yield chunk
                 return
             except EndpointError as exc:
                 ep.stats.failed(loop.time(), exc.cause, endpoint_fault=exc.retryable)
@@ -380,7 +388,10 @@ class EndpointPool:
             except BaseException:
                 self._forget(waiter)
                 raise
-            return self._endpoints[granted]
+            ep = self._endpoints.get(granted)
+            if ep is None or ep.removed:  # removed between the grant and this task resuming
+                continue
+            return ep
 
     def _forget(self, waiter: _Waiter) -> None:
         """A waiting call was cancelled: take it out of whichever queue holds it, or give back
@@ -412,7 +423,8 @@ class EndpointPool:
         prefill = ep.predictor.predict(v.prompt_tokens, v.output_tokens,
                                        cached_tokens=min(ep.prefixes.match(v.prefix_hashes) * v.block_tokens,
                                                          v.prompt_tokens)).ttft_s
-        ep.running[v.call_id] = _Running(now + service_s, prefill, now)
+        ep.running[v.call_id] = _Running(now + service_s, prefill, now, ep.prefill_backlog_s(now))
+        ep.stats.breaker.allow(now)  # closed: a no-op; half-open: this call is the probe
         waiter.grant.set_result(ep.name)
 
     def _first_token(self, ep: _Endpoint, call_id: int) -> None:
@@ -463,8 +475,12 @@ class EndpointPool:
         out = int(info.get("completion_tokens") or (chunk.usage.completion_tokens if chunk.usage else 0))
         cached = int(info.get("cached_tokens") or 0)
         ep.stats.succeeded(now, ttft_s=ttft, tpot_s=tpot)
+        running = ep.running.get(view.call_id)
         if ttft is not None:
-            ep.predictor.observe(view.prompt_tokens, max(out, 1), ttft, tpot or 0.0,
+            # The predictor models a prompt computed alone; the prefill that was still owed to
+            # calls ahead of this one is the dispatcher's backlog term, not this call's cost.
+            own_ttft = max(ttft - (running.backlog_s if running else 0.0), 0.25 * ttft)
+            ep.predictor.observe(view.prompt_tokens, max(out, 1), own_ttft, tpot or 0.0,
                                  max(batch + 1, 1), cached_tokens=cached)
         if out:
             self.output_lengths.observe(view.kind, out)
@@ -488,10 +504,14 @@ class EndpointPool:
             for ep in list(self._endpoints.values()):
                 if ep.stats.breaker.state(loop.time()) == "closed":
                     continue
-                key = ep.config.api_key() if ep.config.api_key_env else None
+                try:
+                    key = ep.config.api_key() if ep.config.api_key_env else None
+                except ConfigError as exc:  # the key's variable is gone: the breaker stays open
+                    ep.stats.last_error = str(exc)
+                    continue
                 if await probe(self._http, ep.client.base_url, timeout_s=self.retry.connect_timeout_s,
                                api_key=key):
-                    ep.stats.breaker.record_success(loop.time())
+                    ep.stats.breaker.reset()
                     self._pump(ep, loop.time())
 
     # -- observability ---------------------------------------------------------------------
