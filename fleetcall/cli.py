@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulate": ("fleetcall.serving.emulate_cli", "serve emulated GPUs as an OpenAI-compatible endpoint"),
     "tune": ("fleetcall.bench.tune", "search a dispatch policy's knobs on a workload by simulation"),
     "bench": ("fleetcall.bench.cli", "run a benchmark: executor, overhead, ..."),
+    "serve": ("fleetcall.serve_cli", "run fleetcall as an HTTP service"),
 }
 
 

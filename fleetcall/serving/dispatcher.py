@@ -236,7 +236,7 @@ class SlackKnobs(_Knobs):
     demote_hopeless: bool = True
     no_deadline_slack_s: float | None = Field(default=None, ge=0.0)
     steal_min_gain_s: float = Field(default=0.05, ge=0.0)
-    prefill_slots: int | None = Field(default=2, ge=1)
+    prefill_slots: int | None = Field(default=1, ge=1)
 
 
 class _Baseline:

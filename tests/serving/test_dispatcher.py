@@ -190,7 +190,7 @@ def test_slack_serialises_prefill_across_slots() -> None:
 
 
 def test_only_slack_gates_prefill() -> None:
-    assert make_dispatcher("slack").prefill_slots == 2
+    assert make_dispatcher("slack").prefill_slots == 1
     assert make_dispatcher("slack", prefill_slots=None).prefill_slots is None
     for name in ("rr-fcfs", "least-busy", "hexgen"):
         assert make_dispatcher(name).prefill_slots is None
