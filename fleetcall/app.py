@@ -240,14 +240,11 @@ class RunRegistry:
         if self.closed:
             raise ApiError(503, "shutting_down", "the service is shutting down")
         sink = emit or _drop
-        # Orchestrator.start() takes neither a mode nor an event sink, so build the run the same
-        # way it does and own its task here (a public start(mode=, emit=) would remove this).
-        run = self.orchestrator._new_run(query, deadline_s, None, sink, mode=mode)  # type: ignore[arg-type]  # mode checked by _new_run
-        task = asyncio.get_running_loop().create_task(run.execute(), name=f"run-{run.query_id}")
+        handle = self.orchestrator.start(query, deadline=deadline_s, mode=mode, emit=sink)  # type: ignore[arg-type]  # mode checked by the orchestrator
+        run_id = handle.query_id
         # Registered before anyone awaits the handle, so it runs first: a waiter finds the record.
-        task.add_done_callback(lambda t: self._settled(run.query_id, query, mode, sink, t))
-        handle = RunHandle(run, task)
-        self.running[run.query_id] = handle
+        handle.add_done_callback(lambda t: self._settled(run_id, query, mode, sink, t))
+        self.running[run_id] = handle
         self.metrics.runs_started += 1
         return handle
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from fleetcall.errors import ConfigError
@@ -52,6 +52,10 @@ class RunHandle:
 
     def done(self) -> bool:
         return self._task.done()
+
+    def add_done_callback(self, callback: "Callable[[asyncio.Task[RunResult]], object]") -> None:
+        """Call ``callback(task)`` when the run's task ends (as ``asyncio.Task.add_done_callback``)."""
+        self._task.add_done_callback(callback)
 
     async def result(self) -> RunResult:
         return await asyncio.shield(self._task)
@@ -160,12 +164,14 @@ class Orchestrator:
         """
         return await self._new_run(query, deadline, query_id, mode=mode).execute()
 
-    def start(self, query: str, *, deadline: float | None = None, query_id: str | None = None) -> RunHandle:
+    def start(self, query: str, *, deadline: float | None = None, query_id: str | None = None,
+              mode: Mode = "compiled", emit: ev.Emit | None = None) -> RunHandle:
         """Start a run in the background of the running loop and return its handle.
 
         The handle owns the run's task: await ``handle.result()`` or call ``handle.cancel()``.
+        ``emit`` receives the run's typed events as they happen (what :meth:`stream` yields).
         """
-        run = self._new_run(query, deadline, query_id)
+        run = self._new_run(query, deadline, query_id, emit, mode=mode)
         return RunHandle(run, asyncio.get_running_loop().create_task(run.execute(), name=f"run-{run.query_id}"))
 
     async def stream(
