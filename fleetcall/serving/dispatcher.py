@@ -92,6 +92,8 @@ class EndpointView:
     queued_service_s: tuple[float, ...] = ()  # predicted service seconds of each queued call
     prefill_backlog_s: float = 0.0            # predicted prefill seconds still to run for the
                                               # running calls that have no first token yet
+    prefill_load: float = 0.0                 # recent fraction of time a prompt was in prefill
+                                              # here (a decode step then waits for a chunk)
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -227,6 +229,10 @@ class SlackKnobs(_Knobs):
         runs one chunk after another, so calls sent to an engine early wait inside it in FCFS
         order anyway; holding them in the pool keeps the choice of which prompt runs next with
         the urgency queue, while decoding calls keep batching. None: slots only.
+    chunk_tokens, interference: a decode step that shares its iteration with another prompt's
+        prefill chunk (``chunk_tokens`` long, the engines' chunked-prefill size) waits for it;
+        the predicted decode time of a call grows by ``interference`` x its output tokens x the
+        endpoint's measured prefill load x that chunk's time. 0 turns the term off.
     """
 
     affinity_max_delay_s: float = Field(default=0.5, ge=0.0)
@@ -237,6 +243,8 @@ class SlackKnobs(_Knobs):
     no_deadline_slack_s: float | None = Field(default=None, ge=0.0)
     steal_min_gain_s: float = Field(default=0.05, ge=0.0)
     prefill_slots: int | None = Field(default=1, ge=1)
+    chunk_tokens: int = Field(default=2048, ge=1)
+    interference: float = Field(default=1.0, ge=0.0)
 
 
 class _Baseline:
@@ -401,7 +409,13 @@ class Slack:
         prefill_wait = endpoint.prefill_backlog_s + sum(
             endpoint.predictor.predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead)
         start = max(slot_wait, prefill_wait) if self.prefill_slots is not None else slot_wait
-        return Placement(endpoint.name, now + start + own.total_s, own.total_s, cached)
+        # Continuous batching runs a prefill chunk in the same iteration as every decode step:
+        # while other prompts prefill here (a fraction ``prefill_load`` of the time), each of
+        # this call's output tokens also waits for a chunk.
+        chunk_s = endpoint.predictor.predict(self.knobs.chunk_tokens, 1).ttft_s
+        interference = (call.output_tokens - 1) * endpoint.prefill_load * chunk_s * self.knobs.interference
+        service = own.total_s + interference
+        return Placement(endpoint.name, now + start + service, service, cached)
 
     def _allowed_delay(self, best: Placement, now: float) -> float:
         allowed = self.knobs.affinity_max_delay_s

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,7 +56,8 @@ from fleetcall.throttle import LoopThrottler, TokenWindow
 
 DEFAULT_PREFIX_CAPACITY_TOKENS = 200_000  # prefix index size of an endpoint of unknown memory
 _QUERIES_REMEMBERED = 100_000  # admitted query ids kept to tell a new query from a known one
-_OVERRUN_FLOOR_S = 0.01  # a running call past its predicted end still holds its slot a little
+_OVERRUN_FLOOR_S = 0.01
+_LOAD_WINDOW_S = 30.0  # time constant of an endpoint's measured prefill load  # a running call past its predicted end still holds its slot a little
 
 
 class OverloadedError(LLMError):
@@ -103,6 +105,8 @@ class _Endpoint:
     removed: bool = False
     busy_since: float | None = None   # loop time the endpoint last went from idle to busy
     busy_s: float = 0.0               # loop seconds with at least one call running
+    prefill_load: float = 0.0         # decayed fraction of recent time with a prompt in prefill
+    load_at: float = 0.0              # loop time prefill_load was last brought up to date
 
     @property
     def name(self) -> str:
@@ -114,6 +118,18 @@ class _Endpoint:
 
     def free_slots(self) -> int:
         return self.config.slots - len(self.running)
+
+    def prefill_load_at(self, now: float) -> float:
+        """Fraction of the last ~:data:`_LOAD_WINDOW_S` seconds this endpoint had a prompt in
+        prefill: how often a decode step here shares its iteration with a prefill chunk."""
+        busy = 1.0 if any(not r.decoding for r in self.running.values()) else 0.0
+        keep = math.exp(-max(now - self.load_at, 0.0) / _LOAD_WINDOW_S)
+        return self.prefill_load * keep + busy * (1.0 - keep)
+
+    def note_prefill_change(self, now: float) -> None:
+        """Bring :attr:`prefill_load` up to ``now``; call just before the prefill state changes."""
+        self.prefill_load = self.prefill_load_at(now)
+        self.load_at = now
 
     def in_prefill(self) -> list[_Running]:
         return [r for r in self.running.values() if not r.decoding]
@@ -363,7 +379,8 @@ class EndpointPool:
                 name=ep.name, slots=ep.config.slots,
                 running=tuple(max(r.end - now, _OVERRUN_FLOOR_S) for r in ep.running.values()),
                 queued=queued, predictor=ep.predictor, prefixes=ep.prefixes, available=ok,
-                queued_service_s=services, prefill_backlog_s=ep.prefill_backlog_s(now)))
+                queued_service_s=services, prefill_backlog_s=ep.prefill_backlog_s(now),
+                prefill_load=ep.prefill_load_at(now)))
         return views
 
     async def _acquire(self, view: CallView, excluded: set[str]) -> _Endpoint:
@@ -423,6 +440,7 @@ class EndpointPool:
         prefill = ep.predictor.predict(v.prompt_tokens, v.output_tokens,
                                        cached_tokens=min(ep.prefixes.match(v.prefix_hashes) * v.block_tokens,
                                                          v.prompt_tokens)).ttft_s
+        ep.note_prefill_change(now)
         ep.running[v.call_id] = _Running(now + service_s, prefill, now, ep.prefill_backlog_s(now))
         ep.stats.breaker.allow(now)  # closed: a no-op; half-open: this call is the probe
         waiter.grant.set_result(ep.name)
@@ -431,6 +449,7 @@ class EndpointPool:
         """A call's prefill is over: its place in the prefill gate goes to the next call."""
         running = ep.running.get(call_id)
         if running is not None and not running.decoding:
+            ep.note_prefill_change(asyncio.get_running_loop().time())
             running.decoding = True
             if ep.name in self._endpoints:
                 self._pump(ep, asyncio.get_running_loop().time())
@@ -450,6 +469,7 @@ class EndpointPool:
 
     def _release(self, ep: _Endpoint, call_id: int) -> None:
         now = asyncio.get_running_loop().time()
+        ep.note_prefill_change(now)
         if ep.running.pop(call_id, None) is not None and not ep.running and ep.busy_since is not None:
             ep.busy_s += now - ep.busy_since
             ep.busy_since = None

@@ -305,3 +305,24 @@ def test_slack_knobs_are_typed() -> None:
     assert SlackKnobs().affinity_max_delay_s == 0.5
     with pytest.raises(ConfigError):
         make_dispatcher("slack", steal_min_gain_s=-1.0)
+
+
+def test_slack_counts_decode_slowed_by_other_prompts_prefill() -> None:
+    """A long-output call decodes one token per iteration, and an iteration that carries another
+    prompt's prefill chunk takes that chunk's time: a GPU busy prefilling is a poor place to
+    decode, however fast it is alone."""
+    decoder = ServicePredictor(None, None, prior=Prior(request_overhead_s=0.0, prefill_tokens_per_s=1000.0,
+                                                       tpot_s=0.01, batch_slowdown=0.0))
+    long_output = CallView(call_id=next(_ids), query_id="q", kind="generate", prompt_tokens=100,
+                           output_tokens=501, deadline=None, remaining_work_s=0.0, priority=0,
+                           enqueued_at=0.0, prefix_hashes=())
+    busy = EndpointView("busy", 4, (), (), decoder, prefill_load=0.5)
+    quiet = EndpointView("quiet", 4, (), (), decoder)
+    slack = Slack(SlackKnobs(chunk_tokens=1000))
+    by_name = {p.endpoint: p for p in slack.placements(long_output, [busy, quiet], 0.0)}
+    alone = 0.1 + 500 * 0.01
+    assert by_name["quiet"].finish == pytest.approx(alone)
+    assert by_name["busy"].finish == pytest.approx(alone + 500 * 0.5 * 1.0)  # a 1 s chunk half the time
+    assert slack.choose(long_output, [busy, quiet], 0.0) == "quiet"
+    off = Slack(SlackKnobs(chunk_tokens=1000, interference=0.0))
+    assert off.placements(long_output, [busy], 0.0)[0].finish == pytest.approx(alone)
