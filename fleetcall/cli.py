@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("fleetcall.bench.tune", "search a dispatch policy's knobs on a workload by simulation"),
     "bench": ("fleetcall.bench.cli", "run a benchmark: executor, overhead, ..."),
     "serve": ("fleetcall.serve_cli", "run fleetcall as an HTTP service"),
+    "local-pool": ("fleetcall.serving.local_cli", "start llama.cpp servers with SmolLM2 on 127.0.0.1 and write their pool config"),
 }
 
 

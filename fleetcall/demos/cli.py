@@ -8,17 +8,19 @@ timeline as a picture, ``--json PATH`` the outcome.
     fleetcall demo                 # parallelqa
     fleetcall demo text2sql --timeline t2s.html
     fleetcall demo replan --plain --pace 0.1 --json out.json
+    fleetcall demo --pool local    # real llama.cpp servers (pip install 'fleetcall[local]')
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from fleetcall import ConfigError
+from fleetcall import ConfigError, Orchestrator
 from fleetcall.demos import DEFAULT_DEMO, DEMOS, Demo, get_demo, timeline
 from fleetcall.demos.common import LLMFactory, check_pace
 from fleetcall.llm.scripted import Responder
@@ -26,7 +28,9 @@ from fleetcall.demos.display import LiveDisplay, PlainDisplay
 from fleetcall.demos.runner import DemoOutcome, run_compiled, run_react
 from fleetcall.demos.view import RunState
 from fleetcall.llm.base import LLM
-from fleetcall.serving.config import load_pool_config
+from fleetcall.serving.config import PoolConfig, load_pool_config
+from fleetcall.serving.local import (LocalPool, LocalServerError, PlanSizeBound, find_smollm2_gguf,
+                                     require_xllamacpp, start_local_pool)
 from fleetcall.serving.pool import EndpointPool, script_responder
 
 
@@ -66,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pool", default="emulated", metavar="KIND",
                         help="who serves the model: 'emulated' (default: 2 x A100-80G and 1 x L40S "
                              f"serving {DEMO_MODEL}, in-process), 'scripted' (a paced script, no "
-                             "pool), or a pool config file (TOML/YAML) of real endpoints")
+                             "pool), 'local' (real llama.cpp servers with SmolLM2-135M on "
+                             "127.0.0.1, started for the demo; JSON-schema plans), or a pool "
+                             "config file (TOML/YAML) of real endpoints")
+    parser.add_argument("--replicas", type=int, default=2, metavar="N",
+                        help="with --pool local: how many llama.cpp servers (default 2)")
     return parser
 
 
@@ -81,13 +89,16 @@ class PoolFactory:
     call's kind along), so the plan, the joiner and the LLM tools are served, timed and
     scheduled by the pool; with a config file, real endpoints answer instead."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, config: PoolConfig | None = None) -> None:
         self.kind = kind
+        self.config = config   # the pool to build (local servers), instead of the file ``kind``
         self.pools: list[EndpointPool] = []
 
     def __call__(self, responder: Responder) -> LLM:
         if self.kind == "emulated":
             pool = EndpointPool.emulated(DEMO_GPUS, DEMO_MODEL, responder=script_responder(responder))
+        elif self.config is not None:
+            pool = EndpointPool.from_config(self.config)
         else:
             pool = EndpointPool.load(self.kind)
         self.pools.append(pool)
@@ -99,12 +110,56 @@ class PoolFactory:
         self.pools.clear()
 
 
+LOCAL_MAX_TASKS = 12   # the most tasks a plan from the local model may hold (enforced by its schema)
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonPlanDemo:
+    """``demo`` whose orchestrators plan and join in JSON mode, for small real models.
+
+    The plan and the joiner's decision are sent with JSON-schema ``response_format``s, which
+    llama.cpp enforces as grammars, so a tiny model still writes a plan the executor can run;
+    the tools are the demo's own (its ``build`` makes them)."""
+
+    demo: Demo
+
+    @property
+    def NAME(self) -> str:  # noqa: N802 - the Demo protocol's names
+        return self.demo.NAME
+
+    @property
+    def QUESTION(self) -> str:  # noqa: N802
+        return self.demo.QUESTION
+
+    @property
+    def DESCRIPTION(self) -> str:  # noqa: N802
+        return self.demo.DESCRIPTION
+
+    def model(self, pace: float = 1.0) -> LLMFactory:
+        return self.demo.model(pace)
+
+    def build(self, llm_factory: LLMFactory | None = None, *, pace: float = 1.0) -> Orchestrator:
+        base = self.demo.build(llm_factory, pace=pace)
+        return Orchestrator(
+            tools=list(base.tools.values()), builtin_tools=False,
+            llm=PlanSizeBound(base.planner_llm, LOCAL_MAX_TASKS), joiner_llm=base.joiner_llm,
+            tool_llm=base.tool_llm, max_replans=base.max_replans, max_tasks=LOCAL_MAX_TASKS,
+            plan_format="json", joiner_format="json",
+        )
+
+
 def _check(args: argparse.Namespace) -> Demo:
     """The demo to run; a ``ConfigError`` for a bad name, timeline path or pace, before anything runs."""
     demo = get_demo(args.name)
     if args.timeline:
         timeline.check_path(args.timeline)
     check_pace(args.pace)
+    if args.pool == "local":
+        if args.replicas < 1:
+            raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
+        require_xllamacpp()
+        find_smollm2_gguf()
+        return JsonPlanDemo(demo)
     return demo
 
 
@@ -121,7 +176,7 @@ def main(argv: list[str]) -> int:
         return 2
     live = sys.stdout.isatty() and not args.plain
     factory = None if args.pool == "scripted" else PoolFactory(args.pool)
-    if factory is not None and args.pool != "emulated":
+    if factory is not None and args.pool not in ("emulated", "local"):
         try:
             load_pool_config(args.pool)
         except ConfigError as exc:
@@ -129,13 +184,24 @@ def main(argv: list[str]) -> int:
             return 2
 
     async def shown() -> DemoOutcome:
+        local: LocalPool | None = None
         try:
+            if factory is not None and args.pool == "local":
+                local = await start_local_pool(args.replicas)
+                print(f"Started {args.replicas} llama.cpp server(s): {', '.join(local.urls)}", flush=True)
+                factory.config = local.config()
             return await run_shown(demo, live=live, pace=args.pace, llm_factory=factory)
         finally:
             if factory is not None:
                 await factory.aclose()
+            if local is not None:
+                await local.stop()
 
-    outcome = asyncio.run(shown())
+    try:
+        outcome = asyncio.run(shown())
+    except LocalServerError as exc:
+        print(f"fleetcall demo: error: {exc}", file=sys.stderr)
+        return 2
     if args.timeline:
         path = timeline.write(outcome.result, args.timeline, title=f"fleetcall demo {demo.NAME}")
         print(f"Timeline written to {path}")

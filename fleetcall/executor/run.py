@@ -57,6 +57,7 @@ class Run:
         self.emit = emit
         self.loop = asyncio.get_running_loop()
         self.round = 0                            # number of the current round
+        self._state: _RoundState | None = None    # the current round's plan as known so far
         self.records: dict[tuple[int, int], TaskRecord] = {}   # (round, task id) -> record
         self.plans: list[PlanRecord] = []
         self.replans: list[ReplanRecord] = []
@@ -72,7 +73,43 @@ class Run:
         return wrapped
 
     def _ctx(self, kind: str) -> CallContext:
-        return CallContext(query_id=self.query_id, kind=kind, deadline=self.deadline, stage=self.round)
+        # The planner's call is followed at least by the joiner's; the joiner is the last.
+        after = 1 if kind != "joiner" else 0
+        return CallContext(query_id=self.query_id, kind=kind, deadline=self.deadline, stage=self.round,
+                           remaining_calls=after)
+
+    def _calls_after(self, task: Task) -> tuple[int, int]:
+        """(LLM calls on the longest path after ``task``, the joiner included; its depth in the
+        plan): what the scheduler needs to rank the LLM calls the task makes. From the tasks of
+        the current plan known so far (a streamed plan may still grow)."""
+        tasks = {t.id: t for t in self._state.tasks} if self._state is not None else {}
+        children: dict[int, list[int]] = {}
+        for t in tasks.values():
+            for dep in t.deps:
+                children.setdefault(dep, []).append(t.id)
+
+        def uses_llm(task_id: int) -> int:
+            tool = self.orch.tools.get(tasks[task_id].tool)
+            return 1 if getattr(tool, "uses_llm", False) else 0
+
+        memo: dict[int, int] = {}
+
+        def after(task_id: int) -> int:  # LLM calls on the longest chain strictly after task_id
+            if task_id not in memo:
+                memo[task_id] = max((uses_llm(c) + after(c) for c in children.get(task_id, ())), default=0)
+            return memo[task_id]
+
+        depth: dict[int, int] = {}
+
+        def level(task_id: int) -> int:
+            if task_id not in depth:
+                deps = [d for d in tasks[task_id].deps if d in tasks]
+                depth[task_id] = 1 + max((level(d) for d in deps), default=0)
+            return depth[task_id]
+
+        if task.id not in tasks:
+            return 1, 1
+        return 1 + after(task.id), level(task.id)
 
     # -- the run as a whole ------------------------------------------------------------------
     async def execute(self) -> RunResult:
@@ -122,7 +159,7 @@ class Run:
 
     # -- planning and executing one round ------------------------------------------------------
     async def _plan_and_execute(self, history: Sequence[Round]) -> Round:
-        state = _RoundState(self.round)
+        state = self._state = _RoundState(self.round)
         plan_record = PlanRecord(round=self.round, text="", started_at=self.loop.time())
         self.plans.append(plan_record)
         failure: LLMError | None = None
@@ -256,7 +293,9 @@ class Run:
         record.status = "running"
         shown = dict(zip(tool.parameter_names(), args)) | kwargs
         self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
-        ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline)
+        calls_after, depth = self._calls_after(task)
+        ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline,
+                          remaining_calls=calls_after, stage=depth)
         attempted = await call_tool(tool, task.id, args, kwargs, ctx, self.orch.limits_for(tool))
         obs = replace(attempted.observation, call=show_call(task.tool, attempted.arguments or shown))
         end = record.end = self.loop.time()

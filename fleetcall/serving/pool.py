@@ -54,7 +54,8 @@ from fleetcall.serving.predict import OutputLengths, PrefixIndex, ServicePredict
 from fleetcall.serving.queue import LocalQueue
 from fleetcall.throttle import LoopThrottler, TokenWindow
 
-DEFAULT_PREFIX_CAPACITY_TOKENS = 200_000  # prefix index size of an endpoint of unknown memory
+DEFAULT_PREFIX_CAPACITY_TOKENS = 200_000
+DEFAULT_CALL_S = 1.0  # an LLM call's service time before any was measured (remaining-work estimates)  # prefix index size of an endpoint of unknown memory
 _QUERIES_REMEMBERED = 100_000  # admitted query ids kept to tell a new query from a known one
 _OVERRUN_FLOOR_S = 0.01
 _LOAD_WINDOW_S = 30.0  # time constant of an endpoint's measured prefill load  # a running call past its predicted end still holds its slot a little
@@ -188,6 +189,7 @@ class EndpointPool:
         self._ids = itertools.count(1)
         self._health: asyncio.Task[None] | None = None
         self._queries: OrderedDict[str, None] = OrderedDict()  # recently admitted query ids
+        self._mean_call_s = DEFAULT_CALL_S  # EWMA of calls' service seconds (queue wait excluded)
         for config in endpoints:
             self.add(config)
 
@@ -339,9 +341,13 @@ class EndpointPool:
         text = prefix.prompt_text(request.messages)
         hashes = request.prefix_hashes or prefix.block_hashes(text, self.block_tokens)
         expected = request.max_tokens or self.output_lengths.expect(ctx.kind)
+        remaining = ctx.remaining_work_s
+        if remaining <= 0 and ctx.remaining_calls > 0:
+            # the caller knows how many LLM calls its query still needs, not how long they take
+            remaining = ctx.remaining_calls * self._mean_call_s
         return CallView(call_id=next(self._ids), query_id=ctx.query_id, kind=ctx.kind,
                         prompt_tokens=count_tokens(text), output_tokens=max(int(expected), 1),
-                        deadline=ctx.deadline, remaining_work_s=max(ctx.remaining_work_s, 0.0),
+                        deadline=ctx.deadline, remaining_work_s=max(remaining, 0.0),
                         priority=ctx.priority, enqueued_at=now, prefix_hashes=hashes,
                         block_tokens=self.block_tokens)
 
@@ -507,6 +513,7 @@ class EndpointPool:
         ep.prefixes.add(view.prefix_hashes)
         info.update(endpoint=ep.name, gpu=ep.config.gpu, queue_s=queue_s, attempts=attempts)
         info.setdefault("total_s", now - started)
+        self._mean_call_s += 0.1 * (float(info["total_s"]) - self._mean_call_s)
         return replace(chunk, info=info)
 
     # -- health ----------------------------------------------------------------------------

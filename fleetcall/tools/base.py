@@ -33,13 +33,17 @@ class ToolContext:
     llm: LLM | None = None
     deadline: float | None = None          # loop time the query must be done by
     remaining_work_s: float = 0.0          # predicted work of the plan after this task
+    remaining_calls: int = 0               # LLM calls on the longest path after it (joiner included)
+    stage: int = 0                         # depth of the task in the plan (the planner is 0)
 
     def call_context(self, kind: str) -> CallContext:
         return CallContext(
             query_id=self.query_id,
             kind=kind,
             deadline=self.deadline,
+            remaining_calls=self.remaining_calls,
             remaining_work_s=self.remaining_work_s,
+            stage=self.stage,
         )
 
 

@@ -96,6 +96,8 @@ class LLMTool(FunctionTool):
     >>> tool = LLMTool(max_tokens=256)
     """
 
+    uses_llm = True  # the executor counts such tasks in the LLM calls left after a task
+
     def __init__(
         self,
         *,

@@ -251,3 +251,25 @@ def test_cyclic_json_plan_is_rejected_without_running_anything(tools):
     assert any("cycle" in issue for issue in result.plans[0].issues)
     assert not [t for t in result.tasks if t.round == 0 and t.start is not None]
 
+
+
+def test_llm_calls_say_how_much_of_their_query_is_left(tools):
+    """The scheduler ranks a call by the work of its query after it: each LLM call carries the
+    LLM calls left on the longest path (the joiner included) and its depth in the plan."""
+    plan = '1. llm("first")\n2. llm("then $1")\n3. search("x")\n4. join()'
+
+    def reply(request):
+        kind = request.context.kind
+        return plan if kind == "planner" else "Finish(done)" if kind == "joiner" else "ok"
+
+    llm = ScriptedLLM(reply)
+    result = vrun(Orchestrator(tools, llm).run("q"))
+    assert result.status is RunStatus.ANSWERED
+    ctx = {r.context.kind + ":" + r.messages[-1].content[:10]: r.context for r in llm.requests}
+    planner = next(c for k, c in ctx.items() if k.startswith("planner"))
+    joiner = next(c for k, c in ctx.items() if k.startswith("joiner"))
+    first, then = (next(c for k, c in ctx.items() if k.startswith("tool:llm") and word in k)
+                   for word in ("first", "then"))
+    assert (planner.remaining_calls, joiner.remaining_calls) == (1, 0)
+    assert (first.remaining_calls, first.stage) == (2, 1)   # task 2 (an llm call), then the joiner
+    assert (then.remaining_calls, then.stage) == (1, 2)
