@@ -29,7 +29,7 @@ from fleetcall.demos.runner import DemoOutcome, run_compiled, run_react
 from fleetcall.demos.view import RunState
 from fleetcall.llm.base import LLM
 from fleetcall.serving.config import PoolConfig, load_pool_config
-from fleetcall.serving.local import (LocalPool, LocalServerError, PlanSizeBound, find_smollm2_gguf,
+from fleetcall.serving.local import (LocalPool, LocalServerError, find_smollm2_gguf,
                                      require_xllamacpp, start_local_pool)
 from fleetcall.serving.pool import EndpointPool, script_responder
 
@@ -142,7 +142,7 @@ class JsonPlanDemo:
         base = self.demo.build(llm_factory, pace=pace)
         return Orchestrator(
             tools=list(base.tools.values()), builtin_tools=False,
-            llm=PlanSizeBound(base.planner_llm, LOCAL_MAX_TASKS), joiner_llm=base.joiner_llm,
+            llm=base.planner_llm, joiner_llm=base.joiner_llm,
             tool_llm=base.tool_llm, max_replans=base.max_replans, max_tasks=LOCAL_MAX_TASKS,
             plan_format="json", joiner_format="json",
         )

@@ -192,9 +192,9 @@ class Run:
         )
         extra: dict[str, Any] = {}
         if orch.plan_format == "json":
-            extra["response_format"] = plan_json_schema(list(orch.tools.values()))
+            extra["response_format"] = plan_json_schema(list(orch.tools.values()), max_tasks=orch.max_tasks)
         elif orch.plan_format == "tool_call":
-            definition = plan_tool_definition(list(orch.tools.values()))
+            definition = plan_tool_definition(list(orch.tools.values()), max_tasks=orch.max_tasks)
             extra["tools"] = (definition,)
             extra["tool_choice"] = {"type": "function", "function": {"name": definition["function"]["name"]}}
         return LLMRequest(tuple(messages), self._ctx("planner"), max_tokens=orch.planner_max_tokens, **extra)

@@ -150,20 +150,24 @@ def _value(value: Any, bare_ok: Any, depth: int) -> Value:
 
 
 # -- schemas ------------------------------------------------------------------------------------
-def plan_json_schema(tools: Sequence[Tool], *, name: str = "plan", strict: bool = False) -> dict[str, Any]:
+def plan_json_schema(tools: Sequence[Tool], *, name: str = "plan", strict: bool = False,
+                     max_tasks: int | None = None) -> dict[str, Any]:
     """An OpenAI ``response_format`` constraining the answer to a JSON plan over ``tools``.
 
     Each task is one of ``anyOf`` branches, one per tool: ``tool`` is that tool's name (an enum)
     and ``args`` that tool's argument schema, where every non-string parameter also accepts a
     reference string (``"$1"``). No ``$ref``/``$defs``, so llama.cpp's grammar converter takes it.
     ``strict`` is passed on as is (OpenAI's strict mode also needs every tool parameter required).
+    ``max_tasks`` becomes the list's ``maxItems``: under constrained decoding a small model that
+    would repeat tasks until cut off mid-JSON is made to close the list instead.
 
-    >>> # LLMRequest(messages, response_format=plan_json_schema(tools))
+    >>> # LLMRequest(messages, response_format=plan_json_schema(tools, max_tasks=20))
     """
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": plan_schema(tools), "strict": strict}}
+    return {"type": "json_schema",
+            "json_schema": {"name": name, "schema": plan_schema(tools, max_tasks=max_tasks), "strict": strict}}
 
 
-def plan_tool_definition(tools: Sequence[Tool]) -> dict[str, Any]:
+def plan_tool_definition(tools: Sequence[Tool], *, max_tasks: int | None = None) -> dict[str, Any]:
     """An OpenAI tool definition ``make_plan`` whose arguments are the JSON plan, for tool-call mode."""
     return {
         "type": "function",
@@ -171,21 +175,25 @@ def plan_tool_definition(tools: Sequence[Tool]) -> dict[str, Any]:
             "name": PLAN_TOOL_NAME,
             "description": "Submit the plan: the tool calls that answer the question, with $N references "
                            "to the results of other tasks. Independent tasks run in parallel.",
-            "parameters": plan_schema(tools),
+            "parameters": plan_schema(tools, max_tasks=max_tasks),
         },
     }
 
 
-def plan_schema(tools: Sequence[Tool]) -> dict[str, Any]:
-    """The JSON schema of a plan over ``tools`` (the ``schema`` inside :func:`plan_json_schema`)."""
+def plan_schema(tools: Sequence[Tool], *, max_tasks: int | None = None) -> dict[str, Any]:
+    """The JSON schema of a plan over ``tools`` (the ``schema`` inside :func:`plan_json_schema`);
+    ``max_tasks`` bounds the number of tasks (``maxItems``)."""
     branches = [_task_schema(t.name, _args_schema(t.json_schema())) for t in tools]
     if not branches:
         item = _task_schema(None, {"type": "object"})
     else:
         item = branches[0] if len(branches) == 1 else {"anyOf": branches}
+    tasks: dict[str, Any] = {"type": "array", "items": item, "minItems": 1}
+    if max_tasks is not None:
+        tasks["maxItems"] = max_tasks
     return {
         "type": "object",
-        "properties": {"tasks": {"type": "array", "items": item, "minItems": 1}},
+        "properties": {"tasks": tasks},
         "required": ["tasks"],
         "additionalProperties": False,
     }

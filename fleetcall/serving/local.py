@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
-import dataclasses
 import importlib.util
 import json
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,11 +37,10 @@ from typing import IO, Any
 import httpx
 
 from fleetcall.errors import ConfigError, FleetcallError
-from fleetcall.llm.base import LLM, Chunk, LLMRequest
 from fleetcall.serving.config import UNKNOWN_GPU, EndpointConfig, PoolConfig
 
 __all__ = [
-    "MODEL_NAME", "LocalPool", "LocalServer", "LocalServerError", "PlanSizeBound", "find_smollm2_gguf",
+    "MODEL_NAME", "LocalPool", "LocalServer", "LocalServerError", "find_smollm2_gguf",
     "require_xllamacpp", "start_local_pool", "start_local_server",
 ]
 
@@ -257,30 +254,6 @@ async def start_local_pool(replicas: int = 2, *, host: str = "127.0.0.1", base_p
 
 
 # ------------------------------------------------------------------------ what small models need
-
-
-class PlanSizeBound:
-    """Implements the LLM protocol: ``llm`` with ``maxItems`` added to a JSON plan's schema.
-
-    A 135M model under the plan schema writes valid tasks but may not stop listing them (it
-    repeats the last one until its answer is cut off, mid-JSON); with ``maxItems`` llama.cpp's
-    grammar closes the list. Belongs in ``plan_json_schema`` (from the orchestrator's
-    ``max_tasks``); here until it is there. Other requests pass through unchanged.
-
-    >>> # Orchestrator(tools, llm=PlanSizeBound(pool, 8), max_tasks=8, plan_format="json")"""
-
-    def __init__(self, llm: LLM, max_tasks: int) -> None:
-        self._llm = llm
-        self.max_tasks = max_tasks
-
-    def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
-        fmt = request.response_format or {}
-        spec = fmt.get("json_schema") or {}
-        if fmt.get("type") == "json_schema" and spec.get("name") == "plan":
-            schema = copy.deepcopy(spec["schema"])
-            schema["properties"]["tasks"]["maxItems"] = self.max_tasks
-            request = dataclasses.replace(request, response_format={**fmt, "json_schema": {**spec, "schema": schema}})
-        return self._llm.stream(request)
 
 
 # ----------------------------------------------------------------------------------- the child side

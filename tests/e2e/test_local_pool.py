@@ -14,7 +14,7 @@ import importlib.util
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,11 +23,9 @@ import pytest
 
 from fleetcall import Orchestrator, RunStatus, tool
 from fleetcall.errors import ConfigError
-from fleetcall.llm.base import Chunk, LLMRequest, Message
-from fleetcall.planner import joiner_json_schema, plan_json_schema
 from fleetcall.serving import local, local_cli
 from fleetcall.serving.config import RetryConfig, load_pool_config
-from fleetcall.serving.local import (MODEL_NAME, LocalServerError, PlanSizeBound, find_smollm2_gguf,
+from fleetcall.serving.local import (MODEL_NAME, LocalServerError, find_smollm2_gguf,
                                      start_local_pool, start_local_server)
 from fleetcall.serving.pool import EndpointPool
 
@@ -88,29 +86,6 @@ def test_bad_arguments_are_refused_before_anything_starts() -> None:
     assert local_cli.main(["--replicas", "1", "--config-out", "pool.json"]) == 2
 
 
-def test_plan_size_bound_adds_max_items_to_the_plan_schema_only() -> None:
-    seen: list[LLMRequest] = []
-
-    class Recorder:
-        async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
-            seen.append(request)
-            yield Chunk("{}")
-
-    async def both() -> None:
-        bound = PlanSizeBound(Recorder(), 3)
-        plan = LLMRequest((Message("user", "q"),), response_format=plan_json_schema([population]))
-        other = LLMRequest((Message("user", "q"),), response_format=joiner_json_schema())
-        for request in (plan, other):
-            async for _ in bound.stream(request):
-                pass
-
-    real(both())
-    sent_plan, sent_other = seen
-    assert sent_plan.response_format["json_schema"]["schema"]["properties"]["tasks"]["maxItems"] == 3
-    assert "maxItems" not in plan_json_schema([population])["json_schema"]["schema"]["properties"]["tasks"]
-    assert sent_other.response_format == joiner_json_schema()
-
-
 # ---------------------------------------------------------------------------- with real servers
 
 
@@ -139,7 +114,7 @@ def test_json_plan_from_the_real_model_runs_through_the_pool() -> None:
             assert [e.model for e in config.endpoints] == [MODEL_NAME, MODEL_NAME]
             assert all(e.base_url.startswith("http://127.0.0.1:") for e in config.endpoints)
             async with EndpointPool.from_config(config) as pool:
-                orch = Orchestrator(tools=[population], llm=PlanSizeBound(pool, MAX_TASKS),
+                orch = Orchestrator(tools=[population], llm=pool,
                                     plan_format="json", joiner_format="json", builtin_tools=False,
                                     max_tasks=MAX_TASKS, max_replans=1, planner_max_tokens=256)
                 result = await orch.run("What is the population of France?")

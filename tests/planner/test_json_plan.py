@@ -121,3 +121,13 @@ def test_plan_tool_definition(tools: dict) -> None:
     d = plan_tool_definition(list(tools.values()))
     assert d["type"] == "function" and d["function"]["name"] == "make_plan"
     assert d["function"]["parameters"] == plan_json_schema(list(tools.values()))["json_schema"]["schema"]
+
+
+def test_plan_schema_bounds_the_number_of_tasks_when_asked() -> None:
+    """Constrained decoding closes the list at max_tasks instead of letting a small model repeat
+    tasks until its answer is cut off mid-JSON."""
+    from fleetcall.planner import plan_json_schema
+    from fleetcall.tools.builtins import math_tool
+    bounded = plan_json_schema([math_tool], max_tasks=5)["json_schema"]["schema"]["properties"]["tasks"]
+    assert bounded["maxItems"] == 5 and bounded["minItems"] == 1
+    assert "maxItems" not in plan_json_schema([math_tool])["json_schema"]["schema"]["properties"]["tasks"]
