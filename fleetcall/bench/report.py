@@ -14,6 +14,8 @@ are over completed queries; SLO attainment is over all queries (a failed query m
 
 from __future__ import annotations
 
+import importlib.util
+
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -255,17 +257,47 @@ def plot(runs: Sequence[Run], path: str | Path, *, rate: float | None = None) ->
     """Write the plot (SLO attainment vs deadline scale at ``rate``, default the first run's;
     p95 latency vs rate), one line per policy, and return the file written.
 
-    matplotlib is not a dependency, so the figure is SVG: ``.html`` gets it inside an HTML page,
-    ``.svg`` as is, any other suffix (``.png``) is replaced by ``.svg``.
+    ``.png`` (or ``.pdf``) is drawn with matplotlib (the ``plot`` extra); without it the suffix
+    becomes ``.svg``. ``.svg`` is written as is and ``.html`` wraps it in a page, with no
+    dependency.
     """
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".png", ".pdf") and importlib.util.find_spec("matplotlib") is not None:
+        return _plot_matplotlib(runs, path, rate)
     svg = render_svg(runs, rate=rate)
-    if path.suffix.lower() == ".html":
+    if suffix == ".html":
         path.write_text(f"<!doctype html>\n<html><head><meta charset=\"utf-8\">"
                         f"<title>fleetcall scheduler benchmark</title></head>\n<body>\n{svg}"
                         f"</body></html>\n", encoding="utf-8")
         return path
-    if path.suffix.lower() != ".svg":
+    if suffix != ".svg":
         path = path.with_suffix(".svg")
     path.write_text(svg, encoding="utf-8")
+    return path
+
+
+def _plot_matplotlib(runs: Sequence[Run], path: Path, rate: float | None) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display, no GUI event loop
+    import matplotlib.pyplot as plt
+
+    curves, p95 = _series(runs, rate)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for policy, points in curves.items():
+        left.plot(*zip(*points), marker="o", label=policy)
+    left.set(title="SLO attainment vs deadline scale", xlabel="deadline scale (x base latency)",
+             ylabel="SLO attainment", ylim=(0, 1.02))
+    for policy, points in p95.items():
+        right.plot(*zip(*points), marker="o", label=policy)
+    right.set(title="p95 latency vs arrival rate", xlabel="arrival rate (queries/s)",
+              ylabel="p95 latency (s)")
+    if p95 and max(v for pts in p95.values() for _, v in pts) > 20 * min(v for pts in p95.values() for _, v in pts):
+        right.set_yscale("log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path

@@ -95,7 +95,7 @@ def test_table_shows_runs_side_by_side() -> None:
 def test_plot_writes_a_self_contained_svg(tmp_path: Path) -> None:
     runs = [_run("rr", 0.5, 0.9, 5.0), _run("rr", 1.0, 0.6, 9.0), _run("slack", 0.5, 1.0, 2.0),
             _run("slack", 1.0, 0.97, 3.0)]
-    written = plot(runs, tmp_path / "out.png")
+    written = plot(runs, tmp_path / "out.svg")
     assert written == tmp_path / "out.svg"
     root = ET.fromstring(written.read_text())
     lines = [e for e in root.iter() if e.tag.endswith("polyline")]
@@ -104,3 +104,14 @@ def test_plot_writes_a_self_contained_svg(tmp_path: Path) -> None:
     page = plot(runs, tmp_path / "out.html")
     assert page.read_text().startswith("<!doctype html>") and "<svg" in page.read_text()
     assert "rate 1 q/s" in render_svg(runs, rate=1.0)
+
+
+def test_plot_png_with_matplotlib_or_svg_without(tmp_path: Path) -> None:
+    import importlib.util
+    runs = [_run("rr", 0.5, 0.9, 5.0), _run("slack", 0.5, 1.0, 2.0)]
+    written = plot(runs, tmp_path / "out.png")
+    if importlib.util.find_spec("matplotlib") is None:
+        assert written == tmp_path / "out.svg"
+    else:
+        assert written == tmp_path / "out.png"
+        assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and written.stat().st_size > 5000

@@ -65,3 +65,10 @@ def test_unsupported_paths_are_refused_with_advice() -> None:
         pytest.skip("matplotlib is installed: .png timelines are supported here")
     with pytest.raises(ConfigError, match=r"matplotlib.*\.html"):
         timeline.check_path("timeline.png")
+
+
+def test_write_png_when_matplotlib_is_there(tmp_path) -> None:
+    if not timeline.png_available():
+        pytest.skip("matplotlib is not installed (pip install 'fleetcall[plot]')")
+    path = timeline.write(_result(), tmp_path / "t.png", title="demo")
+    assert path.read_bytes()[:4] == b"\x89PNG"
