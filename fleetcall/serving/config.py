@@ -48,8 +48,8 @@ from pydantic import (
 )
 
 from fleetcall.errors import ConfigError
-from fleetcall.serving.gpus import get_gpu, known_gpus
-from fleetcall.serving.models import get_model
+from fleetcall.serving.gpus import GPUConfig, get_gpu, known_gpus
+from fleetcall.serving.models import ModelConfig, get_model
 
 __all__ = [
     "BreakerConfig", "EmulatedTarget", "EndpointConfig", "PoolConfig", "RetryConfig",
@@ -234,11 +234,41 @@ class RetryConfig(BaseModel):
     backoff_s: float = Field(default=0.2, ge=0)          # base pause between attempts
 
 
+def _register_catalog_entries(data: Any) -> None:
+    """Add the config's own GPUs and models to the catalogs (before its endpoints name them).
+
+    Loading the same definition again is a no-op; one that contradicts a known entry of the
+    same name is a ConfigError (a built-in cannot be silently redefined)."""
+    from fleetcall.serving.gpus import register_gpu
+    from fleetcall.serving.models import register_model
+
+    if not isinstance(data, Mapping):
+        return
+    for kind, config_cls, get, register, to in (
+            ("gpus", GPUConfig, get_gpu, register_gpu, "to_spec"),
+            ("models", ModelConfig, get_model, register_model, "to_shape")):
+        for raw in data.get(kind) or ():
+            entry = raw if isinstance(raw, config_cls) else config_cls.model_validate(raw)
+            wanted = getattr(entry, to)()
+            try:
+                known = get(entry.name)
+            except ConfigError:
+                register(entry)
+                continue
+            if known != wanted:
+                raise ConfigError(f"{kind[:-1]} {entry.name!r} is already in the catalog with other "
+                                  "figures; give yours another name")
+
+
 class PoolConfig(BaseModel):
-    """A whole pool: endpoints, dispatch policy and fault handling."""
+    """A whole pool: endpoints, dispatch policy and fault handling; ``gpus`` and ``models`` add
+    the user's own hardware and model shapes to the catalogs (fields of
+    :class:`~fleetcall.serving.gpus.GPUConfig` and :class:`~fleetcall.serving.models.ModelConfig`)."""
 
     model_config = _STRICT
 
+    gpus: list[GPUConfig] = Field(default_factory=list)      # extra GPU types, by spec sheet
+    models: list[ModelConfig] = Field(default_factory=list)  # extra model shapes
     endpoints: list[EndpointConfig]
     policy: str = Field(default="slack", min_length=1)     # dispatch policy, by registered name
     policy_options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the policy
@@ -247,6 +277,12 @@ class PoolConfig(BaseModel):
     health_interval_s: float = Field(default=10.0, gt=0)   # seconds between active health probes
     max_queued_per_slot: int = Field(default=64, ge=1)     # admission bound: queued calls per slot
     block_tokens: int = Field(default=16, ge=1)            # prompt block size for prefix hashing
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalog_first(cls, data: Any) -> Any:
+        _register_catalog_entries(data)
+        return data
 
     @field_validator("endpoints")
     @classmethod

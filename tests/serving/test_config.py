@@ -192,3 +192,43 @@ _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
 @given(st.dictionaries(st.text(max_size=8), _values, max_size=5))
 def test_to_toml_round_trips_plain_data(data: dict[str, Any]) -> None:
     assert tomllib.loads(to_toml(data)) == data
+
+
+def test_a_pool_file_can_add_its_own_gpu_and_model(tmp_path) -> None:
+    """Users add hardware and model shapes in the pool file, then name them in endpoints."""
+    from fleetcall.serving.gpus import get_gpu
+    from fleetcall.serving.models import get_model
+    from fleetcall.serving.perf import Deployment
+    path = tmp_path / "pool.toml"
+    path.write_text('''
+[[gpus]]
+name = "MI300X-test"
+arch = "cdna3"
+memory_gb = 192
+mem_bw_gbs = 5300
+bf16_tflops = 1307
+
+[[models]]
+name = "tiny-test-1b"
+params_b = 1.2
+layers = 16
+hidden = 2048
+heads = 32
+kv_heads = 8
+head_dim = 64
+vocab = 128256
+
+[[endpoints]]
+name = "sim"
+base_url = "emulated://MI300X-test/tiny-test-1b"
+''')
+    config = load_pool_config(path)
+    assert config.endpoints[0].gpu == "MI300X-test" and get_gpu("MI300X-test").memory_gb == 192
+    assert get_model("tiny-test-1b").layers == 16
+    assert Deployment.of("MI300X-test", "tiny-test-1b").kv_capacity_tokens() > 0
+    assert load_pool_config(path) == config  # loading the same definitions again is fine
+    clash = tmp_path / "clash.toml"
+    clash.write_text('[[gpus]]\nname = "A100-80G"\nmemory_gb = 1\nmem_bw_gbs = 1\nbf16_tflops = 1\n'
+                     '[[endpoints]]\nname = "x"\nbase_url = "emulated://A100-80G/tiny-test-1b"\n')
+    with pytest.raises(ConfigError, match="A100-80G"):
+        load_pool_config(clash)
