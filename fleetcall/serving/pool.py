@@ -290,6 +290,7 @@ class EndpointPool:
             ep = await self._acquire(view, excluded)
             queue_s += loop.time() - waited_from
             yielded = False
+            first_token_s: float | None = None
             started = loop.time()
             batch = len(ep.running)
             ep.stats.started()
@@ -305,11 +306,12 @@ class EndpointPool:
                         if chunk.info is not None:
                             chunk = self._finished(ep, view, chunk, started, batch, queue_s, attempts)
                         elif not yielded and chunk.text:
+                            first_token_s = loop.time() - started
                             # placement on the first text chunk too: a caller that stops reading
                             # early (the planner, at join()) still learns where the call ran
                             chunk = replace(chunk, info={"endpoint": ep.name, "gpu": ep.config.gpu,
                                                          "queue_s": queue_s, "attempts": attempts,
-                                                         "ttft_s": loop.time() - started})
+                                                         "ttft_s": first_token_s})
                             self._first_token(ep, view.call_id)
                         yielded = yielded or bool(chunk.text)
                         yield chunk
@@ -323,6 +325,14 @@ class EndpointPool:
                     raise LLMError(f"LLM call failed at endpoint {exc.endpoint!r} after {attempts} "
                                    f"attempt(s): {exc.cause}") from exc
                 excluded.add(ep.name)
+            except GeneratorExit:
+                # The caller stopped reading (the planner does at join()): the endpoint served
+                # what was asked of it, so it counts as a success, not an abandoned attempt.
+                if yielded:
+                    ep.stats.succeeded(loop.time(), ttft_s=first_token_s)
+                else:
+                    ep.stats.abandoned()
+                raise
             except BaseException:
                 ep.stats.abandoned()
                 raise

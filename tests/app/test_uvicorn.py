@@ -1,4 +1,5 @@
-"""The service under a real uvicorn on 127.0.0.1: many concurrent streamed runs, all answered."""
+"""The service under a real uvicorn on 127.0.0.1: 500 concurrent streamed runs served by emulated
+endpoints, all answered."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from fleetcall.app import create_app
 from fleetcall.demos import parallelqa
+from fleetcall.serving.pool import EndpointPool, script_responder
 
 from tests.app.helpers import demo_app, sse_events
 
@@ -50,13 +53,26 @@ async def _streamed_run(c: httpx.AsyncClient) -> tuple[str, list[str], str | Non
     return r.headers["x-run-id"], [name for name, _ in events], events[-1][1]["result"]["answer"]
 
 
+def _emulated_app() -> tuple[Starlette, EndpointPool]:
+    """The parallelqa orchestrator on a pool of three emulated GPUs (a 1B model, so the engines
+    keep up in real time on two cores); the scripted replies are the endpoints' responder."""
+    pool = EndpointPool.emulated(["A100-80G", "A100-80G", "L40S"], "llama-3.2-1b", slots=256,
+                                 responder=script_responder(parallelqa.respond), stream_interval_s=1.0)
+    orchestrator = parallelqa.build(lambda responder: pool, pace=0.01)
+    return create_app(orchestrator, pool=pool, token=TOKEN), pool
+
+
 async def _load() -> None:
-    app = demo_app(token=TOKEN)   # scripted model ttft 0.05 s, tpot 0; searches 6 ms
-    async with asyncio.timeout(60), serving(app) as c:
+    app, pool = _emulated_app()
+    async with asyncio.timeout(90), serving(app) as c:
         assert (await c.get("/healthz", headers={"authorization": ""})).status_code == 200
         assert (await c.get("/metrics", headers={"authorization": ""})).status_code == 401
         outcomes = await asyncio.gather(*(_streamed_run(c) for _ in range(N_RUNS)))
         metrics = (await c.get("/metrics")).text
+        endpoints = (await c.get("/v1/endpoints")).json()
+    await pool.aclose()
+    assert sum(e["calls"] for e in endpoints) >= 2 * N_RUNS   # a planner and a joiner call each
+    assert len({e["name"] for e in endpoints if e["calls"]}) == 3  # spread over the pool
     assert len({run_id for run_id, _, _ in outcomes}) == N_RUNS
     for _, names, answer in outcomes:
         assert names[0] == "TaskPlanned" and names[-1] == "RunFinished"
