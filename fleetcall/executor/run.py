@@ -81,35 +81,27 @@ class Run:
     def _calls_after(self, task: Task) -> tuple[int, int]:
         """(LLM calls on the longest path after ``task``, the joiner included; its depth in the
         plan): what the scheduler needs to rank the LLM calls the task makes. From the tasks of
-        the current plan known so far (a streamed plan may still grow)."""
+        the current plan known so far (a streamed plan may still grow). Computed only when the
+        task does call the LLM (see :class:`ToolContext`), iteratively: plans may be deep."""
         tasks = {t.id: t for t in self._state.tasks} if self._state is not None else {}
+        if task.id not in tasks:
+            return 1, 1
         children: dict[int, list[int]] = {}
         for t in tasks.values():
             for dep in t.deps:
                 children.setdefault(dep, []).append(t.id)
+        parents = {i: [d for d in t.deps if d in tasks] for i, t in tasks.items()}
 
         def uses_llm(task_id: int) -> int:
-            tool = self.orch.tools.get(tasks[task_id].tool)
-            return 1 if getattr(tool, "uses_llm", False) else 0
+            return 1 if getattr(self.orch.tools.get(tasks[task_id].tool), "uses_llm", False) else 0
 
-        memo: dict[int, int] = {}
-
-        def after(task_id: int) -> int:  # LLM calls on the longest chain strictly after task_id
-            if task_id not in memo:
-                memo[task_id] = max((uses_llm(c) + after(c) for c in children.get(task_id, ())), default=0)
-            return memo[task_id]
-
-        depth: dict[int, int] = {}
-
-        def level(task_id: int) -> int:
-            if task_id not in depth:
-                deps = [d for d in tasks[task_id].deps if d in tasks]
-                depth[task_id] = 1 + max((level(d) for d in deps), default=0)
-            return depth[task_id]
-
-        if task.id not in tasks:
-            return 1, 1
-        return 1 + after(task.id), level(task.id)
+        after: dict[int, int] = {}   # LLM calls on the longest chain strictly after a task
+        for node in _postorder(task.id, children):
+            after[node] = max((uses_llm(c) + after[c] for c in children.get(node, ())), default=0)
+        depth: dict[int, int] = {}   # 1 for a task with no dependency
+        for node in _postorder(task.id, parents):
+            depth[node] = 1 + max((depth[p] for p in parents[node]), default=0)
+        return 1 + after[task.id], depth[task.id]
 
     # -- the run as a whole ------------------------------------------------------------------
     async def execute(self) -> RunResult:
@@ -293,9 +285,8 @@ class Run:
         record.status = "running"
         shown = dict(zip(tool.parameter_names(), args)) | kwargs
         self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
-        calls_after, depth = self._calls_after(task)
         ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline,
-                          remaining_calls=calls_after, stage=depth)
+                          plan_position=lambda: self._calls_after(task))
         attempted = await call_tool(tool, task.id, args, kwargs, ctx, self.orch.limits_for(tool))
         obs = replace(attempted.observation, call=show_call(task.tool, attempted.arguments or shown))
         end = record.end = self.loop.time()
@@ -346,3 +337,20 @@ def _topological(plan: Plan) -> list[Task]:
     order = {t.id: i for i, t in enumerate(plan.tasks)}
     ids = nx.lexicographical_topological_sort(graph, key=lambda n: order.get(n, len(order)))
     return [plan.task(i) for i in ids if i in order]
+
+
+def _postorder(root: int, edges: dict[int, list[int]]) -> list[int]:
+    """Nodes reachable from ``root`` along ``edges``, each after all it reaches (no recursion)."""
+    order: list[int] = []
+    seen = {root}
+    stack = [(root, iter(edges.get(root, ())))]
+    while stack:
+        node, rest = stack[-1]
+        nxt = next(rest, None)
+        if nxt is None:
+            order.append(node)
+            stack.pop()
+        elif nxt not in seen:
+            seen.add(nxt)
+            stack.append((nxt, iter(edges.get(nxt, ()))))
+    return order

@@ -68,10 +68,16 @@ class Task:
     thought: str | None = None                # the Thought: line(s) before it, if any
     line: int = 0                             # 1-based line in the plan text (or index in JSON)
     source: str = ""                          # the action as written
+    _deps: frozenset[int] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # computed once: the executor and the validator ask for it on every hand-off
+        refs = frozenset(r.task for v in (*self.args, *(v for _, v in self.kwargs)) for r in iter_refs(v))
+        object.__setattr__(self, "_deps", refs)
 
     @property
     def deps(self) -> frozenset[int]:
-        return frozenset(r.task for v in (*self.args, *(v for _, v in self.kwargs)) for r in iter_refs(v))
+        return self._deps
 
     @property
     def kwargs_dict(self) -> dict[str, Value]:

@@ -6,6 +6,7 @@ the LangChain adapter (``BaseTool`` / ``StructuredTool``), and the built-ins ``m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,15 +36,20 @@ class ToolContext:
     remaining_work_s: float = 0.0          # predicted work of the plan after this task
     remaining_calls: int = 0               # LLM calls on the longest path after it (joiner included)
     stage: int = 0                         # depth of the task in the plan (the planner is 0)
+    # (remaining_calls, stage) computed when an LLM call is made, from the plan as known then;
+    # replaces the two fields above when set (most tasks never ask, so they never pay for it)
+    plan_position: Callable[[], tuple[int, int]] | None = None
 
     def call_context(self, kind: str) -> CallContext:
+        remaining, stage = (self.plan_position() if self.plan_position is not None
+                            else (self.remaining_calls, self.stage))
         return CallContext(
             query_id=self.query_id,
             kind=kind,
             deadline=self.deadline,
-            remaining_calls=self.remaining_calls,
+            remaining_calls=remaining,
             remaining_work_s=self.remaining_work_s,
-            stage=self.stage,
+            stage=stage,
         )
 
 

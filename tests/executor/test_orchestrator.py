@@ -273,3 +273,30 @@ def test_llm_calls_say_how_much_of_their_query_is_left(tools):
     assert (planner.remaining_calls, joiner.remaining_calls) == (1, 0)
     assert (first.remaining_calls, first.stage) == (2, 1)   # task 2 (an llm call), then the joiner
     assert (then.remaining_calls, then.stage) == (1, 2)
+
+
+def test_a_chain_of_llm_tasks_reports_each_position(tools):
+    """Each llm task of a chain asks for its place in the plan (LLM calls left, depth)."""
+    n = 60
+    lines = ['1. llm("step 1")'] + [f'{i}. llm("step {i} after ${i - 1}")' for i in range(2, n + 1)]
+    plan = "\n".join(lines + [f"{n + 1}. join()"])
+
+    def reply(request):
+        kind = request.context.kind
+        return plan if kind == "planner" else "Finish(done)" if kind == "joiner" else "ok"
+
+    llm = ScriptedLLM(reply)
+    result = vrun(Orchestrator(tools, llm, max_tasks=n).run("q"))
+    assert result.status is RunStatus.ANSWERED
+    positions = [(r.context.remaining_calls, r.context.stage) for r in llm.requests
+                 if r.context.kind.startswith("tool:")]
+    assert positions == [(n - i, i + 1) for i in range(n)]
+
+
+def test_plan_positions_are_computed_without_recursion():
+    """A plan 100,000 tasks deep would exhaust Python's recursion limit: the walk is iterative."""
+    from fleetcall.executor.run import _postorder
+    n = 100_000
+    children = {i: [i + 1] for i in range(1, n)}
+    order = _postorder(1, children)
+    assert len(order) == n and order[0] == n and order[-1] == 1
