@@ -94,6 +94,8 @@ class EndpointView:
                                               # running calls that have no first token yet
     prefill_load: float = 0.0                 # recent fraction of time a prompt was in prefill
                                               # here (a decode step then waits for a chunk)
+    typical_prefill_tokens: int = 0           # recent mean of uncached prompt tokens computed
+                                              # here (0: unknown, assume full chunks)
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -230,9 +232,10 @@ class SlackKnobs(_Knobs):
         order anyway; holding them in the pool keeps the choice of which prompt runs next with
         the urgency queue, while decoding calls keep batching. None: slots only.
     chunk_tokens, interference: a decode step that shares its iteration with another prompt's
-        prefill chunk (``chunk_tokens`` long, the engines' chunked-prefill size) waits for it;
-        the predicted decode time of a call grows by ``interference`` x its output tokens x the
-        endpoint's measured prefill load x that chunk's time. 0 turns the term off.
+        prefill chunk waits for it (a chunk is the endpoint's typical prompt, at most
+        ``chunk_tokens``, the engines' chunked-prefill size); a call's predicted decode time grows
+        by ``interference`` x its output tokens x the endpoint's measured prefill load x that
+        chunk's time. 0 turns the term off.
     """
 
     affinity_max_delay_s: float = Field(default=0.5, ge=0.0)
@@ -409,12 +412,16 @@ class Slack:
         prefill_wait = endpoint.prefill_backlog_s + sum(
             endpoint.predictor.predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead)
         start = max(slot_wait, prefill_wait) if self.prefill_slots is not None else slot_wait
-        # Continuous batching runs a prefill chunk in the same iteration as every decode step:
-        # while other prompts prefill here (a fraction ``prefill_load`` of the time), each of
-        # this call's output tokens also waits for a chunk.
-        chunk_s = endpoint.predictor.predict(self.knobs.chunk_tokens, 1).ttft_s
-        interference = (call.output_tokens - 1) * endpoint.prefill_load * chunk_s * self.knobs.interference
-        service = own.total_s + interference
+        # Continuous batching runs a prefill chunk in the same iteration as a decode step: while
+        # other prompts prefill here (a fraction ``prefill_load`` of the time), each output token
+        # of this call also waits for a chunk -- as long as the prompts this endpoint computes
+        # (``typical_prefill_tokens``), at most the engine's chunk size.
+        chunk = self.knobs.chunk_tokens
+        if endpoint.typical_prefill_tokens > 0:
+            chunk = min(chunk, endpoint.typical_prefill_tokens)
+        chunk_s = endpoint.predictor.predict(chunk, 1).ttft_s
+        interference = (call.output_tokens - 1) * endpoint.prefill_load * chunk_s
+        service = own.total_s + interference * self.knobs.interference
         return Placement(endpoint.name, now + start + service, service, cached)
 
     def _allowed_delay(self, best: Placement, now: float) -> float:

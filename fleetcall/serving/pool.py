@@ -107,6 +107,7 @@ class _Endpoint:
     busy_since: float | None = None   # loop time the endpoint last went from idle to busy
     busy_s: float = 0.0               # loop seconds with at least one call running
     prefill_load: float = 0.0         # decayed fraction of recent time with a prompt in prefill
+    prefill_tokens: float = 0.0       # EWMA of the uncached prompt tokens of calls granted here
     load_at: float = 0.0              # loop time prefill_load was last brought up to date
 
     @property
@@ -396,7 +397,7 @@ class EndpointPool:
                 running=tuple(max(r.end - now, _OVERRUN_FLOOR_S) for r in ep.running.values()),
                 queued=queued, predictor=ep.predictor, prefixes=ep.prefixes, available=ok,
                 queued_service_s=services, prefill_backlog_s=ep.prefill_backlog_s(now),
-                prefill_load=ep.prefill_load_at(now)))
+                prefill_load=ep.prefill_load_at(now), typical_prefill_tokens=int(ep.prefill_tokens)))
         return views
 
     async def _acquire(self, view: CallView, excluded: set[str]) -> _Endpoint:
@@ -457,6 +458,8 @@ class EndpointPool:
                                        cached_tokens=min(ep.prefixes.match(v.prefix_hashes) * v.block_tokens,
                                                          v.prompt_tokens)).ttft_s
         ep.note_prefill_change(now)
+        uncached = v.prompt_tokens - min(ep.prefixes.match(v.prefix_hashes) * v.block_tokens, v.prompt_tokens)
+        ep.prefill_tokens = uncached if ep.prefill_tokens == 0 else ep.prefill_tokens + 0.1 * (uncached - ep.prefill_tokens)
         ep.running[v.call_id] = _Running(now + service_s, prefill, now, ep.prefill_backlog_s(now))
         ep.stats.breaker.allow(now)  # closed: a no-op; half-open: this call is the probe
         waiter.grant.set_result(ep.name)

@@ -326,3 +326,6 @@ def test_slack_counts_decode_slowed_by_other_prompts_prefill() -> None:
     assert slack.choose(long_output, [busy, quiet], 0.0) == "quiet"
     off = Slack(SlackKnobs(chunk_tokens=1000, interference=0.0))
     assert off.placements(long_output, [busy], 0.0)[0].finish == pytest.approx(alone)
+    # an endpoint computing short prompts interleaves short chunks: 250 tokens, 0.25 s each
+    short_prompts = EndpointView("short", 4, (), (), decoder, prefill_load=0.5, typical_prefill_tokens=250)
+    assert slack.placements(long_output, [short_prompts], 0.0)[0].finish == pytest.approx(alone + 500 * 0.5 * 0.25)
