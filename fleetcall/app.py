@@ -227,9 +227,10 @@ class RunRegistry:
     whoever (if anyone) is awaiting it, so ``GET /v1/runs/{id}`` sees every run settle.
     """
 
-    def __init__(self, orchestrator: Orchestrator, max_runs: int) -> None:
+    def __init__(self, orchestrator: Orchestrator, max_runs: int, max_in_flight: int | None = None) -> None:
         self.orchestrator = orchestrator
         self.max_runs = max_runs
+        self.max_in_flight = max_in_flight  # runs executing at once; more get a 429
         self.metrics = ServiceMetrics()
         self.running: dict[str, RunHandle] = {}                   # run id -> handle, until it ends
         self.finished: OrderedDict[str, RunResult] = OrderedDict()  # run id -> result, oldest first
@@ -239,6 +240,9 @@ class RunRegistry:
         """Start a run now; ``emit`` receives its events. Raises ``ValueError`` on bad input."""
         if self.closed:
             raise ApiError(503, "shutting_down", "the service is shutting down")
+        if self.max_in_flight is not None and len(self.running) >= self.max_in_flight:
+            raise ApiError(429, "overloaded", f"{len(self.running)} runs are in flight, the most this "
+                           "service takes at once; retry later")
         sink = emit or _drop
         handle = self.orchestrator.start(query, deadline=deadline_s, mode=mode, emit=sink)  # type: ignore[arg-type]  # mode checked by the orchestrator
         run_id = handle.query_id
@@ -450,7 +454,8 @@ async def _sse(handle: RunHandle, queue: "asyncio.Queue[ev.Event]") -> AsyncIter
 
 
 def create_app(orchestrator: Orchestrator, *, pool: EndpointPool | None = None, token: str | None = None,
-               max_body_bytes: int = 64_000, max_runs: int = 10_000) -> Starlette:
+               max_body_bytes: int = 64_000, max_runs: int = 10_000,
+               max_in_flight: int | None = None) -> Starlette:
     """The ASGI app serving ``orchestrator`` (see the module docstring for routes and embedding).
 
     Args:
@@ -459,13 +464,15 @@ def create_app(orchestrator: Orchestrator, *, pool: EndpointPool | None = None, 
         token: if set, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
         max_body_bytes: larger request bodies are refused with 413.
         max_runs: finished runs kept for ``GET /v1/runs/{id}`` (least recently used dropped).
+        max_in_flight: runs executing at once; a new run past it gets 429 (None: no cap, only
+            the pool's own admission control, whose ``OverloadedError`` ends a run as failed).
 
     >>> # app = create_app(Orchestrator(tools=[search], llm=pool), pool=pool, token="s3cret")
     >>> # uvicorn.run(app, host="127.0.0.1", port=8080)
     """
-    if max_body_bytes < 1 or max_runs < 1:
-        raise ValueError("max_body_bytes and max_runs must be >= 1")
-    registry = RunRegistry(orchestrator, max_runs)
+    if max_body_bytes < 1 or max_runs < 1 or (max_in_flight is not None and max_in_flight < 1):
+        raise ValueError("max_body_bytes, max_runs and max_in_flight must be >= 1")
+    registry = RunRegistry(orchestrator, max_runs, max_in_flight)
     service = _Service(registry, pool, token, max_body_bytes)
     g = service.guarded
     routes = [

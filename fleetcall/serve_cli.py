@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="'emulated' (in-process GPUs, scripted answers) or a pool file (TOML/YAML)")
     p.add_argument("--token-env", default=None, metavar="NAME",
                    help="require 'Authorization: Bearer <token>', the token read from this variable")
+    p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                   help="runs executing at once; more get 429 (default: no cap)")
     return p
 
 
@@ -68,8 +70,9 @@ async def serve(args: argparse.Namespace, token: str | None, sock: socket.socket
     pool = build_pool(args.pool)
     try:
         orchestrator = Orchestrator(tools=[parallelqa.make_search()], llm=pool)
-        app = create_app(orchestrator, pool=pool, token=token)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        app = create_app(orchestrator, pool=pool, token=token, max_in_flight=args.max_in_flight)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                               timeout_keep_alive=30))
         await server.serve(sockets=[sock])
         cancelled = app.state.shutdown_report
         if cancelled:
@@ -79,10 +82,13 @@ async def serve(args: argparse.Namespace, token: str | None, sock: socket.socket
 
 
 def main(argv: list[str]) -> int:
-    """``fleetcall serve [--host H] [--port P] [--pool emulated|PATH] [--token-env NAME]``."""
+    """``fleetcall serve [--host H] [--port P] [--pool emulated|PATH] [--token-env NAME]
+    [--max-in-flight N]``."""
     args = _parser().parse_args(argv)
     try:
         token = read_token(args.token_env)
+        if args.max_in_flight is not None and args.max_in_flight < 1:
+            raise ConfigError(f"--max-in-flight must be >= 1, got {args.max_in_flight}")
         if args.pool != "emulated":
             load_pool_config(args.pool)   # a bad pool file fails here, before the socket is bound
     except (ConfigError, ValidationError, ValueError, OSError) as exc:

@@ -301,3 +301,21 @@ def test_events_and_labels_serialise_safely() -> None:
     metrics = ServiceMetrics()
     metrics.llm_calls['we"ird\\kind\n'] = 1
     assert 'fleetcall_llm_calls_total{kind="we\\"ird\\\\kind\\n"} 1' in metrics.render(0, None).splitlines()
+
+
+def test_runs_past_the_in_flight_cap_get_429_and_the_rest_finish() -> None:
+    async def main() -> None:
+        app = demo_app(pace=1.0, max_in_flight=2)
+        async with client(app) as c:
+            first = [asyncio.create_task(c.post("/v1/runs", json={"query": parallelqa.QUESTION}))
+                     for _ in range(2)]
+            await asyncio.sleep(0.1)   # both in flight
+            r = await c.post("/v1/runs", json={"query": parallelqa.QUESTION})
+            assert r.status_code == 429 and error_type(r) == "overloaded"
+            assert [(await t).json()["answer"] for t in first] == [ANSWER, ANSWER]
+            after = await c.post("/v1/runs", json={"query": parallelqa.QUESTION})   # room again
+            assert after.status_code == 200 and after.json()["answer"] == ANSWER
+        with pytest.raises(ValueError, match="max_in_flight"):
+            demo_app(max_in_flight=0)
+
+    vrun(main())
