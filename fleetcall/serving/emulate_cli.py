@@ -21,9 +21,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from fleetcall.errors import ConfigError
-from fleetcall.serving.emulator import (
-    EchoResponder, EmulatedEndpoint, Faults, LengthsResponder, Responder, create_app,
-)
+from fleetcall.serving.emulator import EmulatedEndpoint, Faults
+from fleetcall.serving.emulator_fronts import create_app
+from fleetcall.serving.responders import EchoResponder, LengthsResponder, Responder
 from fleetcall.serving.engine import DEFAULT_STREAM_INTERVAL_S
 
 CRASH_EXIT_CODE = 3

@@ -5,15 +5,16 @@ server answers: ``POST /v1/chat/completions`` (plain or SSE streamed, usage with
 tokens), ``GET /v1/models``, ``GET /health`` and ``GET /metrics`` (Prometheus text with vLLM's
 metric names). One core handler, :meth:`EmulatedEndpoint.handle`, serves two fronts:
 
-* :class:`EmulatorTransport`, an ``httpx`` transport: no sockets, no threads, so a whole fleet
+* :class:`~fleetcall.serving.emulator_fronts.EmulatorTransport`, an ``httpx`` transport: no sockets, no threads, so a whole fleet
   runs in-process under :func:`fleetcall.vclock.run_virtual`; SSE bytes come out as the engine
   produces tokens, so a streaming client observes the emulated TTFT::
 
       client = httpx.AsyncClient(transport=EmulatorTransport(ep), base_url="http://a100.emulated")
 
-* :func:`create_app`, a Starlette app for uvicorn (``fleetcall emulate``), in real time.
+* :func:`~fleetcall.serving.emulator_fronts.create_app`, a Starlette app for uvicorn (``fleetcall emulate``), in real time.
 
-What the answer says comes from a *responder* (``request body -> Reply``); how long it takes comes
+What the answer says comes from a *responder* (``request body -> Reply``,
+:mod:`fleetcall.serving.responders`); how long it takes comes
 from the engine. :class:`Faults` injects errors, 429s, latency spikes, hangs, cut streams and
 crashes, drawn from ``random.Random(seed)`` in request order, so runs are reproducible.
 """
@@ -25,89 +26,26 @@ import itertools
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
-from starlette.types import Send
 
 from fleetcall.errors import ConfigError, LLMError
 from fleetcall.llm.base import Message, count_tokens
 from fleetcall.serving import perf, prefix
 from fleetcall.serving.engine import DEFAULT_STREAM_INTERVAL_S, Engine, EngineRequest
 from fleetcall.serving.models import get_model
+from fleetcall.serving.responders import (EchoResponder, LengthsResponder, Reply, Responder,
+                                          ScriptedResponder, content_text as _content_text)
 
-__all__ = ["EchoResponder", "EmulatedEndpoint", "EmulatorTransport", "Faults", "HTTPReply",
-           "LengthsResponder", "Reply", "Responder", "ScriptedResponder", "create_app"]
+__all__ = ["EchoResponder", "EmulatedEndpoint", "Faults", "HTTPReply", "LengthsResponder", "Reply",
+           "Responder", "ScriptedResponder"]
 
 DEFAULT_MAX_TOKENS = 1024  # output limit when a request sets none (vLLM: the rest of the context)
 _JSON = {"content-type": "application/json"}
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
-
-
-# ---- responders: what the answer says --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A responder's answer. ``output_tokens`` None: the text's token count (or ``max_tokens``
-    if there is no text either); ``tool_calls`` are OpenAI dicts or :class:`ToolCall` s."""
-
-    text: str | None = None
-    output_tokens: int | None = None
-    tool_calls: list[Any] | None = None
-
-
-class Responder(Protocol):
-    def __call__(self, request_body: dict[str, Any]) -> Reply: ...
-
-
-class LengthsResponder:
-    """No text of its own: exactly ``max_tokens`` tokens of filler (trace replay by lengths)."""
-
-    def __call__(self, request_body: dict[str, Any]) -> Reply:
-        return Reply()
-
-
-class ScriptedResponder:
-    """Texts replayed in order (an error once exhausted), or a function of the request body
-    returning a text or a :class:`Reply`. Output tokens: ``count_tokens(text)``."""
-
-    def __init__(self, script: Callable[[dict[str, Any]], str | Reply] | Iterable[str | Reply]):
-        self._fn = script if callable(script) else None
-        self._texts = [] if callable(script) else list(script)[::-1]  # popped from the end
-
-    def __call__(self, request_body: dict[str, Any]) -> Reply:
-        if self._fn is not None:
-            out = self._fn(request_body)
-        elif self._texts:
-            out = self._texts.pop()
-        else:
-            raise LLMError("scripted responder has no reply left")
-        return out if isinstance(out, Reply) else Reply(text=out)
-
-
-class EchoResponder:
-    """The default: a short deterministic answer naming the last user message, or a call with
-    ``{}`` arguments when ``tool_choice`` demands a tool. It does not try to satisfy a
-    ``json_schema`` response format (use a :class:`ScriptedResponder` for that)."""
-
-    def __call__(self, request_body: dict[str, Any]) -> Reply:
-        choice, tools = request_body.get("tool_choice"), request_body.get("tools") or []
-        if isinstance(choice, dict) or (choice == "required" and tools):
-            name = (choice.get("function", {}).get("name") if isinstance(choice, dict)
-                    else tools[0].get("function", {}).get("name")) or "tool"
-            return Reply(tool_calls=[{"type": "function",
-                                      "function": {"name": name, "arguments": "{}"}}])
-        users = [m for m in request_body.get("messages", []) if m.get("role") == "user"]
-        words = _content_text(users[-1].get("content")).split()[:12] if users else []
-        return Reply(text="Emulated answer to: " + " ".join(words))
 
 
 # ---- faults ------------------------------------------------------------------------------------
@@ -188,14 +126,6 @@ class _ChatRequest(BaseModel):
             raise ValueError(f"min_tokens ({self.min_tokens}) must not exceed max_tokens "
                              f"({self.limit})")
         return self
-
-
-def _content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,153 +513,3 @@ def _usage(prompt: int, completion: int, cached: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached}}
-
-
-# ---- front 1: an httpx transport (in-process, virtual-clock safe) -----------------------------
-
-
-class EmulatorTransport(httpx.AsyncBaseTransport):
-    """Serves an :class:`EmulatedEndpoint` to an ``httpx.AsyncClient`` without sockets.
-
-    Broken connections look like real ones: a crashed endpoint raises ``httpx.ConnectError``,
-    a cut response ``httpx.RemoteProtocolError``; the client's read timeout is enforced on the
-    wait for the response and for every chunk (``httpx.ReadTimeout``), in loop time.
-    Closing a client leaves the endpoint running (several clients may share it); the
-    endpoint's owner closes it.
-    """
-
-    def __init__(self, endpoint: EmulatedEndpoint) -> None:
-        self.endpoint = endpoint
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {}).get("read")
-        body = await request.aread()
-        try:
-            async with asyncio.timeout(timeout):
-                reply = await self.endpoint.handle(request.method, request.url.path, body)
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"{self.endpoint.name} did not answer within {timeout} s",
-                                    request=request) from None
-        except _Crashed as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except _Dropped as exc:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
-                                            request=request) from exc
-        if reply.stream is None:
-            return httpx.Response(reply.status, headers=reply.headers, content=reply.body,
-                                  request=request)
-        return httpx.Response(reply.status, headers=reply.headers, request=request,
-                              stream=_ReplyStream(reply.stream, timeout, request))
-
-
-class _ReplyStream(httpx.AsyncByteStream):
-    def __init__(self, chunks: AsyncIterator[bytes], timeout: float | None,
-                 request: httpx.Request) -> None:
-        self._chunks = chunks
-        self._timeout = timeout  # read timeout per chunk, seconds; None: unbounded
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                if self._timeout is None:
-                    chunk = await anext(self._chunks)
-                else:
-                    async with asyncio.timeout(self._timeout):
-                        chunk = await anext(self._chunks)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise httpx.ReadTimeout(f"no data for {self._timeout} s",
-                                        request=self._request) from None
-            except _Dropped as exc:
-                raise httpx.RemoteProtocolError(
-                    "peer closed connection without sending complete message body "
-                    "(incomplete chunked read)", request=self._request) from exc
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._chunks.aclose()  # type: ignore[attr-defined]  # an async generator
-
-
-# ---- front 2: a Starlette app (real HTTP) -----------------------------------------------------
-
-
-class _CuttableStream(StreamingResponse):
-    """A streamed response that a ``_Dropped`` leaves incomplete: the server then closes the
-    connection, which the client sees as a cut body."""
-
-    async def stream_response(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})
-        try:
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except _Dropped:
-            return
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]  # an async generator
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _cut_at_once() -> AsyncIterator[bytes]:
-    raise _Dropped("connection cut")
-    yield b""  # pragma: no cover  # makes this an async generator
-
-
-class _ClientGone(Exception):
-    """The HTTP client disconnected before its response started."""
-
-
-async def _until_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    raise _ClientGone
-
-
-async def _unless_disconnected(request: Request,
-                               work: Awaitable[HTTPReply]) -> HTTPReply | None:
-    """``work``, cancelled (engine request and all) if the client disconnects first, as vLLM
-    aborts requests whose client went away; None then. (Streams watch on their own.)"""
-    try:
-        async with asyncio.TaskGroup() as tg:
-            watcher = tg.create_task(_until_disconnect(request))
-            try:
-                return await work
-            finally:
-                watcher.cancel()
-    except BaseExceptionGroup as group:
-        inner = group.exceptions[0]
-        if isinstance(inner, _ClientGone):
-            return None
-        raise inner from None
-
-
-def create_app(endpoint: EmulatedEndpoint, *,
-               on_crash: Callable[[], None] | None = None) -> Starlette:
-    """The endpoint as an ASGI app (every route goes to :meth:`EmulatedEndpoint.handle`).
-
-    ``on_crash`` runs when the endpoint crashes (``fleetcall emulate`` exits the process, so
-    connections really break); without it a crashed endpoint answers 503 and closes.
-    """
-
-    async def serve(request: Request) -> Response:
-        body = await request.body()
-        try:
-            reply = await _unless_disconnected(
-                request, endpoint.handle(request.method, request.url.path, body))
-        except _Crashed as exc:
-            if on_crash is not None:
-                on_crash()
-            return Response(str(exc), 503, headers={"connection": "close"})
-        except _Dropped:
-            return _CuttableStream(_cut_at_once(), 200, headers=_JSON)
-        if reply is None:  # the client has gone; nobody reads this
-            return Response(b"", 499)
-        if reply.stream is None:
-            return Response(reply.body, reply.status, headers=reply.headers)
-        return _CuttableStream(reply.stream, reply.status, headers=reply.headers)
-
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-    return Starlette(routes=[Route("/{path:path}", serve, methods=methods)])
-

@@ -47,8 +47,9 @@ from fleetcall.serving.config import (BreakerConfig, EndpointConfig, PoolConfig,
                                       load_pool_config)
 from fleetcall.serving.dispatcher import (CallView, Dispatcher, EndpointView, NoEndpointAvailable,
                                           make_dispatcher, predicted_service_s)
-from fleetcall.serving.emulator import (EmulatedEndpoint, EmulatorTransport, Faults, Reply, Responder,
-                                        ScriptedResponder)
+from fleetcall.serving.emulator import EmulatedEndpoint, Faults
+from fleetcall.serving.emulator_fronts import EmulatorTransport
+from fleetcall.serving.responders import Reply, Responder, ScriptedResponder
 from fleetcall.serving.health import CircuitBreaker, EndpointSnapshot, EndpointStats, probe
 from fleetcall.serving.predict import OutputLengths, PrefixIndex, ServicePredictor
 from fleetcall.serving.queue import LocalQueue

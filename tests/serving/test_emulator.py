@@ -20,10 +20,9 @@ import pytest
 from fleetcall.llm.base import Message, ToolCall, count_tokens
 from fleetcall.serving import prefix
 from fleetcall.serving.emulate_cli import main as emulate_main
-from fleetcall.serving.emulator import (
-    EmulatedEndpoint, EmulatorTransport, Faults, LengthsResponder, Reply, ScriptedResponder,
-    create_app,
-)
+from fleetcall.serving.emulator import EmulatedEndpoint, Faults
+from fleetcall.serving.emulator_fronts import EmulatorTransport, create_app
+from fleetcall.serving.responders import LengthsResponder, Reply, ScriptedResponder
 from fleetcall.vclock import run_virtual
 
 PROMPT = prefix.filler_text(1200, seed=3)

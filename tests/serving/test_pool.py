@@ -26,8 +26,9 @@ from fleetcall.llm.base import CallContext, Chunk, Completion, LLMRequest, Messa
 from fleetcall.serving.client import RoutingTransport, make_http_client
 from fleetcall.serving.config import (BreakerConfig, EndpointConfig, PoolConfig, RetryConfig,
                                       write_pool_config)
-from fleetcall.serving.emulator import (EmulatedEndpoint, EmulatorTransport, Faults,
-                                        LengthsResponder, Reply, Responder)
+from fleetcall.serving.emulator import EmulatedEndpoint, Faults
+from fleetcall.serving.emulator_fronts import EmulatorTransport
+from fleetcall.serving.responders import LengthsResponder, Reply, Responder
 from fleetcall.serving.pool import EndpointPool, OverloadedError
 from fleetcall.vclock import run_virtual
 

@@ -24,7 +24,9 @@ import uvicorn
 from fleetcall.errors import LLMError
 from fleetcall.llm.base import CallContext, Completion, LLMRequest, Message, complete
 from fleetcall.serving.config import BreakerConfig, EndpointConfig, RetryConfig
-from fleetcall.serving.emulator import EmulatedEndpoint, Faults, Reply, create_app
+from fleetcall.serving.emulator import EmulatedEndpoint, Faults
+from fleetcall.serving.emulator_fronts import create_app
+from fleetcall.serving.responders import Reply
 from fleetcall.serving.pool import EndpointPool
 
 T = TypeVar("T")
