@@ -12,6 +12,9 @@ fails inside a run is not an exception but an error observation (see ``executor`
     ├── LLMError             a model call failed (endpoint, attempts and cause in the message)
     │   └── EndpointError    one attempt at one endpoint failed (retryable or not)
     └── VirtualClockError    something not allowed under the virtual clock (threads, sockets)
+
+    UnknownNameError (a KeyError) is the shared base of UnknownToolError and the catalogs'
+    UnknownGPUError and UnknownModelError (both ConfigErrors): the name, and the known names.
 """
 
 from __future__ import annotations
@@ -34,14 +37,23 @@ class ToolError(FleetcallError):
     """A tool was used wrongly."""
 
 
-class UnknownToolError(ToolError, KeyError):
+class UnknownNameError(KeyError):
+    """A name a registry does not know (a tool, a GPU, a model); the message lists the known
+    names. Subclasses set ``kind`` and add their family (``ToolError``, ``ConfigError``)."""
+
+    kind = "name"
+
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
         self.known = known
-        super().__init__(f"unknown tool {name!r}; known tools: {', '.join(known) or '(none)'}")
+        super().__init__(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(known) or '(none)'}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class UnknownToolError(UnknownNameError, ToolError):
+    kind = "tool"
 
 
 class ToolArgumentError(ToolError, ValueError):

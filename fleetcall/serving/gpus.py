@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleetcall.errors import ConfigError
+from fleetcall.errors import ConfigError, UnknownNameError
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,16 +134,10 @@ def _pick(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-class UnknownGPUError(ConfigError, KeyError):
+class UnknownGPUError(UnknownNameError, ConfigError):
     """A GPU name the catalog does not know; the message lists the known names."""
 
-    def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
-        self.known = known
-        super().__init__(f"unknown GPU {name!r}; known GPUs: {', '.join(known)}")
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+    kind = "GPU"
 
 
 # (name, arch, memory GiB, GB/s, dense bf16 TFLOPS, aliases), from NVIDIA's spec sheets.

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleetcall.errors import ConfigError
+from fleetcall.errors import ConfigError, UnknownNameError
 
 # precision name -> bytes per weight (int4 ignores the small overhead of group scales)
 PRECISION_BYTES: dict[str, float] = {
@@ -136,16 +136,10 @@ class ModelConfig(BaseModel):
         return ModelShape(**self.model_dump())
 
 
-class UnknownModelError(ConfigError, KeyError):
+class UnknownModelError(UnknownNameError, ConfigError):
     """A model name the catalog does not know; the message lists the known names."""
 
-    def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
-        self.known = known
-        super().__init__(f"unknown model {name!r}; known models: {', '.join(known)}")
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
+    kind = "model"
 
 
 def _key(name: str) -> str:
