@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleetcall.errors import ConfigError, UnknownNameError
+from fleetcall.serving.catalog import Catalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +193,7 @@ def _key(name: str) -> str:
     return key.removeprefix("nvidia") or key
 
 
-# lookup key (canonical name or alias) -> spec
-_CATALOG: dict[str, GPUSpec] = {}
+_CATALOG: Catalog[GPUSpec] = Catalog("GPU", _key)
 
 
 def register_gpu(spec: GPUSpec | GPUConfig, *, replace: bool = False) -> GPUSpec:
@@ -203,21 +203,14 @@ def register_gpu(spec: GPUSpec | GPUConfig, *, replace: bool = False) -> GPUSpec
     """
     if isinstance(spec, GPUConfig):
         spec = spec.to_spec()
-    keys = [_key(spec.name), *(_key(alias) for alias in spec.aliases)]
-    clash = [key for key in keys if key in _CATALOG]
-    if clash and not replace:
-        raise ConfigError(f"GPU {spec.name!r} clashes with {_CATALOG[clash[0]].name!r} in the "
-                          "catalog (pass replace=True)")
-    for key in keys:
-        _CATALOG[key] = spec
-    return spec
+    return _CATALOG.register(spec, replace=replace)
 
 
 def get_gpu(name: str | GPUSpec) -> GPUSpec:
     """The GPU called ``name`` (case- and punctuation-insensitive, aliases allowed)."""
     if isinstance(name, GPUSpec):
         return name
-    spec = _CATALOG.get(_key(name))
+    spec = _CATALOG.find(name)
     if spec is None:
         raise UnknownGPUError(name, known_gpus())
     return spec
@@ -225,7 +218,7 @@ def get_gpu(name: str | GPUSpec) -> GPUSpec:
 
 def known_gpus() -> list[str]:
     """Canonical names in the catalog, sorted."""
-    return sorted({spec.name for spec in _CATALOG.values()})
+    return _CATALOG.names()
 
 
 def _builtin_spec(name: str, arch: str, mem: float, bw: float, tflops: float,

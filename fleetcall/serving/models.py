@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleetcall.errors import ConfigError, UnknownNameError
+from fleetcall.serving.catalog import Catalog
 
 # precision name -> bytes per weight (int4 ignores the small overhead of group scales)
 PRECISION_BYTES: dict[str, float] = {
@@ -165,8 +166,7 @@ _BUILTIN = (
                head_dim=128, vocab=152064, aliases=("Qwen/Qwen2.5-7B-Instruct",)),
 )
 
-# lookup key (canonical name or alias) -> shape
-_CATALOG: dict[str, ModelShape] = {}
+_CATALOG: Catalog[ModelShape] = Catalog("model", _key)
 
 
 def register_model(shape: ModelShape | ModelConfig, *, replace: bool = False) -> ModelShape:
@@ -176,13 +176,7 @@ def register_model(shape: ModelShape | ModelConfig, *, replace: bool = False) ->
     """
     if isinstance(shape, ModelConfig):
         shape = shape.to_shape()
-    keys = [_key(shape.name), *(_key(alias) for alias in shape.aliases)]
-    taken = [key for key in keys if key in _CATALOG and _CATALOG[key].name != shape.name]
-    if not replace and (taken or keys[0] in _CATALOG):
-        raise ConfigError(f"model {shape.name!r} is already in the catalog (pass replace=True)")
-    for key in keys:
-        _CATALOG[key] = shape
-    return shape
+    return _CATALOG.register(shape, replace=replace)
 
 
 def get_model(name: str | ModelShape) -> ModelShape:
@@ -190,7 +184,7 @@ def get_model(name: str | ModelShape) -> ModelShape:
     if isinstance(name, ModelShape):
         return name
     base, _, precision = name.partition("@")
-    shape = _CATALOG.get(_key(base))
+    shape = _CATALOG.find(base)
     if shape is None:
         raise UnknownModelError(name, known_models())
     return shape.with_precision(precision) if precision else shape
@@ -198,7 +192,7 @@ def get_model(name: str | ModelShape) -> ModelShape:
 
 def known_models() -> list[str]:
     """Canonical names in the catalog, sorted."""
-    return sorted({shape.name for shape in _CATALOG.values()})
+    return _CATALOG.names()
 
 
 for _shape in _BUILTIN:

@@ -22,8 +22,8 @@ REQUIRED_GPUS = ["H200", "H100", "A100-80G", "A100-40G", "L40S", "A6000", "A10G"
 @pytest.fixture
 def scratch_catalogs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registrations made by a test stay in that test."""
-    monkeypatch.setattr(gpus, "_CATALOG", dict(gpus._CATALOG))
-    monkeypatch.setattr(models, "_CATALOG", dict(models._CATALOG))
+    monkeypatch.setattr(gpus._CATALOG, "entries", dict(gpus._CATALOG.entries))
+    monkeypatch.setattr(models._CATALOG, "entries", dict(models._CATALOG.entries))
 
 
 # ---- GPU catalog -----------------------------------------------------------------------------
