@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 # sub-command -> (module with a ``main(argv) -> int``, one-line help). One table, no if/elif chain.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -18,6 +20,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("fleetcall.serve_cli", "run fleetcall as an HTTP service"),
     "local-pool": ("fleetcall.serving.local_cli", "start llama.cpp servers with SmolLM2 on 127.0.0.1 and write their pool config"),
 }
+
+
+@contextlib.contextmanager
+def quiet_stop_signals() -> Iterator[None]:
+    """While uvicorn serves: SIGINT/SIGTERM handlers that do nothing, restored afterwards.
+
+    uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handlers it
+    found; quiet ones make that a normal return (exit 0, no KeyboardInterrupt traceback). Used by
+    ``fleetcall serve`` and ``fleetcall emulate``.
+    """
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(sig: int, frame: object) -> None:
+    """A signal arriving after uvicorn's shutdown: nothing left to stop."""
 
 
 def _entry(name: str) -> Callable[[list[str]], int]:

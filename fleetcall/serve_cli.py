@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 import sys
 
@@ -25,6 +24,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from fleetcall.app import create_app
+from fleetcall.cli import quiet_stop_signals
 from fleetcall.demos import parallelqa
 from fleetcall.errors import ConfigError
 from fleetcall.executor.orchestrator import Orchestrator
@@ -101,21 +101,10 @@ def main(argv: list[str]) -> int:
         return 2
     host, port = sock.getsockname()[:2]
     print(f"fleetcall serve: pool {args.pool}, auth {'on' if token else 'off'}, at http://{host}:{port}", flush=True)
-    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handlers it
-    # found; quiet ones make that a normal return (exit 0, no KeyboardInterrupt traceback).
-    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with sock:
-            asyncio.run(serve(args, token, sock))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with quiet_stop_signals(), sock:
+        asyncio.run(serve(args, token, sock))
     print("fleetcall serve: stopped", flush=True)
     return 0
-
-
-def _ignore(sig: int, frame: object) -> None:
-    """A signal arriving after uvicorn's shutdown: nothing left to stop."""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import sys
 
 import uvicorn
 from pydantic import ValidationError
 
+from fleetcall.cli import quiet_stop_signals
 from fleetcall.errors import ConfigError
 from fleetcall.serving.emulator import EmulatedEndpoint, Faults
 from fleetcall.serving.emulator_fronts import create_app
@@ -100,21 +100,10 @@ def main(argv: list[str]) -> int:
           flush=True)
     app = create_app(endpoint, on_crash=_crash)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handlers it
-    # found; quiet ones make that a normal return (exit 0, no KeyboardInterrupt traceback).
-    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with sock:
-            server.run(sockets=[sock])
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with quiet_stop_signals(), sock:
+        server.run(sockets=[sock])
     print("fleetcall emulate: stopped", flush=True)
     return 0
-
-
-def _ignore(sig: int, frame: object) -> None:
-    """A signal arriving after uvicorn's shutdown: nothing left to stop."""
 
 
 if __name__ == "__main__":  # pragma: no cover
