@@ -8,32 +8,19 @@ function of the request, dispatching on ``request.context.kind``) answers for ev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
-from fleetcall import LLMRequest, Orchestrator, RunResult, RunStatus, tool
+from fleetcall import LLMRequest, Orchestrator, RunResult, RunStatus
 from fleetcall.serving.config import RetryConfig
 from fleetcall.serving.emulator import Faults
 from fleetcall.serving.pool import EndpointPool, script_responder
-from fleetcall.vclock import run_virtual
+from tests.executor.conftest import search, vrun
 
-T = TypeVar("T")
 MODEL = "llama-3.2-1b"
 GPUS = ["A100-80G", "L40S"]
 PLAN = ('1. search("fleet")\n'
         '2. llm("Summarize the finding in five words.", context=[$1])\n'
         "3. join()\n<END_OF_PLAN>")
-
-
-def vrun(coro: Coroutine[Any, Any, T]) -> T:
-    return run_virtual(coro)
-
-
-@tool
-async def search(query: str) -> str:
-    """Look a thing up (takes 1 s)."""
-    await asyncio.sleep(1.0)
-    return f"result of {query}"
 
 
 class Script:
