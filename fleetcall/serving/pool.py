@@ -455,11 +455,10 @@ class EndpointPool:
         if not ep.running:
             ep.busy_since = now
         v = waiter.view
-        prefill = ep.predictor.predict(v.prompt_tokens, v.output_tokens,
-                                       cached_tokens=min(ep.prefixes.match(v.prefix_hashes) * v.block_tokens,
-                                                         v.prompt_tokens)).ttft_s
+        cached = min(ep.prefixes.match(v.prefix_hashes) * v.block_tokens, v.prompt_tokens)
+        prefill = ep.predictor.predict(v.prompt_tokens, v.output_tokens, cached_tokens=cached).ttft_s
         ep.note_prefill_change(now)
-        uncached = v.prompt_tokens - min(ep.prefixes.match(v.prefix_hashes) * v.block_tokens, v.prompt_tokens)
+        uncached = v.prompt_tokens - cached
         ep.prefill_tokens = uncached if ep.prefill_tokens == 0 else ep.prefill_tokens + 0.1 * (uncached - ep.prefill_tokens)
         ep.running[v.call_id] = _Running(now + service_s, prefill, now, ep.prefill_backlog_s(now))
         ep.stats.breaker.allow(now)  # closed: a no-op; half-open: this call is the probe
@@ -476,6 +475,8 @@ class EndpointPool:
 
     def _steal_into(self, ep: _Endpoint, now: float) -> bool:
         """Move the most urgent call waiting elsewhere to idle ``ep`` if it finishes sooner."""
+        if not any(other.waiting for other in self._endpoints.values() if other is not ep):
+            return False  # nothing waits anywhere: skip snapshotting every queue (a hot path)
         views = self._views(now)
         idle = next(v for v in views if v.name == ep.name)
         move = self.dispatcher.steal(idle, [v for v in views if v.name != ep.name], now)
