@@ -116,7 +116,8 @@ def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_setup_arguments(parser: argparse.ArgumentParser, *, rate: float = 1.0) -> None:
+    """The options that make a :class:`Setup` and its arrivals (shared with ``fleetcall tune``)."""
     parser.add_argument("--trace", default="trace1",
                         help="workload: trace1, trace2, mooncake, miniswe, magagent, azure-conv or a path")
     parser.add_argument("--queries", type=int, help="replay this many queries (the trace is cycled if needed)")
@@ -124,19 +125,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="llama-3.1-70b")
     parser.add_argument("--tp", type=int, help="tensor-parallel degree of every endpoint (default: smallest that fits)")
     parser.add_argument("--slots", type=int, default=16, help="calls in flight per endpoint (16)")
-    parser.add_argument("--rate", type=float, default=1.0, help="arrival rate, queries/s (1.0)")
-    parser.add_argument("--rates", help="comma-separated rates to sweep (reports max rate at 95%% attainment)")
+    parser.add_argument("--rate", type=float, default=rate, help=f"arrival rate, queries/s ({rate:g})")
     parser.add_argument("--arrivals", default="poisson", help="poisson, gamma (see --cv), recorded, or a CSV path")
     parser.add_argument("--cv", type=float, default=1.0, help="coefficient of variation of gamma arrivals")
     parser.add_argument("--slo-scale", type=float, default=3.0, help="deadline = scale x base latency (3)")
     parser.add_argument("--deadline", choices=("unloaded", "paper"), default="unloaded")
+    parser.add_argument("--timeout", type=float, help="give up on a query this many seconds after it arrives")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_setup_arguments(parser)
+    parser.add_argument("--rates", help="comma-separated rates to sweep (reports max rate at 95%% attainment)")
     parser.add_argument("--policy", action="append", help=f"policy to run, repeatable ({', '.join(dispatcher_names())})")
     parser.add_argument("--set", action="append", default=[], metavar="POLICY.KNOB=VALUE",
                         help="a policy knob, e.g. hexgen.alpha=0.3")
-    parser.add_argument("--timeout", type=float, help="give up on a query this many seconds after it arrives")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
-    parser.add_argument("--plot", metavar="PATH", help="write SLO attainment / p95 latency charts (.svg or .html)")
+    parser.add_argument("--plot", metavar="PATH",
+                        help="write SLO attainment / p95 latency charts (.png with matplotlib, .svg or .html)")
 
 
 def setup_from_args(args: argparse.Namespace) -> Setup:

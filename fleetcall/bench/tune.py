@@ -14,7 +14,7 @@ import itertools
 import json
 from typing import Any
 
-from fleetcall.bench.scheduler import DEFAULT_GPUS, run_policy, setup_from_args
+from fleetcall.bench.scheduler import add_setup_arguments, run_policy, setup_from_args
 from fleetcall.errors import ConfigError
 
 # policy -> knob -> values tried when the command line names none
@@ -60,19 +60,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--policy", default="hexgen", help="policy whose knobs to search (hexgen)")
     parser.add_argument("--grid", action="append", default=[], metavar="KNOB=V1,V2,...",
                         help="values to try for a knob (default grid per policy)")
-    parser.add_argument("--trace", default="trace1")
-    parser.add_argument("--queries", type=int)
-    parser.add_argument("--gpus", default=DEFAULT_GPUS)
-    parser.add_argument("--model", default="llama-3.1-70b")
-    parser.add_argument("--tp", type=int)
-    parser.add_argument("--slots", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=0.05)
-    parser.add_argument("--arrivals", default="poisson")
-    parser.add_argument("--cv", type=float, default=1.0)
-    parser.add_argument("--slo-scale", type=float, default=3.0)
-    parser.add_argument("--deadline", choices=("unloaded", "paper"), default="unloaded")
-    parser.add_argument("--timeout", type=float)
-    parser.add_argument("--seed", type=int, default=0)
+    add_setup_arguments(parser, rate=0.05)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     try:

@@ -72,3 +72,15 @@ def test_executor_bench_on_emulated_gpus(tmp_path):
     rep = json.loads(out.read_text())
     assert rep["gpus"] == ["A100-80G", "L40S"] and rep["bound_ratio"] is None
     assert rep["speedup_vs_react"]["min"] > 1.0 and rep["floors"]["all_correct"]
+
+
+def test_tune_searches_the_grid_and_names_the_best(tmp_path, capsys):
+    out = tmp_path / "tune.json"
+    assert cli(["tune", "--policy", "hexgen", "--grid", "alpha=0,1", "--queries", "6",
+                "--rate", "0.05", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert [r["policy_options"]["alpha"] for r in rep["runs"]] and len(rep["runs"]) == 2
+    assert rep["best"] == rep["runs"][0]["policy_options"]
+    best, other = rep["runs"]
+    assert (best["slo_attainment"], -best["latency_s"]["p95"]) >= (other["slo_attainment"], -other["latency_s"]["p95"])
+    assert "use it: fleetcall bench scheduler --set hexgen.alpha=" in capsys.readouterr().out
