@@ -26,13 +26,12 @@ from pydantic import ValidationError
 from fleetcall.app import create_app
 from fleetcall.cli import quiet_stop_signals
 from fleetcall.demos import parallelqa
+from fleetcall.demos.common import embedded_pool
 from fleetcall.errors import ConfigError
 from fleetcall.executor.orchestrator import Orchestrator
 from fleetcall.serving.config import load_pool_config
 from fleetcall.serving.pool import EndpointPool, script_responder
 
-EMULATED_GPUS = ("A100-80G", "A100-80G", "L40S")
-EMULATED_MODEL = "llama-3.1-8b"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,10 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def build_pool(spec: str) -> EndpointPool:
     """The pool ``--pool`` names; emulated endpoints answer with the parallelqa script."""
-    responder = script_responder(parallelqa.respond)
     if spec == "emulated":
-        return EndpointPool.emulated(list(EMULATED_GPUS), EMULATED_MODEL, responder=responder)
-    return EndpointPool.load(spec, responder=responder)
+        return embedded_pool(parallelqa.respond)
+    return EndpointPool.load(spec, responder=script_responder(parallelqa.respond))
 
 
 def read_token(name: str | None) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fleetcall import ConfigError, Orchestrator
 from fleetcall.demos import DEFAULT_DEMO, DEMOS, Demo, get_demo, timeline
-from fleetcall.demos.common import LLMFactory, check_pace
+from fleetcall.demos.common import EMBEDDED_MODEL, LLMFactory, check_pace, embedded_pool
 from fleetcall.llm.scripted import Responder
 from fleetcall.demos.display import LiveDisplay, PlainDisplay
 from fleetcall.demos.runner import DemoOutcome, run_compiled, run_react
@@ -31,7 +31,7 @@ from fleetcall.llm.base import LLM
 from fleetcall.serving.config import PoolConfig, load_pool_config
 from fleetcall.serving.local import (LocalPool, LocalServerError, find_smollm2_gguf,
                                      require_xllamacpp, start_local_pool)
-from fleetcall.serving.pool import EndpointPool, script_responder
+from fleetcall.serving.pool import EndpointPool
 
 
 def _display(state: RunState, live: bool) -> LiveDisplay | PlainDisplay:
@@ -69,17 +69,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="scale every scripted latency (1 = realistic, 0.1 = ten times faster)")
     parser.add_argument("--pool", default="emulated", metavar="KIND",
                         help="who serves the model: 'emulated' (default: 2 x A100-80G and 1 x L40S "
-                             f"serving {DEMO_MODEL}, in-process), 'scripted' (a paced script, no "
+                             f"serving {EMBEDDED_MODEL}, in-process), 'scripted' (a paced script, no "
                              "pool), 'local' (real llama.cpp servers with SmolLM2-135M on "
                              "127.0.0.1, started for the demo; JSON-schema plans), or a pool "
                              "config file (TOML/YAML) of real endpoints")
     parser.add_argument("--replicas", type=int, default=2, metavar="N",
                         help="with --pool local: how many llama.cpp servers (default 2)")
     return parser
-
-
-DEMO_GPUS = ("A100-80G", "A100-80G", "L40S")
-DEMO_MODEL = "llama-3.1-8b"
 
 
 class PoolFactory:
@@ -96,7 +92,7 @@ class PoolFactory:
 
     def __call__(self, responder: Responder) -> LLM:
         if self.kind == "emulated":
-            pool = EndpointPool.emulated(DEMO_GPUS, DEMO_MODEL, responder=script_responder(responder))
+            pool = embedded_pool(responder)
         elif self.config is not None:
             pool = EndpointPool.from_config(self.config)
         else:

@@ -18,12 +18,24 @@ from collections.abc import Callable
 from typing import Any
 
 from fleetcall import LLM, ConfigError, LLMRequest, ScriptedLLM
+from fleetcall.serving.pool import EndpointPool, script_responder
 
 Responder = Callable[[LLMRequest], str]
 LLMFactory = Callable[[Responder], LLM]   # responder -> the model every role of the run uses
 
 _OPENERS = "{[("
 _CLOSERS = "}])"
+
+
+# The embedded default pool of `fleetcall demo` and `fleetcall serve`: emulated in-process.
+EMBEDDED_GPUS = ("A100-80G", "A100-80G", "L40S")
+EMBEDDED_MODEL = "llama-3.1-8b"
+
+
+def embedded_pool(responder: Responder) -> EndpointPool:
+    """The embedded default: :data:`EMBEDDED_GPUS` serving :data:`EMBEDDED_MODEL` in-process,
+    their replies scripted by ``responder`` (the pool sends each call's kind along)."""
+    return EndpointPool.emulated(EMBEDDED_GPUS, EMBEDDED_MODEL, responder=script_responder(responder))
 
 
 def check_pace(pace: float) -> float:
