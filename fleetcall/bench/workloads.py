@@ -392,33 +392,6 @@ def repeat_queries(queries: Sequence[QuerySpec], n: int) -> list[QuerySpec]:
 
 # --------------------------------------------------------------------------- prompt text
 
-# One full cycle of filler words (filler_text repeats with this period), so a filler of any
-# length and seed is a slice: the same text as filler_text, at memcpy speed.
-_FILLER_PERIOD = 17576
-_CYCLE = filler_text(_FILLER_PERIOD, seed=0)
-_CYCLE2 = _CYCLE + _CYCLE
-
-
-def fast_filler(tokens: int, seed: int = 0) -> str:
-    """Exactly :func:`fleetcall.serving.prefix.filler_text` (tested), without the per-word loop."""
-    if tokens < 0:
-        raise ValueError("tokens must be >= 0")
-    start = (seed * 7919) % _FILLER_PERIOD * CHARS_PER_TOKEN
-    end = start + tokens * CHARS_PER_TOKEN
-    if end <= len(_CYCLE2):
-        return _CYCLE2[start:end]
-    return (_CYCLE * (end // len(_CYCLE) + 1))[start:end]
-
-
-def fast_blocks_text(hash_ids: Sequence[int], block_tokens: int = BLOCK_TOKENS,
-                     tail_tokens: int = 0, tail_seed: int = 0) -> str:
-    """Exactly :func:`fleetcall.serving.prefix.blocks_text` (tested), faster: each block is its
-    3-token head (``blocks_text([h], 3)`` is the head alone) and a filler slice."""
-    parts = [blocks_text([h], 3) + fast_filler(block_tokens - 3, seed=h) for h in hash_ids]
-    parts.append(fast_filler(tail_tokens, seed=tail_seed))
-    return "".join(parts)
-
-
 def _key_digest(key: str) -> str:
     return hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
 
@@ -435,9 +408,9 @@ def call_text(call: CallSpec, key: str) -> str:
     digest = _key_digest(key)
     if call.prefix_ids:
         tail = max(0, call.prompt_tokens - BLOCK_TOKENS * len(call.prefix_ids))
-        return fast_blocks_text(call.prefix_ids, BLOCK_TOKENS, tail, int(digest, 16))[:chars]
+        return blocks_text(call.prefix_ids, BLOCK_TOKENS, tail, int(digest, 16))[:chars]
     head = digest[:CHARS_PER_TOKEN * 4 - 1] + " "
-    body = fast_filler(max(0, call.prompt_tokens - 4), seed=int(digest, 16))
+    body = filler_text(max(0, call.prompt_tokens - 4), seed=int(digest, 16))
     return (head + body)[:chars]
 
 

@@ -163,7 +163,7 @@ def _fit_text(text: str, tokens: int) -> str:
     """``text`` cut or padded with filler to about ``tokens`` tokens."""
     have = count_tokens(text)
     if have < tokens:
-        return text + (" " if text else "") + _filler(tokens - have - bool(text))
+        return text + (" " if text else "") + prefix.filler_text(tokens - have - bool(text))
     if have > tokens:
         text = text[:tokens * prefix.CHARS_PER_TOKEN]
         words = list(itertools.islice(_WORDS.finditer(text), tokens + 1))
@@ -173,18 +173,6 @@ def _fit_text(text: str, tokens: int) -> str:
 
 
 _WORDS = re.compile(r"\S+")
-_filler_cache = [""]  # the longest filler made so far; shorter ones are its prefixes
-
-
-def _filler(tokens: int) -> str:
-    """``prefix.filler_text(tokens)``, sliced from a cached longer one (it is the hot path of
-    trace replay, where every answer is filler)."""
-    size = tokens * prefix.CHARS_PER_TOKEN
-    if len(_filler_cache[0]) < size:
-        _filler_cache[0] = prefix.filler_text(max(tokens, 2 * len(_filler_cache[0]) // 4, 4096))
-    return _filler_cache[0][:size]
-
-
 def _tool_call(call: Any, call_ids: Callable[[], str]) -> dict[str, Any]:
     if isinstance(call, dict):
         fn = call.get("function", call)

@@ -21,6 +21,7 @@ that share leading ids share a real, hashable prefix.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 
@@ -56,19 +57,32 @@ def block_hashes(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[i
     return tuple(out)
 
 
+_WORDS = 17576  # distinct filler words (3 lowercase letters): filler text repeats with this period
+
+
 def _word(n: int) -> str:
     """A 3-character lowercase word for ``n`` (base 26, wrapping), then a space."""
-    a, r = divmod(n % 17576, 676)
+    a, r = divmod(n % _WORDS, 676)
     b, c = divmod(r, 26)
     return chr(97 + a) + chr(97 + b) + chr(97 + c) + " "
 
 
+@functools.cache
+def _cycle() -> str:
+    """Every filler word once, in order (70 KB, built on first use)."""
+    return "".join(_word(i) for i in range(_WORDS))
+
+
 def filler_text(tokens: int, seed: int = 0) -> str:
-    """Text of exactly ``tokens`` estimated tokens, different for different seeds."""
+    """Text of exactly ``tokens`` estimated tokens, different for different seeds: the words
+    ``_word(start), _word(start + 1), ...`` from ``start = seed * 7919`` (mod the period), as a
+    slice of the repeated cycle (it is on the hot path of trace replay)."""
     if tokens < 0:
         raise ValueError("tokens must be >= 0")
-    start = (seed * 7919) % 17576
-    return "".join(_word(start + i) for i in range(tokens))
+    cycle = _cycle()
+    start = (seed * 7919) % _WORDS * CHARS_PER_TOKEN
+    end = start + tokens * CHARS_PER_TOKEN
+    return (cycle * (end // len(cycle) + 1))[start:end]
 
 
 def blocks_text(hash_ids: Sequence[int], block_tokens: int = 512, tail_tokens: int = 0,

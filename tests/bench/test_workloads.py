@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fleetcall.bench.workloads import (
-    BLOCK_TOKENS, BUILTIN_TRACES, CallSpec, QuerySpec, call_text, data_file, fast_blocks_text,
-    fast_filler, load_agent_sessions, load_hexgen_trace, load_mooncake, load_requests_csv,
+    BLOCK_TOKENS, BUILTIN_TRACES, CallSpec, QuerySpec, call_text, data_file,
+    load_agent_sessions, load_hexgen_trace, load_mooncake, load_requests_csv,
     load_workload, repeat_queries, to_messages,
 )
 from fleetcall.errors import ConfigError, WorkloadError
 from fleetcall.llm.base import count_tokens
+from fleetcall.serving import prefix
 from fleetcall.serving.prefix import block_hashes, blocks_text, filler_text, prompt_text
 
 
@@ -186,16 +187,23 @@ def test_unrelated_calls_never_share_a_prefix() -> None:
     assert call_text(call, "q1/0") == prompt_text(to_messages(call, "q1", 0))
 
 
+def _filler_by_words(tokens: int, seed: int) -> str:
+    """filler_text's definition, word by word (it is computed as a slice of a cycle)."""
+    start = (seed * 7919) % 17576
+    return "".join(prefix._word(start + i) for i in range(tokens))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 40000), st.integers(0, 10**12))
-def test_fast_filler_equals_filler_text(tokens: int, seed: int) -> None:
-    assert fast_filler(tokens, seed) == filler_text(tokens, seed)
+def test_filler_text_is_its_word_by_word_definition(tokens: int, seed: int) -> None:
+    assert filler_text(tokens, seed) == _filler_by_words(tokens, seed)
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(0, 10**13), max_size=4), st.integers(0, 600), st.integers(0, 99))
-def test_fast_blocks_text_equals_blocks_text(ids: list[int], tail: int, seed: int) -> None:
-    assert fast_blocks_text(ids, 512, tail, seed) == blocks_text(ids, 512, tail, seed)
+def test_blocks_text_is_named_heads_and_filler(ids: list[int], tail: int, seed: int) -> None:
+    expected = "".join(f"{h:011d} "[-12:] + _filler_by_words(509, h) for h in ids)
+    assert blocks_text(ids, 512, tail, seed) == expected + _filler_by_words(tail, seed)
 
 
 @settings(max_examples=60, deadline=None)
