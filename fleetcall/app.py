@@ -253,8 +253,9 @@ class RunRegistry:
         return handle
 
     def _settled(self, run_id: str, query: str, mode: str, emit: ev.Emit, task: "asyncio.Task[RunResult]") -> None:
-        """Record a run's result; a run that never produced one (cancelled before its first
-        step, or a bug) gets a stand-in result, and its stream a RunFinished, so nothing hangs."""
+        """Record a run's result; a run that never produced one (its task cancelled from
+        outside the handle, or a bug) gets a stand-in result, and its stream a RunFinished, so
+        nothing hangs. (A cancel through the handle always yields the run's own result.)"""
         self.running.pop(run_id, None)
         error = None if task.cancelled() else task.exception()
         if task.cancelled() or error is not None:

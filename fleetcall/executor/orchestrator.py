@@ -48,7 +48,10 @@ class RunHandle:
         """Cancel the run and every task it started; its result then has status ``cancelled``."""
         if not self._task.done():
             self._run.cancel_requested = True
-            self._task.cancel()
+            # A task cancelled before its first step would never enter execute() and so never
+            # produce a result: a run not yet executing sees the request when it starts.
+            if self._run.executing:
+                self._task.cancel()
 
     def done(self) -> bool:
         return self._task.done()

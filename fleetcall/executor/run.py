@@ -64,6 +64,7 @@ class Run:
         self.calls: list[LLMCallRecord] = []
         self.usage = Usage()
         self.cancel_requested = False             # True iff the run was cancelled through its handle
+        self.executing = False                    # True once execute() has begun
         self._llm_cache: dict[int, RecordingLLM] = {}
 
     def _llm(self, llm: Any) -> RecordingLLM:
@@ -106,8 +107,11 @@ class Run:
     # -- the run as a whole ------------------------------------------------------------------
     async def execute(self) -> RunResult:
         started = self.loop.time()
+        self.executing = True
         status, answer, error = RunStatus.FAILED, None, None
         try:
+            if self.cancel_requested:   # cancelled through its handle before its first step
+                raise asyncio.CancelledError
             async with asyncio.timeout_at(self.deadline):
                 answer, error = await self._rounds()
             status = RunStatus.ANSWERED if answer is not None else RunStatus.FAILED

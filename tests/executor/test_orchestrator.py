@@ -300,3 +300,19 @@ def test_plan_positions_are_computed_without_recursion():
     children = {i: [i + 1] for i in range(1, n)}
     order = _postorder(1, children)
     assert len(order) == n and order[0] == n and order[-1] == 1
+
+
+def test_a_run_cancelled_before_its_first_step_still_has_a_cancelled_result(tools):
+    """``handle.cancel()`` right after ``start()``: the task has not run a step yet, and the
+    handle's promise (a result with status cancelled, a RunFinished event) still holds."""
+    async def main():
+        events = []
+        orch = Orchestrator(tools, ScriptedLLM([PLAN3, "Finish(x)"]))
+        handle = orch.start("q", emit=events.append)
+        handle.cancel()
+        result = await handle.result()
+        return result, events
+
+    result, events = vrun(main())
+    assert result.status is RunStatus.CANCELLED and not result.tasks
+    assert isinstance(events[-1], ev.RunFinished) and events[-1].result.status is RunStatus.CANCELLED
