@@ -185,9 +185,8 @@ class Orchestrator:
         Leaving the loop early cancels the run and everything it started.
         """
         queue: asyncio.Queue[ev.Event | BaseException] = asyncio.Queue()
-        run = self._new_run(query, deadline, query_id, queue.put_nowait)
-        task = asyncio.get_running_loop().create_task(run.execute(), name=f"run-{run.query_id}")
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or queue.put_nowait(t.exception()))
+        handle = self.start(query, deadline=deadline, query_id=query_id, emit=queue.put_nowait)
+        handle.add_done_callback(lambda t: t.cancelled() or t.exception() is None or queue.put_nowait(t.exception()))
         try:
             while True:
                 item = await queue.get()
@@ -197,10 +196,8 @@ class Orchestrator:
                 if isinstance(item, ev.RunFinished):
                     return
         finally:
-            if not task.done():
-                run.cancel_requested = True
-                task.cancel()
-            await asyncio.wait([task])
+            handle.cancel()   # a no-op once the run is done
+            await asyncio.wait([handle._task])
 
 
 def _need_llm(llm: LLM | None, role: str) -> LLM:
