@@ -47,16 +47,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import hmac
 import json
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -66,6 +64,7 @@ from starlette.routing import Route
 from fleetcall.executor import events as ev
 from fleetcall.executor.orchestrator import MODES, Orchestrator, RunHandle
 from fleetcall.executor.result import RunResult, RunStatus
+from fleetcall.observe import to_jsonable
 from fleetcall.serving.pool import EndpointPool
 
 __all__ = ["create_app", "RunRegistry", "ServiceMetrics", "event_json"]
@@ -90,25 +89,10 @@ class ApiError(Exception):
 
 # -- JSON of events and snapshots ------------------------------------------------------------
 def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types: dataclasses and pydantic models as dicts, enums as values.
-
-    Tool observations can be any Python object; what JSON cannot hold is shown as ``str()``.
-    """
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    return str(value)
+    """``value`` as plain JSON types, by fleetcall's one rule for tool values
+    (:func:`fleetcall.observe.to_jsonable`): dataclasses and pydantic models as dicts, enums as
+    values, bytes as ``{"$bytes_b64": ...}``, NaN/inf as strings, anything else as its text."""
+    return to_jsonable(value)
 
 
 def event_json(event: ev.Event) -> str:

@@ -22,6 +22,7 @@ from fleetcall.executor.run import Run
 from fleetcall.llm.base import LLMRequest, Message, complete
 from fleetcall.planner import PlanParser, parse_joiner, Finish
 from fleetcall.planner.plan import Observation, ObservationStatus, PlanIssue, Task
+from fleetcall.planner.prompts import MAX_OBSERVATION_CHARS
 
 if TYPE_CHECKING:
     from fleetcall.executor.orchestrator import Orchestrator
@@ -127,6 +128,6 @@ class BaselineRun(Run):
 def _render_observations(observations: Sequence[Observation], issues: Sequence[PlanIssue]) -> str:
     if not observations and not issues:
         return "Observation: no action found; reply with an Action or Finish(answer)."
-    lines = [f"Observation {o.task_id} ({o.call or o.tool}): {o.render()}" for o in observations]
+    lines = [f"Observation {o.task_id} ({o.call or o.tool}): {o.render(MAX_OBSERVATION_CHARS)}" for o in observations]
     lines += [f"Observation: could not parse: {i}" for i in issues]
     return "\n".join(lines)

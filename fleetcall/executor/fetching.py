@@ -16,7 +16,7 @@ from fleetcall.executor.resolve import ResolveError, substitute
 from fleetcall.planner.plan import Observation, ObservationStatus, Task
 
 Execute = Callable[[Task, tuple[Any, ...], dict[str, Any]], Awaitable[Observation]]
-OnSkip = Callable[[Task, Observation], None]
+OnSkip = Callable[[Task, Observation], None]   # a task that does not run: skipped, or its references failed
 
 
 class TaskFetchingUnit:
@@ -85,8 +85,9 @@ class TaskFetchingUnit:
         try:
             args = substitute(task.args, self._values)
             kwargs = {k: substitute(v, self._values) for k, v in task.kwargs}
-        except ResolveError as exc:
+        except ResolveError as exc:   # (the one error substitution raises, whatever the results are)
             obs = Observation(task.id, task.tool, ObservationStatus.ERROR, error=str(exc))
+            self._on_skip(task, obs)
         else:
             obs = await self._execute(task, args, kwargs)
         self._finish(task.id, obs)

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from fleetcall.observe import describe_exception, render, safe_repr
 from fleetcall.planner.plan import Interp, Ref, Value
 
 
 class ResolveError(Exception):
     """A reference that cannot be followed (missing key, bad index): the task fails with it."""
-
-
-def render(value: Any) -> str:
-    """How a result reads when formatted into text: strings as they are, structures as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list, tuple)):
-        try:
-            return json.dumps(value, default=str, ensure_ascii=False)
-        except (TypeError, ValueError):
-            return str(value)
-    return str(value)
 
 
 def follow(ref: Ref, results: Mapping[int, Any]) -> Any:
@@ -38,11 +26,18 @@ def follow(ref: Ref, results: Mapping[int, Any]) -> Any:
                 value = getattr(value, step)
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ResolveError(f"cannot resolve {ref}: no {step!r} in the result of task {ref.task}") from exc
+        except BaseException as exc:  # the result's own __getitem__ / attribute raised: the task fails
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise ResolveError(f"cannot resolve {ref}: reading {step!r} of the result of task {ref.task} "
+                               f"raised {describe_exception(exc)}") from exc
     return value
 
 
 def substitute(value: Value, results: Mapping[int, Any]) -> Any:
-    """``value`` with every reference replaced by the referenced result."""
+    """``value`` with every reference replaced by the referenced result; a reference inside a
+    string is formatted in by :func:`fleetcall.observe.render` (strings as they are, structures
+    as JSON)."""
     if isinstance(value, Ref):
         return follow(value, results)
     if isinstance(value, Interp):
@@ -60,8 +55,5 @@ def show_call(tool: str, arguments: Mapping[str, Any], limit: int = 300) -> str:
     """``tool(a=1, b='x')`` with long values cut, for prompts and logs."""
     parts = []
     for k, v in arguments.items():
-        text = repr(v)
-        if len(text) > limit:
-            text = text[: limit - 3] + "..."
-        parts.append(f"{k}={text}")
+        parts.append(f"{k}={safe_repr(v, limit)}")
     return f"{tool}({', '.join(parts)})"

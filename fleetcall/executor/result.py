@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from fleetcall.observe import safe_repr, to_jsonable
+
+# Whatever a tool returned (or a model reported), kept as the Python object; in JSON, shown by
+# fleetcall.observe's rule (bytes as base64, NaN as "NaN", unrenderable objects by a placeholder),
+# so that model_dump_json() never fails because of a tool.
+_AS_JSON = PlainSerializer(to_jsonable, when_used="json")
+ToolValue = Annotated[Any, _AS_JSON]
 
 
 class RunStatus(str, enum.Enum):
@@ -23,16 +31,34 @@ class TaskRecord(BaseModel):
     tool: str
     args: list[str] = Field(default_factory=list)       # positional arguments as planned
     kwargs: dict[str, str] = Field(default_factory=dict)  # keyword arguments as planned
-    arguments: dict[str, Any] | None = None     # bound arguments after substitution (None if never started)
+    arguments: Annotated[dict[str, Any] | None, _AS_JSON] = None
+                                                # bound arguments after substitution (None if never started)
     dependencies: list[int] = Field(default_factory=list)
     thought: str | None = None
     status: str = "pending"                     # ok | error | skipped | pending | cancelled
-    observation: Any = None                     # the result when ok
+    observation: ToolValue = None               # the result when ok (the tool's own Python object)
     error: str | None = None
     planned_at: float | None = None             # loop time (s) the plan line was complete
     start: float | None = None                  # loop time (s)
     end: float | None = None                    # loop time (s)
     attempts: int = 0
+
+    def __repr_args__(self) -> Any:
+        """As pydantic's, with the tool's values shown safely (their own repr may raise)."""
+        for name, value in super().__repr_args__():
+            yield name, (_Shown(value) if name in ("observation", "arguments") else value)
+
+
+class _Shown:
+    """Reprs as ``safe_repr(value)``: at most 500 characters, never raising."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return safe_repr(self.value, 500)
 
 
 class PlanRecord(BaseModel):
@@ -56,7 +82,8 @@ class LLMCallRecord(BaseModel):
     end: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    info: dict[str, Any] | None = None          # serving details: endpoint, queue wait, ttft
+    info: Annotated[dict[str, Any] | None, _AS_JSON] = None
+                                                # serving details: endpoint, queue wait, ttft
 
 
 class UsageRecord(BaseModel):

@@ -277,9 +277,14 @@ class Run:
         record.error = "; ".join(i.message for i in state.issues if i.task == task.id) or "invalid task"
 
     def _on_skip(self, task: Task, obs: Observation) -> None:
+        """A task that does not run: skipped, or failed because a reference could not be resolved."""
         record = self.records[(self.round, task.id)]
-        record.status, record.error = "skipped", obs.error
-        self.emit(ev.TaskSkipped(self.round, task.id, obs, self.loop.time()))
+        record.status, record.error = obs.status.value, obs.error
+        now = self.loop.time()
+        if obs.status is ObservationStatus.SKIPPED:
+            self.emit(ev.TaskSkipped(self.round, task.id, obs, now))
+        else:
+            self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
         tool = self.orch.tools[task.tool]

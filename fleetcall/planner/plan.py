@@ -18,6 +18,8 @@ from typing import Any, TypeAlias
 
 import networkx as nx
 
+from fleetcall.observe import render, safe_repr
+
 JOIN = "join"
 
 
@@ -155,9 +157,15 @@ class Observation:
     error: str | None = None       # what went wrong when ERROR / SKIPPED (names the failed task)
     call: str = ""                 # the call with resolved arguments, as shown to the LLMs
 
-    def render(self) -> str:
+    def __repr__(self) -> str:   # the value's own repr may raise, or be huge
+        return (f"Observation(task_id={self.task_id!r}, tool={self.tool!r}, status={self.status!s}, "
+                f"value={safe_repr(self.value, 500)}, error={self.error!r}, call={self.call!r})")
+
+    def render(self, limit: int | None = None) -> str:
+        """How the LLMs see it: the value by :func:`fleetcall.observe.render` (any value renders;
+        about ``limit`` characters at most), or ``ERROR: ...`` / ``SKIPPED: ...``."""
         if self.status is ObservationStatus.OK:
-            return str(self.value)
+            return render(self.value, limit)
         return f"{self.status.value.upper()}: {self.error}"
 
 

@@ -169,7 +169,7 @@ def _round_tasks(rnd: Round) -> list[str]:
 def _observation(obs: Observation | None) -> str:
     if obs is None:
         return "(not run)"
-    return _cut(obs.render(), MAX_OBSERVATION_CHARS).replace("\n", "\n   ")
+    return _cut(obs.render(MAX_OBSERVATION_CHARS), MAX_OBSERVATION_CHARS).replace("\n", "\n   ")
 
 
 def _cut(text: str, limit: int) -> str:

@@ -295,7 +295,7 @@ def test_mounted_inside_a_parent_app_sharing_its_lifespan() -> None:
 def test_events_and_labels_serialise_safely() -> None:
     from fleetcall.app import ServiceMetrics, event_json, jsonable
 
-    assert jsonable({"s": {3}, "t": (1, float("nan")), "o": object}) == {"s": [3], "t": [1, None], "o": str(object)}
+    assert jsonable({"s": {3}, "t": (1, float("nan")), "o": object}) == {"s": [3], "t": [1, "NaN"], "o": str(object)}
     text = event_json(ev.AnswerReady("line one\nline two", 1.5))
     assert text == 'event: AnswerReady\ndata: {"answer":"line one\\nline two","time":1.5}\n\n'
     metrics = ServiceMetrics()
@@ -319,3 +319,41 @@ def test_runs_past_the_in_flight_cap_get_429_and_the_rest_finish() -> None:
             demo_app(max_in_flight=0)
 
     vrun(main())
+
+
+def test_any_tool_result_is_served_as_json() -> None:
+    """A tool returning bytes that are not UTF-8 (or an object whose str() raises) used to make
+    the POST and every later GET of that run answer 500."""
+    from fleetcall import Orchestrator, ScriptedLLM, tool
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+        __repr__ = __str__
+
+    @tool
+    async def raw(kind: str) -> object:
+        """Returns awkward values."""
+        return {"bytes": b"\xff\xfe", "nan": float("nan"), "object": Unprintable(), "half": "\udc80"}
+
+    def reply(request: Any) -> str:
+        return 'Thought: get it\n1. raw("x")\n2. join()' if request.context.kind == "planner" else "Finish(ok)"
+
+    async def main() -> None:
+        app = create_app(Orchestrator([raw], ScriptedLLM(reply)))
+        async with client(app) as c:
+            r = await c.post("/v1/runs", json={"query": "q"})
+            assert r.status_code == 200, r.text
+            observation = r.json()["tasks"][0]["observation"]
+            assert observation["bytes"] == {"$bytes_b64": "//4="} and observation["nan"] == "NaN"
+            assert observation["object"].startswith("<unrenderable Unprintable: str() raised ValueError")
+            assert observation["half"] == "\\udc80"
+            got = await c.get(f"/v1/runs/{r.json()['id']}")
+            assert got.status_code == 200 and got.json()["result"]["tasks"][0]["observation"] == observation
+            streamed = await c.post("/v1/runs", json={"query": "q", "stream": True})
+            finished = [data for name, data in sse_events(streamed.text) if name == "TaskFinished"]
+            assert finished[0]["observation"]["value"] == observation
+
+    vrun(main())
+
