@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -90,26 +91,27 @@ def last_plan(text: str) -> str:
 
 
 def literals(text: str, first_key: str) -> list[Any]:
-    """Every Python dict literal in ``text`` whose first key is ``first_key``, evaluated.
+    """Every dict literal in ``text`` whose first key is ``first_key``, evaluated, in order.
 
-    Tool results are shown to models as ``str(value)``; a dict prints as a Python literal, so a
-    scripted model can read the values back the way a real one would copy them.
+    Tool results are shown to models as JSON (a dict as ``{"name": ...}``, by
+    :func:`fleetcall.observe.render`); Python literals (``{'name': ...}``) are read too. A
+    scripted model thus reads the values back the way a real one would copy them.
 
-    >>> literals("Observation: {'name': 'Ada', 'age': 36} and {'name': 'Bob'}", "name")
+    >>> literals('Observation: {"name": "Ada", "age": 36} and {\'name\': \'Bob\'}', "name")
     [{'name': 'Ada', 'age': 36}, {'name': 'Bob'}]
     """
-    found: list[Any] = []
-    marker = "{" + repr(first_key)
-    start = text.find(marker)
-    while start != -1:
-        end = _literal_end(text, start)
-        if end is not None:
-            try:
-                found.append(ast.literal_eval(text[start:end]))
-            except (ValueError, SyntaxError):
-                pass
-        start = text.find(marker, start + 1)
-    return found
+    found: list[tuple[int, Any]] = []
+    for marker, parse in (("{" + json.dumps(first_key), json.loads), ("{" + repr(first_key), ast.literal_eval)):
+        start = text.find(marker)
+        while start != -1:
+            end = _literal_end(text, start)
+            if end is not None:
+                try:
+                    found.append((start, parse(text[start:end])))
+                except (ValueError, SyntaxError):
+                    pass
+            start = text.find(marker, start + 1)
+    return [value for _, value in sorted(found, key=lambda item: item[0])]
 
 
 def _literal_end(text: str, start: int) -> int | None:

@@ -38,7 +38,7 @@ def test_one_replan_then_a_correct_answer() -> None:
     second = [r for r in made[0].requests if r.context.kind == "planner" and r.context.stage == 1]
     assert len(second) == 1
     prompt = second[0].messages[-1].content
-    assert "no employee named 'Dana Whitfield'" in prompt and "'name': 'Sofia Marino'" in prompt
+    assert "no employee named 'Dana Whitfield'" in prompt and '"name": "Sofia Marino"' in prompt   # observations as JSON
     assert all("Lena" not in str(t.arguments) for t in result.tasks if t.round == 1)
 
 
