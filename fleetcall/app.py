@@ -3,6 +3,7 @@
 Routes (JSON in and out; errors are ``{"error": {"type": ..., "message": ...}}`` with a 4xx/5xx)::
 
     POST   /v1/runs        {"query": str, "deadline_s"?: float, "stream"?: bool, "mode"?: str}
+                           (no deadline_s, or null: the orchestrator's default_deadline)
                            -> 200 the RunResult (plus "id"), or with "stream": true server-sent
                               events, one per orchestrator event, ending with RunFinished
     GET    /v1/runs/{id}   -> {"id", "state": "running"|"finished", "result"?}   (404 if unknown)
@@ -62,7 +63,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from fleetcall.executor import events as ev
-from fleetcall.executor.orchestrator import MODES, Orchestrator, RunHandle
+from fleetcall.executor.orchestrator import DEFAULT, MODES, Orchestrator, RunHandle
 from fleetcall.executor.result import RunResult, RunStatus
 from fleetcall.observe import to_jsonable
 from fleetcall.serving.pool import EndpointPool
@@ -228,7 +229,8 @@ class RunRegistry:
             raise ApiError(429, "overloaded", f"{len(self.running)} runs are in flight, the most this "
                            "service takes at once; retry later")
         sink = emit or _drop
-        handle = self.orchestrator.start(query, deadline=deadline_s, mode=mode, emit=sink)  # type: ignore[arg-type]  # mode checked by the orchestrator
+        deadline = DEFAULT if deadline_s is None else deadline_s   # a caller cannot ask for no deadline
+        handle = self.orchestrator.start(query, deadline=deadline, mode=mode, emit=sink)  # type: ignore[arg-type]  # mode checked by the orchestrator
         run_id = handle.query_id
         # Registered before anyone awaits the handle, so it runs first: a waiter finds the record.
         handle.add_done_callback(lambda t: self._settled(run_id, query, mode, sink, t))

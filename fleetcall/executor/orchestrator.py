@@ -15,7 +15,10 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
+import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Literal
@@ -24,8 +27,9 @@ from fleetcall.errors import ConfigError
 from fleetcall.executor import events as ev
 from fleetcall.executor.result import RunResult
 from fleetcall.executor.baselines import BaselineRun
+from fleetcall.executor.containment import CallWatch
 from fleetcall.executor.run import Run
-from fleetcall.executor.runner import ToolLimits
+from fleetcall.executor.runner import DEFAULT_SYNC_THREADS, ToolLimits
 from fleetcall.llm.base import LLM
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
 from fleetcall.tools.base import Tool
@@ -34,6 +38,18 @@ Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
 PlanFormat = Literal["text", "json", "tool_call"]
 JoinerFormat = Literal["text", "json"]
+
+log = logging.getLogger("fleetcall.executor")
+
+DEFAULT_DEADLINE_S = 300.0   # a run's budget when neither the call nor the orchestrator sets one
+
+
+class _Default(enum.Enum):
+    DEADLINE = "the orchestrator's default_deadline"
+
+
+DEFAULT = _Default.DEADLINE   # ``deadline=`` not given: use the orchestrator's ``default_deadline``
+Deadline = float | None | _Default
 
 
 class RunHandle:
@@ -82,6 +98,17 @@ class Orchestrator:
         joiner_format: ``text`` (``Finish(...)`` / ``Replan(...)``) or ``json``.
         builtin_tools: add the built-in ``math`` and ``llm`` tools unless a tool of that name is given.
         max_steps: the most LLM turns of the ``react`` and ``parallel_calls`` baselines.
+        default_deadline: seconds a run may take when ``run``/``start``/``stream`` get no
+            ``deadline`` (300 by default); ``None``: runs without a deadline unless given one.
+        grace_s: loop seconds a cancelled tool call gets to end (deadline, ``timeout_s``,
+            cancel) before the run stops waiting for it and records it as abandoned.
+        sync_threads: worker threads of each sync tool whose ``max_concurrency`` is not set
+            (a sync tool's threads are its own: see "What fleetcall guarantees" in the README).
+        slow_step_s: a tool step holding the event loop this long (wall seconds) is logged on
+            ``fleetcall.executor`` and recorded in the task's ``loop_blocked_s``; ``None``: off.
+
+    ``async with Orchestrator(...) as orch:`` (or ``await orch.aclose()``) cancels the runs still
+    in flight from :meth:`start` and closes the tools' threads without waiting for them.
     """
 
     def __init__(
@@ -100,6 +127,10 @@ class Orchestrator:
         planner_max_tokens: int | None = None,
         builtin_tools: bool = True,
         max_steps: int = 20,
+        default_deadline: float | None = DEFAULT_DEADLINE_S,
+        grace_s: float = 1.0,
+        sync_threads: int = DEFAULT_SYNC_THREADS,
+        slow_step_s: float | None = 0.1,
     ) -> None:
         given = [as_tool(t) for t in tools]
         if builtin_tools:
@@ -126,25 +157,68 @@ class Orchestrator:
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
         self.max_steps = max_steps
+        self.default_deadline = _check_seconds("default_deadline", default_deadline, none_ok=True)
+        self.grace_s = _check_seconds("grace_s", grace_s, zero_ok=True)
+        if not isinstance(sync_threads, int) or isinstance(sync_threads, bool) or sync_threads < 1:
+            raise ConfigError(f"sync_threads must be a positive integer, got {sync_threads!r}")
+        self.sync_threads = sync_threads
+        self.slow_step_s = _check_seconds("slow_step_s", slow_step_s, none_ok=True)
         self._limits: dict[str, ToolLimits] = {}   # tool name -> limits shared by every run
         self._ids = itertools.count(1)
+        self._runs: set[RunHandle] = set()         # runs from start() still in flight
+        self._closed = False                       # True once aclose() began: no new runs
 
     def limits_for(self, tool: Tool) -> ToolLimits:
         limits = self._limits.get(tool.name)
         if limits is None:
-            limits = self._limits[tool.name] = ToolLimits.for_tool(tool)
+            limits = self._limits[tool.name] = ToolLimits.for_tool(tool, self.sync_threads)
         return limits
 
+    def watch_for(self, tool: Tool, label: str) -> CallWatch:
+        """A fresh :class:`CallWatch` for one call of ``tool`` under this orchestrator's settings."""
+        return CallWatch(tool.name, label, self.slow_step_s, self.grace_s)
+
+    def abandoned(self) -> list[str]:
+        """The sync tool calls abandoned while their thread still runs: one line each."""
+        return [f"tool {name!r}: {label}, running for {seconds:.1f}s"
+                for name, limits in self._limits.items() if limits.lane is not None
+                for label, seconds in limits.lane.abandoned]
+
+    async def aclose(self) -> None:
+        """Cancel the runs in flight from :meth:`start`, wait for their results (each ends within
+        the grace period), and close every tool's threads without waiting for them (an abandoned
+        call keeps running until it returns; it is logged). Idempotent."""
+        self._closed = True
+        handles = list(self._runs)
+        for handle in handles:
+            handle.cancel()
+        if handles:
+            await asyncio.wait([h._task for h in handles])
+        for limits in self._limits.values():
+            if limits.lane is not None:
+                limits.lane.close()
+
+    async def __aenter__(self) -> "Orchestrator":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     def _new_run(
-        self, query: str, deadline: float | None, query_id: str | None, emit: ev.Emit | None = None,
+        self, query: str, deadline: Deadline, query_id: str | None, emit: ev.Emit | None = None,
         mode: Mode = "compiled",
     ) -> Run:
+        if self._closed:
+            raise RuntimeError("the orchestrator is closed")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not isinstance(query, str) or not query.strip():
             raise ValueError("query must be a non-empty string")
-        if deadline is not None and deadline <= 0:
-            raise ValueError(f"deadline must be a positive number of seconds, got {deadline!r}")
+        if deadline is DEFAULT:
+            deadline = self.default_deadline
+        elif deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+                                       or not deadline > 0 or math.isnan(deadline)):
+            raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
         loop = asyncio.get_running_loop()
         at = None if deadline is None else loop.time() + deadline
         qid = query_id or f"{uuid.uuid4().hex[:12]}-{next(self._ids)}"
@@ -154,20 +228,22 @@ class Orchestrator:
         return BaselineRun(self, query, qid, at, emit, mode=mode, max_steps=self.max_steps)
 
     async def run(
-        self, query: str, *, deadline: float | None = None, query_id: str | None = None, mode: Mode = "compiled"
+        self, query: str, *, deadline: Deadline = DEFAULT, query_id: str | None = None, mode: Mode = "compiled"
     ) -> RunResult:
-        """Answer ``query``; ``deadline`` is a budget in seconds from now.
+        """Answer ``query``; ``deadline`` is a budget in seconds from now (not given: the
+        orchestrator's ``default_deadline``, 300 s unless set; ``None``: no deadline).
 
         ``mode`` picks the compiled plan (default) or a baseline on the same tools and LLM:
         ``react`` or ``parallel_calls``.
 
         Returns a :class:`RunResult` whatever happens inside the run (status ``answered``,
-        ``failed``, ``timed_out``); cancelling the awaiting task cancels the run and raises
+        ``failed``, ``timed_out``) within the deadline plus ``grace_s`` (plus any step a tool
+        spends blocking the event loop); cancelling the awaiting task cancels the run and raises
         ``CancelledError`` as usual (use :meth:`start` for a handle whose ``cancel`` yields a result).
         """
         return await self._new_run(query, deadline, query_id, mode=mode).execute()
 
-    def start(self, query: str, *, deadline: float | None = None, query_id: str | None = None,
+    def start(self, query: str, *, deadline: Deadline = DEFAULT, query_id: str | None = None,
               mode: Mode = "compiled", emit: ev.Emit | None = None) -> RunHandle:
         """Start a run in the background of the running loop and return its handle.
 
@@ -175,10 +251,13 @@ class Orchestrator:
         ``emit`` receives the run's typed events as they happen (what :meth:`stream` yields).
         """
         run = self._new_run(query, deadline, query_id, emit, mode=mode)
-        return RunHandle(run, asyncio.get_running_loop().create_task(run.execute(), name=f"run-{run.query_id}"))
+        handle = RunHandle(run, asyncio.get_running_loop().create_task(run.execute(), name=f"run-{run.query_id}"))
+        self._runs.add(handle)
+        handle.add_done_callback(lambda _t: self._runs.discard(handle))
+        return handle
 
     async def stream(
-        self, query: str, *, deadline: float | None = None, query_id: str | None = None
+        self, query: str, *, deadline: Deadline = DEFAULT, query_id: str | None = None
     ) -> AsyncIterator[ev.Event]:
         """Yield the run's typed events as they happen, ending with :class:`RunFinished`.
 
@@ -198,6 +277,17 @@ class Orchestrator:
         finally:
             handle.cancel()   # a no-op once the run is done
             await asyncio.wait([handle._task])
+
+
+def _check_seconds(name: str, value: float | None, *, none_ok: bool = False, zero_ok: bool = False) -> float | None:
+    """``value`` if it is a number of seconds this setting accepts; a ``ConfigError`` if not."""
+    if value is None and none_ok:
+        return None
+    if (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (value > 0 or zero_ok and value == 0)):
+        return float(value)
+    rule = "a number of seconds >= 0" if zero_ok else "a positive number of seconds"
+    raise ConfigError(f"{name} must be {rule}{' or None' if none_ok else ''}, got {value!r}")
 
 
 def _need_llm(llm: LLM | None, role: str) -> LLM:

@@ -35,9 +35,14 @@ class TaskRecord(BaseModel):
                                                 # bound arguments after substitution (None if never started)
     dependencies: list[int] = Field(default_factory=list)
     thought: str | None = None
-    status: str = "pending"                     # ok | error | skipped | pending | cancelled
+    status: str = "pending"                     # ok | error | skipped | invalid | pending | running | cancelled
     observation: ToolValue = None               # the result when ok (the tool's own Python object)
     error: str | None = None
+    abandoned: bool = False                     # the run stopped waiting before the tool ended: its
+                                                # thread still ran (sync), or it ignored its
+                                                # cancellation past the grace period (async)
+    loop_blocked_s: float | None = None         # longest step (wall s) the tool held the event loop,
+                                                # if one reached the orchestrator's slow_step_s
     planned_at: float | None = None             # loop time (s) the plan line was complete
     start: float | None = None                  # loop time (s)
     end: float | None = None                    # loop time (s)

@@ -1,7 +1,10 @@
 """One run of a query: plan (streamed) -> execute -> join, repeated on replans.
 
 The run owns everything it starts: each round's tool tasks live in that round's task group, so a
-deadline or a cancellation of the run cancels all of them.
+deadline or a cancellation of the run cancels all of them. Each tool call is contained
+(:mod:`fleetcall.executor.containment`): once cancelled it ends within the orchestrator's grace
+period whatever the tool does (a sync tool's thread is abandoned at once), so the run returns by
+its deadline plus that grace period.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetcall.errors import LLMError
 from fleetcall.executor import events as ev
+from fleetcall.executor.containment import CallWatch
 from fleetcall.executor.fetching import TaskFetchingUnit
 from fleetcall.executor.recording import RecordingLLM
 from fleetcall.executor.resolve import show_call
@@ -288,17 +292,27 @@ class Run:
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
         tool = self.orch.tools[task.tool]
+        limits = self.orch.limits_for(tool)
         round_no = self.round
         record = self.records[(round_no, task.id)]
         start = record.start = self.loop.time()
         record.status = "running"
         shown = dict(zip(tool.parameter_names(), args)) | kwargs
         self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
+        watch = self.orch.watch_for(tool, f"query {self.query_id}, round {round_no}, task {task.id}")
         ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline,
-                          plan_position=lambda: self._calls_after(task))
-        attempted = await call_tool(tool, task.id, args, kwargs, ctx, self.orch.limits_for(tool))
+                          plan_position=lambda: self._calls_after(task), threads=limits.runner(watch))
+        try:
+            attempted = await call_tool(tool, task.id, args, kwargs, ctx, limits, watch)
+        except asyncio.CancelledError:
+            _note_watch(record, watch, self.loop.time())
+            record.status = "cancelled"
+            if why := watch.why_stopped():
+                record.error = f"cancelled; {why}"
+            raise
         obs = replace(attempted.observation, call=show_call(task.tool, attempted.arguments or shown))
-        end = record.end = self.loop.time()
+        end = self.loop.time()
+        _note_watch(record, watch, end)
         record.attempts = attempted.attempts
         record.arguments = attempted.arguments or shown
         record.status = obs.status.value
@@ -336,6 +350,15 @@ class Run:
             usage=UsageRecord(prompt_tokens=self.usage.prompt_tokens,
                               completion_tokens=self.usage.completion_tokens, calls=self.usage.calls),
         )
+
+
+def _note_watch(record: TaskRecord, watch: CallWatch, end: float) -> None:
+    """What the task's record should say of how its tool call went (see :class:`CallWatch`)."""
+    record.end = end
+    if watch.abandoned:           # (set only when true: a pydantic assignment is not free)
+        record.abandoned = True
+    if watch.loop_blocked_s:
+        record.loop_blocked_s = watch.loop_blocked_s
 
 
 def _topological(plan: Plan) -> list[Task]:

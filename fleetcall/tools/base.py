@@ -25,6 +25,15 @@ class ToolOptions:
     rate_period_s: float = 1.0
 
 
+class ThreadRunner(Protocol):
+    """Runs a sync callable in a worker thread the executor owns (the tool's bounded lane)."""
+
+    async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in a thread; if the caller is cancelled the call is abandoned
+        (the thread keeps running it: Python cannot stop a thread) and ``CancelledError`` raised."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ToolContext:
     """What a running tool may know of its run; LLM tools pass ``call_context`` to the LLM."""
@@ -39,6 +48,9 @@ class ToolContext:
     # (remaining_calls, stage) computed when an LLM call is made, from the plan as known then;
     # replaces the two fields above when set (most tasks never ask, so they never pay for it)
     plan_position: Callable[[], tuple[int, int]] | None = None
+    # where sync work runs: the tool's own bounded worker threads, given by the orchestrator
+    # (None outside one: FunctionTool then uses the loop's default executor, asyncio.to_thread)
+    threads: ThreadRunner | None = None
 
     def call_context(self, kind: str) -> CallContext:
         remaining, stage = (self.plan_position() if self.plan_position is not None
@@ -81,7 +93,7 @@ class Tool(Protocol):
         ...
 
     async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
-        """Run the tool with bound arguments. Sync functions run in a worker thread."""
+        """Run the tool with bound arguments. Sync work runs in ``ctx.threads`` (worker threads)."""
         ...
 
 

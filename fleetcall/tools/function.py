@@ -3,7 +3,8 @@
 The function's type hints become a pydantic model that checks plan-time arguments and validates
 run-time ones; its docstring gives the description (first paragraph) and per-argument help
 (Google-style ``Args:``). Async functions are awaited on the loop; sync functions run in a worker
-thread (``asyncio.to_thread``) so a slow one never blocks the other tasks of the plan.
+thread (the tool's own bounded threads, ``ctx.threads``, under an orchestrator) so a slow one
+never blocks the other tasks of the plan.
 
 >>> @tool(timeout_s=5, retries=1)
 ... def search(query: str, k: int = 3) -> str:
@@ -175,7 +176,10 @@ class FunctionTool(SchemaBackedTool):
         call_args, call_kwargs = self._call_arguments(arguments, ctx)
         if self._is_async:
             return await self.fn(*call_args, **call_kwargs)
-        result = await asyncio.to_thread(self.fn, *call_args, **call_kwargs)
+        if ctx.threads is not None:
+            result = await ctx.threads.run(self.fn, *call_args, **call_kwargs)
+        else:
+            result = await asyncio.to_thread(self.fn, *call_args, **call_kwargs)
         if inspect.isawaitable(result):  # a sync wrapper that returned a coroutine
             result = await result
         return result

@@ -2,8 +2,9 @@
 
 The LangChain tool is used as it is: its argument schema (a pydantic model, or a JSON-schema
 dict in newer versions, or the single ``tool_input`` string of a plain ``Tool``) drives the
-plan-time checks and binding, and it runs through ``await lc_tool.ainvoke(arguments)``
-(LangChain runs sync tools in its executor).
+plan-time checks and binding, and it runs through ``await lc_tool.ainvoke(arguments)``; a tool
+with only a sync implementation runs ``lc_tool.invoke(arguments)`` in the tool's own worker
+threads (``ctx.threads``) instead of LangChain's default, the loop's shared executor.
 
 >>> from langchain_core.tools import tool as lc_tool
 >>> @lc_tool
@@ -20,7 +21,8 @@ import inspect
 import typing
 from typing import Any
 
-from langchain_core.tools import BaseTool
+from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import Tool as LCTool
 from pydantic import BaseModel
 
 from fleetcall.errors import ConfigError
@@ -81,6 +83,18 @@ def _return_annotation(lc_tool: BaseTool) -> Any:
     return Any
 
 
+def _sync_only(lc_tool: BaseTool) -> bool:
+    """True iff the tool has no async implementation of its own (LangChain's ``ainvoke`` would
+    run its sync one in the loop's default executor)."""
+    if getattr(lc_tool, "coroutine", None) is not None:
+        return False
+    arun = getattr(type(lc_tool), "_arun", None)
+    return arun in _DEFAULT_ARUNS
+
+
+_DEFAULT_ARUNS = tuple({getattr(cls, "_arun", None) for cls in (BaseTool, StructuredTool, LCTool)} - {None})
+
+
 class LangChainTool(SchemaBackedTool):
     """A LangChain ``BaseTool`` behind the fleetcall :class:`~fleetcall.tools.Tool` protocol.
 
@@ -108,11 +122,13 @@ class LangChainTool(SchemaBackedTool):
         self.options = check_options(options if options is not None else ToolOptions())
         self._schema, self._single_input = _build_schema(self.name, lc_tool)
         self._return = _return_annotation(lc_tool)
+        self._sync_only = _sync_only(lc_tool)
 
     async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
-        if self._single_input:
-            return await self.lc_tool.ainvoke(arguments[SINGLE_INPUT])
-        return await self.lc_tool.ainvoke(arguments)
+        given = arguments[SINGLE_INPUT] if self._single_input else arguments
+        if self._sync_only and ctx.threads is not None:
+            return await ctx.threads.run(self.lc_tool.invoke, given)
+        return await self.lc_tool.ainvoke(given)
 
     def __repr__(self) -> str:
         return f"<LangChainTool {self.signature()}>"

@@ -357,3 +357,14 @@ def test_any_tool_result_is_served_as_json() -> None:
 
     vrun(main())
 
+
+def test_a_run_without_deadline_s_gets_the_orchestrators_default() -> None:
+    async def main() -> None:
+        app = demo_app()
+        orchestrator = app.state.registry.orchestrator
+        async with client(app) as c:
+            for body in ({"query": parallelqa.QUESTION}, {"query": parallelqa.QUESTION, "deadline_s": None}):
+                r = (await c.post("/v1/runs", json=body)).json()
+                assert r["deadline"] == pytest.approx(r["started_at"] + orchestrator.default_deadline)
+
+    vrun(main())

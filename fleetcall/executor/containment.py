@@ -1,0 +1,173 @@
+"""Containing a tool's coroutine: step timing, cancellation that wins, and a grace period.
+
+:func:`contained` drives the coroutine of one tool call itself, one step at a time, inside the
+task that awaits it (no extra task), and so can see what a tool does with the event loop:
+
+* **Loop-blocking steps.** Each step (the code between two awaits) is timed on the wall clock
+  (``time.perf_counter``: blocking is about the host, and under the virtual clock loop time does
+  not move while a step runs). A step longer than ``slow_step_s`` is logged once per call on the
+  ``fleetcall.executor`` logger, naming the tool and the run, and the longest is kept for the
+  task's record. Nothing can interrupt a step: while it runs, no timer of the loop fires.
+* **Cancellation wins.** Once the task is cancelled (deadline, ``timeout_s``, ``cancel()``), the
+  call ends cancelled even if the tool swallows the ``CancelledError`` and returns a value or
+  raises something else.
+* **Grace period.** A tool that goes on after being cancelled (it swallowed the cancellation, or
+  cleans up with awaits) gets ``grace_s`` seconds of loop time. Then the task is woken once more
+  and the tool's coroutine is not resumed: it is closed (``GeneratorExit`` at its await: its
+  ``finally`` blocks run, but an ``await`` inside them fails) and the call ends cancelled. So a
+  cancelled call always ends within the grace period, plus at most the step in progress.
+
+A ``CancelledError`` that the tool raises while nobody cancelled its task is passed on as it is;
+the caller (:func:`fleetcall.executor.runner.call_tool`) tells the two apart with
+``Task.cancelling()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from collections.abc import Awaitable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from fleetcall.observe import describe_exception
+
+log = logging.getLogger("fleetcall.executor")
+
+
+@dataclass(slots=True, eq=False)
+class CallWatch:
+    """What the executor saw of one task's tool call, over all its attempts: for its record."""
+
+    tool: str
+    label: str                        # the run and task, for the log: "query q1, task 3"
+    slow_step_s: float | None = 0.1   # a step holding the loop longer is reported; None: never
+    grace_s: float = 1.0              # loop seconds a cancelled tool gets before it is stopped
+    thread: str = ""                  # the last attempt's thread: "" (none), waiting, running,
+                                      # abandoned (cancelled while its function ran), done
+    threads: int = 0                  # size of the tool's thread lane (0: not a sync tool)
+    loop_blocked_s: float = 0.0       # longest step (wall s) at or over slow_step_s; 0 if none
+    ignored_cancel: bool = False      # the tool returned or raised another error after its task
+                                      # was cancelled (the call ended cancelled all the same)
+    stopped: bool = False             # the grace period ran out and its coroutine was closed
+
+    def on_thread(self, state: str) -> None:
+        self.thread = state
+
+    @property
+    def abandoned(self) -> bool:
+        """True iff the run stopped waiting for the call before the tool ended by itself."""
+        return self.thread == "abandoned" or self.stopped
+
+    def step(self, seconds: float) -> None:
+        if self.slow_step_s is None or seconds < self.slow_step_s or seconds <= self.loop_blocked_s:
+            return
+        if not self.loop_blocked_s:
+            log.warning("tool %r blocked the event loop for %.3fs in one step (%s): every run of the "
+                        "process waited; make it a sync function (it then runs in a thread) or await "
+                        "instead of blocking", self.tool, seconds, self.label)
+        self.loop_blocked_s = seconds
+
+    def why_stopped(self) -> str:
+        """Why the call ended before the tool did (for an error or a cancelled record); '' if not."""
+        if self.thread == "abandoned":
+            return "the tool's thread is still running and was abandoned (Python cannot stop a thread)"
+        if self.thread == "waiting" and self.threads:
+            return f"it was waiting for one of the tool's {self.threads} threads, all busy"
+        if self.stopped:
+            return (f"the tool did not stop within the {self.grace_s:g}s grace period after it was "
+                    "cancelled, so its coroutine was closed")
+        if self.ignored_cancel:
+            return "the tool ignored the cancellation"
+        return ""
+
+
+@types.coroutine
+def contained(awaitable: Awaitable[Any], watch: CallWatch) -> Generator[Any, Any, Any]:
+    """Await ``awaitable`` (a tool's ``run(...)``) as the module docstring describes.
+
+    Raises what the tool raises; ``CancelledError`` once its task was cancelled, whatever the
+    tool did with the cancellation; ``TypeError`` if ``awaitable`` is not awaitable.
+    """
+    try:
+        steps = awaitable.__await__()
+    except AttributeError:
+        raise TypeError(f"tool {watch.tool!r}: run() returned {type(awaitable).__name__}, "
+                        "not an awaitable") from None
+    task = asyncio.current_task()
+    base = task.cancelling() if task is not None else 0   # cancellations that are not ours to see
+    timer: asyncio.TimerHandle | None = None             # the grace period, once cancelled
+    value: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            yielded = _step(steps, value, thrown, watch, cancelled=timer is not None)
+            if isinstance(yielded, _Done):
+                return yielded.value
+            try:
+                value, thrown = (yield yielded), None
+            except BaseException as exc:  # thrown in by the task: a cancellation, a failed future
+                value, thrown = None, exc
+                if watch.stopped:   # the grace period is over: do not resume the tool
+                    _stop(steps, task, watch)
+                if timer is None and task is not None and isinstance(exc, asyncio.CancelledError) \
+                        and task.cancelling() > base:
+                    timer = asyncio.get_running_loop().call_later(watch.grace_s, _expire, task, watch)
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+@dataclass(slots=True)
+class _Done:
+    value: Any
+
+
+def _step(steps: Any, value: Any, thrown: BaseException | None, watch: CallWatch, *, cancelled: bool) -> Any:
+    """Run the tool to its next await: what it yields, or ``_Done`` with its result."""
+    start = time.perf_counter()
+    try:
+        yielded = steps.send(value) if thrown is None else steps.throw(thrown)
+    except StopIteration as stop:
+        watch.step(time.perf_counter() - start)
+        if cancelled:
+            watch.ignored_cancel = True
+            raise asyncio.CancelledError(f"tool {watch.tool!r} returned after it was cancelled") from None
+        return _Done(stop.value)
+    except asyncio.CancelledError:
+        watch.step(time.perf_counter() - start)
+        raise
+    except BaseException as exc:
+        watch.step(time.perf_counter() - start)
+        if cancelled:
+            watch.ignored_cancel = True
+            raise asyncio.CancelledError(
+                f"tool {watch.tool!r} raised {describe_exception(exc)} after it was cancelled") from exc
+        raise
+    watch.step(time.perf_counter() - start)
+    return yielded   # (after a cancellation: cleaning up with awaits, or ignoring it; the grace period runs)
+
+
+def _expire(task: asyncio.Task[Any], watch: CallWatch) -> None:
+    """The grace period is over: wake the task so that :func:`contained` stops the tool."""
+    watch.stopped = True
+    task.cancel(f"tool {watch.tool!r} did not stop within {watch.grace_s:g}s of being cancelled")
+
+
+def _stop(steps: Any, task: asyncio.Task[Any] | None, watch: CallWatch) -> None:
+    """Close the tool's coroutine and end the call cancelled (the cancellation it ignored)."""
+    if task is not None:
+        task.uncancel()   # the wake-up call of _expire; the original cancellation stays
+    start = time.perf_counter()
+    try:
+        steps.close()
+    except BaseException as exc:  # its finally blocks awaited or raised: it is over all the same
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        log.warning("tool %r (%s) failed while being closed: %s", watch.tool, watch.label, describe_exception(exc))
+    watch.step(time.perf_counter() - start)
+    log.warning("tool %r (%s) did not stop within the %gs grace period after it was cancelled; "
+                "its coroutine was closed", watch.tool, watch.label, watch.grace_s)
+    raise asyncio.CancelledError(f"tool {watch.tool!r} stopped after the grace period")
