@@ -366,6 +366,8 @@ def _topological(plan: Plan) -> list[Task]:
     import networkx as nx
 
     graph = plan.graph()
+    # a task referring to itself is invalid (reported, then skipped), not a reason to fail the sort
+    graph.remove_edges_from(list(nx.selfloop_edges(graph)))
     order = {t.id: i for i, t in enumerate(plan.tasks)}
     ids = nx.lexicographical_topological_sort(graph, key=lambda n: order.get(n, len(order)))
     return [plan.task(i) for i in ids if i in order]

@@ -316,3 +316,16 @@ def test_a_run_cancelled_before_its_first_step_still_has_a_cancelled_result(tool
     result, events = vrun(main())
     assert result.status is RunStatus.CANCELLED and not result.tasks
     assert isinstance(events[-1], ev.RunFinished) and events[-1].result.status is RunStatus.CANCELLED
+
+
+def test_a_json_plan_whose_task_refers_to_itself_is_rejected_not_a_crash(tools):
+    """The sort of a JSON plan's tasks failed on the self-loop and run() raised NetworkXUnfeasible
+    (found by the containment property test)."""
+    import json
+    looped = json.dumps([{"id": 1, "tool": "echo", "args": {"value": "$1"}},
+                         {"id": 2, "tool": "echo", "args": {"value": "fine"}}])
+    llm = ScriptedLLM([looped, "Finish(ok)"])
+    result = vrun(Orchestrator(tools, llm, plan_format="json", max_replans=0).run("q"))
+    by_id = {t.id: t for t in result.tasks}
+    assert by_id[1].status == "invalid" and "its own result" in by_id[1].error
+    assert by_id[2].status == "ok"
