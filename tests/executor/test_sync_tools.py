@@ -31,14 +31,14 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
 
 
 def test_a_timed_out_sync_tool_returns_at_once_and_asyncio_run_does_not_wait_for_it():
-    """timeout_s=0.2 on a tool that blocks 6 s: the task fails at 0.2 s saying the thread was
-    abandoned, and asyncio.run returns without waiting for the thread (it used to wait 6 s)."""
+    """timeout_s=0.5 on a tool that blocks 8 s: the task fails at 0.5 s saying the thread was
+    abandoned, and asyncio.run returns without waiting for the thread (it used to wait 8 s)."""
     release = threading.Event()
 
-    @tool(timeout_s=0.2)
+    @tool(timeout_s=0.5)
     def stuck(x: int) -> int:
-        """Blocks until released (at most 6 s)."""
-        release.wait(6)
+        """Blocks until released (at most 8 s)."""
+        release.wait(8)
         return x
 
     async def main():
@@ -54,21 +54,21 @@ def test_a_timed_out_sync_tool_returns_at_once_and_asyncio_run_does_not_wait_for
         release.set()
     assert took < 4.0, f"asyncio.run waited {took:.1f}s for the abandoned thread"
     record = result.tasks[0]
-    assert "timed out after 0.2s" in record.error and "thread is still running and was abandoned" in record.error
+    assert "timed out after 0.5s" in record.error and "thread is still running and was abandoned" in record.error
     assert record.status == "error" and record.abandoned
     assert len(abandoned) == 1 and "stuck" in abandoned[0]
 
 
 def test_abandoned_sync_calls_cannot_starve_another_tool():
-    """50 runs whose sync tool blocks, each under deadline=0.3, then a run whose only tool is an
-    instant sync one: it answers (it used to time out: the 50 calls held every thread of the
+    """50 runs whose sync tool blocks 8 s, each under deadline=1, then a run whose only tool is
+    an instant sync one: it answers (it used to time out: the 50 calls held every thread of the
     loop's default executor). The blocked tool holds at most its own 8 threads."""
     release = threading.Event()
 
     @tool
     def block(x: int) -> int:
         """Blocks until released."""
-        release.wait(30)
+        release.wait(8)
         return x
 
     @tool
@@ -84,7 +84,7 @@ def test_abandoned_sync_calls_cannot_starve_another_tool():
 
     async def main():
         orch = Orchestrator([block, instant], ScriptedLLM(reply))
-        blocked = await asyncio.gather(*(orch.run(f"block {i}", deadline=0.3) for i in range(50)))
+        blocked = await asyncio.gather(*(orch.run(f"block {i}", deadline=1) for i in range(50)))
         threads_of_block = len(lane_threads("block"))
         fresh = await orch.run("instant please", deadline=5.0)
         return blocked, threads_of_block, fresh
