@@ -48,6 +48,7 @@ class CallWatch:
     thread: str = ""                  # the last attempt's thread: "" (none), waiting, running,
                                       # abandoned (cancelled while its function ran), done
     threads: int = 0                  # size of the tool's thread lane (0: not a sync tool)
+    threads_abandoned: int = 0        # attempts whose thread was still running when abandoned
     loop_blocked_s: float = 0.0       # longest step (wall s) at or over slow_step_s; 0 if none
     ignored_cancel: bool = False      # the tool returned or raised another error after its task
                                       # was cancelled (the call ended cancelled all the same)
@@ -55,11 +56,13 @@ class CallWatch:
 
     def on_thread(self, state: str) -> None:
         self.thread = state
+        if state == "abandoned":
+            self.threads_abandoned += 1
 
     @property
     def abandoned(self) -> bool:
-        """True iff the run stopped waiting for the call before the tool ended by itself."""
-        return self.thread == "abandoned" or self.stopped
+        """True iff the run stopped waiting for an attempt before the tool ended by itself."""
+        return self.threads_abandoned > 0 or self.stopped
 
     def step(self, seconds: float) -> None:
         if self.slow_step_s is None or seconds < self.slow_step_s or seconds <= self.loop_blocked_s:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextvars
 import logging
 import queue
@@ -30,14 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetcall.vclock import is_virtual
-
 log = logging.getLogger("fleetcall.executor")
 
 IDLE_THREAD_S = 5.0   # a worker thread with nothing to do for this long (wall seconds) ends
-
-_THREADS_UNDER_VCLOCK = ("sync tools run in threads, and threads are not allowed under the virtual "
-                         "clock (their time would be real); make the tool async to simulate it")
 
 
 class _Slots:
@@ -87,17 +83,31 @@ class _Slots:
             waiter.set_result(None)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, repr=False)
 class _Job:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     context: contextvars.Context
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]                 # resolved on ``loop`` with the call's outcome
     label: str                                  # who called, for the log: "query q1, task 3"
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     started: float = field(default_factory=time.monotonic)   # wall time (s) it was handed over
     abandoned: bool = False                     # True once its caller stopped waiting
+
+    def __repr__(self) -> str:   # shown in errors and logs: never the arguments (any size, any repr)
+        return f"<sync call of {getattr(self.fn, '__qualname__', type(self.fn).__name__)} ({self.label})>"
+
+
+class _Handover(concurrent.futures.Executor):
+    """How a job reaches the lane: through ``loop.run_in_executor``, the loop's own seam for
+    threads (so a loop that refuses threads, such as the virtual clock's, refuses it)."""
+
+    def __init__(self, lane: "ThreadLane") -> None:
+        self._lane = lane
+
+    def submit(self, job: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self._lane._submit(job)
+        return job.future
 
 
 class ThreadLane:
@@ -120,6 +130,7 @@ class ThreadLane:
         self._threads = 0                      # worker threads started and not yet told to stop
         self._running: set[_Job] = set()       # jobs handed to a thread whose fn has not returned
         self._closed = False                   # True once close() was called: no new calls
+        self._handover = _Handover(self)
 
     async def run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                   label: str = "", on_state: Callable[[str], None] | None = None) -> Any:
@@ -127,31 +138,27 @@ class ThreadLane:
 
         ``on_state`` hears ``"waiting"`` (every thread busy), ``"running"``, ``"abandoned"``
         (cancelled while ``fn`` runs) and ``"done"``. Raises ``RuntimeError`` once the lane is
-        closed, ``VirtualClockError`` under the virtual clock.
+        closed; whatever the loop's ``run_in_executor`` raises (the virtual clock refuses threads).
         """
         loop = asyncio.get_running_loop()
-        if is_virtual(loop):
-            from fleetcall.errors import VirtualClockError
-            raise VirtualClockError(_THREADS_UNDER_VCLOCK)
         if self._closed:
             raise RuntimeError(f"the threads of tool {self.name!r} are closed (the orchestrator was closed)")
         note = on_state or _ignore
         note("waiting")
         await self._slots.acquire()
-        job = _Job(fn, args, kwargs, contextvars.copy_context(), loop, loop.create_future(), label)
+        job = _Job(fn, args, kwargs, contextvars.copy_context(), label)
         try:
-            self._submit(job)
+            outcome = loop.run_in_executor(self._handover, job)   # type: ignore[arg-type]  # the handover takes jobs
         except BaseException:
             self._slots.release()
             raise
         note("running")
         try:
-            result = await job.future
+            result = await outcome
         except asyncio.CancelledError:
-            if not job.future.done() or job.future.cancelled():
+            if not job.future.cancel() and not job.future.done():   # (cancel() succeeds if not started)
                 job.abandoned = True
                 note("abandoned")
-                log.debug("tool %r: call abandoned while its thread runs (%s)", self.name, label)
             raise
         note("done")
         return result
@@ -183,7 +190,7 @@ class ThreadLane:
             log.warning("tool %r: %d call(s) still running in threads at close, abandoned: %s",
                         self.name, len(still), "; ".join(still))
 
-    def _submit(self, job: _Job) -> None:
+    def _submit(self, job: _Job) -> None:   # (called by the handover, in the loop's thread)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the threads of tool {self.name!r} are closed (the orchestrator was closed)")
@@ -212,22 +219,20 @@ class ThreadLane:
             del job   # drop the result with the job before waiting for the next one
 
     def _run_one(self, job: _Job) -> None:
-        outcome: tuple[bool, Any]
-        try:
-            outcome = (True, job.context.run(job.fn, *job.args, **job.kwargs))
-        except StopIteration as exc:  # a future cannot hold StopIteration (PEP 479's reason)
-            outcome = (False, RuntimeError(f"the function raised StopIteration: {exc!r}"))
-        except BaseException as exc:  # every outcome goes back to the caller, SystemExit included
-            outcome = (False, exc)
+        if job.future.set_running_or_notify_cancel():   # False: cancelled before it started
+            try:
+                value = job.context.run(job.fn, *job.args, **job.kwargs)
+            except StopIteration as exc:  # an asyncio future cannot hold StopIteration (PEP 479)
+                job.future.set_exception(RuntimeError(f"the function raised StopIteration: {exc!r}"))
+            except BaseException as exc:  # every outcome goes back to the caller, SystemExit included
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(value)
         with self._lock:
             self._running.discard(job)
         if job.abandoned:
             log.info("tool %r: abandoned call finished after %.1fs (%s)", self.name,
                      time.monotonic() - job.started, job.label)
-        try:
-            job.loop.call_soon_threadsafe(_deliver, job.future, outcome)
-        except RuntimeError:   # the caller's loop is closed: nobody is waiting for the outcome
-            pass
         self._slots.release()
 
 
@@ -244,16 +249,6 @@ class LaneRunner:
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         return await self.lane.run(fn, args, kwargs, self.label, self.on_state)
-
-
-def _deliver(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
-    if future.done():   # the caller was cancelled (the call was abandoned)
-        return
-    ok, value = outcome
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
 
 
 def _ignore(state: str) -> None:
