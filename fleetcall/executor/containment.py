@@ -52,7 +52,7 @@ class CallWatch:
     loop_blocked_s: float = 0.0       # longest step (wall s) at or over slow_step_s; 0 if none
     ignored_cancel: bool = False      # the tool returned or raised another error after its task
                                       # was cancelled (the call ended cancelled all the same)
-    stopped: bool = False             # the grace period ran out and its coroutine was closed
+    stopped: bool = False             # a grace period ran out and the coroutine was closed
 
     def on_thread(self, state: str) -> None:
         self.thread = state
@@ -102,6 +102,7 @@ def contained(awaitable: Awaitable[Any], watch: CallWatch) -> Generator[Any, Any
     task = asyncio.current_task()
     base = task.cancelling() if task is not None else 0   # cancellations that are not ours to see
     timer: asyncio.TimerHandle | None = None             # the grace period, once cancelled
+    expired: list[bool] = []                             # [True] once this call's grace period ran out
     value: Any = None
     thrown: BaseException | None = None
     try:
@@ -113,11 +114,11 @@ def contained(awaitable: Awaitable[Any], watch: CallWatch) -> Generator[Any, Any
                 value, thrown = (yield yielded), None
             except BaseException as exc:  # thrown in by the task: a cancellation, a failed future
                 value, thrown = None, exc
-                if watch.stopped:   # the grace period is over: do not resume the tool
+                if expired:   # the grace period is over: do not resume the tool
                     _stop(steps, task, watch)
                 if timer is None and task is not None and isinstance(exc, asyncio.CancelledError) \
                         and task.cancelling() > base:
-                    timer = asyncio.get_running_loop().call_later(watch.grace_s, _expire, task, watch)
+                    timer = asyncio.get_running_loop().call_later(watch.grace_s, _expire, task, watch, expired)
     finally:
         if timer is not None:
             timer.cancel()
@@ -153,8 +154,9 @@ def _step(steps: Any, value: Any, thrown: BaseException | None, watch: CallWatch
     return yielded   # (after a cancellation: cleaning up with awaits, or ignoring it; the grace period runs)
 
 
-def _expire(task: asyncio.Task[Any], watch: CallWatch) -> None:
+def _expire(task: asyncio.Task[Any], watch: CallWatch, expired: list[bool]) -> None:
     """The grace period is over: wake the task so that :func:`contained` stops the tool."""
+    expired.append(True)
     watch.stopped = True
     task.cancel(f"tool {watch.tool!r} did not stop within {watch.grace_s:g}s of being cancelled")
 

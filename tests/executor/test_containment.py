@@ -152,6 +152,17 @@ def test_a_tool_that_swallows_its_timeout_fails_after_the_grace_period():
     assert record.end - record.start == pytest.approx(2.5)
 
 
+def test_a_retry_after_a_stopped_attempt_still_ends_at_the_deadline():
+    """Attempt 1 times out and is stopped after the grace period; attempt 2 is then cancelled by
+    the deadline and must end within the grace period as well (it was taken for a CancelledError
+    the tool raised itself, and a third attempt ran past the deadline; found by the property test)."""
+    log: list[str] = []
+    slow = tool(ignoring(log).fn, name="deaf", timeout_s=2.0, retries=2)
+    result = vrun(within(Orchestrator([slow], ScriptedLLM(one_task("deaf")), grace_s=0.5).run("q", deadline=3.0)))
+    assert result.status is RunStatus.TIMED_OUT and result.latency == pytest.approx(3.5)
+    assert result.tasks[0].status == "cancelled" and result.tasks[0].abandoned
+
+
 def test_a_tool_that_answers_after_being_cancelled_counts_as_timed_out():
     @tool(timeout_s=1.0)
     async def late(x: int) -> int:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleetcall import Orchestrator, RunStatus, tool
@@ -219,6 +219,10 @@ async def run_and_check(scenario: dict[str, Any], orch: Orchestrator, slack_s: f
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scenarios(async_behaviours, real_time=False))
+@example(scenario={   # a retry after a stopped attempt, then the deadline (once a bug)
+    "acts": [("deaf", 1.0)], "plan_format": "json", "joiner": "Finish(done)", "deadline": 3.0, "grace": 0.0,
+    "plan_chunks": ['[{"id": 1, "tool": "chaos", "args": {"n": 0}}]'], "gap_s": 0.0, "timeout": 2.0,
+    "retries": 2, "max_replans": 0})
 def test_any_model_output_and_tool_behaviour_on_the_virtual_clock(scenario):
     orch = build(scenario, async_chaos)
     vrun(run_and_check(scenario, orch, slack_s=1e-6))
