@@ -20,7 +20,8 @@ class ToolOptions:
 
     timeout_s: float | None = None        # per attempt
     retries: int = 0                      # extra attempts after a raise or a timeout
-    max_concurrency: int | None = None    # calls of this tool running at once, across runs
+    max_concurrency: int | None = None    # calls of this tool running at once, across runs (a sync
+                                          # tool's worker threads too; unset: the orchestrator's 8)
     rate_limit: int | None = None         # calls started per ``rate_period_s`` (asyncio-throttle)
     rate_period_s: float = 1.0
 
