@@ -228,7 +228,7 @@ def _fields(value: Any) -> list[tuple[str, Any]] | None:
 
 def _first_items(value: Mapping[Any, Any], budget: int) -> list[tuple[Any, Any]]:
     """The first items of a mapping, enough for ``budget`` characters (at least 2 per item)."""
-    out = []
+    out: list[tuple[Any, Any]] = []
     for item in value.items():
         if len(out) > budget // 2:
             break
@@ -266,8 +266,8 @@ def _str_of(value: Any) -> str:
 def _unrenderable(value: Any, what: str, exc: BaseException) -> str:
     try:
         message = str(exc)
-    except BaseException as exc:  # the exception's own message fails too
-        _passthrough(exc)
+    except BaseException as inner:  # the exception's own message fails too
+        _passthrough(inner)
         message = ""
     message = _safe_str(message)[:200]
     return f"<unrenderable {_type_name(value)}: {what} raised {_type_name(exc)}" + (f": {message}>" if message else ">")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import math
 
 import pytest
 from hypothesis import given, settings
@@ -66,6 +65,15 @@ def test_unrenderable_recursive_and_deep_values_get_placeholders():
     while isinstance(out, list):
         out, depth = out[0], depth + 1
     assert depth == MAX_DEPTH and out == f"<list nested deeper than {MAX_DEPTH} levels>"
+
+
+def test_a_value_whose_str_raises_an_exception_whose_str_raises():
+    class Opaque(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("nope")
+
+    assert to_jsonable(Raises(Opaque())) == "<unrenderable Raises: str() raised Opaque>"
+    assert render([Raises(Opaque())]) == '["<unrenderable Raises: str() raised Opaque>"]'
 
 
 def test_keyboard_interrupt_is_not_swallowed():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -38,8 +37,6 @@ Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
 PlanFormat = Literal["text", "json", "tool_call"]
 JoinerFormat = Literal["text", "json"]
-
-log = logging.getLogger("fleetcall.executor")
 
 DEFAULT_DEADLINE_S = 300.0   # a run's budget when neither the call nor the orchestrator sets one
 
@@ -157,12 +154,12 @@ class Orchestrator:
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
         self.max_steps = max_steps
-        self.default_deadline = _check_seconds("default_deadline", default_deadline, none_ok=True)
-        self.grace_s = _check_seconds("grace_s", grace_s, zero_ok=True)
+        self.default_deadline = None if default_deadline is None else _seconds("default_deadline", default_deadline)
+        self.grace_s = _seconds("grace_s", grace_s, zero_ok=True)
         if not isinstance(sync_threads, int) or isinstance(sync_threads, bool) or sync_threads < 1:
             raise ConfigError(f"sync_threads must be a positive integer, got {sync_threads!r}")
         self.sync_threads = sync_threads
-        self.slow_step_s = _check_seconds("slow_step_s", slow_step_s, none_ok=True)
+        self.slow_step_s = None if slow_step_s is None else _seconds("slow_step_s", slow_step_s)
         self._limits: dict[str, ToolLimits] = {}   # tool name -> limits shared by every run
         self._ids = itertools.count(1)
         self._runs: set[RunHandle] = set()         # runs from start() still in flight
@@ -217,7 +214,7 @@ class Orchestrator:
         if deadline is DEFAULT:
             deadline = self.default_deadline
         elif deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
-                                       or not deadline > 0 or math.isnan(deadline)):
+                                       or not deadline > 0):   # (NaN is not > 0 either)
             raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
         loop = asyncio.get_running_loop()
         at = None if deadline is None else loop.time() + deadline
@@ -279,15 +276,13 @@ class Orchestrator:
             await asyncio.wait([handle._task])
 
 
-def _check_seconds(name: str, value: float | None, *, none_ok: bool = False, zero_ok: bool = False) -> float | None:
+def _seconds(name: str, value: float, *, zero_ok: bool = False) -> float:
     """``value`` if it is a number of seconds this setting accepts; a ``ConfigError`` if not."""
-    if value is None and none_ok:
-        return None
     if (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             and (value > 0 or zero_ok and value == 0)):
         return float(value)
     rule = "a number of seconds >= 0" if zero_ok else "a positive number of seconds"
-    raise ConfigError(f"{name} must be {rule}{' or None' if none_ok else ''}, got {value!r}")
+    raise ConfigError(f"{name} must be {rule}, got {value!r}")
 
 
 def _need_llm(llm: LLM | None, role: str) -> LLM:

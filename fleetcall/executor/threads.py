@@ -94,6 +94,10 @@ class _Job:
     started: float = field(default_factory=time.monotonic)   # wall time (s) it was handed over
     abandoned: bool = False                     # True once its caller stopped waiting
 
+    def __call__(self) -> Any:
+        """Run the function in the caller's context variables (in a worker thread)."""
+        return self.context.run(self.fn, *self.args, **self.kwargs)
+
     def __repr__(self) -> str:   # shown in errors and logs: never the arguments (any size, any repr)
         return f"<sync call of {getattr(self.fn, '__qualname__', type(self.fn).__name__)} ({self.label})>"
 
@@ -106,6 +110,7 @@ class _Handover(concurrent.futures.Executor):
         self._lane = lane
 
     def submit(self, job: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        assert isinstance(job, _Job) and not args and not kwargs, "only ThreadLane.run hands jobs over"
         self._lane._submit(job)
         return job.future
 
@@ -148,7 +153,7 @@ class ThreadLane:
         await self._slots.acquire()
         job = _Job(fn, args, kwargs, contextvars.copy_context(), label)
         try:
-            outcome = loop.run_in_executor(self._handover, job)   # type: ignore[arg-type]  # the handover takes jobs
+            outcome = loop.run_in_executor(self._handover, job)
         except BaseException:
             self._slots.release()
             raise
@@ -221,7 +226,7 @@ class ThreadLane:
     def _run_one(self, job: _Job) -> None:
         if job.future.set_running_or_notify_cancel():   # False: cancelled before it started
             try:
-                value = job.context.run(job.fn, *job.args, **job.kwargs)
+                value = job()
             except StopIteration as exc:  # an asyncio future cannot hold StopIteration (PEP 479)
                 job.future.set_exception(RuntimeError(f"the function raised StopIteration: {exc!r}"))
             except BaseException as exc:  # every outcome goes back to the caller, SystemExit included
