@@ -259,3 +259,30 @@ def test_a_sync_langchain_tool_runs_in_the_tools_own_threads():
     result = asyncio.run(main())
     assert result.tasks[0].observation == "X"
     assert seen and seen[0].startswith("fleetcall-tool-lookup-")
+
+
+def test_the_interpreter_exits_without_waiting_for_an_abandoned_thread():
+    """concurrent.futures joins its workers at exit (a thread stuck 60 s would hold the process
+    60 s); a lane's threads are daemon threads, so the process ends when the program does."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent('''
+        import asyncio, time
+        from fleetcall import Orchestrator, ScriptedLLM, tool
+
+        @tool(timeout_s=0.2)
+        def stuck(x: int) -> int:
+            """Blocks for a minute."""
+            time.sleep(60)
+            return x
+
+        result = asyncio.run(Orchestrator([stuck], ScriptedLLM(["1. stuck(1)\\n2. join()", "Finish(x)"])).run("q"))
+        print(result.tasks[0].abandoned)
+    ''')
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+    assert time.monotonic() - began < 30   # not the 60 s the thread would take
