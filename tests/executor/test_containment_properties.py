@@ -44,13 +44,14 @@ EXCEPTIONS = [ValueError, RuntimeError, SystemExit, GeneratorExit, asyncio.Cance
               Muted, StopIteration, TimeoutError, RecursionError, MemoryError]
 
 seconds = st.floats(min_value=0.0, max_value=20.0)
+returns = st.tuples(st.just("return"), values)
+raises = st.tuples(st.just("raise"), st.sampled_from(EXCEPTIONS))
+deaf = st.tuples(st.just("deaf"), st.floats(min_value=0.01, max_value=50.0))
+late = st.tuples(st.just("late"), seconds)
 async_behaviours = st.one_of(
-    st.tuples(st.just("return"), values),
-    st.tuples(st.just("raise"), st.sampled_from(EXCEPTIONS)),
+    returns, raises, deaf, late,
     st.tuples(st.just("sleep"), seconds),
     st.tuples(st.just("never")),
-    st.tuples(st.just("deaf"), st.floats(min_value=0.01, max_value=50.0)),
-    st.tuples(st.just("late"), seconds),
     st.tuples(st.just("slow_cleanup"), seconds, seconds),
 )
 
@@ -120,10 +121,11 @@ def chunked(text: str, cuts: list[int]) -> list[str]:
 
 
 @st.composite
-def text_plans(draw: Any, n_behaviours: int) -> str:
-    """LLMCompiler-syntax plans: calls of the drawn behaviours, references, junk, maybe a join."""
-    lines: list[str] = []
-    for i in range(1, draw(st.integers(1, 6)) + 1):
+def text_plans(draw: Any, n_behaviours: int, first_calls: bool = False) -> str:
+    """LLMCompiler-syntax plans: calls of the drawn behaviours, references, junk, maybe a join
+    (``first_calls``: the plan starts with a valid call, so that a tool surely runs)."""
+    lines: list[str] = [f"1. chaos({draw(st.integers(0, n_behaviours))})"] if first_calls else []
+    for i in range(len(lines) + 1, draw(st.integers(1, 6)) + len(lines) + 1):
         ref = draw(st.integers(1, i))   # sometimes itself or a later-failing task
         line = draw(st.sampled_from([
             f"{i}. chaos({draw(st.integers(0, n_behaviours))})",
@@ -153,7 +155,7 @@ def json_plans(draw: Any, n_behaviours: int) -> str:
 def scenarios(draw: Any, behaviours: st.SearchStrategy, real_time: bool) -> dict[str, Any]:
     acts = draw(st.lists(behaviours, min_size=1, max_size=5))
     plan_format = draw(st.sampled_from(["text", "json"]))
-    plan = draw(text_plans(len(acts)) if plan_format == "text" else json_plans(len(acts)))
+    plan = draw(text_plans(len(acts), real_time) if plan_format == "text" else json_plans(len(acts)))
     joiner = draw(st.sampled_from(["Finish(done)", "Action: Replan(try again)", '{"action": "finish"}'])
                   | st.text(max_size=40))
     if real_time:
@@ -241,7 +243,7 @@ real_behaviours = st.one_of(
     st.tuples(st.just("sync"), sync_behaviours),   # (twice: what needs real time most)
     st.tuples(st.just("block_loop"), BLOCK_S),
     st.tuples(st.just("deaf_block"), BLOCK_S),
-    async_behaviours.filter(lambda b: b[0] in ("return", "raise", "deaf", "late")),
+    returns, raises, deaf, late,
 )
 
 
@@ -272,8 +274,14 @@ def chaos_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("fleetcall-tool-chaos-")]
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scenarios(real_behaviours, real_time=True))
+@example(scenario={   # every real-time kind at once: a thread that never returns, loop blocks, SystemExit
+    "acts": [("sync", ("never",)), ("block_loop", 0.1), ("deaf_block", 0.05), ("sync", ("raise", SystemExit)),
+             ("sync", ("sleep", 0.05))],
+    "plan_format": "text", "joiner": "Finish(done)", "deadline": 0.3, "grace": 0.1, "timeout": None,
+    "plan_chunks": ["1. chaos(0)\n2. chaos(1)\n3. cha", "os(2)\n4. chaos(3)\n5. chaos(4)\n6. join()"],
+    "gap_s": 0.0, "retries": 0, "max_replans": 0})
 def test_threads_and_loop_blocking_in_real_time(scenario):
     from fleetcall.tools.base import ToolContext
 
