@@ -15,8 +15,8 @@ from fleetcall.tools import Tool, ToolContext, ToolOptions, tool
 from fleetcall.executor import Orchestrator, RunHandle, RunResult, RunStatus, TaskRecord
 from fleetcall.executor import events
 from fleetcall.errors import EndpointError
-from fleetcall.serving.config import EndpointConfig, PoolConfig, load_pool_config
-from fleetcall.serving.pool import EndpointPool, OverloadedError, script_responder
+from fleetcall.router.config import EndpointConfig, PoolConfig, load_pool_config
+from fleetcall.router.pool import EndpointPool, OverloadedError, script_responder
 
 __version__ = "0.1.0"
 

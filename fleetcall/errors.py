@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fleetcall.planner.plan import PlanIssue
+    from fleetcall.plan import PlanIssue
 
 
 class FleetcallError(Exception):

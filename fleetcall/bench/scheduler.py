@@ -27,11 +27,11 @@ from fleetcall.bench.replay import replay
 from fleetcall.bench.report import format_table, max_rate_at_95, plot, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
-from fleetcall.serving.config import RetryConfig
-from fleetcall.serving.dispatcher import dispatcher_names
-from fleetcall.serving.emulator import LengthsResponder
-from fleetcall.serving.perf import Deployment, default_tp
-from fleetcall.serving.pool import EndpointPool
+from fleetcall.router.config import RetryConfig
+from fleetcall.router.dispatcher import dispatcher_names
+from fleetcall.sim.emulator import LengthsResponder
+from fleetcall.gpumodel.perf import Deployment, default_tp
+from fleetcall.router.pool import EndpointPool
 from fleetcall.vclock import run_virtual
 
 DEFAULT_GPUS = "A100-80G,A100-80G,A6000,L40S"

@@ -28,10 +28,10 @@ from fleetcall.demos.display import LiveDisplay, PlainDisplay
 from fleetcall.demos.runner import DemoOutcome, run_compiled, run_react
 from fleetcall.demos.view import RunState
 from fleetcall.llm.base import LLM
-from fleetcall.serving.config import PoolConfig, load_pool_config
-from fleetcall.serving.local import (LocalPool, LocalServerError, find_smollm2_gguf,
+from fleetcall.router.config import PoolConfig, load_pool_config
+from fleetcall.local.servers import (LocalPool, LocalServerError, find_smollm2_gguf,
                                      require_xllamacpp, start_local_pool)
-from fleetcall.serving.pool import EndpointPool
+from fleetcall.router.pool import EndpointPool
 
 
 def _display(state: RunState, live: bool) -> LiveDisplay | PlainDisplay:

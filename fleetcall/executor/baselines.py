@@ -21,7 +21,7 @@ from fleetcall.executor.result import RunResult, RunStatus
 from fleetcall.executor.run import Run
 from fleetcall.llm.base import LLMRequest, Message, complete
 from fleetcall.planner import PlanParser, parse_joiner, Finish
-from fleetcall.planner.plan import Observation, ObservationStatus, PlanIssue, Task
+from fleetcall.plan import Observation, ObservationStatus, PlanIssue, Task
 
 if TYPE_CHECKING:
     from fleetcall.executor.orchestrator import Orchestrator

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fleetcall.executor.resolve import ResolveError, substitute
-from fleetcall.planner.plan import Observation, ObservationStatus, Task
+from fleetcall.plan import Observation, ObservationStatus, Task
 
 Execute = Callable[[Task, tuple[Any, ...], dict[str, Any]], Awaitable[Observation]]
 OnSkip = Callable[[Task, Observation], None]

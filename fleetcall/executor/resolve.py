@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fleetcall.planner.plan import Interp, Ref, Value
+from fleetcall.plan import Interp, Ref, Value
 
 
 class ResolveError(Exception):

@@ -27,7 +27,7 @@ from fleetcall.planner import (
     parse_joiner, parse_joiner_json, parse_json_plan, plan_json_schema, plan_tool_definition,
     validate_plan,
 )
-from fleetcall.planner.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
+from fleetcall.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
 from fleetcall.tools.base import ToolContext
 
 if TYPE_CHECKING:

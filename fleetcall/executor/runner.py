@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetcall.errors import ToolArgumentError
-from fleetcall.planner.plan import Observation, ObservationStatus
+from fleetcall.plan import Observation, ObservationStatus
 from fleetcall.throttle import LoopThrottler
 from fleetcall.tools.base import Tool, ToolContext
 

@@ -12,7 +12,7 @@ from fleetcall.planner.json_plan import (
     PLAN_TOOL_NAME, parse_json_plan, plan_json_schema, plan_schema, plan_tool_definition,
 )
 from fleetcall.planner.parser import END_OF_PLAN, PlanParser, parse_plan, parse_plan_strict
-from fleetcall.planner.plan import (
+from fleetcall.plan import (
     JOIN, Interp, IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Ref, Round, Task,
     iter_refs,
 )

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleetcall.planner.literals import parse_ref_string, split_refs
-from fleetcall.planner.plan import JOIN, IssueKind, Plan, PlanIssue, Task, Value
+from fleetcall.plan import JOIN, IssueKind, Plan, PlanIssue, Task, Value
 from fleetcall.tools.base import Tool
 
 PLAN_TOOL_NAME = "make_plan"

@@ -23,7 +23,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fleetcall.planner.plan import Interp, Ref, Value, iter_refs
+from fleetcall.plan import Interp, Ref, Value, iter_refs
 
 MAX_DEPTH = 100          # nesting of brackets in one argument; deeper is a syntax problem
 MAX_ID_DIGITS = 18       # task ids longer than this are not ids (keeps int() cheap and safe)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from fleetcall.errors import PlanError
 from fleetcall.planner.literals import MAX_ID_DIGITS, Call, SyntaxProblem, parse_call
-from fleetcall.planner.plan import JOIN, IssueKind, Join, Plan, PlanIssue, Task
+from fleetcall.plan import JOIN, IssueKind, Join, Plan, PlanIssue, Task
 from fleetcall.planner.validate import tool_issues, validate_plan
 from fleetcall.tools.base import Tool
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fleetcall.llm.base import Message
-from fleetcall.planner.plan import Interp, Observation, Ref, Round, Task, Value
+from fleetcall.plan import Interp, Observation, Ref, Round, Task, Value
 from fleetcall.tools.base import Tool
 
 MAX_OBSERVATION_CHARS = 2000   # longer observations are cut in prompts (the executor keeps them whole)

