@@ -4,21 +4,28 @@
 pool of model endpoints (real OpenAI-compatible servers or emulated GPUs) under a scheduler.
 """
 
-from fleetcall.errors import (
-    ConfigError, FleetcallError, LLMError, PlanError, ToolArgumentError, ToolError, UnknownToolError,
-    VirtualClockError,
-)
-from fleetcall.llm import (
-    LLM, CallContext, Chunk, Completion, LLMRequest, Message, ScriptedLLM, ToolCall, Usage, complete,
-)
-from fleetcall.tools import Tool, ToolContext, ToolOptions, tool
-from fleetcall.executor import Orchestrator, RunHandle, RunResult, RunStatus, TaskRecord
-from fleetcall.executor import events
-from fleetcall.errors import EndpointError
-from fleetcall.router.config import EndpointConfig, PoolConfig, load_pool_config
-from fleetcall.router.pool import EndpointPool, OverloadedError, script_responder
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fleetcall._lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from fleetcall.errors import (
+        ConfigError, FleetcallError, LLMError, PlanError, ToolArgumentError, ToolError, UnknownToolError,
+        VirtualClockError,
+    )
+    from fleetcall.llm import (
+        LLM, CallContext, Chunk, Completion, LLMRequest, Message, ScriptedLLM, ToolCall, Usage, complete,
+    )
+    from fleetcall.tools import Tool, ToolContext, ToolOptions, tool
+    from fleetcall.executor import Orchestrator, RunHandle, RunResult, RunStatus, TaskRecord
+    from fleetcall.executor import events
+    from fleetcall.errors import EndpointError
+    from fleetcall.router.config import EndpointConfig, PoolConfig, load_pool_config
+    from fleetcall.router.pool import EndpointPool, OverloadedError, script_responder
 
 __all__ = [
     "ConfigError", "FleetcallError", "LLMError", "PlanError", "ToolArgumentError", "ToolError",
@@ -28,3 +35,41 @@ __all__ = [
     "EndpointError", "EndpointConfig", "PoolConfig", "load_pool_config", "EndpointPool", "OverloadedError",
     "script_responder",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'ConfigError': 'fleetcall.errors',
+    'FleetcallError': 'fleetcall.errors',
+    'LLMError': 'fleetcall.errors',
+    'PlanError': 'fleetcall.errors',
+    'ToolArgumentError': 'fleetcall.errors',
+    'ToolError': 'fleetcall.errors',
+    'UnknownToolError': 'fleetcall.errors',
+    'VirtualClockError': 'fleetcall.errors',
+    'LLM': 'fleetcall.llm',
+    'CallContext': 'fleetcall.llm',
+    'Chunk': 'fleetcall.llm',
+    'Completion': 'fleetcall.llm',
+    'LLMRequest': 'fleetcall.llm',
+    'Message': 'fleetcall.llm',
+    'ScriptedLLM': 'fleetcall.llm',
+    'ToolCall': 'fleetcall.llm',
+    'Usage': 'fleetcall.llm',
+    'complete': 'fleetcall.llm',
+    'Tool': 'fleetcall.tools',
+    'ToolContext': 'fleetcall.tools',
+    'ToolOptions': 'fleetcall.tools',
+    'tool': 'fleetcall.tools',
+    'Orchestrator': 'fleetcall.executor',
+    'RunHandle': 'fleetcall.executor',
+    'RunResult': 'fleetcall.executor',
+    'RunStatus': 'fleetcall.executor',
+    'TaskRecord': 'fleetcall.executor',
+    'events': 'fleetcall.executor.events',
+    'EndpointError': 'fleetcall.errors',
+    'EndpointConfig': 'fleetcall.router.config',
+    'PoolConfig': 'fleetcall.router.config',
+    'load_pool_config': 'fleetcall.router.config',
+    'EndpointPool': 'fleetcall.router.pool',
+    'OverloadedError': 'fleetcall.router.pool',
+    'script_responder': 'fleetcall.router.pool',
+})
