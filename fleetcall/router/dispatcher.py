@@ -1,6 +1,6 @@
 """The global dispatcher: which endpoint of the pool a call goes to.
 
-Pure decision code (see DESIGN.md): a policy looks at a snapshot -- the call
+Pure decision code (see docs/architecture.md): a policy looks at a snapshot -- the call
 (:class:`CallView`), every endpoint (:class:`EndpointView`) and ``now`` (the loop's time) --
 and names an endpoint. It never sleeps, reads a clock or touches a socket; the pool carries the
 decision out and feeds measurements back into each endpoint's
