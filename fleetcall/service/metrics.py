@@ -142,7 +142,8 @@ class PoolCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        in_flight, queued, calls, errors, ttft, breaker = families = self._families()
+        families = self._families()
+        in_flight, queued, calls, errors, ttft, breaker = families
         for s in self.snapshot():
             in_flight.add_metric([s.name], s.in_flight)
             queued.add_metric([s.name], s.queued)
@@ -154,9 +155,10 @@ class PoolCollector(Collector):
         return families
 
     @staticmethod
-    def _families() -> list[Metric]:
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily,
+                             GaugeMetricFamily, StateSetMetricFamily]:
         labels = ["endpoint"]
-        return [
+        return (
             GaugeMetricFamily("fleetcall_endpoint_in_flight", "Calls running at the endpoint.", labels=labels),
             GaugeMetricFamily("fleetcall_endpoint_queued", "Calls waiting in the endpoint's queue.", labels=labels),
             CounterMetricFamily("fleetcall_endpoint_calls", "Attempts finished at the endpoint.", labels=labels),
@@ -165,4 +167,4 @@ class PoolCollector(Collector):
                               labels=labels),
             StateSetMetricFamily("fleetcall_endpoint_breaker", "The endpoint's circuit breaker state.",
                                  labels=labels),
-        ]
+        )

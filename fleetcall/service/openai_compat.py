@@ -214,15 +214,15 @@ class ChatFacade:
         head = self._head(handle.query_id, "chat.completion.chunk")
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> str:
+        def chunk(delta: dict[str, Any], finish: str | None = None, more: dict[str, Any] | None = None) -> str:
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return _data({**head, "choices": [choice], **extra, **more})
+            return _data({**head, "choices": [choice], **extra, **(more or {})})
 
         try:
             yield chunk({"role": "assistant", "content": ""})
             while not isinstance(event := await queue.get(), ev.RunFinished):
                 if progress:
-                    yield chunk({}, **{OWNER: {"event": type(event).__name__, "data": self.to_json(event)}})
+                    yield chunk({}, more={OWNER: {"event": type(event).__name__, "data": self.to_json(event)}})
             result = event.result
             if result.status is not RunStatus.ANSWERED or result.answer is None:
                 yield _data(run_error(result).body())

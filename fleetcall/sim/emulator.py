@@ -317,11 +317,13 @@ class EmulatedEndpoint:
                     ("vllm:prefix_cache_hits", "Prompt tokens found cached.", s.cached_prompt_tokens)]
         out: list[Metric] = []
         for name, help_, value in gauges:
-            out.append(GaugeMetricFamily(name, help_, labels=["model_name"]))
-            out[-1].add_metric(model, value)
+            gauge = GaugeMetricFamily(name, help_, labels=["model_name"])
+            gauge.add_metric(model, value)
+            out.append(gauge)
         for name, help_, value in counters:
-            out.append(CounterMetricFamily(name, help_, labels=["model_name"]))
-            out[-1].add_metric(model, value)
+            counter = CounterMetricFamily(name, help_, labels=["model_name"])
+            counter.add_metric(model, value)
+            out.append(counter)
         by_code = CounterMetricFamily("fleetcall_emulator_http_requests", "Chat requests by status.",
                                       labels=["model_name", "code"])
         for code, n in sorted(c.requests.items()):

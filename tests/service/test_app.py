@@ -16,11 +16,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from fleetcall.service.app import create_app
 from fleetcall.demos import parallelqa
 from fleetcall.executor import events as ev
 from fleetcall.executor.result import RunStatus
-from fleetcall.router.pool import EndpointPool, script_responder
 from fleetcall.vclock import run_virtual
 
 from tests.service.helpers import client, demo_app, sse_events
@@ -426,3 +424,12 @@ def test_runs_log_start_and_end_at_info_and_never_the_token(caplog: pytest.LogCa
     assert re.fullmatch(rf"run {first} answered in \d+\.\d{{3}} s", lines[1])
     assert lines[2].startswith(f"run {second} started") and lines[3].startswith(f"run {second} answered")
     assert "s3cre" not in caplog.text and parallelqa.QUESTION not in caplog.text
+
+
+def test_the_request_modes_are_the_orchestrators() -> None:
+    from typing import get_args
+
+    from fleetcall.executor.orchestrator import MODES
+    from fleetcall.service.requests import Mode
+
+    assert get_args(Mode) == MODES
