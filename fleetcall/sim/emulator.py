@@ -30,6 +30,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fleetcall.errors import ConfigError, LLMError
@@ -48,6 +51,7 @@ __all__ = ["EchoResponder", "EmulatedEndpoint", "Faults", "HTTPReply", "LengthsR
 DEFAULT_MAX_TOKENS = 1024  # output limit when a request sets none (vLLM: the rest of the context)
 _JSON = {"content-type": "application/json"}
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+_METRICS = "text/plain; version=0.0.4; charset=utf-8"   # what generate_latest writes
 
 
 # ---- faults ------------------------------------------------------------------------------------
@@ -210,6 +214,19 @@ class _Counters:
     generation_tokens: int = 0                               # output tokens of finished answers
 
 
+class _EndpointCollector(Collector):
+    """Reads an endpoint's counters at scrape time (``families``: its ``_metric_families``)."""
+
+    def __init__(self, families: Callable[[], list[Metric]]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families()
+
+    def describe(self) -> list[Metric]:
+        return []   # nothing to check at registration; each endpoint has its own registry
+
+
 class EmulatedEndpoint:
     """One emulated model server: ``gpu`` x ``tp`` serving ``model``, vLLM-like over HTTP.
 
@@ -237,6 +254,8 @@ class EmulatedEndpoint:
         self._ids = 0                   # ids of completions and tool calls, in order
         self.crashed = False            # True iff crash_after fired: every request now fails
         self._hung: set[asyncio.Future[None]] = set()  # hanging requests, failed by a crash
+        self._metrics_registry = CollectorRegistry()   # this endpoint's own, not the process's
+        self._metrics_registry.register(_EndpointCollector(self._metric_families))
         self._routes: dict[tuple[str, str], Callable[[bytes], Awaitable[HTTPReply]]] = {
             ("POST", "/v1/chat/completions"): self._chat, ("GET", "/v1/models"): self._models,
             ("GET", "/health"): self._health, ("GET", "/metrics"): self._metrics,
@@ -276,37 +295,44 @@ class EmulatedEndpoint:
         return HTTPReply(200, dict(_JSON), json.dumps({"object": "list", "data": [card]}).encode())
 
     async def _metrics(self, body: bytes) -> HTTPReply:
-        return HTTPReply(200, {"content-type": "text/plain; version=0.0.4"},
-                         self.metrics_text().encode())
+        return HTTPReply(200, {"content-type": _METRICS}, self.metrics_text().encode())
 
     def metrics_text(self) -> str:
-        """Prometheus exposition text, with vLLM's metric names where vLLM has one."""
+        """Prometheus exposition text (prometheus-client, labels escaped), with vLLM's metric
+        names where vLLM has one; every sample carries ``model_name``."""
+        return generate_latest(self._metrics_registry).decode()
+
+    def _metric_families(self) -> list[Metric]:
+        """The endpoint's metrics now (a prometheus-client custom collector's ``collect``)."""
         s, c = self.engine.stats(), self._counters
-        label = f'model_name="{self.model_name}"'
-        rows = [
-            ("vllm:num_requests_running", "gauge", "Requests in the batch.", {"": s.running}),
-            ("vllm:num_requests_waiting", "gauge", "Requests waiting.", {"": s.waiting}),
-            ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage (1 = full).",
-             {"": s.kv_used_tokens / s.kv_capacity_tokens}),
-            ("vllm:request_success_total", "counter", "Finished requests.",
-             {"": c.requests.get(200, 0)}),
-            ("vllm:prompt_tokens_total", "counter", "Prompt tokens.", {"": s.prompt_tokens}),
-            ("vllm:generation_tokens_total", "counter", "Output tokens.",
-             {"": c.generation_tokens}),
-            ("vllm:prefix_cache_queries_total", "counter", "Prompt tokens looked up.",
-             {"": s.prompt_tokens}),
-            ("vllm:prefix_cache_hits_total", "counter", "Prompt tokens found cached.",
-             {"": s.cached_prompt_tokens}),
-            ("fleetcall_emulator_http_requests_total", "counter", "Chat requests by status.",
-             {f',code="{k}"': v for k, v in sorted(c.requests.items())}),
-            ("fleetcall_emulator_faults_injected_total", "counter", "Faults injected by kind.",
-             {f',kind="{k}"': v for k, v in sorted(c.faults.items())}),
-        ]
-        out: list[str] = []
-        for name, kind, help_, values in rows:
-            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-            out += [f"{name}{{{label}{extra}}} {value}" for extra, value in values.items()]
-        return "\n".join(out) + "\n"
+        model = [self.model_name]
+        gauges = [("vllm:num_requests_running", "Requests in the batch.", s.running),
+                  ("vllm:num_requests_waiting", "Requests waiting.", s.waiting),
+                  ("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full).",
+                   s.kv_used_tokens / s.kv_capacity_tokens)]
+        counters = [("vllm:request_success", "Finished requests.", c.requests.get(200, 0)),
+                    ("vllm:prompt_tokens", "Prompt tokens.", s.prompt_tokens),
+                    ("vllm:generation_tokens", "Output tokens.", c.generation_tokens),
+                    ("vllm:prefix_cache_queries", "Prompt tokens looked up.", s.prompt_tokens),
+                    ("vllm:prefix_cache_hits", "Prompt tokens found cached.", s.cached_prompt_tokens)]
+        out: list[Metric] = []
+        for name, help_, value in gauges:
+            gauge = GaugeMetricFamily(name, help_, labels=["model_name"])
+            gauge.add_metric(model, value)
+            out.append(gauge)
+        for name, help_, value in counters:
+            counter = CounterMetricFamily(name, help_, labels=["model_name"])
+            counter.add_metric(model, value)
+            out.append(counter)
+        by_code = CounterMetricFamily("fleetcall_emulator_http_requests", "Chat requests by status.",
+                                      labels=["model_name", "code"])
+        for code, n in sorted(c.requests.items()):
+            by_code.add_metric([self.model_name, str(code)], n)
+        by_fault = CounterMetricFamily("fleetcall_emulator_faults_injected", "Faults injected by kind.",
+                                       labels=["model_name", "kind"])
+        for kind, n in sorted(c.faults.items()):
+            by_fault.add_metric([self.model_name, kind], n)
+        return [*out, by_code, by_fault]
 
     def _count(self, status: int, fault: str | None = None) -> None:
         self._counters.requests[status] = self._counters.requests.get(status, 0) + 1

@@ -375,7 +375,7 @@ def test_breaker_opens_and_calls_queued_there_are_redispatched_not_lost() -> Non
     for queued in (done[2], done[4]):                         # queued at hung, re-dispatched
         assert queued.info["attempts"] == 1
         assert queued.info["queue_s"] == pytest.approx(2.0, abs=0.01)
-    assert 'kind="hang"} 1' in out["metrics"]                 # hung saw exactly one request
+    assert 'kind="hang",model_name="llama-3.2-1b"} 1.0' in out["metrics"]   # hung saw exactly one request
     assert out["end"] < 3.0
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import logging
+import re
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
@@ -13,11 +16,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from fleetcall.service.app import create_app
 from fleetcall.demos import parallelqa
 from fleetcall.executor import events as ev
 from fleetcall.executor.result import RunStatus
-from fleetcall.router.pool import EndpointPool, script_responder
 from fleetcall.vclock import run_virtual
 
 from tests.service.helpers import client, demo_app, sse_events
@@ -36,19 +37,32 @@ def error_type(response: httpx.Response) -> str:
 
 
 # -- auth, limits, validation ------------------------------------------------------------------
+def started(app: Starlette) -> float | None:
+    return app.state.registry.metrics.value("fleetcall_runs_started_total")
+
+
+BAD_AUTH: list[dict[str, str | bytes]] = [
+    {}, {"authorization": "Bearer wrong"}, {"authorization": "Basic s3cret"}, {"authorization": "s3cret"},
+    {"authorization": "Bearer"}, {"authorization": "Bearer "}, {"authorization": "Bearer s3cret extra"},
+    {"authorization": "Bearer\ts3cret"}, {"authorization": b"Bearer s3cr\xe9t"},
+    {"authorization": b"Bearer \xff\xfe"}, {"authorization": "Bearer " + "s" * 10_000},
+]
+
+
 def test_token_is_required_except_for_healthz() -> None:
     async def main() -> None:
         app = demo_app(token="s3cret")
         async with client(app) as c:
             assert (await c.get("/healthz")).json() == {"status": "ok"}
-            for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic s3cret"},
-                            {"authorization": "s3cret"}):
+            for headers in BAD_AUTH:
                 for method, path in (("GET", "/v1/endpoints"), ("GET", "/metrics"), ("GET", "/v1/runs/x"),
-                                     ("DELETE", "/v1/runs/x"), ("POST", "/v1/runs")):
+                                     ("DELETE", "/v1/runs/x"), ("POST", "/v1/runs"), ("GET", "/v1/models"),
+                                     ("POST", "/v1/chat/completions")):
                     r = await c.request(method, path, headers=headers, json={"query": "q"})
                     assert r.status_code == 401, (method, path, headers)
-                    assert error_type(r) == "unauthorized"
-            assert app.state.registry.metrics.runs_started == 0   # nothing ran unauthenticated
+                    assert r.json()["error"]["type"] in ("unauthorized", "authentication_error")
+                    assert r.headers["www-authenticate"] == "Bearer"
+            assert started(app) == 0   # nothing ran unauthenticated
             ok = {"authorization": "Bearer s3cret"}
             assert (await c.get("/v1/endpoints", headers=ok)).json() == []
             r = await c.post("/v1/runs", headers=ok, json={"query": parallelqa.QUESTION})
@@ -72,35 +86,133 @@ def test_bodies_over_the_limit_get_413() -> None:
             assert r.status_code == 413 and error_type(r) == "too_large"
             r = await c.post("/v1/runs", json={"query": parallelqa.QUESTION})
             assert r.status_code == 200   # a body within the limit runs
-            assert app.state.registry.metrics.runs_started == 1
+            assert started(app) == 1
 
     vrun(main())
 
 
-@pytest.mark.parametrize(("body", "status", "kind"), [
-    (b"{not json", 400, "invalid_json"),
-    (b"\xff\xfe", 400, "invalid_json"),
-    (b"[1, 2]", 422, "invalid_request"),
-    (b"{}", 422, "invalid_query"),
-    (b'{"query": "   "}', 422, "invalid_query"),
-    (b'{"query": 7}', 422, "invalid_query"),
-    (b'{"query": "q", "mode": "fast"}', 422, "invalid_mode"),
-    (b'{"query": "q", "deadline_s": -1}', 422, "invalid_deadline"),
-    (b'{"query": "q", "deadline_s": 0}', 422, "invalid_deadline"),
-    (b'{"query": "q", "deadline_s": "soon"}', 422, "invalid_deadline"),
-    (b'{"query": "q", "deadline_s": true}', 422, "invalid_deadline"),
-    (b'{"query": "q", "deadline_s": Infinity}', 422, "invalid_deadline"),
-    (b'{"query": "q", "stream": "yes"}', 422, "invalid_request"),
-    (b'{"query": "q", "tools": ["rm -rf"]}', 422, "invalid_request"),
+HUGE = "9" * 400   # issue 9: a 400-digit deadline answered a plain-text 500
+
+
+@pytest.mark.parametrize(("body", "status", "kind", "field"), [
+    # not JSON at all, or JSON that parsers disagree on
+    (b"{not json", 400, "invalid_json", None),
+    (b"", 400, "invalid_json", None),
+    (b"   ", 400, "invalid_json", None),
+    (b"\xff\xfe", 400, "invalid_json", None),
+    (b'{"query": "caf\xe9"}', 400, "invalid_json", None),                 # invalid UTF-8 in a string
+    (b'{"query": "\\ud800"}', 400, "invalid_json", None),                  # a lone surrogate
+    (b"\xef\xbb\xbf" + b'{"query": "q"}', 400, "invalid_json", None),     # a byte-order mark
+    (b'{"query": "q", "query": "rm -rf"}', 400, "invalid_json", None),    # a duplicate key
+    (b'{"query": "q", "deadline_s": NaN}', 400, "invalid_json", None),
+    (b'{"query": "q", "deadline_s": Infinity}', 400, "invalid_json", None),
+    (b'{"query": "q", "deadline_s": -Infinity}', 400, "invalid_json", None),
+    (b'{"query": "q", "deadline_s": ' + b"9" * 5000 + b"}", 400, "invalid_json", None),
+    (b"[" * 5000 + b"]" * 5000, 400, "invalid_json", None),               # nested too deep
+    (b'{"query": "q"} trailing', 400, "invalid_json", None),
+    # JSON, but not a valid request: 422 naming the field
+    (b"[1, 2]", 422, "invalid_request", "(body)"),
+    (b"null", 422, "invalid_request", "(body)"),
+    (b'"query"', 422, "invalid_request", "(body)"),
+    (b"12", 422, "invalid_request", "(body)"),
+    (b"{}", 422, "invalid_request", "query"),
+    (b'{"query": "   "}', 422, "invalid_request", "query"),
+    (b'{"query": ""}', 422, "invalid_request", "query"),
+    (b'{"query": null}', 422, "invalid_request", "query"),
+    (b'{"query": 7}', 422, "invalid_request", "query"),
+    (b'{"query": ["q"]}', 422, "invalid_request", "query"),
+    (b'{"query": {"text": "q"}}', 422, "invalid_request", "query"),
+    (b'{"query": "q", "mode": "fast"}', 422, "invalid_request", "mode"),
+    (b'{"query": "q", "mode": null}', 422, "invalid_request", "mode"),
+    (b'{"query": "q", "deadline_s": ' + HUGE.encode() + b"}", 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": -' + HUGE.encode() + b"}", 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": 1e400}', 422, "invalid_request", "deadline_s"),   # inf once parsed
+    (b'{"query": "q", "deadline_s": 1e308}', 422, "invalid_request", "deadline_s"),   # past MAX_DEADLINE_S
+    (b'{"query": "q", "deadline_s": 86401}', 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": -1}', 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": 0}', 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": -0.0}', 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": 1e-400}', 422, "invalid_request", "deadline_s"),  # 0 once parsed
+    (b'{"query": "q", "deadline_s": "soon"}', 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": "5"}', 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": true}', 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "deadline_s": [5]}', 422, "invalid_request", "deadline_s"),
+    (b'{"query": "q", "stream": "yes"}', 422, "invalid_request", "stream"),
+    (b'{"query": "q", "stream": 1}', 422, "invalid_request", "stream"),
+    (b'{"query": "q", "stream": null}', 422, "invalid_request", "stream"),
+    # unknown fields are refused, named
+    (b'{"query": "q", "tools": ["rm -rf"]}', 422, "invalid_request", "tools"),
+    (b'{"query": "q", "deadline": 5}', 422, "invalid_request", "deadline"),
 ])
-def test_bad_input_is_a_json_4xx(body: bytes, status: int, kind: str) -> None:
+def test_bad_input_is_a_json_4xx(body: bytes, status: int, kind: str, field: str | None) -> None:
     async def main() -> None:
         app = demo_app()
         async with client(app) as c:
             r = await c.post("/v1/runs", content=body)
             assert r.status_code == status
-            assert error_type(r) == kind and r.json()["error"]["message"]
-            assert app.state.registry.metrics.runs_started == 0
+            error = r.json()["error"]
+            assert error["type"] == kind and error["message"]
+            assert set(error) >= {"message", "type", "param", "code"}
+            if field is not None:
+                assert error["param"] == field and field in error["message"]
+                assert [f["field"] for f in error["fields"]] == [field]
+            assert started(app) == 0
+
+    vrun(main())
+
+
+def test_every_offending_field_is_listed() -> None:
+    async def main() -> None:
+        async with client(demo_app()) as c:
+            r = await c.post("/v1/runs", json={"query": 1, "deadline_s": "x", "colour": "red"})
+            assert r.status_code == 422
+            fields = {f["field"]: f for f in r.json()["error"]["fields"]}
+            assert set(fields) == {"query", "deadline_s", "colour"}
+            assert all(f["message"] and f["kind"] for f in fields.values())
+
+    vrun(main())
+
+
+@pytest.mark.parametrize(("content_type", "status"), [
+    ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
+    ("application/json; charset=latin-1", 415), ("application/jsonx", 415), ("json", 415),
+    ("application/json", 200), ("Application/JSON; charset=UTF-8", 200), ("application/vnd.api+json", 200),
+])
+def test_a_body_must_be_sent_as_json(content_type: str, status: int) -> None:
+    async def main() -> None:
+        app = demo_app()
+        async with client(app) as c:
+            r = await c.post("/v1/runs", content=json.dumps({"query": parallelqa.QUESTION}),
+                             headers={"content-type": content_type})
+            assert r.status_code == status, r.text
+            if status != 200:
+                assert error_type(r) == "unsupported_media_type" and started(app) == 0
+
+    vrun(main())
+
+
+def test_a_bad_run_id_in_the_path_is_a_json_404() -> None:
+    async def main() -> None:
+        async with client(demo_app()) as c:
+            for run_id in ("x", "a" * 21, "a" * 23, "a" * 5000, "%00" * 8, "..%2F..%2Fetc", "%C3%A9" * 22,
+                           "a%20b" + "c" * 18, "a.b" + "c" * 19, "%FF%FE" + "a" * 20, "aaaaaaaaaaaaaaaaaaaaa$"):
+                for method in ("GET", "DELETE"):
+                    r = await c.request(method, f"/v1/runs/{run_id}")
+                    assert r.status_code == 404, (method, run_id)
+                    assert error_type(r) == "not_found" and len(r.text) < 500
+
+    vrun(main())
+
+
+def test_run_ids_are_random_and_reveal_no_count() -> None:
+    async def main() -> None:
+        async with client(demo_app()) as c:
+            ids = [(await c.post("/v1/runs", json={"query": parallelqa.QUESTION})).json()["id"] for _ in range(5)]
+        assert len(set(ids)) == 5
+        for run_id in ids:   # secrets.token_urlsafe(16): 128 random bits, no counter
+            assert re.fullmatch(r"[A-Za-z0-9_-]{22}", run_id), run_id
+            assert base64.urlsafe_b64decode(run_id + "==") and len(base64.urlsafe_b64decode(run_id + "==")) == 16
+        assert len({run_id[-3:] for run_id in ids}) == 5   # no shared tail counting runs
 
     vrun(main())
 
@@ -110,8 +222,14 @@ def test_unknown_routes_and_methods_answer_json() -> None:
         async with client(demo_app()) as c:
             r = await c.get("/v2/nothing")
             assert r.status_code == 404 and error_type(r) == "not_found"
-            r = await c.put("/v1/runs")
-            assert r.status_code == 405 and "error" in r.json()
+            for method, path, allowed in (("PUT", "/v1/runs", "POST"), ("GET", "/v1/runs", "POST"),
+                                          ("PATCH", "/v1/runs/" + "a" * 22, "DELETE, GET, HEAD"),
+                                          ("POST", "/v1/models", "GET, HEAD"), ("GET", "/v1/chat/completions", "POST"),
+                                          ("DELETE", "/metrics", "GET, HEAD"), ("POST", "/healthz", "GET, HEAD")):
+                r = await c.request(method, path)
+                assert r.status_code == 405, (method, path)
+                assert error_type(r) == "method_not_allowed" and r.json()["error"]["message"]
+                assert set(r.headers["allow"].split(", ")) == set(allowed.split(", "))
 
     vrun(main())
 
@@ -210,43 +328,13 @@ def test_a_run_cancelled_before_its_first_step_still_settles() -> None:
         result = await registry.outcome(handle)
         assert result.status is RunStatus.CANCELLED
         assert isinstance(seen[-1], ev.RunFinished)   # a stream of it would end, not hang
-        assert registry.running == {} and registry.metrics.runs_finished == {"cancelled": 1}
+        assert registry.running == {}
+        assert registry.metrics.value("fleetcall_runs_total", {"status": "cancelled"}) == 1
 
     vrun(main())
 
 
-# -- pool, metrics, shutdown, embedding ----------------------------------------------------------
-def test_endpoints_and_metrics_report_pool_and_runs() -> None:
-    async def main() -> None:
-        pool = EndpointPool.emulated(["A100-80G", "L40S"], "llama-3.2-1b",
-                                     responder=script_responder(parallelqa.respond))
-        async with pool:
-            orchestrator = parallelqa.build(lambda _respond: pool, pace=0.01)
-            app = create_app(orchestrator, pool=pool)
-            async with client(app) as c:
-                for _ in range(2):
-                    r = await c.post("/v1/runs", json={"query": parallelqa.QUESTION})
-                    assert r.json()["answer"] == ANSWER
-                endpoints = (await c.get("/v1/endpoints")).json()
-                assert [e["name"] for e in endpoints] == ["A100-80G-0", "L40S-1"]
-                assert sum(e["calls"] for e in endpoints) >= 2 and endpoints[0]["breaker"] == "closed"
-                text = (await c.get("/metrics")).text
-        lines = set(text.splitlines())
-        assert "fleetcall_runs_started_total 2" in lines
-        assert 'fleetcall_runs_finished_total{status="answered"} 2' in lines
-        assert 'fleetcall_tasks_total{status="ok"} 18' in lines
-        assert 'fleetcall_llm_calls_total{kind="planner"} 2' in lines
-        assert 'fleetcall_llm_calls_total{kind="joiner"} 2' in lines
-        assert "fleetcall_llm_queue_wait_seconds_count 4" in lines
-        assert "# TYPE fleetcall_endpoint_latency_seconds summary" in lines
-        latency_counts = [int(line.rsplit(" ", 1)[1]) for line in lines
-                          if line.startswith("fleetcall_endpoint_latency_seconds_count{endpoint=")]
-        assert sum(latency_counts) == 4
-        assert 'fleetcall_endpoint_errors_total{endpoint="L40S-1"} 0' in lines
-
-    vrun(main())
-
-
+# -- shutdown, embedding ----------------------------------------------------------
 def test_shutdown_cancels_in_flight_runs_and_reports_them() -> None:
     async def main() -> None:
         app = demo_app(pace=SLOW)
@@ -292,15 +380,12 @@ def test_mounted_inside_a_parent_app_sharing_its_lifespan() -> None:
 
 
 # -- serialisation -----------------------------------------------------------------------------
-def test_events_and_labels_serialise_safely() -> None:
-    from fleetcall.service.app import ServiceMetrics, event_json, jsonable
+def test_events_serialise_safely() -> None:
+    from fleetcall.service.app import event_json, jsonable
 
     assert jsonable({"s": {3}, "t": (1, float("nan")), "o": object}) == {"s": [3], "t": [1, None], "o": str(object)}
     text = event_json(ev.AnswerReady("line one\nline two", 1.5))
     assert text == 'event: AnswerReady\ndata: {"answer":"line one\\nline two","time":1.5}\n\n'
-    metrics = ServiceMetrics()
-    metrics.llm_calls['we"ird\\kind\n'] = 1
-    assert 'fleetcall_llm_calls_total{kind="we\\"ird\\\\kind\\n"} 1' in metrics.render(0, None).splitlines()
 
 
 def test_runs_past_the_in_flight_cap_get_429_and_the_rest_finish() -> None:
@@ -319,3 +404,32 @@ def test_runs_past_the_in_flight_cap_get_429_and_the_rest_finish() -> None:
             demo_app(max_in_flight=0)
 
     vrun(main())
+
+
+def test_runs_log_start_and_end_at_info_and_never_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> tuple[str, str]:
+        async with client(demo_app(token="t0k3n-s3cret"), token="t0k3n-s3cret") as c:
+            await c.get("/metrics", headers={"authorization": "Bearer t0k3n-s3cre"})   # a near miss
+            answered = (await c.post("/v1/runs", json={"query": parallelqa.QUESTION, "deadline_s": 30})).json()
+            streamed = await c.post("/v1/runs", json={"query": parallelqa.QUESTION, "stream": True})
+            return answered["id"], streamed.headers["x-run-id"]
+
+    with caplog.at_level(logging.DEBUG, logger="fleetcall"):
+        first, second = vrun(main())
+    records = [r for r in caplog.records if r.name == "fleetcall.service"]
+    lines = [r.getMessage() for r in records]
+    assert all(r.levelno == logging.INFO for r in records)
+    assert len(lines) == 4   # a start and an end per run: nothing per event or token
+    assert lines[0].startswith(f"run {first} started: mode compiled, deadline 30 s")
+    assert re.fullmatch(rf"run {first} answered in \d+\.\d{{3}} s", lines[1])
+    assert lines[2].startswith(f"run {second} started") and lines[3].startswith(f"run {second} answered")
+    assert "s3cre" not in caplog.text and parallelqa.QUESTION not in caplog.text
+
+
+def test_the_request_modes_are_the_orchestrators() -> None:
+    from typing import get_args
+
+    from fleetcall.executor.orchestrator import MODES
+    from fleetcall.service.requests import Mode
+
+    assert get_args(Mode) == MODES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleetcall.llm.base import Message, ToolCall, count_tokens
 from fleetcall.router import prefix
@@ -24,6 +26,7 @@ from fleetcall.cli.emulate import main as emulate_main
 from fleetcall.sim.emulator import EmulatedEndpoint, Faults
 from fleetcall.sim.fronts import EmulatorTransport, create_app
 from fleetcall.sim.responders import LengthsResponder, Reply, ScriptedResponder
+from fleetcall.gpumodel.models import get_model
 from fleetcall.vclock import run_virtual
 
 PROMPT = filler.filler_text(1200, seed=3)
@@ -32,6 +35,15 @@ CHAT = "/v1/chat/completions"
 
 def body(content: str = PROMPT, **extra: Any) -> dict[str, Any]:
     return {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample of Prometheus ``text``, read with prometheus_client's parser (None if absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
 
 
 def endpoint(**kwargs: Any) -> EmulatedEndpoint:
@@ -126,7 +138,7 @@ def test_repeated_prompts_hit_the_prefix_cache() -> None:
     assert cold["prompt_tokens_details"]["cached_tokens"] == 0
     assert warm["prompt_tokens_details"]["cached_tokens"] == (1200 - 1) // 16 * 16
     assert warm_ttft < 0.5 * cold_ttft
-    assert 'vllm:prefix_cache_hits_total{model_name="llama-3.1-8b"} 1184' in ep.metrics_text()
+    assert metric(ep.metrics_text(), "vllm:prefix_cache_hits_total", model_name="llama-3.1-8b") == 1184
 
 
 @pytest.mark.parametrize("extra, tokens, reason", [
@@ -206,12 +218,31 @@ def test_models_health_and_metrics() -> None:
     models, health, metrics = run(ep, test)
     assert models.json()["data"][0]["id"] == "llama-3.1-8b"
     assert health.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = metrics.text
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
                  "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
-                 "vllm:prefix_cache_hits_total"):
-        assert f'{name}{{model_name="llama-3.1-8b"}} ' in text
-    assert 'fleetcall_emulator_faults_injected_total{model_name="llama-3.1-8b",kind="error"} 1' in text
+                 "vllm:prefix_cache_hits_total", "vllm:request_success_total",
+                 "vllm:generation_tokens_total", "vllm:prefix_cache_queries_total"):
+        assert metric(text, name, model_name="llama-3.1-8b") is not None, name
+    assert metric(text, "fleetcall_emulator_faults_injected_total", model_name="llama-3.1-8b", kind="error") == 1
+    assert metric(text, "fleetcall_emulator_http_requests_total", model_name="llama-3.1-8b", code="500") == 1
+
+
+def test_metrics_escape_label_values() -> None:
+    """A model name from a pool file may hold any character: a quote, a backslash or a newline
+    must not break the exposition (the hand-written text did not escape them)."""
+    weird = 'we"ird\\model\nv2'
+    shape = dataclasses.replace(get_model("llama-3.2-1b"), name=weird, aliases=())
+    ep = EmulatedEndpoint("A100", shape)
+    text = ep.metrics_text()
+    families = list(text_string_to_metric_families(text))   # parses: nothing broken
+    assert {f.name for f in families} >= {"vllm:num_requests_running", "vllm:request_success"}
+    assert metric(text, "vllm:num_requests_running", model_name=weird) == 0
+    assert metric(text, "vllm:kv_cache_usage_perc", model_name=weird) == 0
+    for family in families:
+        for s in family.samples:
+            assert s.labels["model_name"] == weird
 
 
 @pytest.mark.parametrize("payload, status, words", [
@@ -427,12 +458,14 @@ def test_cli_serves_over_real_http_and_stops_on_sigterm() -> None:
             with pytest.raises(httpx.ReadTimeout):  # a long answer, abandoned
                 client.post(CHAT, json={**body("x"), "model": "llama-3.2-1b",
                                         "max_tokens": 4000}, timeout=0.5)
-            running = 'vllm:num_requests_running{model_name="llama-3.2-1b"}'
+            def running() -> float | None:
+                return metric(client.get("/metrics").text, "vllm:num_requests_running",
+                              model_name="llama-3.2-1b")
             for _ in range(50):  # the server notices the disconnect and aborts the request
-                if f"{running} 0" in client.get("/metrics").text:
+                if running() == 0:
                     break
                 time.sleep(0.05)
-            assert f"{running} 0" in client.get("/metrics").text
+            assert running() == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0
     finally:
