@@ -9,7 +9,7 @@ from fleetcall.errors import (
     VirtualClockError,
 )
 from fleetcall.llm import (
-    LLM, CallContext, Chunk, Completion, LLMRequest, Message, ScriptedLLM, ToolCall, Usage, complete,
+    LLM, CallContext, Chunk, Completion, LLMRequest, Message, ScriptedLLM, ToolCall, Usage, as_llm, complete,
 )
 from fleetcall.tools import Tool, ToolContext, ToolOptions, tool
 from fleetcall.executor import Orchestrator, RunHandle, RunResult, RunStatus, TaskRecord
@@ -24,7 +24,7 @@ __all__ = [
     "ConfigError", "FleetcallError", "LLMError", "PlanError", "ToolArgumentError", "ToolError",
     "UnknownToolError", "VirtualClockError",
     "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ScriptedLLM", "ToolCall",
-    "Usage", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "Orchestrator", "RunHandle", "RunResult", "RunStatus", "TaskRecord", "events", "__version__",
+    "Usage", "as_llm", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "Orchestrator", "RunHandle", "RunResult", "RunStatus", "TaskRecord", "events", "__version__",
     "EndpointError", "EndpointConfig", "PoolConfig", "load_pool_config", "EndpointPool", "OverloadedError",
     "script_responder",
 ]

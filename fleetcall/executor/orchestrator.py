@@ -26,6 +26,7 @@ from fleetcall.executor.result import RunResult
 from fleetcall.executor.baselines import BaselineRun
 from fleetcall.executor.run import Run
 from fleetcall.executor.runner import ToolLimits
+from fleetcall.llm.adapters import as_llm, require_tool_calls
 from fleetcall.llm.base import LLM
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
 from fleetcall.tools.base import Tool
@@ -72,7 +73,10 @@ class Orchestrator:
 
     Args:
         tools: functions decorated with ``@tool``, plain functions, LangChain tools, or ``Tool``s.
-        llm: the model for planner, joiner and LLM tools (a ``ScriptedLLM``, an endpoint, a pool).
+        llm: the model for planner, joiner and LLM tools: anything :func:`~fleetcall.as_llm`
+            accepts (an LLM such as a ``ScriptedLLM`` or an ``EndpointPool``, a LangChain
+            ``BaseChatModel``, ``as_llm(openai.AsyncOpenAI(...), model=...)``); anything else is
+            a ``ConfigError`` here.
         planner_llm, joiner_llm, tool_llm: override ``llm`` for one role.
         max_replans: how many times a run may plan again (after an invalid plan or a Replan).
         max_tasks: the most tasks one plan may hold.
@@ -87,11 +91,11 @@ class Orchestrator:
     def __init__(
         self,
         tools: Iterable[Any] = (),
-        llm: LLM | None = None,
+        llm: object | None = None,
         *,
-        planner_llm: LLM | None = None,
-        joiner_llm: LLM | None = None,
-        tool_llm: LLM | None = None,
+        planner_llm: object | None = None,
+        joiner_llm: object | None = None,
+        tool_llm: object | None = None,
         max_replans: int = 2,
         max_tasks: int | None = 64,
         examples: Sequence[str] = (),
@@ -106,15 +110,18 @@ class Orchestrator:
             names = {t.name for t in given}
             given += [t for t in default_tools() if t.name not in names]
         self.tools = ToolRegistry(given)
-        self.planner_llm = _need_llm(planner_llm or llm, "planner_llm")
-        self.joiner_llm = _need_llm(joiner_llm or llm, "joiner_llm")
-        self.tool_llm = tool_llm or llm or self.planner_llm
+        default_llm = None if llm is None else as_llm(llm)
+        self.planner_llm = _role_llm(planner_llm, default_llm, "planner_llm")
+        self.joiner_llm = _role_llm(joiner_llm, default_llm, "joiner_llm")
+        self.tool_llm = as_llm(tool_llm, role="tool_llm") if tool_llm is not None else default_llm or self.planner_llm
         if not isinstance(max_replans, int) or max_replans < 0:
             raise ConfigError(f"max_replans must be an integer >= 0, got {max_replans!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ConfigError(f"max_tasks must be a positive integer or None, got {max_tasks!r}")
         if plan_format not in ("text", "json", "tool_call"):
             raise ConfigError(f"plan_format must be 'text', 'json' or 'tool_call', got {plan_format!r}")
+        if plan_format == "tool_call":
+            require_tool_calls(self.planner_llm, "planner_llm")
         if joiner_format not in ("text", "json"):
             raise ConfigError(f"joiner_format must be 'text' or 'json', got {joiner_format!r}")
         self.max_replans = max_replans
@@ -200,9 +207,10 @@ class Orchestrator:
             await asyncio.wait([handle._task])
 
 
-def _need_llm(llm: LLM | None, role: str) -> LLM:
-    if llm is None:
+def _role_llm(given: Any, default: LLM | None, role: str) -> LLM:
+    """The LLM of one role: its own if given (anything :func:`as_llm` accepts), else ``llm``'s."""
+    if given is not None:
+        return as_llm(given, role=role)
+    if default is None:
         raise ConfigError(f"no LLM for the {role.removesuffix('_llm')}: pass llm= (or {role}=)")
-    if not hasattr(llm, "stream"):
-        raise ConfigError(f"{role} must implement the LLM protocol (an async stream(request) method), got {type(llm).__name__}")
-    return llm
+    return default
