@@ -29,7 +29,7 @@ from fleetcall.executor.runner import ToolLimits
 from fleetcall.llm.adapters import as_llm, require_tool_calls
 from fleetcall.llm.base import LLM
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
-from fleetcall.tools.base import Tool
+from fleetcall.tools.base import Tool, Toolset
 
 Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
@@ -105,6 +105,7 @@ class Orchestrator:
         builtin_tools: bool = True,
         max_steps: int = 20,
     ) -> None:
+        tools, self._toolsets = _take_toolsets(tools)   # toolsets (MCP sessions) closed by aclose()
         given = [as_tool(t) for t in tools]
         if builtin_tools:
             names = {t.name for t in given}
@@ -205,6 +206,38 @@ class Orchestrator:
         finally:
             handle.cancel()   # a no-op once the run is done
             await asyncio.wait([handle._task])
+
+    # -- toolsets given in ``tools`` (MCP sessions): the orchestrator owns and closes them --------
+    async def _close_toolsets(self) -> None:
+        """Close every toolset given in ``tools``; closing twice is harmless."""
+        for toolset in self._toolsets:
+            await toolset.aclose()
+
+    async def aclose(self) -> None:
+        """Close what the orchestrator owns: the toolsets given in ``tools`` (MCP sessions)."""
+        await self._close_toolsets()
+
+    async def __aenter__(self) -> "Orchestrator":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _take_toolsets(tools: Iterable[Any]) -> tuple[list[Any], list[Toolset]]:
+    """The tools with every toolset's tools in its place, and the toolsets themselves."""
+    items = [tools] if isinstance(tools, Toolset) else list(tools)
+    flat: list[Any] = []
+    toolsets: list[Toolset] = []
+    for item in items:
+        if isinstance(item, Toolset):
+            if not item.tools:
+                raise ConfigError(f"{item!r} gives no tools: is it open? (await toolset.open(), or async with)")
+            toolsets.append(item)
+            flat.extend(item.tools)
+        else:
+            flat.append(item)
+    return flat, toolsets
 
 
 def _role_llm(given: Any, default: LLM | None, role: str) -> LLM:
