@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fleetcall.errors import ConfigError
 from fleetcall.executor import events as ev
@@ -30,6 +30,9 @@ from fleetcall.llm.adapters import as_llm, require_tool_calls
 from fleetcall.llm.base import LLM
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
 from fleetcall.tools.base import Tool, Toolset
+
+if TYPE_CHECKING:
+    from fleetcall.executor.runnable import OrchestratorRunnable
 
 Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
@@ -206,6 +209,20 @@ class Orchestrator:
         finally:
             handle.cancel()   # a no-op once the run is done
             await asyncio.wait([handle._task])
+
+    def as_runnable(self, *, input_key: str = "query", output_key: str = "answer", result_key: str = "result",
+                    deadline: float | None = None, mode: Mode = "compiled") -> "OrchestratorRunnable":
+        """This orchestrator as a LangChain ``Runnable`` (a LangGraph node as it is).
+
+        Input: a query, or a mapping with the query at ``input_key``; output:
+        ``{output_key: answer, result_key: RunResult}``. See :mod:`fleetcall.executor.runnable`.
+
+        >>> # graph.add_node("research", orch.as_runnable())
+        """
+        from fleetcall.executor.runnable import OrchestratorRunnable
+
+        return OrchestratorRunnable(self, input_key=input_key, output_key=output_key, result_key=result_key,
+                                    deadline=deadline, mode=mode)
 
     # -- toolsets given in ``tools`` (MCP sessions): the orchestrator owns and closes them --------
     async def _close_toolsets(self) -> None:
