@@ -94,7 +94,11 @@ class McpTool(SchemaBackedTool):
         self.description = spec.description or spec.title or ""
         self.options = check_options(options)
         input_schema = dict(spec.input_schema or {"type": "object"})
-        model = model_from_json_schema(name, input_schema)
+        try:
+            model = model_from_json_schema(name, input_schema)
+        except (NameError, TypeError, ValueError) as exc:   # a parameter name pydantic reserves
+            raise ConfigError(f"MCP tool {spec.name!r} of {toolset.server_name}: its parameters cannot be "
+                              f"modelled ({exc}); leave it out with include=") from exc
         shown = strip_titles({k: v for k, v in input_schema.items() if k not in ("description", "$schema")})
         self._schema = ArgumentSchema.from_model(name, model, exclude_unset=True, json_schema=shown)
         try:
@@ -227,6 +231,9 @@ class McpToolset(Sequence[McpTool]):
             client = self._server if isinstance(self._server, mcp.Client) else mcp.Client(
                 self._server, read_timeout_seconds=self._call_timeout_s)  # type: ignore[arg-type]
             async with client:
+                info = client.server_info
+                if info is not None and info.name:
+                    self.server_name = f"MCP server {info.name!r}"
                 self._tools = self._make_tools(await _list_tools(client))
                 self._client = client
                 ready.set_result(None)
