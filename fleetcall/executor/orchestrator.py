@@ -117,7 +117,8 @@ class Orchestrator:
         default_llm = None if llm is None else as_llm(llm)
         self.planner_llm = _role_llm(planner_llm, default_llm, "planner_llm")
         self.joiner_llm = _role_llm(joiner_llm, default_llm, "joiner_llm")
-        self.tool_llm = as_llm(tool_llm, role="tool_llm") if tool_llm is not None else default_llm or self.planner_llm
+        self.tool_llm = (as_llm(tool_llm, role="tool_llm") if tool_llm is not None
+                         else default_llm if default_llm is not None else self.planner_llm)
         if not isinstance(max_replans, int) or max_replans < 0:
             raise ConfigError(f"max_replans must be an integer >= 0, got {max_replans!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):

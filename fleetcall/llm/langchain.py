@@ -28,6 +28,7 @@ Any failure of the model is raised as :class:`~fleetcall.errors.LLMError` naming
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -127,17 +128,19 @@ class LangChainLLM:
         kwargs: dict[str, Any] = {"stop": list(request.stop)} if request.stop else {}
         usage: UsageMetadata | None = None
         produced: list[str] = []
-        async for piece in self.model.astream(messages, **kwargs):
-            if isinstance(piece, BaseMessageChunk):
-                reported = getattr(piece, "usage_metadata", None)
-                if reported:
-                    usage = reported if usage is None else add_usage(usage, reported)
-                text = _text(piece)
-            else:  # a model whose stream yields plain strings
-                text = str(piece)
-            if text:
-                produced.append(text)
-                yield Chunk(text=text)
+        # aclosing: a caller that stops early (the planner at <END_OF_PLAN>) closes the model's stream now
+        async with contextlib.aclosing(self.model.astream(messages, **kwargs)) as pieces:
+            async for piece in pieces:
+                if isinstance(piece, BaseMessageChunk):
+                    reported = getattr(piece, "usage_metadata", None)
+                    if reported:
+                        usage = reported if usage is None else add_usage(usage, reported)
+                    text = _text(piece)
+                else:  # a model whose stream yields plain strings
+                    text = str(piece)
+                if text:
+                    produced.append(text)
+                    yield Chunk(text=text)
         yield self._last_chunk(request, usage, "".join(produced))
 
     async def _structured(self, messages: list[BaseMessage], request: LLMRequest,

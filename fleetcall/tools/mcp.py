@@ -218,12 +218,20 @@ class McpToolset(Sequence[McpTool]):
             async with asyncio.timeout(self._connect_timeout_s):
                 await asyncio.shield(ready)
         except TimeoutError:
-            await self.aclose()
+            await self._abort()
             raise ToolServerError(f"{self.server_name}: no session within {self._connect_timeout_s:g} s") from None
         except BaseException:
-            await self.aclose()
+            await self._abort()
             raise
         return self
+
+    async def _abort(self) -> None:
+        """Stop an owner that has not reached its session (still connecting): cancel and wait."""
+        self._closing.set()
+        owner = self._owner
+        if owner is not None and not owner.done():
+            owner.cancel()
+            await asyncio.wait([owner])
 
     async def _own(self, ready: asyncio.Future[None]) -> None:
         """The session owner: enters the client, lists the tools, waits for aclose, leaves."""

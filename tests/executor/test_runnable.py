@@ -155,3 +155,10 @@ def test_langgraph_astream_events_streams_the_nodes_run_events():
     assert isinstance(chunks[0]["event"], events.TaskPlanned) and isinstance(chunks[-2]["event"], events.RunFinished)
     assert set(chunks[-1]) == {"answer", "result"}
     assert final["summary"] == EXPECTED
+
+
+def test_invoke_works_from_code_that_already_runs_a_loop():
+    async def main() -> dict[str, Any]:
+        return orchestrator().as_runnable().invoke("People in Bern?")   # sync call inside a loop
+
+    assert asyncio.run(main())["answer"] == "Bern has 4 million people"
