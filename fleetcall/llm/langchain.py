@@ -147,8 +147,9 @@ class LangChainLLM:
                           schema: dict[str, Any]) -> Chunk:
         runnable = self.model.with_structured_output(schema, include_raw=True)
         out = await runnable.ainvoke(messages)
-        raw = out.get("raw") if isinstance(out, dict) else None
-        parsed = out.get("parsed") if isinstance(out, dict) else out
+        with_raw = isinstance(out, dict) and {"raw", "parsed"} <= out.keys()
+        raw = out["raw"] if with_raw else None          # a model that ignored include_raw: no usage
+        parsed = out["parsed"] if with_raw else out
         if parsed is not None:
             value = parsed.model_dump() if hasattr(parsed, "model_dump") else parsed
             text = json.dumps(value, ensure_ascii=False)

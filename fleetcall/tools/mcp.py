@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 try:
     import jsonschema
@@ -118,7 +118,11 @@ class McpTool(SchemaBackedTool):
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments by name, validated against the tool's ``inputSchema``; raises
         ToolArgumentError naming every problem."""
-        arguments = to_jsonable_python(self._schema.bind(args, kwargs))
+        bound = self._schema.bind(args, kwargs)
+        try:
+            arguments = to_jsonable_python(bound)
+        except PydanticSerializationError as exc:   # an earlier result that JSON cannot carry
+            raise ToolArgumentError(f"{self.signature()}: the arguments cannot be sent as JSON: {exc}") from exc
         problems = [_problem(e) for e in sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))]
         if problems:
             head = f"{self.signature()} (MCP tool {self.remote_name!r} of {self._toolset.server_name})"

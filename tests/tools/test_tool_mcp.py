@@ -87,6 +87,8 @@ def test_arguments_are_validated_against_the_input_schema_and_never_reach_the_se
                 by_name["order"].bind(({"qty": 2},), {})
             with pytest.raises(ToolArgumentError, match="missing required argument 'a'"):
                 by_name["add"].bind((), {"b": 1})
+            with pytest.raises(ToolArgumentError, match="cannot be sent as JSON"):
+                by_name["order"].bind(({"sku": object(), "qty": 1},), {})
             arguments = by_name["order"].bind(({"sku": "x", "qty": 2},), {})
             assert await by_name["order"].run(arguments, CTX) == "ordered 2 x x"
             assert await _served(tools) == {"order": 1}
