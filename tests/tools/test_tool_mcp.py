@@ -214,7 +214,7 @@ def test_a_server_that_never_answers_times_out_at_open_and_is_stopped(tmp_path):
     pid_file = tmp_path / "pid"
     silent = StdioServerParameters(command=sys.executable, args=[
         "-c", "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)", str(pid_file)])
-    with pytest.raises(ToolServerError, match="no session within 2 s"):
-        run(mcp_tools(silent, connect_timeout_s=2))
+    with pytest.raises(ToolServerError, match="no session within 1 s"):
+        run(mcp_tools(silent, connect_timeout_s=1))
     with pytest.raises(ProcessLookupError):   # the silent server was stopped, not left behind
         os.kill(int(pid_file.read_text()), 0)
