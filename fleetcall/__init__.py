@@ -14,13 +14,15 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from fleetcall.errors import (
-        ConfigError, FleetcallError, LLMError, PlanError, ToolArgumentError, ToolError, UnknownToolError,
-        VirtualClockError,
+        ConfigError, FleetcallError, LLMError, PlanError, ToolArgumentError, ToolError, ToolServerError,
+        UnknownToolError, VirtualClockError,
     )
     from fleetcall.llm import (
-        LLM, CallContext, Chunk, Completion, LLMRequest, Message, ScriptedLLM, ToolCall, Usage, complete,
+        LLM, CallContext, Chunk, Completion, LLMRequest, Message, ScriptedLLM, ToolCall, Usage, as_llm, complete,
     )
     from fleetcall.tools import Tool, ToolContext, ToolOptions, tool
+    from fleetcall.tools.base import Toolset
+    from fleetcall.tools.mcp import McpToolset, mcp_tools  # the [mcp] extra
     from fleetcall.executor import Orchestrator, RunHandle, RunResult, RunStatus, TaskRecord
     from fleetcall.executor import events
     from fleetcall.errors import EndpointError
@@ -29,9 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigError", "FleetcallError", "LLMError", "PlanError", "ToolArgumentError", "ToolError",
-    "UnknownToolError", "VirtualClockError",
+    "ToolServerError", "UnknownToolError", "VirtualClockError", "Toolset", "McpToolset", "mcp_tools",
     "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ScriptedLLM", "ToolCall",
-    "Usage", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "Orchestrator", "RunHandle", "RunResult", "RunStatus", "TaskRecord", "events", "__version__",
+    "Usage", "as_llm", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "Orchestrator", "RunHandle", "RunResult", "RunStatus", "TaskRecord", "events", "__version__",
     "EndpointError", "EndpointConfig", "PoolConfig", "load_pool_config", "EndpointPool", "OverloadedError",
     "script_responder",
 ]
@@ -43,6 +45,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     'PlanError': 'fleetcall.errors',
     'ToolArgumentError': 'fleetcall.errors',
     'ToolError': 'fleetcall.errors',
+    'ToolServerError': 'fleetcall.errors',
     'UnknownToolError': 'fleetcall.errors',
     'VirtualClockError': 'fleetcall.errors',
     'LLM': 'fleetcall.llm',
@@ -54,11 +57,16 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     'ScriptedLLM': 'fleetcall.llm',
     'ToolCall': 'fleetcall.llm',
     'Usage': 'fleetcall.llm',
+    'as_llm': 'fleetcall.llm',
     'complete': 'fleetcall.llm',
     'Tool': 'fleetcall.tools',
     'ToolContext': 'fleetcall.tools',
     'ToolOptions': 'fleetcall.tools',
     'tool': 'fleetcall.tools',
+    'Toolset': 'fleetcall.tools.base',
+    # the [mcp] extra: imported on first use, so import fleetcall works without it
+    'McpToolset': 'fleetcall.tools.mcp',
+    'mcp_tools': 'fleetcall.tools.mcp',
     'Orchestrator': 'fleetcall.executor',
     'RunHandle': 'fleetcall.executor',
     'RunResult': 'fleetcall.executor',

@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fleetcall.errors import ConfigError
 from fleetcall.executor import events as ev
@@ -26,9 +26,13 @@ from fleetcall.executor.result import RunResult
 from fleetcall.executor.baselines import BaselineRun
 from fleetcall.executor.run import Run
 from fleetcall.executor.runner import ToolLimits
+from fleetcall.llm.adapters import as_llm, require_tool_calls
 from fleetcall.llm.base import LLM
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
-from fleetcall.tools.base import Tool
+from fleetcall.tools.base import Tool, Toolset
+
+if TYPE_CHECKING:
+    from fleetcall.executor.runnable import OrchestratorRunnable
 
 Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
@@ -72,7 +76,10 @@ class Orchestrator:
 
     Args:
         tools: functions decorated with ``@tool``, plain functions, LangChain tools, or ``Tool``s.
-        llm: the model for planner, joiner and LLM tools (a ``ScriptedLLM``, an endpoint, a pool).
+        llm: the model for planner, joiner and LLM tools: anything :func:`~fleetcall.as_llm`
+            accepts (an LLM such as a ``ScriptedLLM`` or an ``EndpointPool``, a LangChain
+            ``BaseChatModel``, ``as_llm(openai.AsyncOpenAI(...), model=...)``); anything else is
+            a ``ConfigError`` here.
         planner_llm, joiner_llm, tool_llm: override ``llm`` for one role.
         max_replans: how many times a run may plan again (after an invalid plan or a Replan).
         max_tasks: the most tasks one plan may hold.
@@ -87,11 +94,11 @@ class Orchestrator:
     def __init__(
         self,
         tools: Iterable[Any] = (),
-        llm: LLM | None = None,
+        llm: object | None = None,
         *,
-        planner_llm: LLM | None = None,
-        joiner_llm: LLM | None = None,
-        tool_llm: LLM | None = None,
+        planner_llm: object | None = None,
+        joiner_llm: object | None = None,
+        tool_llm: object | None = None,
         max_replans: int = 2,
         max_tasks: int | None = 64,
         examples: Sequence[str] = (),
@@ -101,20 +108,25 @@ class Orchestrator:
         builtin_tools: bool = True,
         max_steps: int = 20,
     ) -> None:
+        tools, self._toolsets = _take_toolsets(tools)   # toolsets (MCP sessions) closed by aclose()
         given = [as_tool(t) for t in tools]
         if builtin_tools:
             names = {t.name for t in given}
             given += [t for t in default_tools() if t.name not in names]
         self.tools = ToolRegistry(given)
-        self.planner_llm = _need_llm(planner_llm or llm, "planner_llm")
-        self.joiner_llm = _need_llm(joiner_llm or llm, "joiner_llm")
-        self.tool_llm = tool_llm or llm or self.planner_llm
+        default_llm = None if llm is None else as_llm(llm)
+        self.planner_llm = _role_llm(planner_llm, default_llm, "planner_llm")
+        self.joiner_llm = _role_llm(joiner_llm, default_llm, "joiner_llm")
+        self.tool_llm = (as_llm(tool_llm, role="tool_llm") if tool_llm is not None
+                         else default_llm if default_llm is not None else self.planner_llm)
         if not isinstance(max_replans, int) or max_replans < 0:
             raise ConfigError(f"max_replans must be an integer >= 0, got {max_replans!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ConfigError(f"max_tasks must be a positive integer or None, got {max_tasks!r}")
         if plan_format not in ("text", "json", "tool_call"):
             raise ConfigError(f"plan_format must be 'text', 'json' or 'tool_call', got {plan_format!r}")
+        if plan_format == "tool_call":
+            require_tool_calls(self.planner_llm, "planner_llm")
         if joiner_format not in ("text", "json"):
             raise ConfigError(f"joiner_format must be 'text' or 'json', got {joiner_format!r}")
         self.max_replans = max_replans
@@ -199,10 +211,57 @@ class Orchestrator:
             handle.cancel()   # a no-op once the run is done
             await asyncio.wait([handle._task])
 
+    def as_runnable(self, *, input_key: str = "query", output_key: str = "answer", result_key: str = "result",
+                    deadline: float | None = None, mode: Mode = "compiled") -> "OrchestratorRunnable":
+        """This orchestrator as a LangChain ``Runnable`` (a LangGraph node as it is).
 
-def _need_llm(llm: LLM | None, role: str) -> LLM:
-    if llm is None:
+        Input: a query, or a mapping with the query at ``input_key``; output:
+        ``{output_key: answer, result_key: RunResult}``. See :mod:`fleetcall.executor.runnable`.
+
+        >>> # graph.add_node("research", orch.as_runnable())
+        """
+        from fleetcall.executor.runnable import OrchestratorRunnable
+
+        return OrchestratorRunnable(self, input_key=input_key, output_key=output_key, result_key=result_key,
+                                    deadline=deadline, mode=mode)
+
+    # -- toolsets given in ``tools`` (MCP sessions): the orchestrator owns and closes them --------
+    async def _close_toolsets(self) -> None:
+        """Close every toolset given in ``tools``; closing twice is harmless."""
+        for toolset in self._toolsets:
+            await toolset.aclose()
+
+    async def aclose(self) -> None:
+        """Close what the orchestrator owns: the toolsets given in ``tools`` (MCP sessions)."""
+        await self._close_toolsets()
+
+    async def __aenter__(self) -> "Orchestrator":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _take_toolsets(tools: Iterable[Any]) -> tuple[list[Any], list[Toolset]]:
+    """The tools with every toolset's tools in its place, and the toolsets themselves."""
+    items = [tools] if isinstance(tools, Toolset) else list(tools)
+    flat: list[Any] = []
+    toolsets: list[Toolset] = []
+    for item in items:
+        if isinstance(item, Toolset):
+            if not item.tools:
+                raise ConfigError(f"{item!r} gives no tools: is it open? (await toolset.open(), or async with)")
+            toolsets.append(item)
+            flat.extend(item.tools)
+        else:
+            flat.append(item)
+    return flat, toolsets
+
+
+def _role_llm(given: Any, default: LLM | None, role: str) -> LLM:
+    """The LLM of one role: its own if given (anything :func:`as_llm` accepts), else ``llm``'s."""
+    if given is not None:
+        return as_llm(given, role=role)
+    if default is None:
         raise ConfigError(f"no LLM for the {role.removesuffix('_llm')}: pass llm= (or {role}=)")
-    if not hasattr(llm, "stream"):
-        raise ConfigError(f"{role} must implement the LLM protocol (an async stream(request) method), got {type(llm).__name__}")
-    return llm
+    return default

@@ -1,4 +1,5 @@
-"""LLM interface (protocol, request and response types) and the scripted LLM."""
+"""LLM interface (protocol, request and response types), the scripted LLM, and :func:`as_llm`
+(LangChain chat models and OpenAI clients as LLMs)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ if TYPE_CHECKING:
         complete,
         count_tokens,
     )
+    from fleetcall.llm.adapters import as_llm
     from fleetcall.llm.scripted import ScriptedLLM, split_tokens
 
 __all__ = [
     "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ToolCall", "Usage",
-    "complete", "count_tokens", "ScriptedLLM", "split_tokens",
+    "complete", "count_tokens", "ScriptedLLM", "split_tokens", "as_llm",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -39,4 +41,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     'count_tokens': 'fleetcall.llm.base',
     'ScriptedLLM': 'fleetcall.llm.scripted',
     'split_tokens': 'fleetcall.llm.scripted',
+    'as_llm': 'fleetcall.llm.adapters',
 })
