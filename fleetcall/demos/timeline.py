@@ -226,7 +226,8 @@ def figure(items: Sequence[Bar], span: float | None, *, title: str, question: st
     fig.text(0.5, 1 - 0.22 / height, title, ha="center", va="center", fontsize=12, fontweight="bold")
     for i, line in enumerate(lines):
         fig.text(0.5, 1 - (_TITLE_IN + _LINE_IN * (i + 0.5)) / height, line, ha="center", va="center", fontsize=9)
-    handles: list[Artist] = [Patch(color=COLORS[k], label=_LEGEND[k]) for k in COLORS if any(_color(b) == COLORS[k] for b in items)]
+    drawn = {_color(b) for b in items}
+    handles: list[Artist] = [Patch(color=COLORS[k], label=_LEGEND[k]) for k in COLORS if COLORS[k] in drawn]
     if any(is_instant(b, total) for b in items):
         handles.append(Line2D([], [], marker="|", markersize=10, markeredgewidth=2.5, linestyle="none",
                               color="#555555", label=f"instant (< {_duration(total * INSTANT_FRACTION)})"))
