@@ -266,7 +266,7 @@ class Run:
         now = self.loop.time()
         self.records[(self.round, task.id)] = TaskRecord(
             round=self.round, id=task.id, tool=task.tool,
-            args=[str(a) for a in task.args], kwargs={k: str(v) for k, v in task.kwargs},
+            args=[_shown(a) for a in task.args], kwargs={k: _shown(v) for k, v in task.kwargs},
             dependencies=sorted(task.deps), thought=task.thought, planned_at=now,
         )
         self.emit(ev.TaskPlanned(self.round, task, now))
@@ -331,6 +331,14 @@ class Run:
             usage=UsageRecord(prompt_tokens=self.usage.prompt_tokens,
                               completion_tokens=self.usage.completion_tokens, calls=self.usage.calls),
         )
+
+
+def _shown(value: Any) -> str:
+    """``str(value)`` for a record; the parsers bound what a plan holds, this never raises anyway."""
+    try:
+        return str(value)
+    except (ValueError, RecursionError) as exc:
+        return f"({type(value).__name__} that cannot be shown: {type(exc).__name__})"
 
 
 def _topological(plan: Plan) -> list[Task]:

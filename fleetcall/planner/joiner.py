@@ -92,7 +92,7 @@ def _unquote(text: str) -> str:
     if text[0] == '"':
         try:
             value = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, or an int too long
             value = None
         if isinstance(value, str):
             return value
@@ -130,7 +130,7 @@ def parse_joiner_json(text: str) -> Finish | Replan:
     start = text.find("{")
     try:
         data, _ = json.JSONDecoder().raw_decode(text, start) if start >= 0 else (None, 0)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError, or an int too long to read
         data = None
     if not isinstance(data, dict):
         shown = " ".join(text.split())[:200]
@@ -150,4 +150,7 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value.strip()
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):  # nested past the encoder's limit
+        return f"({type(value).__name__} too deep to show)"

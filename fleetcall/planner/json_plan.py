@@ -20,7 +20,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from fleetcall.planner.literals import parse_ref_string, split_refs
+from fleetcall.planner.literals import clean_text, int_too_long, max_int_digits, parse_ref_string, split_refs
 from fleetcall.planner.plan import JOIN, IssueKind, Plan, PlanIssue, Task, Value
 from fleetcall.tools.base import Tool
 
@@ -90,6 +90,8 @@ def _decode(text: str) -> tuple[Any, PlanIssue | None]:
     except json.JSONDecodeError as exc:
         return None, PlanIssue(IssueKind.SYNTAX, f"invalid JSON at line {exc.lineno} column {exc.colno}: "
                                f"{exc.msg}", exc.lineno)
+    except ValueError as exc:  # an integer too long to convert
+        return None, PlanIssue(IssueKind.SYNTAX, f"invalid JSON: {exc}", 1)
     except RecursionError:
         return None, PlanIssue(IssueKind.SYNTAX, "invalid JSON: nested too deeply", 1)
     return value, None
@@ -141,11 +143,14 @@ def _value(value: Any, bare_ok: Any, depth: int) -> Value:
     if depth > MAX_DEPTH:
         raise _ShapeError(f"argument values nested more than {MAX_DEPTH} deep")
     if isinstance(value, str):
+        value = clean_text(value)
         return parse_ref_string(value) or split_refs(value, bare_ok)
     if isinstance(value, list):
         return [_value(v, bare_ok, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {k: _value(v, bare_ok, depth + 1) for k, v in value.items()}
+        return {clean_text(k): _value(v, bare_ok, depth + 1) for k, v in value.items()}
+    if isinstance(value, int) and int_too_long(value):
+        raise _ShapeError(f"integer too large (more than {max_int_digits()} digits)")
     return value
 
 

@@ -1,0 +1,48 @@
+"""No model output makes ``run()`` raise: plans, joiner answers and their streams (issue 9).
+
+Each test names the kind of fault it guards; the inputs are those of the issue, and more of the
+same kind where the kind is wider than the input.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fleetcall import Orchestrator, RunStatus, ScriptedLLM
+from tests.executor.conftest import vrun
+
+HUGE_HEX = "0x" + "f" * 3600           # 14,400 bits: about 4,335 decimal digits
+HUGE_DECIMAL = "1" * 5000
+
+
+def _run(tools, script, **kwargs):
+    return vrun(Orchestrator(tools, ScriptedLLM(script), max_replans=0, **kwargs).run("q"))
+
+
+def test_an_integer_too_long_to_print_in_a_text_plan_is_a_plan_issue(tools):
+    plan = f'1. math("1", context=[{HUGE_HEX}])\n2. join()'
+    result = _run(tools, [plan])
+    assert result.status is RunStatus.FAILED
+    assert any("integer too large" in issue for issue in result.plans[0].issues), result.plans[0].issues
+    decimal = _run(tools, [f'1. echo({HUGE_DECIMAL})\n2. join()'])
+    assert decimal.status is RunStatus.FAILED and "number too long" in decimal.plans[0].issues[0]
+
+
+def test_an_integer_too_long_to_convert_in_a_json_plan_is_a_plan_issue(tools):
+    plan = '{"tasks": [{"id": 1, "tool": "echo", "args": {"value": %s}}]}' % HUGE_DECIMAL
+    result = _run(tools, [plan], plan_format="json")
+    assert result.status is RunStatus.FAILED and result.plans[0].issues
+
+
+def test_an_integer_too_long_in_the_joiners_json_is_no_decision_not_a_crash(tools):
+    answer = '{"thought": "x", "action": "finish", "answer": %s, "reason": ""}' % HUGE_DECIMAL
+    result = _run(tools, ['1. echo("a")\n2. join()', answer], joiner_format="json")
+    assert result.status is RunStatus.FAILED and "not a JSON object" in result.error
+
+
+def test_lone_surrogates_in_arguments_are_replaced(tools):
+    result = _run(tools, ['1. echo("a\\ud800b")\n2. join()', "Finish(ok)"])
+    assert result.tasks[0].observation == "a\ufffdb"
+    plan = json.dumps({"tasks": [{"id": 1, "tool": "echo", "args": {"value": "a\ud800b"}}]})
+    result = _run(tools, [plan, "Finish(ok)"], plan_format="json")
+    assert result.tasks[0].observation == "a\ufffdb"
