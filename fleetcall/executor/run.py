@@ -316,7 +316,8 @@ class Run:
             extra["response_format"] = joiner_json_schema()
         request = LLMRequest(tuple(messages), self._ctx("joiner"), **extra)
         completion = await complete(self._llm(self.orch.joiner_llm), request)
-        return parse_joiner_json(completion.text) if json_mode else parse_joiner(completion.text)
+        parse = parse_joiner_json if json_mode else parse_joiner
+        return parse(completion.text, truncated=completion.truncated)
 
     # -- the result ------------------------------------------------------------------------------
     def _result(self, started: float, status: RunStatus, answer: str | None, error: str | None) -> RunResult:

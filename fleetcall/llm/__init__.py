@@ -8,13 +8,16 @@ from fleetcall.llm.base import (
     LLMRequest,
     Message,
     ToolCall,
+    ToolCallDelta,
     Usage,
     complete,
     count_tokens,
+    estimate_usage,
+    prompt_tokens,
 )
 from fleetcall.llm.scripted import ScriptedLLM, split_tokens
 
 __all__ = [
-    "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ToolCall", "Usage",
-    "complete", "count_tokens", "ScriptedLLM", "split_tokens",
+    "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ToolCall", "ToolCallDelta",
+    "Usage", "complete", "count_tokens", "estimate_usage", "prompt_tokens", "ScriptedLLM", "split_tokens",
 ]

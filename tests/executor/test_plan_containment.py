@@ -6,6 +6,7 @@ same kind where the kind is wider than the input.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from fleetcall import Orchestrator, RunStatus, ScriptedLLM
@@ -13,6 +14,7 @@ from tests.executor.conftest import vrun
 
 HUGE_HEX = "0x" + "f" * 3600           # 14,400 bits: about 4,335 decimal digits
 HUGE_DECIMAL = "1" * 5000
+PLAN1 = '1. search("weather in Tokyo")\n2. join()'
 
 
 def _run(tools, script, **kwargs):
@@ -46,3 +48,30 @@ def test_lone_surrogates_in_arguments_are_replaced(tools):
     plan = json.dumps({"tasks": [{"id": 1, "tool": "echo", "args": {"value": "a\ud800b"}}]})
     result = _run(tools, [plan, "Finish(ok)"], plan_format="json")
     assert result.tasks[0].observation == "a\ufffdb"
+
+
+class CutJoiner:
+    """An LLM whose joiner answers end as if cut off at max_tokens (``finish_reason`` "length")."""
+
+    def __init__(self, script):
+        self.inner = ScriptedLLM(script)
+
+    async def stream(self, request):
+        async for chunk in self.inner.stream(request):
+            if chunk.finish_reason is not None and request.context.kind == "joiner":
+                chunk = dataclasses.replace(chunk, finish_reason="length")
+            yield chunk
+
+
+def test_text_after_the_joiners_decision_is_not_part_of_the_answer(tools):
+    result = _run(tools, [PLAN1, "Thought: known.\nAction: Finish(21C in Tokyo)\n(Source: task 1.)"])
+    assert result.answer == "21C in Tokyo"
+    result = _run(tools, [PLAN1, "Action: Finish(Star Wars (1977 film))"])
+    assert result.answer == "Star Wars (1977 film)"
+
+
+def test_a_finish_cut_off_at_max_tokens_is_not_a_final_answer(tools):
+    llm = CutJoiner([PLAN1, "Thought: known.\nAction: Finish(21C in To", PLAN1, "Finish(21C in Tokyo)"])
+    result = vrun(Orchestrator(tools, llm, max_replans=1).run("q"))
+    assert result.answer == "21C in Tokyo" and len(result.replans) == 1
+    assert "cut off at max_tokens" in result.replans[0].reason
