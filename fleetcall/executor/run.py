@@ -330,7 +330,8 @@ class Run:
             plans=self.plans, tasks=list(self.records.values()), replans=self.replans,
             llm_calls=self.calls,
             usage=UsageRecord(prompt_tokens=self.usage.prompt_tokens,
-                              completion_tokens=self.usage.completion_tokens, calls=self.usage.calls),
+                              completion_tokens=self.usage.completion_tokens, calls=self.usage.calls,
+                              estimated_calls=self.usage.estimated_calls),
         )
 
 
