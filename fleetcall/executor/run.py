@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fleetcall.errors import LLMError
 from fleetcall.executor import events as ev
 from fleetcall.executor.fetching import TaskFetchingUnit
+from fleetcall.executor.plan_stream import ITEM_COST, LoopYielder, PlanReader
 from fleetcall.executor.recording import RecordingLLM
 from fleetcall.executor.resolve import show_call
 from fleetcall.executor.result import (
@@ -23,9 +24,8 @@ from fleetcall.executor.result import (
 from fleetcall.executor.runner import call_tool
 from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete
 from fleetcall.planner import (
-    Finish, PlanParser, Replan, build_joiner_messages, build_planner_messages, check_task,
-    parse_joiner, parse_joiner_json, parse_json_plan, plan_json_schema, plan_tool_definition,
-    validate_plan,
+    Finish, Replan, build_joiner_messages, build_planner_messages, check_task, parse_joiner,
+    parse_joiner_json, plan_json_schema, plan_tool_definition, validate_plan,
 )
 from fleetcall.planner.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
 from fleetcall.tools.base import ToolContext
@@ -34,16 +34,18 @@ if TYPE_CHECKING:
     from fleetcall.executor.orchestrator import Orchestrator
 
 Emit = ev.Emit
+READ_AFTER_PLAN = 8   # chunks read after a plan is whole, for the usage a server sends at the end
 
 
 @dataclass(slots=True)
 class _RoundState:
     number: int
-    text: str = ""
+    text: str = ""                                    # the plan as written (set once it is read)
     tasks: list[Task] = field(default_factory=list)
     ids: set[int] = field(default_factory=set)        # ids of ``tasks``, kept in step with it
     issues: list[PlanIssue] = field(default_factory=list)
     joined: bool = False
+    over_limit: bool = False                          # True iff the plan has more than max_tasks tasks
 
 
 class Run:
@@ -162,10 +164,7 @@ class Run:
         async with asyncio.TaskGroup() as group:
             tfu = TaskFetchingUnit(group, self._execute_task, self._on_skip)
             try:
-                if self.orch.plan_format == "text":
-                    await self._stream_text_plan(history, state, tfu)
-                else:
-                    await self._json_plan(history, state, tfu)
+                await self._stream_plan(history, state, tfu)
             except LLMError as exc:
                 failure = exc
             plan_record.text = state.text
@@ -195,40 +194,93 @@ class Run:
             extra["tool_choice"] = {"type": "function", "function": {"name": definition["function"]["name"]}}
         return LLMRequest(tuple(messages), self._ctx("planner"), max_tokens=orch.planner_max_tokens, **extra)
 
-    async def _stream_text_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
-        parser = PlanParser()
+    async def _stream_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
+        """Read the plan as it streams, in the run's plan format, starting each task when it is
+        complete; then the checks of the whole plan. Linear in the plan's size, and the loop gets
+        a turn every so often (:class:`LoopYielder`), so the deadline holds however fast it comes.
+
+        Reading stops at the first task beyond ``max_tasks`` (the plan is rejected; nothing past
+        the limit runs). Once the plan is whole, a few more chunks are read for the usage a
+        server sends after its text, then the stream is closed."""
         request = self._planner_request(history)
+        reader = PlanReader(self.orch.plan_format)
+        try:
+            finish = await self._read_plan(request, reader, state, tfu)
+        finally:
+            state.text = reader.text
+        json_plan = self.orch.plan_format != "text"
+        if not state.over_limit:
+            cut = finish == "length" and not reader.done
+            for item in reader.close():
+                if not (cut and isinstance(item, PlanIssue)):   # the cut-off issue says what happened
+                    self._take(item, state, tfu)
+            ready = set(state.ids)
+            for task in reader.held:
+                self._hold_back(task, ready, state, tfu)
+            if cut:
+                self._cut_off(request, reader, state)
+        tasks = tuple(state.tasks) if state.over_limit or not json_plan else reader.parser.tasks
+        plan = Plan(tasks, json_plan or state.joined or state.over_limit, state.text)
+        self._final_checks(plan, state, ordered=not json_plan)
+
+    async def _read_plan(self, request: LLMRequest, reader: PlanReader, state: _RoundState,
+                         tfu: TaskFetchingUnit) -> str | None:
+        """Feed the planner's stream to ``reader``, taking each item; returns the finish reason."""
+        yielder = LoopYielder()
+        finish: str | None = None
+        after_plan = 0
         async with contextlib.aclosing(self._llm(self.orch.planner_llm).stream(request)) as stream:
             async for chunk in stream:
-                state.text += chunk.text
-                for item in parser.feed(chunk.text):
+                finish = chunk.finish_reason or finish
+                if reader.done:
+                    after_plan += 1
+                    if after_plan > READ_AFTER_PLAN:
+                        break
+                    continue
+                items = reader.feed(chunk)
+                for item in items:
                     self._take(item, state, tfu)
-                if parser.done:
+                self._check_size(reader, state)
+                if state.over_limit:
                     break
-        for item in parser.close():
-            self._take(item, state, tfu)
-        self._final_checks(Plan(tuple(state.tasks), state.joined, state.text), state)
+                read = len(chunk.text) + sum(len(d.arguments) for d in chunk.tool_deltas)
+                await yielder.spent(1 + read + ITEM_COST * len(items))
+        return finish
 
-    async def _json_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
-        completion = await complete(self._llm(self.orch.planner_llm), self._planner_request(history))
-        text = completion.tool_calls[0].arguments if completion.tool_calls else completion.text
-        state.text = text
-        plan, issues = parse_json_plan(text)
-        state.issues.extend(issues)
-        self._final_checks(plan, state)
-        state.tasks = list(plan.tasks)
-        state.ids = {t.id for t in plan.tasks}
-        state.joined = True
-        bad = {i.task for i in state.issues if i.task is not None}
-        if (state.issues and not bad) or any(i.kind is IssueKind.CYCLE for i in state.issues):
-            return  # a plan-wide problem (syntax, cycle, size): nothing runs
-        for task in _topological(plan):
-            self._record_planned(task)
-            if task.id in bad:
-                tfu.reject(task, "; ".join(str(i) for i in state.issues if i.task == task.id))
-                self._mark_invalid(task, state)
-            else:
-                tfu.add(task)
+    def _check_size(self, reader: PlanReader, state: _RoundState) -> None:
+        """A JSON plan's tasks waiting for later ones count too: stop once more than max_tasks are read."""
+        limit = self.orch.max_tasks
+        if limit is not None and reader.tasks_read > limit and not state.over_limit:
+            extra = reader.parser.tasks[limit]
+            self._too_many(extra, state)
+
+    def _too_many(self, task: Task, state: _RoundState) -> None:
+        state.over_limit = True
+        if not any(i.kind is IssueKind.TOO_MANY_TASKS for i in state.issues):
+            state.issues.append(PlanIssue(IssueKind.TOO_MANY_TASKS, f"the plan has more than {self.orch.max_tasks} "
+                                          "tasks; the rest was not read", task.line, task.id))
+
+    def _hold_back(self, task: Task, ready: set[int], state: _RoundState, tfu: TaskFetchingUnit) -> None:
+        """A JSON plan's task that never became ready (``ready``: the ids of the tasks that did): it
+        refers to tasks that never came, or that depend on each other in a cycle (the final checks
+        say which). It never runs."""
+        waits = sorted(d for d in task.deps if d not in ready)
+        state.tasks.append(task)
+        state.ids.add(task.id)
+        self._record_planned(task)
+        reason = "waits for " + ", ".join(f"${d}" for d in waits) + ", which never ran"
+        tfu.reject(task, reason)
+        self.records[(self.round, task.id)].status = "invalid"
+        self.records[(self.round, task.id)].error = reason
+
+    def _cut_off(self, request: LLMRequest, reader: PlanReader, state: _RoundState) -> None:
+        """The model stopped at max_tokens before the plan was whole: say so, with its text."""
+        limit = f"max_tokens={request.max_tokens}" if request.max_tokens is not None else "the server's max_tokens"
+        done = len(reader.parser.tasks)
+        state.issues.append(PlanIssue(IssueKind.SYNTAX, f"plan cut off at {limit} (finish_reason 'length') after "
+                                      f"{done} complete task(s); write fewer or shorter tasks. The model's text: "
+                                      f"{_excerpt(reader.text)}", None))
+        state.joined = True   # what a missing join() would say, the cut says better
 
     def _take(self, item: Task | Join | PlanIssue, state: _RoundState, tfu: TaskFetchingUnit) -> None:
         if isinstance(item, PlanIssue):
@@ -239,9 +291,7 @@ class Run:
             return
         limit = self.orch.max_tasks
         if limit is not None and len(state.tasks) >= limit:
-            if not any(i.kind is IssueKind.TOO_MANY_TASKS for i in state.issues):
-                state.issues.append(PlanIssue(
-                    IssueKind.TOO_MANY_TASKS, f"the plan has more than {limit} tasks", item.line, item.id))
+            self._too_many(item, state)
             return  # later tasks never start
         problems = check_task(item, tools=self.orch.tools, known_ids=state.ids)
         state.tasks.append(item)
@@ -254,10 +304,11 @@ class Run:
             return
         tfu.add(item)
 
-    def _final_checks(self, plan: Plan, state: _RoundState) -> None:
+    def _final_checks(self, plan: Plan, state: _RoundState, *, ordered: bool) -> None:
         seen = {(i.kind, i.line, i.message) for i in state.issues}
-        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks):
-            if (issue.kind, issue.line, issue.message) not in seen:
+        once = {i.kind for i in state.issues} & {IssueKind.TOO_MANY_TASKS}
+        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks, ordered=ordered):
+            if (issue.kind, issue.line, issue.message) not in seen and issue.kind not in once:
                 seen.add((issue.kind, issue.line, issue.message))
                 state.issues.append(issue)
 
@@ -343,14 +394,11 @@ def _shown(value: Any) -> str:
         return f"({type(value).__name__} that cannot be shown: {type(exc).__name__})"
 
 
-def _topological(plan: Plan) -> list[Task]:
-    """Tasks of an acyclic plan in dependency order (stable: plan order among equals)."""
-    import networkx as nx
-
-    graph = plan.graph()
-    order = {t.id: i for i, t in enumerate(plan.tasks)}
-    ids = nx.lexicographical_topological_sort(graph, key=lambda n: order.get(n, len(order)))
-    return [plan.task(i) for i in ids if i in order]
+def _excerpt(text: str, head: int = 300, tail: int = 200) -> str:
+    """``text`` for an issue: its start and its end, newlines shown as \\n, quoted."""
+    if len(text) > head + tail + 20:
+        text = f"{text[:head]} [... {len(text) - head - tail} characters ...] {text[-tail:]}"
+    return repr(text)
 
 
 def _postorder(root: int, edges: dict[int, list[int]]) -> list[int]:

@@ -9,7 +9,7 @@ Everything here is pure and synchronous: text in, plans, issues and decisions ou
 
 from fleetcall.planner.joiner import Finish, Replan, joiner_json_schema, parse_joiner, parse_joiner_json
 from fleetcall.planner.json_plan import (
-    PLAN_TOOL_NAME, parse_json_plan, plan_json_schema, plan_schema, plan_tool_definition,
+    PLAN_TOOL_NAME, JsonPlanParser, parse_json_plan, plan_json_schema, plan_schema, plan_tool_definition,
 )
 from fleetcall.planner.parser import END_OF_PLAN, PlanParser, parse_plan, parse_plan_strict
 from fleetcall.planner.plan import (
@@ -21,7 +21,7 @@ from fleetcall.planner.validate import check_task, cycle_issues, raise_for_issue
 
 __all__ = [
     "Finish", "Replan", "joiner_json_schema", "parse_joiner", "parse_joiner_json",
-    "PLAN_TOOL_NAME", "parse_json_plan", "plan_json_schema", "plan_schema", "plan_tool_definition",
+    "PLAN_TOOL_NAME", "JsonPlanParser", "parse_json_plan", "plan_json_schema", "plan_schema", "plan_tool_definition",
     "END_OF_PLAN", "PlanParser", "parse_plan", "parse_plan_strict",
     "JOIN", "Interp", "IssueKind", "Join", "Observation", "ObservationStatus", "Plan", "PlanIssue", "Ref",
     "Round", "Task", "iter_refs",
