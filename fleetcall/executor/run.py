@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from fleetcall.executor.result import (
     LLMCallRecord, PlanRecord, ReplanRecord, RunResult, RunStatus, TaskRecord, UsageRecord,
 )
 from fleetcall.executor.runner import call_tool
-from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete
+from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete, count_tokens
 from fleetcall.planner import (
     Finish, Replan, build_joiner_messages, build_planner_messages, check_task, parse_joiner,
     parse_joiner_json, plan_json_schema, plan_tool_definition, validate_plan,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 Emit = ev.Emit
 READ_AFTER_PLAN = 8   # chunks read after a plan is whole, for the usage a server sends at the end
+PROMPT_MARGIN = 0.9   # share of the context's room a prompt may fill by the model-free token estimate
 
 
 @dataclass(slots=True)
@@ -178,13 +180,17 @@ class Run:
         observations = tuple(tfu.results[t.id] for t in state.tasks if t.id in tfu.results)
         return Round(state.text, tuple(state.tasks), observations, tuple(state.issues))
 
+    def _prompt_budget(self, answer_tokens: int | None, extra: str = "") -> int:
+        """Tokens a prompt may take: the model's context less room for the answer (and for
+        ``extra`` text the server adds to the prompt: tool definitions), with a margin for the
+        estimate (:func:`~fleetcall.llm.base.count_tokens` is model-free)."""
+        context = self.orch.context_tokens
+        room = answer_tokens if answer_tokens is not None else min(1024, context // 4)
+        return max(int((context - room) * PROMPT_MARGIN) - count_tokens(extra), 1)
+
     def _planner_request(self, history: Sequence[Round]) -> LLMRequest:
         orch = self.orch
         json_mode = orch.plan_format != "text"
-        messages = build_planner_messages(
-            self.query, list(orch.tools.values()), examples=orch.examples, rounds=history,
-            json_mode=json_mode, max_tasks=orch.max_tasks,
-        )
         extra: dict[str, Any] = {}
         if orch.plan_format == "json":
             extra["response_format"] = plan_json_schema(list(orch.tools.values()), max_tasks=orch.max_tasks)
@@ -192,6 +198,11 @@ class Run:
             definition = plan_tool_definition(list(orch.tools.values()), max_tasks=orch.max_tasks)
             extra["tools"] = (definition,)
             extra["tool_choice"] = {"type": "function", "function": {"name": definition["function"]["name"]}}
+        budget = self._prompt_budget(orch.planner_max_tokens, json.dumps(extra["tools"]) if "tools" in extra else "")
+        messages = build_planner_messages(
+            self.query, list(orch.tools.values()), examples=orch.examples, rounds=history,
+            json_mode=json_mode, max_tasks=orch.max_tasks, max_prompt_tokens=budget,
+        )
         return LLMRequest(tuple(messages), self._ctx("planner"), max_tokens=orch.planner_max_tokens, **extra)
 
     async def _stream_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
@@ -359,7 +370,8 @@ class Run:
     # -- joining ---------------------------------------------------------------------------------
     async def _join(self, rounds: Sequence[Round]) -> Finish | Replan:
         json_mode = self.orch.joiner_format == "json"
-        messages = build_joiner_messages(self.query, rounds, json_mode=json_mode)
+        messages = build_joiner_messages(self.query, rounds, json_mode=json_mode,
+                                         max_prompt_tokens=self._prompt_budget(None))
         extra: dict[str, Any] = {}
         if json_mode:
             from fleetcall.planner import joiner_json_schema

@@ -7,17 +7,19 @@ from fleetcall.llm.base import (
     Completion,
     LLMRequest,
     Message,
+    ModelInfo,
     ToolCall,
     ToolCallDelta,
     Usage,
     complete,
     count_tokens,
     estimate_usage,
+    model_info,
     prompt_tokens,
 )
 from fleetcall.llm.scripted import ScriptedLLM, split_tokens
 
 __all__ = [
-    "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ToolCall", "ToolCallDelta",
-    "Usage", "complete", "count_tokens", "estimate_usage", "prompt_tokens", "ScriptedLLM", "split_tokens",
+    "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ModelInfo", "ToolCall", "ToolCallDelta",
+    "Usage", "complete", "count_tokens", "estimate_usage", "model_info", "prompt_tokens", "ScriptedLLM", "split_tokens",
 ]

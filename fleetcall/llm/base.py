@@ -9,7 +9,7 @@ how urgent it is.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -114,6 +114,42 @@ class Completion:
     def truncated(self) -> bool:
         """True iff the answer was cut off at ``max_tokens`` (``finish_reason == "length"``)."""
         return self.finish_reason == "length"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a run may know about the model behind an LLM: it picks the plan format
+    (``plan_format="auto"``) and sizes the prompts. An LLM says it with a ``model_info`` attribute;
+    one that does not is taken to know nothing (text plans, the default context)."""
+
+    json_schema: bool = False           # it enforces a JSON-schema ``response_format`` (constrained decoding)
+    context_tokens: int | None = None   # tokens of prompt and answer together it takes, if known
+
+    @staticmethod
+    def weakest(infos: "Iterable[ModelInfo]") -> "ModelInfo":
+        """What holds for every one of several models (a pool may send a call to any of them)."""
+        infos = list(infos)
+        contexts = [i.context_tokens for i in infos if i.context_tokens is not None]
+        return ModelInfo(bool(infos) and all(i.json_schema for i in infos), min(contexts) if contexts else None)
+
+
+def model_info(llm: object) -> ModelInfo:
+    """What ``llm`` says about its model: its ``model_info``; for an endpoint pool, the weakest of
+    its endpoints' (JSON schemas only if every endpoint enforces them, the smallest context).
+
+    >>> model_info(object())
+    ModelInfo(json_schema=False, context_tokens=None)
+    """
+    info = getattr(llm, "model_info", None)
+    if isinstance(info, ModelInfo):
+        return info
+    # An EndpointPool does not say it itself (yet): its endpoints' clients do.
+    endpoints = getattr(llm, "_endpoints", None)
+    if isinstance(endpoints, Mapping) and endpoints:
+        infos = [getattr(getattr(ep, "client", None), "model_info", None) for ep in endpoints.values()]
+        if all(isinstance(i, ModelInfo) for i in infos):
+            return ModelInfo.weakest(infos)   # type: ignore[arg-type]  # all checked just above
+    return ModelInfo()
 
 
 @runtime_checkable

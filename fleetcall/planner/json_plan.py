@@ -37,6 +37,9 @@ from fleetcall.planner.plan import JOIN, IssueKind, Join, Plan, PlanIssue, Task,
 from fleetcall.tools.base import Tool
 
 PLAN_TOOL_NAME = "make_plan"
+# A task's "thought" in the plan schema: long enough to say why, short enough that a small model
+# looping inside it ("and Italy being the twentieth, and ...") is stopped by the grammar.
+MAX_THOUGHT_CHARS = 200
 MAX_DEPTH = 100        # nesting of argument values; deeper is a SYNTAX issue
 # A reference written where a non-string value is expected: "$1", "${2}", "$1.items[0].name".
 REF_PATTERN = r"^\$\{?[0-9]+\}?(\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\])*$"
@@ -348,7 +351,8 @@ def _task_schema(tool: str | None, args: dict[str, Any]) -> dict[str, Any]:
     name: dict[str, Any] = {"type": "string"} if tool is None else {"type": "string", "enum": [tool]}
     return {
         "type": "object",
-        "properties": {"id": {"type": "integer"}, "thought": {"type": "string"}, "tool": name, "args": args},
+        "properties": {"id": {"type": "integer"}, "thought": {"type": "string", "maxLength": MAX_THOUGHT_CHARS},
+                       "tool": name, "args": args},
         "required": ["id", "thought", "tool", "args"],
         "additionalProperties": False,
     }

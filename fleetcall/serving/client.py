@@ -42,7 +42,7 @@ from pydantic import SecretStr
 
 from fleetcall.errors import EndpointError, VirtualClockError
 from fleetcall.llm.base import (
-    Chunk, Completion, LLMRequest, ToolCall, ToolCallDelta, Usage, count_tokens, prompt_tokens,
+    Chunk, Completion, LLMRequest, ModelInfo, ToolCall, ToolCallDelta, Usage, count_tokens, prompt_tokens,
 )
 from fleetcall.serving.config import EndpointConfig, RetryConfig
 from fleetcall.vclock import is_virtual
@@ -449,6 +449,11 @@ class EndpointClient:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """What its config says about the model (JSON schemas enforced, context size)."""
+        return self.config.model_info
 
     def _begin(self, timeout_s: float | None) -> _Attempt:
         """Read the key now (ConfigError if its variable is unset) and fix the deadline."""

@@ -131,6 +131,14 @@ def test_plan_tool_definition(tools: dict) -> None:
     assert d["function"]["parameters"] == plan_json_schema(list(tools.values()))["json_schema"]["schema"]
 
 
+def test_plan_schema_bounds_each_thought() -> None:
+    """SmolLM2-135M looped inside a thought until max_tokens; llama.cpp's grammar honours maxLength."""
+    from fleetcall.planner.json_plan import MAX_THOUGHT_CHARS
+    from fleetcall.tools.builtins import math_tool
+    item = plan_json_schema([math_tool])["json_schema"]["schema"]["properties"]["tasks"]["items"]
+    assert item["properties"]["thought"] == {"type": "string", "maxLength": MAX_THOUGHT_CHARS}
+
+
 def test_plan_schema_bounds_the_number_of_tasks_when_asked() -> None:
     """Constrained decoding closes the list at max_tasks instead of letting a small model repeat
     tasks until its answer is cut off mid-JSON."""
