@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from fleetcall.errors import LLMError
 from fleetcall.executor.result import LLMCallRecord
 from fleetcall.llm.base import LLM, Chunk, LLMRequest, Usage, estimate_usage
+from fleetcall.planner.literals import clean_text
 
 
 class RecordingLLM:
@@ -36,6 +37,7 @@ class RecordingLLM:
         call = _Call()
         try:
             async for chunk in self._llm.stream(request):
+                chunk = _clean(chunk)
                 call.observe(chunk)
                 yield chunk
         except (LLMError, asyncio.CancelledError, GeneratorExit):
@@ -62,6 +64,16 @@ class RecordingLLM:
                 info=call.info,
             )
         )
+
+
+def _clean(chunk: Chunk) -> Chunk:
+    """``chunk`` with lone UTF-16 surrogates in its text replaced (U+FFFD): a model can send one
+    (a ``"\\ud800"`` escape), and no record, prompt or JSON result could then be encoded."""
+    text = clean_text(chunk.text)
+    if text is chunk.text and all(clean_text(d.arguments) is d.arguments for d in chunk.tool_deltas):
+        return chunk
+    deltas = tuple(dataclasses.replace(d, arguments=clean_text(d.arguments)) for d in chunk.tool_deltas)
+    return dataclasses.replace(chunk, text=text, tool_deltas=deltas)
 
 
 @dataclasses.dataclass(slots=True)

@@ -75,3 +75,9 @@ def test_a_finish_cut_off_at_max_tokens_is_not_a_final_answer(tools):
     result = vrun(Orchestrator(tools, llm, max_replans=1).run("q"))
     assert result.answer == "21C in Tokyo" and len(result.replans) == 1
     assert "cut off at max_tokens" in result.replans[0].reason
+
+
+def test_a_lone_surrogate_anywhere_in_model_output_leaves_a_serialisable_result(tools):
+    result = _run(tools, ['Thought: \ud800\n1. echo("\ud800")\n2. join()', "Finish(\ud800 answer)"])
+    assert result.answer == "\ufffd answer" and "\ud800" not in result.plans[0].text
+    result.model_dump_json()

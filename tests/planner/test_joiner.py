@@ -117,3 +117,24 @@ def test_joiner_json_schema() -> None:
     schema = rf["json_schema"]["schema"]
     assert rf["type"] == "json_schema" and schema["properties"]["action"]["enum"] == ["finish", "replan"]
     assert set(schema["required"]) == set(schema["properties"])
+
+
+def test_reading_the_decision_is_linear() -> None:
+    """Four times the answer, at most ~eight times the work, for hostile answers."""
+    import time
+
+    def cpu(text: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            parse_joiner(text)
+            parse_joiner(text, truncated=True)
+            parse_joiner_json(text)
+            best = min(best, time.process_time() - start)
+        return best
+
+    for make in (lambda n: "Finish(" + "(" * n, lambda n: "Action: " * n + "Finish(x)",
+                 lambda n: "Finish(\"" + "\\\"" * n, lambda n: "\n".join(["Thought: a"] * n) + "\nFinish(" + ")" * n,
+                 lambda n: '{"action": "finish", "answer": "' + "\\\\" * n):
+        small, large = cpu(make(50_000)), cpu(make(200_000))
+        assert large < 8 * max(small, 1e-3), (small, large)
