@@ -164,7 +164,7 @@ class Run:
         self.plans.append(plan_record)
         failure: LLMError | None = None
         async with asyncio.TaskGroup() as group:
-            tfu = TaskFetchingUnit(group, self._execute_task, self._on_skip)
+            tfu = TaskFetchingUnit(group, self._execute_task, self._on_skip, self._on_unresolved)
             try:
                 await self._stream_plan(history, state, tfu)
             except LLMError as exc:
@@ -342,6 +342,13 @@ class Run:
         record = self.records[(self.round, task.id)]
         record.status, record.error = "skipped", obs.error
         self.emit(ev.TaskSkipped(self.round, task.id, obs, self.loop.time()))
+
+    def _on_unresolved(self, task: Task, obs: Observation) -> None:
+        """A task whose reference could not be followed: it failed without running."""
+        record = self.records[(self.round, task.id)]
+        record.status, record.error = obs.status.value, obs.error
+        now = self.loop.time()
+        self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
         tool = self.orch.tools[task.tool]

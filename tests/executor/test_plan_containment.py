@@ -81,3 +81,14 @@ def test_a_lone_surrogate_anywhere_in_model_output_leaves_a_serialisable_result(
     result = _run(tools, ['Thought: \ud800\n1. echo("\ud800")\n2. join()', "Finish(\ud800 answer)"])
     assert result.answer == "\ufffd answer" and "\ud800" not in result.plans[0].text
     result.model_dump_json()
+
+
+def test_a_reference_cannot_walk_python_internals(tools):
+    """``$1.__class__...`` would hand the model's tools (and the joiner's prompt) any object
+    reachable from a result, module globals included."""
+    result = _run(tools, ['1. search("x")\n2. echo($1.__class__)\n3. echo($1.__class__.__init__.__globals__)\n'
+                          '4. profile("p")\n5. echo($1.upper)\n6. echo($4["name"])\n7. join()', "Finish(ok)"])
+    by_id = {t.id: t for t in result.tasks}
+    assert by_id[2].status == "error" and "private" in by_id[2].error
+    assert by_id[3].status == "error" and "private" in by_id[3].error
+    assert by_id[6].observation == "p"
