@@ -60,11 +60,12 @@ def scripts(draw: st.DrawFn) -> list[tuple[str, list[int], bool, str | None]]:
 
 @SETTINGS
 @given(scripts(), st.sampled_from(["text", "json", "tool_call"]), st.sampled_from(["text", "json"]),
-       st.sampled_from([None, 3]), st.sampled_from([None, 300]))
-def test_no_model_output_makes_run_raise(script, plan_format, joiner_format, max_tasks, context) -> None:
+       st.sampled_from([None, 3]), st.sampled_from([None, 300]),
+       st.sampled_from(["compiled", "compiled", "react", "parallel_calls"]))
+def test_no_model_output_makes_run_raise(script, plan_format, joiner_format, max_tasks, context, mode) -> None:
     orch = Orchestrator([search, echo], ChunkedLLM(script), plan_format=plan_format, joiner_format=joiner_format,
-                        max_tasks=max_tasks, max_replans=2, context_tokens=context and 2048)
-    result = vrun(orch.run("What is it?", deadline=1000.0))
+                        max_tasks=max_tasks, max_replans=2, context_tokens=context and 2048, max_steps=4)
+    result = vrun(orch.run("What is it?", deadline=1000.0, mode=mode))
     assert isinstance(result, RunResult)
     assert result.status in (RunStatus.ANSWERED, RunStatus.FAILED)
     result.model_dump_json()                  # the whole record can be serialised
