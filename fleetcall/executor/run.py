@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from fleetcall.executor.orchestrator import Orchestrator
 
 Emit = ev.Emit
-READ_AFTER_PLAN = 8   # chunks read after a plan is whole, for the usage a server sends at the end
 PROMPT_MARGIN = 0.9   # share of the context's room a prompt may fill by the model-free token estimate
 
 
@@ -210,9 +209,10 @@ class Run:
         complete; then the checks of the whole plan. Linear in the plan's size, and the loop gets
         a turn every so often (:class:`LoopYielder`), so the deadline holds however fast it comes.
 
-        Reading stops at the first task beyond ``max_tasks`` (the plan is rejected; nothing past
-        the limit runs). Once the plan is whole, a few more chunks are read for the usage a
-        server sends after its text, then the stream is closed."""
+        Reading stops once the plan is whole (``join()``, the JSON task list closed): whatever the
+        model writes after it would only delay the joiner (the call's usage is then estimated,
+        see :class:`RecordingLLM`). It stops too at the first task beyond ``max_tasks`` (the plan
+        is rejected; nothing past the limit runs)."""
         request = self._planner_request(history)
         reader = PlanReader(self.orch.plan_format)
         try:
@@ -239,20 +239,14 @@ class Run:
         """Feed the planner's stream to ``reader``, taking each item; returns the finish reason."""
         yielder = LoopYielder()
         finish: str | None = None
-        after_plan = 0
         async with contextlib.aclosing(self._llm(self.orch.planner_llm).stream(request)) as stream:
             async for chunk in stream:
                 finish = chunk.finish_reason or finish
-                if reader.done:
-                    after_plan += 1
-                    if after_plan > READ_AFTER_PLAN:
-                        break
-                    continue
                 items = reader.feed(chunk)
                 for item in items:
                     self._take(item, state, tfu)
                 self._check_size(reader, state)
-                if state.over_limit:
+                if reader.done or state.over_limit:
                     break
                 read = len(chunk.text) + sum(len(d.arguments) for d in chunk.tool_deltas)
                 await yielder.spent(1 + read + ITEM_COST * len(items))

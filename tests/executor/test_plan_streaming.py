@@ -118,8 +118,8 @@ def test_tool_call_plans_stream_from_the_arguments_deltas(tools):
     assert result.status is RunStatus.ANSWERED and result.plans[0].text == plan
     first, second = result.tasks
     assert first.start < second.start <= result.plans[0].finished_at
-    planner = result.llm_calls[0]
-    assert (planner.prompt_tokens, planner.usage_estimated) == (100, False)   # read to its usage
+    planner = result.llm_calls[0]     # closed when the task list closed: counted from what was read
+    assert planner.usage_estimated and planner.prompt_tokens > 100 and planner.completion_tokens > 10
 
 
 # -- linear, and the loop keeps running --------------------------------------------------------
