@@ -12,6 +12,7 @@ joiner's reason); the new plan copies the values it needs from them and does not
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,8 +147,25 @@ def format_example(tools: Sequence[Tool], *, json_mode: bool) -> str:
     return "\n".join([*lines, f"{len(calls) + 1}. join()", "<END_OF_PLAN>"])
 
 
+_PARAMS_CACHE: OrderedDict[int, tuple[Tool, tuple[dict[str, dict[str, Any]], list[str]]]] = OrderedDict()
+_PARAMS_CACHE_SIZE = 256   # tools whose parameters are remembered (a schema costs ~1 ms to build)
+
+
 def _params(tool: Tool) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(parameter -> its JSON schema, required parameters in order) of ``tool``, never raising."""
+    """(parameter -> its JSON schema, required parameters in order) of ``tool``, never raising.
+    Remembered per tool object: every planner prompt asks."""
+    cached = _PARAMS_CACHE.get(id(tool))
+    if cached is not None and cached[0] is tool:
+        _PARAMS_CACHE.move_to_end(id(tool))
+        return cached[1]
+    found = _read_params(tool)
+    _PARAMS_CACHE[id(tool)] = (tool, found)
+    while len(_PARAMS_CACHE) > _PARAMS_CACHE_SIZE:
+        _PARAMS_CACHE.popitem(last=False)
+    return found
+
+
+def _read_params(tool: Tool) -> tuple[dict[str, dict[str, Any]], list[str]]:
     try:
         schema = tool.json_schema()
     except Exception:  # a tool whose schema cannot be built is still listed, without an example call
