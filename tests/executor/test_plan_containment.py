@@ -92,3 +92,21 @@ def test_a_reference_cannot_walk_python_internals(tools):
     assert by_id[2].status == "error" and "private" in by_id[2].error
     assert by_id[3].status == "error" and "private" in by_id[3].error
     assert by_id[6].observation == "p"
+
+
+def test_a_react_finish_cut_off_at_max_tokens_is_not_the_answer(tools):
+    class CutFirst:
+        """The first answer ends cut off at max_tokens; the next one whole."""
+
+        def __init__(self):
+            self.inner = ScriptedLLM(["Thought: x\nAction: Finish(21C in To", "Action: Finish(21C in Tokyo)"])
+
+        async def stream(self, request):
+            first = not self.inner.requests
+            async for chunk in self.inner.stream(request):
+                if chunk.finish_reason is not None and first:
+                    chunk = dataclasses.replace(chunk, finish_reason="length")
+                yield chunk
+
+    result = vrun(Orchestrator(tools, CutFirst()).run("q", mode="react"))
+    assert result.answer == "21C in Tokyo"
