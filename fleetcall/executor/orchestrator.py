@@ -27,7 +27,7 @@ from fleetcall.executor.baselines import BaselineRun
 from fleetcall.executor.run import Run
 from fleetcall.executor.runner import ToolLimits
 from fleetcall.llm.adapters import as_llm, require_tool_calls
-from fleetcall.llm.base import LLM
+from fleetcall.llm.base import LLM, ModelInfo, model_info
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
 from fleetcall.tools.base import Tool, Toolset
 
@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
-PlanFormat = Literal["text", "json", "tool_call"]
-JoinerFormat = Literal["text", "json"]
+PlanFormat = Literal["auto", "text", "json", "tool_call"]
+JoinerFormat = Literal["auto", "text", "json"]
+DEFAULT_CONTEXT_TOKENS = 8192   # the model's context when neither the caller nor the LLM says
 
 
 class RunHandle:
@@ -85,8 +86,17 @@ class Orchestrator:
         max_tasks: the most tasks one plan may hold.
         examples: few-shot plan examples shown to the planner.
         plan_format: ``text`` (LLMCompiler's streamed syntax), ``json`` (JSON-schema
-            ``response_format``) or ``tool_call`` (one forced tool call carrying the plan).
-        joiner_format: ``text`` (``Finish(...)`` / ``Replan(...)``) or ``json``.
+            ``response_format``), ``tool_call`` (one forced tool call carrying the plan), or
+            ``auto`` (the default): ``json`` if the planner LLM says it enforces JSON schemas
+            (:func:`~fleetcall.llm.base.model_info`: an endpoint pool whose endpoints are all
+            llama.cpp servers or set ``json_schema = true``), else ``text``. Every format streams.
+            ``self.plan_format`` holds the format chosen.
+        joiner_format: ``text`` (``Finish(...)`` / ``Replan(...)``), ``json``, or ``auto`` (the
+            same choice, made for the joiner LLM).
+        context_tokens: the model's context (prompt and answer, tokens); prompts of the planner
+            and the joiner are kept within it minus room for the answer (``planner_max_tokens``, or
+            a quarter of it up to 1,024), earlier rounds shown in less detail as needed. Default:
+            what the planner LLM says (a pool endpoint's ``context_tokens``), else 8,192.
         builtin_tools: add the built-in ``math`` and ``llm`` tools unless a tool of that name is given.
         max_steps: the most LLM turns of the ``react`` and ``parallel_calls`` baselines.
     """
@@ -102,9 +112,10 @@ class Orchestrator:
         max_replans: int = 2,
         max_tasks: int | None = 64,
         examples: Sequence[str] = (),
-        plan_format: PlanFormat = "text",
-        joiner_format: JoinerFormat = "text",
+        plan_format: PlanFormat = "auto",
+        joiner_format: JoinerFormat = "auto",
         planner_max_tokens: int | None = None,
+        context_tokens: int | None = None,
         builtin_tools: bool = True,
         max_steps: int = 20,
     ) -> None:
@@ -123,18 +134,22 @@ class Orchestrator:
             raise ConfigError(f"max_replans must be an integer >= 0, got {max_replans!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ConfigError(f"max_tasks must be a positive integer or None, got {max_tasks!r}")
-        if plan_format not in ("text", "json", "tool_call"):
-            raise ConfigError(f"plan_format must be 'text', 'json' or 'tool_call', got {plan_format!r}")
+        if plan_format not in ("auto", "text", "json", "tool_call"):
+            raise ConfigError(f"plan_format must be 'auto', 'text', 'json' or 'tool_call', got {plan_format!r}")
         if plan_format == "tool_call":
             require_tool_calls(self.planner_llm, "planner_llm")
-        if joiner_format not in ("text", "json"):
-            raise ConfigError(f"joiner_format must be 'text' or 'json', got {joiner_format!r}")
+        if joiner_format not in ("auto", "text", "json"):
+            raise ConfigError(f"joiner_format must be 'auto', 'text' or 'json', got {joiner_format!r}")
+        if context_tokens is not None and (not isinstance(context_tokens, int) or context_tokens < 256):
+            raise ConfigError(f"context_tokens must be an integer >= 256 or None, got {context_tokens!r}")
         self.max_replans = max_replans
         self.max_tasks = max_tasks
         self.examples = tuple(examples)
-        self.plan_format: PlanFormat = plan_format
-        self.joiner_format: JoinerFormat = joiner_format
+        planner_info, joiner_info = model_info(self.planner_llm), model_info(self.joiner_llm)
+        self.plan_format: PlanFormat = _chosen(plan_format, planner_info)
+        self.joiner_format: JoinerFormat = _chosen(joiner_format, joiner_info)  # type: ignore[assignment]
         self.planner_max_tokens = planner_max_tokens
+        self.context_tokens: int = context_tokens or planner_info.context_tokens or DEFAULT_CONTEXT_TOKENS
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
         self.max_steps = max_steps
@@ -256,6 +271,13 @@ def _take_toolsets(tools: Iterable[Any]) -> tuple[list[Any], list[Toolset]]:
         else:
             flat.append(item)
     return flat, toolsets
+
+
+def _chosen(fmt: str, info: ModelInfo) -> Any:
+    """``fmt``, with ``auto`` made ``json`` for a model that enforces JSON schemas, else ``text``."""
+    if fmt != "auto":
+        return fmt
+    return "json" if info.json_schema else "text"
 
 
 def _role_llm(given: Any, default: LLM | None, role: str) -> LLM:

@@ -34,6 +34,10 @@ def follow(ref: Ref, results: Mapping[int, Any]) -> Any:
                 value = value[step]
             elif isinstance(value, Mapping):
                 value = value[step]
+            elif step.startswith("_"):
+                # model output must not walk Python internals ($1.__class__.__init__.__globals__)
+                raise ResolveError(f"cannot resolve {ref}: {step!r} is private (a path may name keys, "
+                                   "indexes and public attributes only)")
             else:
                 value = getattr(value, step)
         except (KeyError, IndexError, TypeError, AttributeError) as exc:

@@ -56,6 +56,9 @@ class LLMCallRecord(BaseModel):
     end: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_estimated: bool = False               # True iff the LLM gave no counts (stream closed
+                                                # early, or none sent): counted from what was sent and read
+    finish_reason: str | None = None            # stop | length (cut at max_tokens) | tool_calls | None
     info: dict[str, Any] | None = None          # serving details: endpoint, queue wait, ttft
 
 
@@ -63,6 +66,7 @@ class UsageRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    estimated_calls: int = 0                    # of ``calls``, those whose counts are estimates
 
 
 class RunResult(BaseModel):

@@ -65,15 +65,15 @@ class OpenAILLM:
             response = await self.client.chat.completions.create(**body, extra_body=request.extra_body)
             async with response:   # closes the HTTP response however the loop ends
                 async for event in response:
-                    text = answer.apply_delta(event.model_dump(), loop.time())
-                    if text:
-                        yield Chunk(text=text)
+                    text, pieces = answer.apply_delta(event.model_dump(), loop.time())
+                    if text or pieces:
+                        yield Chunk(text=text, tool_deltas=pieces)
         except openai.OpenAIError as exc:
             raise LLMError(f"{self._where()}: {type(exc).__name__}: {exc}") from exc
         if answer.finish_reason is None:
             raise LLMError(f"{self._where()}: the stream ended before the answer was complete")
         usage, info = answer.result(self.name, request, loop.time(), streamed=True)
-        yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info)
+        yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info, finish_reason=answer.finish_reason)
 
     def _where(self) -> str:
         return f"model {self.model!r} at {self.client.base_url}"

@@ -98,11 +98,14 @@ class LocalServer:
     slots: int
     process: asyncio.subprocess.Process
     log: IO[bytes]         # the child's stderr (llama.cpp's log); deleted when closed
+    ctx: int = 2048        # context of each slot, tokens
 
     def endpoint(self) -> EndpointConfig:
-        """This server as a pool endpoint (hardware unknown to the GPU catalog)."""
+        """This server as a pool endpoint (hardware unknown to the GPU catalog): llama.cpp
+        enforces JSON-schema response formats, and each slot holds ``ctx`` tokens."""
         return EndpointConfig(name=self.name, base_url=self.base_url, model=self.model,
-                              gpu=UNKNOWN_GPU, slots=self.slots, tags=["local", "llama.cpp"])
+                              gpu=UNKNOWN_GPU, slots=self.slots, tags=["local", "llama.cpp"],
+                              json_schema=True, context_tokens=self.ctx)
 
     @property
     def running(self) -> bool:
@@ -160,7 +163,7 @@ async def start_local_server(name: str, *, model_path: Path | None = None, host:
             "--slots", str(slots), "--max-tokens", str(max_tokens), "--alias", MODEL_NAME]
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log)
-    server = LocalServer(name, "", MODEL_NAME, slots, process, log)
+    server = LocalServer(name, "", MODEL_NAME, slots, process, log, ctx)
     try:
         server.base_url = await _await_ready(process, log, startup_timeout_s)
         await _check_health(server.base_url, startup_timeout_s)

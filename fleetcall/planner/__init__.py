@@ -16,7 +16,7 @@ from fleetcall._lazy import lazy_exports
 if TYPE_CHECKING:
     from fleetcall.planner.joiner import Finish, Replan, joiner_json_schema, parse_joiner, parse_joiner_json
     from fleetcall.planner.json_plan import (
-        PLAN_TOOL_NAME, parse_json_plan, plan_json_schema, plan_schema, plan_tool_definition,
+        PLAN_TOOL_NAME, JsonPlanParser, parse_json_plan, plan_json_schema, plan_schema, plan_tool_definition,
     )
     from fleetcall.planner.parser import END_OF_PLAN, PlanParser, parse_plan, parse_plan_strict
     from fleetcall.plan import (
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Finish", "Replan", "joiner_json_schema", "parse_joiner", "parse_joiner_json",
-    "PLAN_TOOL_NAME", "parse_json_plan", "plan_json_schema", "plan_schema", "plan_tool_definition",
+    "PLAN_TOOL_NAME", "JsonPlanParser", "parse_json_plan", "plan_json_schema", "plan_schema", "plan_tool_definition",
     "END_OF_PLAN", "PlanParser", "parse_plan", "parse_plan_strict",
     "JOIN", "Interp", "IssueKind", "Join", "Observation", "ObservationStatus", "Plan", "PlanIssue", "Ref",
     "Round", "Task", "iter_refs",
@@ -43,6 +43,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     'parse_joiner': 'fleetcall.planner.joiner',
     'parse_joiner_json': 'fleetcall.planner.joiner',
     'PLAN_TOOL_NAME': 'fleetcall.planner.json_plan',
+    'JsonPlanParser': 'fleetcall.planner.json_plan',
     'parse_json_plan': 'fleetcall.planner.json_plan',
     'plan_json_schema': 'fleetcall.planner.json_plan',
     'plan_schema': 'fleetcall.planner.json_plan',

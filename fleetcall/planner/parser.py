@@ -134,6 +134,11 @@ class PlanParser:
         return tuple(self._tasks)
 
     @property
+    def task_count(self) -> int:
+        """``len(tasks)``, without copying them."""
+        return len(self._tasks)
+
+    @property
     def issues(self) -> tuple[PlanIssue, ...]:
         return tuple(self._issues)
 

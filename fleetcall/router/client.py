@@ -15,8 +15,10 @@ emulated GPU under the virtual clock, with no second code path::
 
 Every call is measured on the loop's clock; the last chunk's ``info`` holds ``endpoint``,
 ``ttft_s``, ``tpot_s``, ``total_s``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``,
-``finish_reason`` and ``usage_reported`` (False when the server sent no usage and the token
-counts are estimates). Failures are :class:`~fleetcall.errors.EndpointError` with a ``retryable``
+``finish_reason`` and ``usage_reported`` (False when the server sent no usage, nor llama.cpp's
+``timings``, and the token counts are estimates). Streamed tool calls come out piece by piece as
+``Chunk.tool_deltas`` (merged by index, a new id at an index starting a new call), and whole in the
+last chunk's ``tool_calls``. Failures are :class:`~fleetcall.errors.EndpointError` with a ``retryable``
 verdict; the API key is sent per request and scrubbed from every error text.
 
 The per-attempt deadline is enforced with ``asyncio.timeout_at`` around each read, never around a
@@ -39,7 +41,9 @@ import httpx
 from pydantic import SecretStr
 
 from fleetcall.errors import EndpointError, VirtualClockError
-from fleetcall.llm.base import Chunk, Completion, LLMRequest, ToolCall, Usage, count_tokens
+from fleetcall.llm.base import (
+    Chunk, Completion, LLMRequest, ModelInfo, ToolCall, ToolCallDelta, Usage, count_tokens, prompt_tokens,
+)
 from fleetcall.router.config import EndpointConfig, RetryConfig
 from fleetcall.vclock import is_virtual
 
@@ -230,77 +234,111 @@ class _Answer:
 
     started: float
     text: list[str] = field(default_factory=list)
-    tools: dict[int, _ToolCallParts] = field(default_factory=dict)  # stream index -> parts
+    calls: list[_ToolCallParts] = field(default_factory=list)   # tool calls, in order of first delta
+    slots: dict[int, int] = field(default_factory=dict)  # stream index -> position in ``calls`` it feeds
+    call_ids: set[str] = field(default_factory=set)      # ids of ``calls``
     deltas: int = 0                  # content or tool-call deltas received (~tokens)
     first_at: float | None = None    # time of the first delta
     last_at: float | None = None     # time of the latest delta
     finish_reason: str | None = None
     done: bool = False               # "[DONE]" seen
     usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None  # llama.cpp's own counts, when it sends no usage
 
-    def apply_delta(self, payload: Mapping[str, Any], now: float) -> str:
-        """Fold one streamed ``chat.completion.chunk`` in; returns its text (maybe empty)."""
-        if isinstance(payload.get("usage"), dict):
-            self.usage = payload["usage"]
+    def apply_delta(self, payload: Mapping[str, Any], now: float) -> tuple[str, tuple[ToolCallDelta, ...]]:
+        """Fold one streamed ``chat.completion.chunk`` in; returns its text (maybe empty) and
+        its tool-call pieces, each numbered by the call it belongs to."""
+        self._note_counts(payload)
         choices = payload.get("choices") or []
-        choice = next((c for c in choices if c.get("index", 0) == 0), None)
+        choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if choice is None:
-            return ""
+            return "", ()
         self.finish_reason = choice.get("finish_reason") or self.finish_reason
         delta = choice.get("delta") or {}
-        text = delta.get("content") or ""
-        tool_deltas = delta.get("tool_calls") or []
-        for tool_delta in tool_deltas:
-            self._apply_tool_delta(tool_delta)
-        if text or tool_deltas:
+        text = _text_of(delta.get("content"))
+        raw = delta.get("tool_calls") or []
+        pieces = tuple(self._apply_tool_delta(d) for d in raw if isinstance(d, dict))
+        if text or pieces:
             self.deltas += 1
             self.first_at = now if self.first_at is None else self.first_at
             self.last_at = now
             self.text.append(text)
-        return text
+        return text, pieces
 
-    def _apply_tool_delta(self, tool_delta: Mapping[str, Any]) -> None:
+    def _note_counts(self, payload: Mapping[str, Any]) -> None:
+        if isinstance(payload.get("usage"), dict):
+            self.usage = payload["usage"]
+        if isinstance(payload.get("timings"), dict):
+            self.timings = payload["timings"]
+
+    def _apply_tool_delta(self, tool_delta: Mapping[str, Any]) -> ToolCallDelta:
+        """One ``tool_calls`` entry: its stream ``index`` says which call it continues, but a new
+        id at an index starts a new call (servers that reuse index 0 for every call); a server
+        that sends no index continues the latest call unless the id is new."""
         index = tool_delta.get("index")
-        if index is None:  # servers that omit it: a new id starts a new call, else continue
-            new_id = tool_delta.get("id")
-            fresh = new_id and all(p.id != new_id for p in self.tools.values())
-            index = len(self.tools) if fresh or not self.tools else max(self.tools)
-        parts = self.tools.setdefault(int(index), _ToolCallParts())
-        parts.id = tool_delta.get("id") or parts.id
+        new_id = tool_delta.get("id") if isinstance(tool_delta.get("id"), str) else ""
+        if isinstance(index, int) and not isinstance(index, bool):
+            slot = self.slots.get(index)
+            if slot is None or (new_id and self.calls[slot].id and self.calls[slot].id != new_id):
+                slot = self.slots[index] = len(self.calls)
+        elif not self.calls or (new_id and new_id not in self.call_ids):
+            slot = len(self.calls)
+        else:
+            slot = len(self.calls) - 1
+        if slot == len(self.calls):
+            self.calls.append(_ToolCallParts())
+        parts = self.calls[slot]
+        if new_id:
+            parts.id = new_id
+            self.call_ids.add(new_id)
         function = tool_delta.get("function") or {}
-        parts.name = function.get("name") or parts.name
-        if function.get("arguments"):
-            parts.arguments.append(function["arguments"])
+        name = function.get("name") if isinstance(function, dict) else None
+        parts.name = name if isinstance(name, str) and name else parts.name
+        arguments = _arguments_of(function.get("arguments") if isinstance(function, dict) else None)
+        if arguments:
+            parts.arguments.append(arguments)
+        return ToolCallDelta(slot, new_id, parts.name, arguments)
 
     def apply_message(self, payload: Mapping[str, Any], now: float) -> None:
         """Fold a whole (non-streamed) ``chat.completion`` in."""
-        if isinstance(payload.get("usage"), dict):
-            self.usage = payload["usage"]
+        self._note_counts(payload)
         choices = payload.get("choices") or [{}]
-        choice = choices[0]
+        choice = choices[0] if isinstance(choices[0], dict) else {}
         message = choice.get("message") or {}
         self.finish_reason = choice.get("finish_reason")
-        self.text.append(message.get("content") or "")
-        for index, call in enumerate(message.get("tool_calls") or []):
-            function = call.get("function") or {}
-            self.tools[index] = _ToolCallParts(call.get("id") or "", function.get("name") or "",
-                                               [function.get("arguments") or ""])
+        self.text.append(_text_of(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            function = (call.get("function") or {}) if isinstance(call, dict) else {}
+            self.calls.append(_ToolCallParts(str(call.get("id") or ""), str(function.get("name") or ""),
+                                             [_arguments_of(function.get("arguments"))]))
         self.first_at = self.last_at = now
         self.done = True
 
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return tuple(ToolCall(p.id or f"call_{i}", p.name, "".join(p.arguments))
-                     for i, p in sorted(self.tools.items()))
+                     for i, p in enumerate(self.calls))
+
+    def _server_counts(self) -> tuple[int | None, int | None]:
+        """(prompt, completion) tokens as the server counted them: its usage, else llama.cpp's
+        ``timings`` (cached + computed prompt tokens, predicted tokens)."""
+        usage = self.usage or {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        timings = self.timings or {}
+        if prompt is None and isinstance(timings.get("prompt_n"), int):
+            prompt = timings["prompt_n"] + int(timings.get("cache_n") or 0)
+        if completion is None and isinstance(timings.get("predicted_n"), int):
+            completion = timings["predicted_n"]
+        return (prompt if isinstance(prompt, int) else None,
+                completion if isinstance(completion, int) else None)
 
     def result(self, endpoint: str, request: LLMRequest, now: float,
                *, streamed: bool) -> tuple[Usage, dict[str, Any]]:
         """Usage and the measurement ``info`` of the finished call."""
         usage = self.usage or {}
-        reported = bool(usage)
-        prompt = usage.get("prompt_tokens")
+        prompt, completion = self._server_counts()
+        reported = prompt is not None and completion is not None
         if prompt is None:
-            prompt = sum(count_tokens(m.content) for m in request.messages)
-        completion = usage.get("completion_tokens")
+            prompt = prompt_tokens(request)
         if completion is None:
             completion = self.deltas if streamed else count_tokens("".join(self.text))
         details = usage.get("prompt_tokens_details") or {}
@@ -312,7 +350,28 @@ class _Answer:
         info = {"endpoint": endpoint, "ttft_s": ttft, "tpot_s": tpot, "total_s": now - self.started,
                 "prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached,
                 "finish_reason": self.finish_reason, "usage_reported": reported}
-        return Usage(prompt, completion, 1), info
+        return Usage(prompt, completion, 1, 0 if reported else 1), info
+
+
+def _text_of(content: Any) -> str:
+    """A delta's or message's ``content`` as text (None, or a list of text parts, as some send)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _arguments_of(arguments: Any) -> str:
+    """A tool call's ``arguments`` as JSON text (some servers send an object, not a string)."""
+    if isinstance(arguments, str):
+        return arguments
+    if arguments is None:
+        return ""
+    try:
+        return json.dumps(arguments)
+    except (TypeError, ValueError, RecursionError):
+        return ""
 
 
 def chat_body(request: LLMRequest, model: str, *, stream: bool) -> dict[str, Any]:
@@ -338,6 +397,14 @@ def chat_body(request: LLMRequest, model: str, *, stream: bool) -> dict[str, Any
     if request.extra_body:
         body.update(request.extra_body)
     return body
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The request body as UTF-8 JSON (as httpx's ``json=`` writes it), except that a lone UTF-16
+    surrogate (model output can hold one: ``"\\ud800"`` decodes to it) becomes ``?`` instead of
+    making the request unsendable."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8", "replace")
 
 
 # ----------------------------------------------------------------------------- the endpoint client
@@ -383,6 +450,11 @@ class EndpointClient:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def model_info(self) -> ModelInfo:
+        """What its config says about the model (JSON schemas enforced, context size)."""
+        return self.config.model_info
+
     def _begin(self, timeout_s: float | None) -> _Attempt:
         """Read the key now (ConfigError if its variable is unset) and fix the deadline."""
         key = self.config.api_key(self._environ)
@@ -407,13 +479,14 @@ class EndpointClient:
             else:
                 events = self._read_events(response, attempt, answer)
                 async with contextlib.aclosing(events):
-                    async for text in events:
-                        yield Chunk(text=text)
+                    async for text, pieces in events:
+                        yield Chunk(text=text, tool_deltas=pieces)
         finally:
             await response.aclose()
         now = asyncio.get_running_loop().time()
         usage, info = answer.result(self.name, request, now, streamed=True)
-        yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info)
+        yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info,
+                    finish_reason=answer.finish_reason)
 
     async def complete(self, request: LLMRequest, *, timeout_s: float | None = None) -> Completion:
         """One non-streamed chat completion; ``info`` has no ttft/tpot (None): nothing to time."""
@@ -427,18 +500,18 @@ class EndpointClient:
             await response.aclose()
         now = asyncio.get_running_loop().time()
         usage, info = answer.result(self.name, request, now, streamed=False)
-        return Completion("".join(answer.text), usage, answer.tool_calls(), info)
+        return Completion("".join(answer.text), usage, answer.tool_calls(), info, answer.finish_reason)
 
     # -- I/O, each read bounded by the attempt's deadline
 
     async def _send(self, body: dict[str, Any], attempt: _Attempt, *,
                     accept: str) -> httpx.Response:
         """POST the request; a non-2xx answer is read, closed and raised as EndpointError."""
-        headers = {"accept": accept}
+        headers = {"accept": accept, "content-type": "application/json"}
         if attempt.key is not None:
             headers["authorization"] = f"Bearer {attempt.key.get_secret_value()}"
         request = self._http.build_request("POST", f"{self.base_url}/chat/completions",
-                                           json=body, headers=headers)
+                                           content=encode_body(body), headers=headers)
         try:
             async with asyncio.timeout_at(attempt.deadline):
                 response = await self._http.send(request, stream=True)
@@ -478,8 +551,9 @@ class EndpointClient:
         answer.apply_message(payload, asyncio.get_running_loop().time())
 
     async def _read_events(self, response: httpx.Response, attempt: _Attempt,
-                           answer: _Answer) -> AsyncIterator[str]:
-        """Yield the text of each streamed delta until ``[DONE]``; fold the rest into ``answer``."""
+                           answer: _Answer) -> AsyncIterator[tuple[str, tuple[ToolCallDelta, ...]]]:
+        """Yield the text and tool-call pieces of each streamed delta until ``[DONE]``; fold the
+        rest into ``answer``."""
         loop = asyncio.get_running_loop()
         decoder = SSEDecoder()
         yielded = False  # True iff text went out to the caller: a retry would repeat it
@@ -491,10 +565,10 @@ class EndpointClient:
                 except (TimeoutError, httpx.HTTPError) as exc:
                     self._fail_transport(exc, attempt, yielded=yielded)
                 for data in decoder.feed(line) if line is not None else decoder.flush():
-                    text = self._fold_event(data, answer, attempt, loop.time(), yielded=yielded)
-                    if text:
+                    text, pieces = self._fold_event(data, answer, attempt, loop.time(), yielded=yielded)
+                    if text or pieces:
                         yielded = True
-                        yield text
+                        yield text, pieces
                 if line is None:
                     break
         if not answer.done and answer.finish_reason is None:
@@ -502,10 +576,10 @@ class EndpointClient:
                                 retryable=not yielded, first_token_seen=yielded)
 
     def _fold_event(self, data: str, answer: _Answer, attempt: _Attempt, now: float,
-                    *, yielded: bool) -> str:
+                    *, yielded: bool) -> tuple[str, tuple[ToolCallDelta, ...]]:
         if data.strip() == "[DONE]":
             answer.done = True
-            return ""
+            return "", ()
         try:
             payload = json.loads(data)
         except ValueError:

@@ -48,6 +48,7 @@ from pydantic import (
 )
 
 from fleetcall.errors import ConfigError
+from fleetcall.llm.base import ModelInfo
 from fleetcall.gpumodel.gpus import GPUConfig, get_gpu, known_gpus
 from fleetcall.gpumodel.models import ModelConfig, get_model
 
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 UNKNOWN_GPU = "unknown"  # gpu value of an endpoint whose hardware is not in the catalog
+JSON_SCHEMA_TAG = "llama.cpp"  # an endpoint with this tag enforces JSON schemas unless it says otherwise
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, hide_input_in_errors=True)
 
@@ -127,6 +129,10 @@ class EndpointConfig(BaseModel):
     rpm: int | None = Field(default=None, ge=1)  # requests per minute allowed
     tpm: int | None = Field(default=None, ge=1)  # tokens (prompt + completion) per minute allowed
     tags: list[str] = Field(default_factory=list)
+    # The server enforces a JSON-schema response_format (llama.cpp, vLLM, SGLang and OpenAI do):
+    # plan_format="auto" then plans in JSON. None: only an endpoint tagged "llama.cpp" is taken to.
+    json_schema: bool | None = None
+    context_tokens: int | None = Field(default=None, ge=256)  # the model's context (prompt + answer)
 
     @model_validator(mode="before")
     @classmethod
@@ -200,6 +206,12 @@ class EndpointConfig(BaseModel):
             return None
         target = parse_emulated_url(self.base_url)
         return EmulatedTarget(target.gpu, target.model, self.tp)
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """What a run may know about this endpoint's model (see :class:`~fleetcall.llm.base.ModelInfo`)."""
+        json_schema = self.json_schema if self.json_schema is not None else JSON_SCHEMA_TAG in self.tags
+        return ModelInfo(json_schema, self.context_tokens)
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
         """The API key, read now from ``environ`` (default ``os.environ``); None if none is set up.

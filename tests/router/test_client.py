@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from fleetcall.errors import ConfigError, EndpointError, VirtualClockError
-from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, complete
+from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, ToolCallDelta, complete
 from fleetcall.router.client import (
     EndpointClient, RoutingTransport, SSEDecoder, emulated_host, make_http_client, parse_retry_after,
 )
@@ -72,6 +72,10 @@ def make_client(handler: Handler, cfg: EndpointConfig | None = None,
 
 async def collect(client: EndpointClient, timeout_s: float = 30.0) -> list[Chunk]:
     return [chunk async for chunk in client.stream(REQUEST, timeout_s=timeout_s)]
+
+
+async def _collect_request(client: EndpointClient, request: LLMRequest) -> list[Chunk]:
+    return [chunk async for chunk in client.stream(request, timeout_s=30.0)]
 
 
 async def paced(parts: list[tuple[float, bytes]]) -> AsyncIterator[bytes]:
@@ -147,10 +151,62 @@ def test_stream_assembles_interleaved_tool_call_deltas() -> None:
             delta(finish="tool_calls"), usage_event(20, 9), "[DONE]"))
 
     chunks = vrun(collect(make_client(handler)))
-    assert [c.text for c in chunks] == [""]  # no text: only the final chunk
+    assert {c.text for c in chunks} == {""}  # no text
     assert chunks[-1].tool_calls == (ToolCall("call_a", "search", '{"q": "cats"}'),
                                      ToolCall("call_b", "add", '{"x": 1}'))
     assert chunks[-1].info is not None and chunks[-1].info["ttft_s"] == 0.0
+    assert chunks[-1].finish_reason == "tool_calls"
+    # the pieces came out as they streamed, numbered by call
+    pieces = [d for c in chunks for d in c.tool_deltas]
+    assert [(d.index, d.arguments) for d in pieces] == [(0, ""), (0, '{"q": '), (1, '{"x"'), (0, '"cats"}'), (1, ": 1}")]
+    assert pieces[0] == ToolCallDelta(0, "call_a", "search", "")
+
+
+def test_a_new_id_at_the_same_index_starts_a_new_tool_call() -> None:
+    """Servers that number every call 0: three ids at index 0 are three calls, not one call with
+    the three argument strings run together; an id repeated on each piece continues its call."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        return sse_response(sse(
+            delta(tools=[{"index": 0, "id": "call_a", "function": {"name": "f", "arguments": '{"n": 1}'}}]),
+            delta(tools=[{"index": 0, "id": "call_b", "function": {"name": "f", "arguments": '{"n": '}}]),
+            delta(tools=[{"index": 0, "id": "call_b", "function": {"arguments": "2}"}}]),
+            delta(tools=[{"index": 0, "id": "call_c", "function": {"name": "g", "arguments": "{}"}}]),
+            delta(tools=[{"id": "call_d", "function": {"name": "h", "arguments": "{"}}]),   # no index
+            delta(tools=[{"function": {"arguments": "}"}}]),
+            delta(finish="tool_calls"), "[DONE]"))
+
+    chunks = vrun(collect(make_client(handler)))
+    assert chunks[-1].tool_calls == (ToolCall("call_a", "f", '{"n": 1}'), ToolCall("call_b", "f", '{"n": 2}'),
+                                     ToolCall("call_c", "g", "{}"), ToolCall("call_d", "h", "{}"))
+    assert [d.index for c in chunks for d in c.tool_deltas] == [0, 1, 1, 2, 3, 3]
+
+
+def test_llama_cpp_timings_stand_in_for_missing_usage() -> None:
+    """llama.cpp sends ``timings`` (cached + computed prompt tokens, predicted tokens) even when
+    not asked for usage: those are the server's counts, not estimates."""
+    timings = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+               "timings": {"cache_n": 26, "prompt_n": 7, "predicted_n": 5}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return sse_response(sse(delta("a"), delta("b"), timings, "[DONE]"))
+
+    final = vrun(collect(make_client(handler)))[-1]
+    assert final.usage is not None and (final.usage.prompt_tokens, final.usage.completion_tokens) == (33, 5)
+    assert final.usage.estimated_calls == 0 and final.info is not None and final.info["usage_reported"]
+    assert final.finish_reason == "length"
+
+
+def test_a_lone_surrogate_in_a_prompt_does_not_make_the_request_unsendable() -> None:
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return sse_response(sse(delta("ok", finish="stop"), usage_event(3, 1), "[DONE]"))
+
+    request = LLMRequest((Message("user", "plan text with \ud800 in it"),))
+    chunks = vrun(_collect_request(make_client(handler), request))
+    assert "".join(c.text for c in chunks) == "ok"
+    assert json.loads(seen[0])["messages"][0]["content"] == "plan text with ? in it"
 
 
 def test_sse_comments_multiline_crlf_and_missing_final_blank_line() -> None:
@@ -300,7 +356,18 @@ async def _broken_after(parts: list[bytes]) -> AsyncIterator[bytes]:
 
 
 def test_stream_broken_before_first_token_is_retryable() -> None:
-    # A tool-call delta arrived but nothing was yielded: a retry is still invisible to the caller.
+    # Nothing was yielded: a retry is still invisible to the caller.
+    def handler(request: httpx.Request) -> httpx.Response:
+        return sse_response(_broken_after([b": hello\n\n", sse(delta(""))]))
+
+    with pytest.raises(EndpointError, match="ReadError") as info:
+        vrun(collect(make_client(handler)))
+    assert info.value.retryable and not info.value.first_token_seen
+
+
+def test_stream_broken_after_a_tool_call_piece_is_not_retryable() -> None:
+    # Tool-call pieces go out as they stream (a JSON plan starts running from them): a retry
+    # would send them twice.
     partial = sse(delta(tools=[{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{"}}]))
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -308,7 +375,7 @@ def test_stream_broken_before_first_token_is_retryable() -> None:
 
     with pytest.raises(EndpointError, match="ReadError") as info:
         vrun(collect(make_client(handler)))
-    assert info.value.retryable and not info.value.first_token_seen
+    assert not info.value.retryable and info.value.first_token_seen
 
 
 def test_stream_broken_after_tokens_is_not_retryable() -> None:
