@@ -7,7 +7,9 @@ fails inside a run is not an exception but an error observation (see ``executor`
     ├── ConfigError          bad configuration (orchestrator, pool, tool registration)
     ├── ToolError            a tool was misused: unknown tool, bad arguments
     │   ├── UnknownToolError
-    │   └── ToolArgumentError
+    │   ├── ToolArgumentError
+    │   └── ToolServerError  a tool server (MCP) failed: could not connect, went away, or a
+    │                        tool on it reported an error
     ├── PlanError            a plan failed to parse or validate; carries every PlanIssue at once
     ├── LLMError             a model call failed (endpoint, attempts and cause in the message)
     │   └── EndpointError    one attempt at one endpoint failed (retryable or not)
@@ -22,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fleetcall.planner.plan import PlanIssue
+    from fleetcall.plan import PlanIssue
 
 
 class FleetcallError(Exception):
@@ -58,6 +60,11 @@ class UnknownToolError(UnknownNameError, ToolError):
 
 class ToolArgumentError(ToolError, ValueError):
     """Arguments that do not fit the tool's schema."""
+
+
+class ToolServerError(ToolError):
+    """A tool server (an MCP server) could not be reached, went away, or reported a tool's
+    failure; the message names the server and, for a call, the tool."""
 
 
 class PlanError(FleetcallError):

@@ -1,7 +1,7 @@
 """The virtual clock: an asyncio event loop on which time jumps instead of passing.
 
 fleetcall reads time only from the running loop (``loop.time()``) and waits only with asyncio
-primitives (DESIGN.md, "One clock"). Run the same code on :class:`VirtualEventLoop` and the whole
+primitives (docs/architecture.md, "One clock"). Run the same code on :class:`VirtualEventLoop` and the whole
 system (orchestrator, scheduler, in-process emulated GPUs) becomes a discrete-event simulation:
 when every task is waiting, the loop asks its selector for events with a timeout, and the virtual
 selector answers at once with none, setting the clock to the earliest pending timer. Nothing

@@ -19,7 +19,7 @@ Two definitions:
 ``scale`` may be a mapping ``tenant -> scale`` for per-tenant service classes.
 
     >>> from fleetcall.bench.workloads import CallSpec, QuerySpec
-    >>> from fleetcall.serving.perf import Deployment
+    >>> from fleetcall.gpumodel.perf import Deployment
     >>> a100 = Deployment.of("A100-80G", "llama-3.1-8b")
     >>> q = QuerySpec("q", ((CallSpec("s", 100, 10),), (CallSpec("s", 100, 10),) * 2))
     >>> unloaded_latency(q, a100) == 2 * call_latency(CallSpec("s", 100, 10), a100)
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 from fleetcall.bench.workloads import CallSpec, QuerySpec
 from fleetcall.errors import ConfigError
-from fleetcall.serving.perf import Deployment
+from fleetcall.gpumodel.perf import Deployment
 
 # The standard workflow of the paper's simulator (Hexgen-Flow, simulator/core/request.py): one
 # entry per stage, the parallel stages (generate_candidate, evaluate) once each.

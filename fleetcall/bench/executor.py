@@ -80,7 +80,7 @@ async def run_questions(questions: Sequence[Question], latency: LatencyModel, *,
     model = ParallelQAModel(list(questions), latency)
     pool = None
     if gpus:
-        from fleetcall.serving.pool import EndpointPool, script_responder
+        from fleetcall.router.pool import EndpointPool, script_responder
         pool = EndpointPool.emulated(list(gpus), gpu_model, responder=script_responder(model.reply))
     orch = Orchestrator(tools=model.tools(), llm=pool or model.llm(), builtin_tools=False, max_steps=40)
     gate = asyncio.Semaphore(concurrency)

@@ -30,7 +30,7 @@ from fleetcall.bench.deadlines import stage_latencies
 from fleetcall.bench.workloads import CallSpec, QuerySpec, to_messages
 from fleetcall.errors import ConfigError
 from fleetcall.llm.base import LLM, CallContext, LLMRequest, complete
-from fleetcall.serving.perf import Deployment
+from fleetcall.gpumodel.perf import Deployment
 
 
 @dataclass(slots=True)

@@ -24,14 +24,14 @@ from typing import Any
 from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
 from fleetcall.bench.replay import replay
-from fleetcall.bench.report import format_table, max_rate_at_95, plot, summarize
+from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
-from fleetcall.serving.config import RetryConfig
-from fleetcall.serving.dispatcher import dispatcher_names
-from fleetcall.serving.emulator import LengthsResponder
-from fleetcall.serving.perf import Deployment, default_tp
-from fleetcall.serving.pool import EndpointPool
+from fleetcall.router.config import RetryConfig
+from fleetcall.router.dispatcher import dispatcher_names
+from fleetcall.sim.emulator import LengthsResponder
+from fleetcall.gpumodel.perf import Deployment, default_tp
+from fleetcall.router.pool import EndpointPool
 from fleetcall.vclock import run_virtual
 
 DEFAULT_GPUS = "A100-80G,A100-80G,A6000,L40S"
@@ -142,7 +142,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a policy knob, e.g. hexgen.alpha=0.3")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
     parser.add_argument("--plot", metavar="PATH",
-                        help="write SLO attainment / p95 latency charts (.png with matplotlib, .svg or .html)")
+                        help="write latency and SLO attainment charts, titled with the trace and cluster "
+                             "(.png with matplotlib, .svg or .html)")
 
 
 def setup_from_args(args: argparse.Namespace) -> Setup:
@@ -189,5 +190,6 @@ def main(args: argparse.Namespace) -> int:
             json.dump(report, fh, indent=2, default=str)
         print(f"wrote {args.json}")
     if args.plot:
-        print(f"wrote {plot(runs, args.plot)}")
+        title, subtitle = caption(report)
+        print(f"wrote {plot(runs, args.plot, title=title, subtitle=subtitle)}")
     return 0

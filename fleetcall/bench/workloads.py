@@ -39,7 +39,8 @@ from typing import Any
 
 from fleetcall.errors import WorkloadError
 from fleetcall.llm.base import Message
-from fleetcall.serving.prefix import CHARS_PER_TOKEN, blocks_text, filler_text
+from fleetcall.router.prefix import CHARS_PER_TOKEN
+from fleetcall.sim.filler import blocks_text, filler_text
 
 BLOCK_TOKENS = 512  # tokens of one prefix block named by a ``prefix_ids`` entry (Mooncake's size)
 # Steps of the HEXGEN-TEXT2SQL workflow whose consecutive calls run as one parallel stage.

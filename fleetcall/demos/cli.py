@@ -27,11 +27,11 @@ from fleetcall.llm.scripted import Responder
 from fleetcall.demos.display import LiveDisplay, PlainDisplay
 from fleetcall.demos.runner import DemoOutcome, run_compiled, run_react
 from fleetcall.demos.view import RunState
-from fleetcall.llm.base import LLM
-from fleetcall.serving.config import PoolConfig, load_pool_config
-from fleetcall.serving.local import (LocalPool, LocalServerError, find_smollm2_gguf,
+from fleetcall.llm.base import LLM, ModelInfo
+from fleetcall.router.config import PoolConfig, load_pool_config
+from fleetcall.local.servers import (LocalPool, LocalServerError, find_smollm2_gguf,
                                      require_xllamacpp, start_local_pool)
-from fleetcall.serving.pool import EndpointPool
+from fleetcall.router.pool import EndpointPool
 
 
 def _display(state: RunState, live: bool) -> LiveDisplay | PlainDisplay:
@@ -145,7 +145,8 @@ class JsonPlanDemo:
 
 
 def _check(args: argparse.Namespace) -> Demo:
-    """The demo to run; a ``ConfigError`` for a bad name, timeline path or pace, before anything runs."""
+    """The demo to run; a ``ConfigError`` for a bad name, timeline path, pace or pool file, before
+    anything runs."""
     demo = get_demo(args.name)
     if args.timeline:
         timeline.check_path(args.timeline)
@@ -155,6 +156,17 @@ def _check(args: argparse.Namespace) -> Demo:
             raise ConfigError(f"--replicas must be >= 1, got {args.replicas}")
         require_xllamacpp()
         find_smollm2_gguf()
+        return JsonPlanDemo(demo)
+    if args.pool not in ("emulated", "scripted"):
+        return demo_for_pool(demo, load_pool_config(args.pool))
+    return demo
+
+
+def demo_for_pool(demo: Demo, config: PoolConfig) -> Demo:
+    """``demo`` as it should run on the endpoints of ``config``: in JSON mode, with the small
+    plan bound, when every endpoint enforces JSON schemas (a llama.cpp pool, as
+    ``fleetcall local-pool`` writes it); else as it is (its plan format is ``auto``)."""
+    if ModelInfo.weakest(e.model_info for e in config.endpoints).json_schema:
         return JsonPlanDemo(demo)
     return demo
 
@@ -172,12 +184,6 @@ def main(argv: list[str]) -> int:
         return 2
     live = sys.stdout.isatty() and not args.plain
     factory = None if args.pool == "scripted" else PoolFactory(args.pool)
-    if factory is not None and args.pool not in ("emulated", "local"):
-        try:
-            load_pool_config(args.pool)
-        except ConfigError as exc:
-            print(f"fleetcall demo: error: {exc}", file=sys.stderr)
-            return 2
 
     async def shown() -> DemoOutcome:
         local: LocalPool | None = None

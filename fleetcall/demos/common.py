@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fleetcall import LLM, ConfigError, LLMRequest, ScriptedLLM
-from fleetcall.serving.pool import EndpointPool, script_responder
+from fleetcall.router.pool import EndpointPool, script_responder
 
 Responder = Callable[[LLMRequest], str]
 LLMFactory = Callable[[Responder], LLM]   # responder -> the model every role of the run uses

@@ -1,7 +1,9 @@
 """A run's timeline: one bar per task (grouped by tool) and per LLM call (grouped by endpoint).
 
 Drawn as text (a Gantt chart in characters, for the terminal), as a self-contained HTML page
-(inline SVG: no script, no network) or, when matplotlib is installed, as a PNG.
+(inline SVG: no script, no network) or, when matplotlib is installed, as a PNG (:func:`figure`).
+Every picture names the question, the answer (or why there is none) and the latency; a task too
+short to see as a bar (a local tool call) is drawn as a tick.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ from __future__ import annotations
 import html
 import importlib.util
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetcall import ConfigError, RunResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FILLS = {"ok": "█", "error": "▒", "cancelled": "░"}          # bar status -> text fill
 COLORS = {"ok": "#3d9970", "error": "#d1495b", "cancelled": "#aaaaaa", "llm": "#3f7cac"}
@@ -148,33 +155,93 @@ def check_path(path: str | Path) -> Path:
     return path
 
 
+def caption(result: RunResult) -> tuple[str, str]:
+    """(the question, its outcome: the answer or why there is none, the status and the latency)."""
+    said = result.answer if result.answer is not None else f"no answer ({result.error or 'no error given'})"
+    return result.query, f"{said} ({result.status.value}, {result.latency:.2f}s)"
+
+
 def write(result: RunResult, path: str | Path, *, title: str) -> Path:
     """Write the timeline of ``result`` to ``path`` (.html or .png, by its suffix)."""
     path = check_path(path)
     items = bars(result)
-    subtitle = f"{result.query} -> {result.answer} ({result.status.value}, {result.latency:.2f}s)"
+    question, outcome = caption(result)
     if path.suffix.lower() == ".png":
-        _write_png(items, result.latency, path, title)
+        fig = figure(items, result.latency, title=title, question=question, outcome=outcome)
+        fig.savefig(path, dpi=120)
     else:
-        path.write_text(render_html(items, title=title, subtitle=subtitle, span=result.latency), encoding="utf-8")
+        path.write_text(render_html(items, title=title, subtitle=f"{question} -> {outcome}", span=result.latency),
+                        encoding="utf-8")
     return path
 
 
-def _write_png(items: Sequence[Bar], span: float, path: Path, title: str) -> None:
-    import matplotlib
+# -- PNG (matplotlib) ------------------------------------------------------------------------------
+INSTANT_FRACTION = 0.004  # a bar shorter than this share of the span is drawn as a tick (as in the SVG)
+# inches: one row; the title; one caption line; below the axes (tick labels, axis label, legend)
+_ROW_IN, _TITLE_IN, _LINE_IN, _BOTTOM_IN = 0.28, 0.4, 0.18, 0.8
+_LEGEND = {"ok": "task ok", "error": "error", "cancelled": "cancelled", "llm": "LLM call"}  # COLORS key -> label
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 0.3 * len(items) + 1.2))
+def is_instant(bar: Bar, span: float) -> bool:
+    """True if ``bar`` would be thinner than a line at ``span`` seconds across: drawn as a tick."""
+    return bar.end - bar.start < span * INSTANT_FRACTION
+
+
+def _color(bar: Bar) -> str:
+    return COLORS["llm"] if bar.is_llm and bar.status == "ok" else COLORS.get(bar.status, COLORS["ok"])
+
+
+def figure(items: Sequence[Bar], span: float | None, *, title: str, question: str = "",
+           outcome: str = "") -> Figure:
+    """The timeline as a matplotlib ``Figure`` (no pyplot, no global state): one row per bar,
+    instant bars as ticks, a legend below the axis, ``title`` with ``question`` and ``outcome``
+    (the answer and latency, see :func:`caption`) above it. Needs matplotlib."""
+    from matplotlib.artist import Artist
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    total = _span(items, span)
+    rows = max(len(items), 1)
+    lines = _wrap(f"Q: {question}") + _wrap(f"A: {outcome}")
+    top = _TITLE_IN + _LINE_IN * len(lines) + 0.05  # inches above the axes
+    height = _ROW_IN * rows + top + _BOTTOM_IN
+    fig = Figure(figsize=(10, height))
+    ax = fig.add_subplot()
+    tick_size = _ROW_IN * 72 * 0.8  # points: a tick as tall as a bar
     for row, bar in enumerate(items):
-        color = COLORS["llm"] if bar.is_llm and bar.status == "ok" else COLORS.get(bar.status, COLORS["ok"])
-        ax.barh(row, bar.end - bar.start, left=bar.start, color=color)
-    ax.set_yticks(range(len(items)), [f"{b.group} {b.label}" for b in items], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, _span(items, span))
-    ax.set_xlabel("seconds")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        if is_instant(bar, total):
+            ax.plot([bar.start], [row], marker="|", markersize=tick_size, markeredgewidth=2.5,
+                    color=_color(bar), linestyle="none", clip_on=False, gid="instant")
+        else:
+            ax.barh(row, bar.end - bar.start, left=bar.start, height=0.7, color=_color(bar))
+    for row in range(1, len(items)):
+        if items[row].group != items[row - 1].group:
+            ax.axhline(row - 0.5, color="#cccccc", linewidth=0.8)
+    ax.set_yticks(range(len(items)), [f"{b.group}  {b.label}" for b in items], fontsize=8)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.set_xlim(0, total)
+    ax.set_xlabel("seconds from the question")
+    ax.grid(axis="x", alpha=0.3)
+    fig.text(0.5, 1 - 0.22 / height, title, ha="center", va="center", fontsize=12, fontweight="bold")
+    for i, line in enumerate(lines):
+        fig.text(0.5, 1 - (_TITLE_IN + _LINE_IN * (i + 0.5)) / height, line, ha="center", va="center", fontsize=9)
+    drawn = {_color(b) for b in items}
+    handles: list[Artist] = [Patch(color=COLORS[k], label=_LEGEND[k]) for k in COLORS if COLORS[k] in drawn]
+    if any(is_instant(b, total) for b in items):
+        handles.append(Line2D([], [], marker="|", markersize=10, markeredgewidth=2.5, linestyle="none",
+                              color="#555555", label=f"instant (< {_duration(total * INSTANT_FRACTION)})"))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.3 / height, 1, 1 - top / height))
+    return fig
+
+
+def _duration(seconds: float) -> str:
+    """One significant digit: 0.0098 -> '10 ms', 2.4 -> '2 s'."""
+    ms = float(f"{seconds * 1000:.1g}")
+    return f"{ms:g} ms" if ms < 1000 else f"{ms / 1000:g} s"
+
+
+def _wrap(text: str, width: int = 130) -> list[str]:
+    return textwrap.wrap(text, width, max_lines=2, placeholder=" ...") or [text]

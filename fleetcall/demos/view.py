@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from fleetcall import LLM, Chunk, LLMRequest, events as ev
 from fleetcall.demos.common import LLMFactory, Responder
+from fleetcall.llm.base import ModelInfo, model_info
 
 # Keys of an LLM call's ``info`` that may hold its queue wait (s), in order of preference.
 QUEUE_WAIT_KEYS = ("queue_wait_s", "queued_s", "queue_s", "wait_s")
@@ -62,6 +63,11 @@ class WatchedLLM:
         self._llm = llm
         self._sink = sink
         self._numbers = itertools.count(1)
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The watched model's (so ``plan_format="auto"`` sees through the watcher)."""
+        return model_info(self._llm)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()

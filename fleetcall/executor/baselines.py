@@ -21,7 +21,7 @@ from fleetcall.executor.result import RunResult, RunStatus
 from fleetcall.executor.run import Run
 from fleetcall.llm.base import LLMRequest, Message, complete
 from fleetcall.planner import PlanParser, parse_joiner, Finish
-from fleetcall.planner.plan import Observation, ObservationStatus, PlanIssue, Task
+from fleetcall.plan import Observation, ObservationStatus, PlanIssue, Task
 from fleetcall.planner.prompts import MAX_OBSERVATION_CHARS
 
 if TYPE_CHECKING:
@@ -52,11 +52,12 @@ def _tool_lines(orch: "Orchestrator") -> str:
     return "\n".join(f"- {t.signature()}: {t.description}" for t in orch.tools.values())
 
 
-def _parse_actions(text: str) -> tuple[list[Task], list[PlanIssue], str | None]:
-    """Tool calls (numbered from 1) and, if the reply finishes, the answer."""
+def _parse_actions(text: str, truncated: bool = False) -> tuple[list[Task], list[PlanIssue], str | None]:
+    """Tool calls (numbered from 1) and, if the reply finishes, the answer (not when the reply was
+    cut off at max_tokens before its ``Finish(`` closed)."""
     finish = _FINISH.search(text)
     if finish is not None:
-        decision = parse_joiner(text[finish.start(1):])
+        decision = parse_joiner(text[finish.start(1):], truncated=truncated)
         if isinstance(decision, Finish):
             return [], [], decision.answer
     lines = []
@@ -90,11 +91,12 @@ class BaselineRun(Run):
             self.round = step
             request = LLMRequest(tuple(messages), self._ctx(self.mode))
             try:
-                reply = (await complete(self._llm(self.orch.planner_llm), request)).text
+                completion = await complete(self._llm(self.orch.planner_llm), request)
             except LLMError as exc:
                 return None, str(exc)
+            reply = completion.text
             messages.append(Message("assistant", reply))
-            tasks, issues, answer = _parse_actions(reply)
+            tasks, issues, answer = _parse_actions(reply, completion.truncated)
             if answer is not None:
                 return answer, None
             if self.mode == "react":

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from fleetcall.planner.plan import Observation, PlanIssue, Task
+from fleetcall.plan import Observation, PlanIssue, Task
 
 if TYPE_CHECKING:
     from fleetcall.executor.result import RunResult

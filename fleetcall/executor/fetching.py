@@ -13,19 +13,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fleetcall.executor.resolve import ResolveError, substitute
-from fleetcall.planner.plan import Observation, ObservationStatus, Task
+from fleetcall.plan import Observation, ObservationStatus, Task
 
 Execute = Callable[[Task, tuple[Any, ...], dict[str, Any]], Awaitable[Observation]]
-OnSkip = Callable[[Task, Observation], None]   # a task that does not run: skipped, or its references failed
+OnSkip = Callable[[Task, Observation], None]
+OnUnresolved = Callable[[Task, Observation], None]   # a reference could not be followed: the task failed
 
 
 class TaskFetchingUnit:
     """One plan's tasks: dependency counting and launching into a caller-owned task group."""
 
-    def __init__(self, group: asyncio.TaskGroup, execute: Execute, on_skip: OnSkip) -> None:
+    def __init__(self, group: asyncio.TaskGroup, execute: Execute, on_skip: OnSkip,
+                 on_unresolved: OnUnresolved | None = None) -> None:
         self._group = group
         self._execute = execute
         self._on_skip = on_skip
+        self._on_unresolved = on_unresolved
         self._tasks: dict[int, Task] = {}             # task id -> task, every task added
         self._invalid: dict[int, str] = {}            # task id -> why it will not run
         self._unmet: dict[int, int] = {}              # waiting task id -> unfinished dependencies
@@ -87,7 +90,8 @@ class TaskFetchingUnit:
             kwargs = {k: substitute(v, self._values) for k, v in task.kwargs}
         except ResolveError as exc:   # (the one error substitution raises, whatever the results are)
             obs = Observation(task.id, task.tool, ObservationStatus.ERROR, error=str(exc))
-            self._on_skip(task, obs)
+            if self._on_unresolved is not None:
+                self._on_unresolved(task, obs)
         else:
             obs = await self._execute(task, args, kwargs)
         self._finish(task.id, obs)

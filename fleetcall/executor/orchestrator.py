@@ -20,7 +20,7 @@ import itertools
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fleetcall.errors import ConfigError
 from fleetcall.executor import events as ev
@@ -29,14 +29,19 @@ from fleetcall.executor.baselines import BaselineRun
 from fleetcall.executor.containment import CallWatch
 from fleetcall.executor.run import Run
 from fleetcall.executor.runner import DEFAULT_SYNC_THREADS, ToolLimits
-from fleetcall.llm.base import LLM
+from fleetcall.llm.adapters import as_llm, require_tool_calls
+from fleetcall.llm.base import LLM, ModelInfo, model_info
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
-from fleetcall.tools.base import Tool
+from fleetcall.tools.base import Tool, Toolset
+
+if TYPE_CHECKING:
+    from fleetcall.executor.runnable import OrchestratorRunnable
 
 Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
-PlanFormat = Literal["text", "json", "tool_call"]
-JoinerFormat = Literal["text", "json"]
+PlanFormat = Literal["auto", "text", "json", "tool_call"]
+JoinerFormat = Literal["auto", "text", "json"]
+DEFAULT_CONTEXT_TOKENS = 8192   # the model's context when neither the caller nor the LLM says
 
 DEFAULT_DEADLINE_S = 300.0   # a run's budget when neither the call nor the orchestrator sets one
 
@@ -85,14 +90,26 @@ class Orchestrator:
 
     Args:
         tools: functions decorated with ``@tool``, plain functions, LangChain tools, or ``Tool``s.
-        llm: the model for planner, joiner and LLM tools (a ``ScriptedLLM``, an endpoint, a pool).
+        llm: the model for planner, joiner and LLM tools: anything :func:`~fleetcall.as_llm`
+            accepts (an LLM such as a ``ScriptedLLM`` or an ``EndpointPool``, a LangChain
+            ``BaseChatModel``, ``as_llm(openai.AsyncOpenAI(...), model=...)``); anything else is
+            a ``ConfigError`` here.
         planner_llm, joiner_llm, tool_llm: override ``llm`` for one role.
         max_replans: how many times a run may plan again (after an invalid plan or a Replan).
         max_tasks: the most tasks one plan may hold.
         examples: few-shot plan examples shown to the planner.
         plan_format: ``text`` (LLMCompiler's streamed syntax), ``json`` (JSON-schema
-            ``response_format``) or ``tool_call`` (one forced tool call carrying the plan).
-        joiner_format: ``text`` (``Finish(...)`` / ``Replan(...)``) or ``json``.
+            ``response_format``), ``tool_call`` (one forced tool call carrying the plan), or
+            ``auto`` (the default): ``json`` if the planner LLM says it enforces JSON schemas
+            (:func:`~fleetcall.llm.base.model_info`: an endpoint pool whose endpoints are all
+            llama.cpp servers or set ``json_schema = true``), else ``text``. Every format streams.
+            ``self.plan_format`` holds the format chosen.
+        joiner_format: ``text`` (``Finish(...)`` / ``Replan(...)``), ``json``, or ``auto`` (the
+            same choice, made for the joiner LLM).
+        context_tokens: the model's context (prompt and answer, tokens); prompts of the planner
+            and the joiner are kept within it minus room for the answer (``planner_max_tokens``, or
+            a quarter of it up to 1,024), earlier rounds shown in less detail as needed. Default:
+            what the planner LLM says (a pool endpoint's ``context_tokens``), else 8,192.
         builtin_tools: add the built-in ``math`` and ``llm`` tools unless a tool of that name is given.
         max_steps: the most LLM turns of the ``react`` and ``parallel_calls`` baselines.
         default_deadline: seconds a run may take when ``run``/``start``/``stream`` get no
@@ -105,23 +122,25 @@ class Orchestrator:
             ``fleetcall.executor`` and recorded in the task's ``loop_blocked_s``; ``None``: off.
 
     ``async with Orchestrator(...) as orch:`` (or ``await orch.aclose()``) cancels the runs still
-    in flight from :meth:`start` and closes the tools' threads without waiting for them.
+    in flight from :meth:`start`, closes the tools' threads without waiting for them and closes
+    the toolsets given in ``tools``.
     """
 
     def __init__(
         self,
         tools: Iterable[Any] = (),
-        llm: LLM | None = None,
+        llm: object | None = None,
         *,
-        planner_llm: LLM | None = None,
-        joiner_llm: LLM | None = None,
-        tool_llm: LLM | None = None,
+        planner_llm: object | None = None,
+        joiner_llm: object | None = None,
+        tool_llm: object | None = None,
         max_replans: int = 2,
         max_tasks: int | None = 64,
         examples: Sequence[str] = (),
-        plan_format: PlanFormat = "text",
-        joiner_format: JoinerFormat = "text",
+        plan_format: PlanFormat = "auto",
+        joiner_format: JoinerFormat = "auto",
         planner_max_tokens: int | None = None,
+        context_tokens: int | None = None,
         builtin_tools: bool = True,
         max_steps: int = 20,
         default_deadline: float | None = DEFAULT_DEADLINE_S,
@@ -129,28 +148,37 @@ class Orchestrator:
         sync_threads: int = DEFAULT_SYNC_THREADS,
         slow_step_s: float | None = 0.1,
     ) -> None:
+        tools, self._toolsets = _take_toolsets(tools)   # toolsets (MCP sessions) closed by aclose()
         given = [as_tool(t) for t in tools]
         if builtin_tools:
             names = {t.name for t in given}
             given += [t for t in default_tools() if t.name not in names]
         self.tools = ToolRegistry(given)
-        self.planner_llm = _need_llm(planner_llm or llm, "planner_llm")
-        self.joiner_llm = _need_llm(joiner_llm or llm, "joiner_llm")
-        self.tool_llm = tool_llm or llm or self.planner_llm
+        default_llm = None if llm is None else as_llm(llm)
+        self.planner_llm = _role_llm(planner_llm, default_llm, "planner_llm")
+        self.joiner_llm = _role_llm(joiner_llm, default_llm, "joiner_llm")
+        self.tool_llm = (as_llm(tool_llm, role="tool_llm") if tool_llm is not None
+                         else default_llm if default_llm is not None else self.planner_llm)
         if not isinstance(max_replans, int) or max_replans < 0:
             raise ConfigError(f"max_replans must be an integer >= 0, got {max_replans!r}")
         if max_tasks is not None and (not isinstance(max_tasks, int) or max_tasks < 1):
             raise ConfigError(f"max_tasks must be a positive integer or None, got {max_tasks!r}")
-        if plan_format not in ("text", "json", "tool_call"):
-            raise ConfigError(f"plan_format must be 'text', 'json' or 'tool_call', got {plan_format!r}")
-        if joiner_format not in ("text", "json"):
-            raise ConfigError(f"joiner_format must be 'text' or 'json', got {joiner_format!r}")
+        if plan_format not in ("auto", "text", "json", "tool_call"):
+            raise ConfigError(f"plan_format must be 'auto', 'text', 'json' or 'tool_call', got {plan_format!r}")
+        if plan_format == "tool_call":
+            require_tool_calls(self.planner_llm, "planner_llm")
+        if joiner_format not in ("auto", "text", "json"):
+            raise ConfigError(f"joiner_format must be 'auto', 'text' or 'json', got {joiner_format!r}")
+        if context_tokens is not None and (not isinstance(context_tokens, int) or context_tokens < 256):
+            raise ConfigError(f"context_tokens must be an integer >= 256 or None, got {context_tokens!r}")
         self.max_replans = max_replans
         self.max_tasks = max_tasks
         self.examples = tuple(examples)
-        self.plan_format: PlanFormat = plan_format
-        self.joiner_format: JoinerFormat = joiner_format
+        planner_info, joiner_info = model_info(self.planner_llm), model_info(self.joiner_llm)
+        self.plan_format: PlanFormat = _chosen(plan_format, planner_info)
+        self.joiner_format: JoinerFormat = _chosen(joiner_format, joiner_info)  # type: ignore[assignment]
         self.planner_max_tokens = planner_max_tokens
+        self.context_tokens: int = context_tokens or planner_info.context_tokens or DEFAULT_CONTEXT_TOKENS
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigError(f"max_steps must be a positive integer, got {max_steps!r}")
         self.max_steps = max_steps
@@ -182,9 +210,10 @@ class Orchestrator:
                 for label, seconds in limits.lane.abandoned]
 
     async def aclose(self) -> None:
-        """Cancel the runs in flight from :meth:`start`, wait for their results (each ends within
-        the grace period), and close every tool's threads without waiting for them (an abandoned
-        call keeps running until it returns; it is logged). Idempotent."""
+        """Close what the orchestrator owns: cancel the runs in flight from :meth:`start` and wait
+        for their results (each ends within the grace period), close every tool's threads without
+        waiting for them (an abandoned call keeps running until it returns; it is logged), and
+        close the toolsets given in ``tools`` (MCP sessions). Idempotent."""
         self._closed = True
         handles = list(self._runs)
         for handle in handles:
@@ -194,6 +223,7 @@ class Orchestrator:
         for limits in self._limits.values():
             if limits.lane is not None:
                 limits.lane.close()
+        await self._close_toolsets()
 
     async def __aenter__(self) -> "Orchestrator":
         return self
@@ -275,6 +305,26 @@ class Orchestrator:
             handle.cancel()   # a no-op once the run is done
             await asyncio.wait([handle._task])
 
+    def as_runnable(self, *, input_key: str = "query", output_key: str = "answer", result_key: str = "result",
+                    deadline: Deadline = DEFAULT, mode: Mode = "compiled") -> "OrchestratorRunnable":
+        """This orchestrator as a LangChain ``Runnable`` (a LangGraph node as it is).
+
+        Input: a query, or a mapping with the query at ``input_key``; output:
+        ``{output_key: answer, result_key: RunResult}``. See :mod:`fleetcall.executor.runnable`.
+
+        >>> # graph.add_node("research", orch.as_runnable())
+        """
+        from fleetcall.executor.runnable import OrchestratorRunnable
+
+        return OrchestratorRunnable(self, input_key=input_key, output_key=output_key, result_key=result_key,
+                                    deadline=deadline, mode=mode)
+
+    # -- toolsets given in ``tools`` (MCP sessions): the orchestrator owns and closes them --------
+    async def _close_toolsets(self) -> None:
+        """Close every toolset given in ``tools``; closing twice is harmless."""
+        for toolset in self._toolsets:
+            await toolset.aclose()
+
 
 def _seconds(name: str, value: float, *, zero_ok: bool = False) -> float:
     """``value`` if it is a number of seconds this setting accepts; a ``ConfigError`` if not."""
@@ -285,9 +335,33 @@ def _seconds(name: str, value: float, *, zero_ok: bool = False) -> float:
     raise ConfigError(f"{name} must be {rule}, got {value!r}")
 
 
-def _need_llm(llm: LLM | None, role: str) -> LLM:
-    if llm is None:
+def _take_toolsets(tools: Iterable[Any]) -> tuple[list[Any], list[Toolset]]:
+    """The tools with every toolset's tools in its place, and the toolsets themselves."""
+    items = [tools] if isinstance(tools, Toolset) else list(tools)
+    flat: list[Any] = []
+    toolsets: list[Toolset] = []
+    for item in items:
+        if isinstance(item, Toolset):
+            if not item.tools:
+                raise ConfigError(f"{item!r} gives no tools: is it open? (await toolset.open(), or async with)")
+            toolsets.append(item)
+            flat.extend(item.tools)
+        else:
+            flat.append(item)
+    return flat, toolsets
+
+
+def _chosen(fmt: str, info: ModelInfo) -> Any:
+    """``fmt``, with ``auto`` made ``json`` for a model that enforces JSON schemas, else ``text``."""
+    if fmt != "auto":
+        return fmt
+    return "json" if info.json_schema else "text"
+
+
+def _role_llm(given: Any, default: LLM | None, role: str) -> LLM:
+    """The LLM of one role: its own if given (anything :func:`as_llm` accepts), else ``llm``'s."""
+    if given is not None:
+        return as_llm(given, role=role)
+    if default is None:
         raise ConfigError(f"no LLM for the {role.removesuffix('_llm')}: pass llm= (or {role}=)")
-    if not hasattr(llm, "stream"):
-        raise ConfigError(f"{role} must implement the LLM protocol (an async stream(request) method), got {type(llm).__name__}")
-    return llm
+    return default

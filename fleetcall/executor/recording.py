@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable
 
 from fleetcall.errors import LLMError
 from fleetcall.executor.result import LLMCallRecord
-from fleetcall.llm.base import LLM, Chunk, LLMRequest, Usage
+from fleetcall.llm.base import LLM, Chunk, LLMRequest, Usage, estimate_usage
+from fleetcall.planner.literals import clean_text
 
 
 class RecordingLLM:
@@ -25,29 +26,31 @@ class RecordingLLM:
         self._round_of = round_of    # current round number of the run
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
+        """The wrapped LLM's stream, recorded when it ends, however it ends.
+
+        A call closed early (the planner stops reading at ``join()``) or whose LLM reports no
+        usage is still counted: prompt tokens from the request, completion tokens from the text
+        and tool-call pieces consumed (:func:`~fleetcall.llm.base.estimate_usage`), marked
+        estimated."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        usage: Usage | None = None
-        info = None
-        produced = 0
+        call = _Call()
         try:
             async for chunk in self._llm.stream(request):
-                produced += len(chunk.text)
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if chunk.info is not None:
-                    info = chunk.info
+                chunk = _clean(chunk)
+                call.observe(chunk)
                 yield chunk
         except (LLMError, asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
             raise LLMError(f"{request.context.kind} LLM call failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            self._record(request, start, loop.time(), usage, info)
+            self._record(request, start, loop.time(), call)
 
-    def _record(self, request: LLMRequest, start: float, end: float, usage: Usage | None, info: dict | None) -> None:
-        u = usage or Usage()
-        self._usage.add(dataclasses.replace(u, calls=1))
+    def _record(self, request: LLMRequest, start: float, end: float, call: "_Call") -> None:
+        u = call.usage or estimate_usage(request, "".join(call.consumed))
+        u = dataclasses.replace(u, calls=1, estimated_calls=min(u.estimated_calls, 1))
+        self._usage.add(u)
         self._records.append(
             LLMCallRecord(
                 kind=request.context.kind,
@@ -56,6 +59,41 @@ class RecordingLLM:
                 end=end,
                 prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens,
-                info=info,
+                usage_estimated=u.estimated_calls > 0,
+                finish_reason=call.finish_reason,
+                info=call.info,
             )
         )
+
+
+def _clean(chunk: Chunk) -> Chunk:
+    """``chunk`` with lone UTF-16 surrogates in its text replaced (U+FFFD): a model can send one
+    (a ``"\\ud800"`` escape), and no record, prompt or JSON result could then be encoded."""
+    text = clean_text(chunk.text)
+    if text is chunk.text and all(clean_text(d.arguments) is d.arguments for d in chunk.tool_deltas):
+        return chunk
+    deltas = tuple(dataclasses.replace(d, arguments=clean_text(d.arguments)) for d in chunk.tool_deltas)
+    return dataclasses.replace(chunk, text=text, tool_deltas=deltas)
+
+
+@dataclasses.dataclass(slots=True)
+class _Call:
+    """What one call's stream delivered so far."""
+
+    usage: Usage | None = None          # the LLM's own count, if it gave one
+    info: dict | None = None            # serving details, latest
+    finish_reason: str | None = None
+    consumed: list[str] = dataclasses.field(default_factory=list)  # text and tool-call pieces read
+
+    def observe(self, chunk: Chunk) -> None:
+        if chunk.text:
+            self.consumed.append(chunk.text)
+        for piece in chunk.tool_deltas:
+            if piece.arguments:
+                self.consumed.append(piece.arguments)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.info is not None:
+            self.info = chunk.info
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetcall.observe import describe_exception, render, safe_repr
-from fleetcall.planner.plan import Interp, Ref, Value
+from fleetcall.plan import Interp, Ref, Value
 
 
 class ResolveError(Exception):
@@ -22,8 +22,14 @@ def follow(ref: Ref, results: Mapping[int, Any]) -> Any:
                 value = value[step]
             elif isinstance(value, Mapping):
                 value = value[step]
+            elif step.startswith("_"):
+                # model output must not walk Python internals ($1.__class__.__init__.__globals__)
+                raise ResolveError(f"cannot resolve {ref}: {step!r} is private (a path may name keys, "
+                                   "indexes and public attributes only)")
             else:
                 value = getattr(value, step)
+        except ResolveError:
+            raise
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ResolveError(f"cannot resolve {ref}: no {step!r} in the result of task {ref.task}") from exc
         except BaseException as exc:  # the result's own __getitem__ / attribute raised: the task fails

@@ -87,6 +87,9 @@ class LLMCallRecord(BaseModel):
     end: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_estimated: bool = False               # True iff the LLM gave no counts (stream closed
+                                                # early, or none sent): counted from what was sent and read
+    finish_reason: str | None = None            # stop | length (cut at max_tokens) | tool_calls | None
     info: Annotated[dict[str, Any] | None, _AS_JSON] = None
                                                 # serving details: endpoint, queue wait, ttft
 
@@ -95,6 +98,7 @@ class UsageRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    estimated_calls: int = 0                    # of ``calls``, those whose counts are estimates
 
 
 class RunResult(BaseModel):

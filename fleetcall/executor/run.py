@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -19,35 +20,37 @@ from fleetcall.errors import LLMError
 from fleetcall.executor import events as ev
 from fleetcall.executor.containment import CallWatch
 from fleetcall.executor.fetching import TaskFetchingUnit
+from fleetcall.executor.plan_stream import ITEM_COST, LoopYielder, PlanReader
 from fleetcall.executor.recording import RecordingLLM
 from fleetcall.executor.resolve import show_call
 from fleetcall.executor.result import (
     LLMCallRecord, PlanRecord, ReplanRecord, RunResult, RunStatus, TaskRecord, UsageRecord,
 )
 from fleetcall.executor.runner import call_tool
-from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete
+from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete, count_tokens
 from fleetcall.planner import (
-    Finish, PlanParser, Replan, build_joiner_messages, build_planner_messages, check_task,
-    parse_joiner, parse_joiner_json, parse_json_plan, plan_json_schema, plan_tool_definition,
-    validate_plan,
+    Finish, Replan, build_joiner_messages, build_planner_messages, check_task, parse_joiner,
+    parse_joiner_json, plan_json_schema, plan_tool_definition, validate_plan,
 )
-from fleetcall.planner.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
+from fleetcall.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
 from fleetcall.tools.base import ToolContext
 
 if TYPE_CHECKING:
     from fleetcall.executor.orchestrator import Orchestrator
 
 Emit = ev.Emit
+PROMPT_MARGIN = 0.9   # share of the context's room a prompt may fill by the model-free token estimate
 
 
 @dataclass(slots=True)
 class _RoundState:
     number: int
-    text: str = ""
+    text: str = ""                                    # the plan as written (set once it is read)
     tasks: list[Task] = field(default_factory=list)
     ids: set[int] = field(default_factory=set)        # ids of ``tasks``, kept in step with it
     issues: list[PlanIssue] = field(default_factory=list)
     joined: bool = False
+    over_limit: bool = False                          # True iff the plan has more than max_tasks tasks
 
 
 class Run:
@@ -164,12 +167,9 @@ class Run:
         self.plans.append(plan_record)
         failure: LLMError | None = None
         async with asyncio.TaskGroup() as group:
-            tfu = TaskFetchingUnit(group, self._execute_task, self._on_skip)
+            tfu = TaskFetchingUnit(group, self._execute_task, self._on_skip, self._on_unresolved)
             try:
-                if self.orch.plan_format == "text":
-                    await self._stream_text_plan(history, state, tfu)
-                else:
-                    await self._json_plan(history, state, tfu)
+                await self._stream_plan(history, state, tfu)
             except LLMError as exc:
                 failure = exc
             plan_record.text = state.text
@@ -183,13 +183,17 @@ class Run:
         observations = tuple(tfu.results[t.id] for t in state.tasks if t.id in tfu.results)
         return Round(state.text, tuple(state.tasks), observations, tuple(state.issues))
 
+    def _prompt_budget(self, answer_tokens: int | None, extra: str = "") -> int:
+        """Tokens a prompt may take: the model's context less room for the answer (and for
+        ``extra`` text the server adds to the prompt: tool definitions), with a margin for the
+        estimate (:func:`~fleetcall.llm.base.count_tokens` is model-free)."""
+        context = self.orch.context_tokens
+        room = answer_tokens if answer_tokens is not None else min(1024, context // 4)
+        return max(int((context - room) * PROMPT_MARGIN) - count_tokens(extra), 1)
+
     def _planner_request(self, history: Sequence[Round]) -> LLMRequest:
         orch = self.orch
         json_mode = orch.plan_format != "text"
-        messages = build_planner_messages(
-            self.query, list(orch.tools.values()), examples=orch.examples, rounds=history,
-            json_mode=json_mode, max_tasks=orch.max_tasks,
-        )
         extra: dict[str, Any] = {}
         if orch.plan_format == "json":
             extra["response_format"] = plan_json_schema(list(orch.tools.values()), max_tasks=orch.max_tasks)
@@ -197,42 +201,95 @@ class Run:
             definition = plan_tool_definition(list(orch.tools.values()), max_tasks=orch.max_tasks)
             extra["tools"] = (definition,)
             extra["tool_choice"] = {"type": "function", "function": {"name": definition["function"]["name"]}}
+        budget = self._prompt_budget(orch.planner_max_tokens, json.dumps(extra["tools"]) if "tools" in extra else "")
+        messages = build_planner_messages(
+            self.query, list(orch.tools.values()), examples=orch.examples, rounds=history,
+            json_mode=json_mode, max_tasks=orch.max_tasks, max_prompt_tokens=budget,
+        )
         return LLMRequest(tuple(messages), self._ctx("planner"), max_tokens=orch.planner_max_tokens, **extra)
 
-    async def _stream_text_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
-        parser = PlanParser()
+    async def _stream_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
+        """Read the plan as it streams, in the run's plan format, starting each task when it is
+        complete; then the checks of the whole plan. Linear in the plan's size, and the loop gets
+        a turn every so often (:class:`LoopYielder`), so the deadline holds however fast it comes.
+
+        Reading stops once the plan is whole (``join()``, the JSON task list closed): whatever the
+        model writes after it would only delay the joiner (the call's usage is then estimated,
+        see :class:`RecordingLLM`). It stops too at the first task beyond ``max_tasks`` (the plan
+        is rejected; nothing past the limit runs)."""
         request = self._planner_request(history)
+        reader = PlanReader(self.orch.plan_format)
+        try:
+            finish = await self._read_plan(request, reader, state, tfu)
+        finally:
+            state.text = reader.text
+        json_plan = self.orch.plan_format != "text"
+        if not state.over_limit:
+            cut = finish == "length" and not reader.done
+            for item in reader.close():
+                if not (cut and isinstance(item, PlanIssue)):   # the cut-off issue says what happened
+                    self._take(item, state, tfu)
+            ready = set(state.ids)
+            for task in reader.held:
+                self._hold_back(task, ready, state, tfu)
+            if cut:
+                self._cut_off(request, reader, state)
+        tasks = tuple(state.tasks) if state.over_limit or not json_plan else reader.parser.tasks
+        plan = Plan(tasks, json_plan or state.joined or state.over_limit, state.text)
+        self._final_checks(plan, state, ordered=not json_plan)
+
+    async def _read_plan(self, request: LLMRequest, reader: PlanReader, state: _RoundState,
+                         tfu: TaskFetchingUnit) -> str | None:
+        """Feed the planner's stream to ``reader``, taking each item; returns the finish reason."""
+        yielder = LoopYielder()
+        finish: str | None = None
         async with contextlib.aclosing(self._llm(self.orch.planner_llm).stream(request)) as stream:
             async for chunk in stream:
-                state.text += chunk.text
-                for item in parser.feed(chunk.text):
+                finish = chunk.finish_reason or finish
+                items = reader.feed(chunk)
+                for item in items:
                     self._take(item, state, tfu)
-                if parser.done:
+                self._check_size(reader, state)
+                if reader.done or state.over_limit:
                     break
-        for item in parser.close():
-            self._take(item, state, tfu)
-        self._final_checks(Plan(tuple(state.tasks), state.joined, state.text), state)
+                read = len(chunk.text) + sum(len(d.arguments) for d in chunk.tool_deltas)
+                await yielder.spent(1 + read + ITEM_COST * len(items))
+        return finish
 
-    async def _json_plan(self, history: Sequence[Round], state: _RoundState, tfu: TaskFetchingUnit) -> None:
-        completion = await complete(self._llm(self.orch.planner_llm), self._planner_request(history))
-        text = completion.tool_calls[0].arguments if completion.tool_calls else completion.text
-        state.text = text
-        plan, issues = parse_json_plan(text)
-        state.issues.extend(issues)
-        self._final_checks(plan, state)
-        state.tasks = list(plan.tasks)
-        state.ids = {t.id for t in plan.tasks}
-        state.joined = True
-        bad = {i.task for i in state.issues if i.task is not None}
-        if (state.issues and not bad) or any(i.kind is IssueKind.CYCLE for i in state.issues):
-            return  # a plan-wide problem (syntax, cycle, size): nothing runs
-        for task in _topological(plan):
-            self._record_planned(task)
-            if task.id in bad:
-                tfu.reject(task, "; ".join(str(i) for i in state.issues if i.task == task.id))
-                self._mark_invalid(task, state)
-            else:
-                tfu.add(task)
+    def _check_size(self, reader: PlanReader, state: _RoundState) -> None:
+        """A JSON plan's tasks waiting for later ones count too: stop once more than max_tasks are read."""
+        limit = self.orch.max_tasks
+        if limit is not None and reader.tasks_read > limit and not state.over_limit:
+            extra = reader.parser.tasks[limit]
+            self._too_many(extra, state)
+
+    def _too_many(self, task: Task, state: _RoundState) -> None:
+        state.over_limit = True
+        if not any(i.kind is IssueKind.TOO_MANY_TASKS for i in state.issues):
+            state.issues.append(PlanIssue(IssueKind.TOO_MANY_TASKS, f"the plan has more than {self.orch.max_tasks} "
+                                          "tasks; the rest was not read", task.line, task.id))
+
+    def _hold_back(self, task: Task, ready: set[int], state: _RoundState, tfu: TaskFetchingUnit) -> None:
+        """A JSON plan's task that never became ready (``ready``: the ids of the tasks that did): it
+        refers to tasks that never came, or that depend on each other in a cycle (the final checks
+        say which). It never runs."""
+        waits = sorted(d for d in task.deps if d not in ready)
+        state.tasks.append(task)
+        state.ids.add(task.id)
+        self._record_planned(task)
+        reason = "waits for " + ", ".join(f"${d}" for d in waits) + ", which never ran"
+        tfu.reject(task, reason)
+        self.records[(self.round, task.id)].status = "invalid"
+        self.records[(self.round, task.id)].error = reason
+
+    def _cut_off(self, request: LLMRequest, reader: PlanReader, state: _RoundState) -> None:
+        """The model stopped at max_tokens before the plan was whole: say so, with its text."""
+        limit = f"max_tokens={request.max_tokens}" if request.max_tokens is not None else "the server's max_tokens"
+        done = len(reader.parser.tasks)
+        state.issues.append(PlanIssue(IssueKind.SYNTAX, f"plan cut off at {limit} (finish_reason 'length') after "
+                                      f"{done} complete task(s); write fewer or shorter tasks. The model's text: "
+                                      f"{_excerpt(reader.text)}", None))
+        state.joined = True   # what a missing join() would say, the cut says better
 
     def _take(self, item: Task | Join | PlanIssue, state: _RoundState, tfu: TaskFetchingUnit) -> None:
         if isinstance(item, PlanIssue):
@@ -243,9 +300,7 @@ class Run:
             return
         limit = self.orch.max_tasks
         if limit is not None and len(state.tasks) >= limit:
-            if not any(i.kind is IssueKind.TOO_MANY_TASKS for i in state.issues):
-                state.issues.append(PlanIssue(
-                    IssueKind.TOO_MANY_TASKS, f"the plan has more than {limit} tasks", item.line, item.id))
+            self._too_many(item, state)
             return  # later tasks never start
         problems = check_task(item, tools=self.orch.tools, known_ids=state.ids)
         state.tasks.append(item)
@@ -258,10 +313,11 @@ class Run:
             return
         tfu.add(item)
 
-    def _final_checks(self, plan: Plan, state: _RoundState) -> None:
+    def _final_checks(self, plan: Plan, state: _RoundState, *, ordered: bool) -> None:
         seen = {(i.kind, i.line, i.message) for i in state.issues}
-        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks):
-            if (issue.kind, issue.line, issue.message) not in seen:
+        once = {i.kind for i in state.issues} & {IssueKind.TOO_MANY_TASKS}
+        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks, ordered=ordered):
+            if (issue.kind, issue.line, issue.message) not in seen and issue.kind not in once:
                 seen.add((issue.kind, issue.line, issue.message))
                 state.issues.append(issue)
 
@@ -270,7 +326,7 @@ class Run:
         now = self.loop.time()
         self.records[(self.round, task.id)] = TaskRecord(
             round=self.round, id=task.id, tool=task.tool,
-            args=[str(a) for a in task.args], kwargs={k: str(v) for k, v in task.kwargs},
+            args=[_shown(a) for a in task.args], kwargs={k: _shown(v) for k, v in task.kwargs},
             dependencies=sorted(task.deps), thought=task.thought, planned_at=now,
         )
         self.emit(ev.TaskPlanned(self.round, task, now))
@@ -281,14 +337,16 @@ class Run:
         record.error = "; ".join(i.message for i in state.issues if i.task == task.id) or "invalid task"
 
     def _on_skip(self, task: Task, obs: Observation) -> None:
-        """A task that does not run: skipped, or failed because a reference could not be resolved."""
+        record = self.records[(self.round, task.id)]
+        record.status, record.error = "skipped", obs.error
+        self.emit(ev.TaskSkipped(self.round, task.id, obs, self.loop.time()))
+
+    def _on_unresolved(self, task: Task, obs: Observation) -> None:
+        """A task whose reference could not be followed: it failed without running."""
         record = self.records[(self.round, task.id)]
         record.status, record.error = obs.status.value, obs.error
         now = self.loop.time()
-        if obs.status is ObservationStatus.SKIPPED:
-            self.emit(ev.TaskSkipped(self.round, task.id, obs, now))
-        else:
-            self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
+        self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
         tool = self.orch.tools[task.tool]
@@ -327,7 +385,8 @@ class Run:
     # -- joining ---------------------------------------------------------------------------------
     async def _join(self, rounds: Sequence[Round]) -> Finish | Replan:
         json_mode = self.orch.joiner_format == "json"
-        messages = build_joiner_messages(self.query, rounds, json_mode=json_mode)
+        messages = build_joiner_messages(self.query, rounds, json_mode=json_mode,
+                                         max_prompt_tokens=self._prompt_budget(None))
         extra: dict[str, Any] = {}
         if json_mode:
             from fleetcall.planner import joiner_json_schema
@@ -335,7 +394,8 @@ class Run:
             extra["response_format"] = joiner_json_schema()
         request = LLMRequest(tuple(messages), self._ctx("joiner"), **extra)
         completion = await complete(self._llm(self.orch.joiner_llm), request)
-        return parse_joiner_json(completion.text) if json_mode else parse_joiner(completion.text)
+        parse = parse_joiner_json if json_mode else parse_joiner
+        return parse(completion.text, truncated=completion.truncated)
 
     # -- the result ------------------------------------------------------------------------------
     def _result(self, started: float, status: RunStatus, answer: str | None, error: str | None) -> RunResult:
@@ -348,7 +408,8 @@ class Run:
             plans=self.plans, tasks=list(self.records.values()), replans=self.replans,
             llm_calls=self.calls,
             usage=UsageRecord(prompt_tokens=self.usage.prompt_tokens,
-                              completion_tokens=self.usage.completion_tokens, calls=self.usage.calls),
+                              completion_tokens=self.usage.completion_tokens, calls=self.usage.calls,
+                              estimated_calls=self.usage.estimated_calls),
         )
 
 
@@ -361,16 +422,19 @@ def _note_watch(record: TaskRecord, watch: CallWatch, end: float) -> None:
         record.loop_blocked_s = watch.loop_blocked_s
 
 
-def _topological(plan: Plan) -> list[Task]:
-    """Tasks of an acyclic plan in dependency order (stable: plan order among equals)."""
-    import networkx as nx
+def _shown(value: Any) -> str:
+    """``str(value)`` for a record; the parsers bound what a plan holds, this never raises anyway."""
+    try:
+        return str(value)
+    except (ValueError, RecursionError) as exc:
+        return f"({type(value).__name__} that cannot be shown: {type(exc).__name__})"
 
-    graph = plan.graph()
-    # a task referring to itself is invalid (reported, then skipped), not a reason to fail the sort
-    graph.remove_edges_from(list(nx.selfloop_edges(graph)))
-    order = {t.id: i for i, t in enumerate(plan.tasks)}
-    ids = nx.lexicographical_topological_sort(graph, key=lambda n: order.get(n, len(order)))
-    return [plan.task(i) for i in ids if i in order]
+
+def _excerpt(text: str, head: int = 300, tail: int = 200) -> str:
+    """``text`` for an issue: its start and its end, newlines shown as \\n, quoted."""
+    if len(text) > head + tail + 20:
+        text = f"{text[:head]} [... {len(text) - head - tail} characters ...] {text[-tail:]}"
+    return repr(text)
 
 
 def _postorder(root: int, edges: dict[int, list[int]]) -> list[int]:

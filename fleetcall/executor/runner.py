@@ -20,7 +20,7 @@ from fleetcall.errors import ToolArgumentError
 from fleetcall.executor.containment import CallWatch, contained
 from fleetcall.executor.threads import LaneRunner, ThreadLane
 from fleetcall.observe import describe_exception
-from fleetcall.planner.plan import Observation, ObservationStatus
+from fleetcall.plan import Observation, ObservationStatus
 from fleetcall.throttle import LoopThrottler
 from fleetcall.tools.base import Tool, ToolContext
 

@@ -8,7 +8,8 @@ how urgent it is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -26,11 +27,13 @@ class Usage:
     prompt_tokens: int = 0      # tokens sent
     completion_tokens: int = 0  # tokens generated
     calls: int = 0              # LLM calls counted in this total
+    estimated_calls: int = 0    # of ``calls``, those whose counts are estimates (:func:`estimate_usage`)
 
     def add(self, other: "Usage") -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.calls += other.calls
+        self.estimated_calls += other.estimated_calls
 
     @property
     def total_tokens(self) -> int:
@@ -74,13 +77,29 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call as it streams (OpenAI's ``delta.tool_calls`` entries, merged)."""
+
+    index: int           # which call of the answer (0 = the first), after merging by id
+    id: str = ""         # the call's id, on the piece that starts it (may repeat)
+    name: str = ""       # the function's name, on the piece that starts it (may repeat)
+    arguments: str = ""  # the next piece of its JSON arguments
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
-    """One piece of a streamed answer; the last one carries usage (and tool calls, if any)."""
+    """One piece of a streamed answer; the last one carries usage (and tool calls, if any).
+
+    ``tool_deltas`` are the pieces of tool calls this chunk carried, as they streamed; the last
+    chunk's ``tool_calls`` holds every call whole. ``finish_reason`` is on the last chunk:
+    ``"stop"``, ``"length"`` (cut off at ``max_tokens``), ``"tool_calls"``, or None if unknown."""
 
     text: str = ""
     usage: Usage | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     info: dict[str, Any] | None = None  # serving details (endpoint, queue wait, ttft), last chunk
+    tool_deltas: tuple[ToolCallDelta, ...] = ()
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,48 @@ class Completion:
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()
     info: dict[str, Any] | None = None
+    finish_reason: str | None = None   # "stop" | "length" | "tool_calls" | None (not said)
+
+    @property
+    def truncated(self) -> bool:
+        """True iff the answer was cut off at ``max_tokens`` (``finish_reason == "length"``)."""
+        return self.finish_reason == "length"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What a run may know about the model behind an LLM: it picks the plan format
+    (``plan_format="auto"``) and sizes the prompts. An LLM says it with a ``model_info`` attribute;
+    one that does not is taken to know nothing (text plans, the default context)."""
+
+    json_schema: bool = False           # it enforces a JSON-schema ``response_format`` (constrained decoding)
+    context_tokens: int | None = None   # tokens of prompt and answer together it takes, if known
+
+    @staticmethod
+    def weakest(infos: "Iterable[ModelInfo]") -> "ModelInfo":
+        """What holds for every one of several models (a pool may send a call to any of them)."""
+        infos = list(infos)
+        contexts = [i.context_tokens for i in infos if i.context_tokens is not None]
+        return ModelInfo(bool(infos) and all(i.json_schema for i in infos), min(contexts) if contexts else None)
+
+
+def model_info(llm: object) -> ModelInfo:
+    """What ``llm`` says about its model: its ``model_info``; for an endpoint pool, the weakest of
+    its endpoints' (JSON schemas only if every endpoint enforces them, the smallest context).
+
+    >>> model_info(object())
+    ModelInfo(json_schema=False, context_tokens=None)
+    """
+    info = getattr(llm, "model_info", None)
+    if isinstance(info, ModelInfo):
+        return info
+    # An EndpointPool does not say it itself (yet): its endpoints' clients do.
+    endpoints = getattr(llm, "_endpoints", None)
+    if isinstance(endpoints, Mapping) and endpoints:
+        infos = [getattr(getattr(ep, "client", None), "model_info", None) for ep in endpoints.values()]
+        if all(isinstance(i, ModelInfo) for i in infos):
+            return ModelInfo.weakest(infos)   # type: ignore[arg-type]  # all checked just above
+    return ModelInfo()
 
 
 @runtime_checkable
@@ -109,6 +170,7 @@ async def complete(llm: LLM, request: LLMRequest) -> Completion:
     usage = Usage()
     tool_calls: tuple[ToolCall, ...] = ()
     info: dict[str, Any] | None = None
+    finish_reason: str | None = None
     async for chunk in llm.stream(request):
         parts.append(chunk.text)
         if chunk.usage is not None:
@@ -117,7 +179,9 @@ async def complete(llm: LLM, request: LLMRequest) -> Completion:
             tool_calls = chunk.tool_calls
         if chunk.info is not None:
             info = chunk.info
-    return Completion("".join(parts), usage, tool_calls, info)
+        if chunk.finish_reason is not None:
+            finish_reason = chunk.finish_reason
+    return Completion("".join(parts), usage, tool_calls, info, finish_reason)
 
 
 def count_tokens(text: str) -> int:
@@ -125,3 +189,19 @@ def count_tokens(text: str) -> int:
     if not text:
         return 0
     return max(len(text.split()), (len(text) + 3) // 4)
+
+
+def prompt_tokens(request: LLMRequest) -> int:
+    """A model-free estimate of a request's prompt tokens: its messages, and the tool definitions
+    and response schema a server puts into the prompt too."""
+    total = sum(count_tokens(m.content) for m in request.messages)
+    extras = [x for x in (request.tools or None, request.response_format) if x]
+    if extras:
+        total += count_tokens(json.dumps(extras, default=str))
+    return total
+
+
+def estimate_usage(request: LLMRequest, completion_text: str) -> Usage:
+    """Usage counted from what was sent and consumed, for a call whose LLM reported none (a
+    stream closed early, a server that sends no usage): one call, marked estimated."""
+    return Usage(prompt_tokens(request), count_tokens(completion_text), 1, 1)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 from fleetcall.errors import LLMError
-from fleetcall.llm.base import Chunk, LLMRequest, Usage, count_tokens
+from fleetcall.llm.base import Chunk, LLMRequest, Usage, prompt_tokens
 
 _TOKEN = re.compile(r"\s*\S{1,4}|\s+")
 
@@ -89,9 +89,15 @@ class ScriptedLLM:
         return self._queue.popleft()
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
+        """Replay the next answer; ``request.max_tokens`` cuts it (``finish_reason`` "length")
+        as a server would. Usage (prompt: :func:`prompt_tokens`, completion: pseudo-tokens) and
+        the finish reason come on the last chunk, after the text."""
         self.requests.append(request)
         text = self._next_text(request)
         tokens = split_tokens(text)
+        finish = "stop"
+        if request.max_tokens is not None and len(tokens) > request.max_tokens:
+            tokens, finish = tokens[:max(request.max_tokens, 0)], "length"
         pace = self.pace
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -104,5 +110,4 @@ class ScriptedLLM:
             if start > 0 and pace.tpot_s > 0:
                 await asyncio.sleep(max(0.0, started + pace.ttft_s + pace.tpot_s * start - loop.time()))
             yield Chunk("".join(tokens[start : start + step]))
-        prompt = sum(count_tokens(m.content) for m in request.messages)
-        yield Chunk(usage=Usage(prompt, len(tokens), 1))
+        yield Chunk(usage=Usage(prompt_tokens(request), len(tokens), 1), finish_reason=finish)

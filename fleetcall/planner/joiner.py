@@ -5,10 +5,13 @@ Text form (LLMCompiler's)::
     Thought: both populations are known.
     Action: Finish(France has more people (68 million))
 
-The answer is kept whole: everything after ``Finish(`` up to the last ``)`` of the text, so
-parentheses, quotes and newlines inside it survive. An answer that is entirely one quoted string
-is unquoted. No decision at all is a :class:`Replan` whose reason says so (answering with raw
-text could pass off a half-thought as the answer).
+The answer ends at the parenthesis that closes ``Finish(``: parentheses inside it are counted
+(``Finish(Star Wars (1977 film))``), so text after the decision (``(Source: task 1.)`` on the next
+line) is not part of it. An answer that is one quoted string is unquoted, and may hold unbalanced
+parentheses. A decision that never closes is taken up to the text's last ``)``, unless the answer
+was cut off at ``max_tokens`` (``truncated``): a cut-off ``Finish(`` is not a final answer but a
+:class:`Replan` saying so. No decision at all is a :class:`Replan` whose reason says so too
+(answering with raw text could pass off a half-thought as the answer).
 """
 
 from __future__ import annotations
@@ -38,25 +41,56 @@ class Replan:
     thought: str | None = None
 
 
-def parse_joiner(text: str) -> Finish | Replan:
-    """The decision in a text joiner answer.
+def parse_joiner(text: str, *, truncated: bool = False) -> Finish | Replan:
+    """The decision in a text joiner answer; ``truncated``: the answer was cut off at max_tokens.
 
-    >>> parse_joiner("Thought: known.\\nAction: Finish(Star Wars (1977 film))")
+    >>> parse_joiner("Thought: known.\\nAction: Finish(Star Wars (1977 film))\\n(Source: task 1.)")
     Finish(answer='Star Wars (1977 film)', thought='known.')
     """
     m = _find_decision(text)
     if m is None:
-        shown = " ".join(text.split())[:200]
-        return Replan(f"the joiner gave no decision (no Finish(...) or Replan(...)): {shown!r}",
+        shown = _show(text)
+        cut = " (the answer was cut off at max_tokens)" if truncated else ""
+        return Replan(f"the joiner gave no decision (no Finish(...) or Replan(...)){cut}: {shown!r}",
                       _thought(text) or None)
     thought = _thought(_without_action_mark(text[: m.start()])) or None
-    closer = _CLOSE[m.group(2)]
-    end = text.rfind(closer)
-    body = text[m.end(): end] if end >= m.end() else text[m.end():]
+    body = _body(text, m.end(), m.group(2))
+    if body is None:
+        if truncated:
+            return Replan(f"the joiner's answer was cut off at max_tokens before its {m.group(1)}(...) "
+                          f"closed: {_show(text[m.start():])!r}", thought)
+        end = text.rfind(_CLOSE[m.group(2)])
+        body = text[m.end(): end] if end >= m.end() else text[m.end():]
     body = _unquote(body.strip())
     if m.group(1).lower() == "finish":
         return Finish(body, thought)
     return Replan(body or "the joiner asked for a new plan without saying why", thought)
+
+
+_QUOTED = {'"': re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL), "'": re.compile(r"'(?:[^'\\]|\\.)*'", re.DOTALL)}
+_BRACKETS = {"(": re.compile(r"[()]"), "[": re.compile(r"[\[\]]")}
+
+
+def _body(text: str, start: int, opener: str) -> str | None:
+    """The decision's argument: ``text`` from ``start`` (just after the opener) to the closer that
+    balances it, or None if none does. A quoted string followed by the closer is taken whole."""
+    closer = _CLOSE[opener]
+    lead = len(text) - len(text[start:].lstrip())
+    quote = text[lead:lead + 1]
+    if quote in _QUOTED:
+        q = _QUOTED[quote].match(text, lead)
+        if q is not None and text[q.end():].lstrip().startswith(closer):
+            return text[start:q.end()]
+    depth = 1
+    for b in _BRACKETS[opener].finditer(text, start):
+        depth += 1 if b.group() == opener else -1
+        if depth == 0:
+            return text[start:b.start()]
+    return None
+
+
+def _show(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
 
 
 def _find_decision(text: str) -> re.Match[str] | None:
@@ -92,7 +126,7 @@ def _unquote(text: str) -> str:
     if text[0] == '"':
         try:
             value = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: JSONDecodeError, or an int too long
             value = None
         if isinstance(value, str):
             return value
@@ -121,8 +155,9 @@ def joiner_json_schema() -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "joiner_decision", "schema": schema, "strict": True}}
 
 
-def parse_joiner_json(text: str) -> Finish | Replan:
-    """The decision in a JSON joiner answer (a ```json fence and text around it are tolerated).
+def parse_joiner_json(text: str, *, truncated: bool = False) -> Finish | Replan:
+    """The decision in a JSON joiner answer (a ```json fence and text around it are tolerated);
+    ``truncated``: the answer was cut off at max_tokens.
 
     >>> parse_joiner_json('{"thought": "ok", "action": "finish", "answer": "42", "reason": ""}')
     Finish(answer='42', thought='ok')
@@ -130,11 +165,11 @@ def parse_joiner_json(text: str) -> Finish | Replan:
     start = text.find("{")
     try:
         data, _ = json.JSONDecoder().raw_decode(text, start) if start >= 0 else (None, 0)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: JSONDecodeError, or an int too long to read
         data = None
     if not isinstance(data, dict):
-        shown = " ".join(text.split())[:200]
-        return Replan(f"the joiner's answer is not a JSON object: {shown!r}")
+        cut = " (it was cut off at max_tokens)" if truncated else ""
+        return Replan(f"the joiner's answer is not a JSON object{cut}: {_show(text)!r}")
     thought = _text(data.get("thought")) or None
     action = _text(data.get("action")).lower()
     answer, reason = _text(data.get("answer")), _text(data.get("reason"))
@@ -150,4 +185,7 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value.strip()
-    return json.dumps(value, ensure_ascii=False)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):  # nested past the encoder's limit
+        return f"({type(value).__name__} too deep to show)"

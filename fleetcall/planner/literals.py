@@ -18,15 +18,21 @@ Nothing here evaluates model text; every failure is a :class:`SyntaxProblem` wit
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fleetcall.planner.plan import Interp, Ref, Value, iter_refs
+from fleetcall.plan import Interp, Ref, Value, iter_refs
 
 MAX_DEPTH = 100          # nesting of brackets in one argument; deeper is a syntax problem
 MAX_ID_DIGITS = 18       # task ids longer than this are not ids (keeps int() cheap and safe)
+# Integers of a plan have at most this many decimal digits (Python's default limit of int <-> str
+# conversion, sys.get_int_max_str_digits(), is 4,300: a longer int could not even be printed).
+# Number literals longer than this many characters are refused before they are converted.
+MAX_INT_DIGITS = 4300
 
 BareOk = Callable[[int], bool]
 
@@ -302,6 +308,8 @@ class _Reader:
         if _IDENT.match(self.text, m.end()) or (m.end() < len(self.text) and self.text[m.end()].isdigit()):
             raise self.fail("malformed number", start)
         self.pos = m.end()
+        if len(text) > MAX_INT_DIGITS:
+            raise self.fail(f"number too long ({len(text)} characters; at most {MAX_INT_DIGITS})", start)
         body = text.lstrip("+-")
         try:
             if body[:2].lower() in ("0x", "0o", "0b"):
@@ -312,6 +320,8 @@ class _Reader:
                 value = int(text)
         except ValueError as exc:
             raise self.fail(f"bad number {text[:30]!r}", start) from exc
+        if isinstance(value, int) and int_too_long(value):
+            raise self.fail(f"integer too large (more than {max_int_digits()} digits)", start)
         return value
 
     def bare_ref(self) -> Ref:
@@ -403,7 +413,7 @@ class _Reader:
             elif text.startswith(quote, self.pos):
                 self.pos += len(quote)
                 value = "".join(out)
-                return _join_surrogates(value) if "\\u" in text[start:self.pos] else value
+                return clean_text(value)
             else:
                 out.append(c)
                 self.pos += 1
@@ -449,11 +459,36 @@ class _Reader:
         return "\\" + c  # unknown escapes keep their backslash, as in Python
 
 
-def _join_surrogates(text: str) -> str:
-    """Combine UTF-16 surrogate pairs written as JSON escapes (``\\ud83d\\ude00``)."""
-    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with UTF-16 surrogate pairs combined and lone surrogates replaced by U+FFFD.
+
+    A lone surrogate (``"\\ud800"`` in model output) is a valid Python string that no UTF-8
+    encoder takes: left in an argument, it would make every later prompt that shows it unsendable.
+    """
+    if _SURROGATE.search(text) is None:
         return text
-    try:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16")
-    except UnicodeError:
-        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def max_int_digits() -> int:
+    """The most decimal digits an integer of a plan may have: :data:`MAX_INT_DIGITS`, or less if
+    the interpreter's own int/str conversion limit is set lower."""
+    limit = sys.get_int_max_str_digits()
+    return MAX_INT_DIGITS if limit == 0 else min(limit, MAX_INT_DIGITS)
+
+
+@functools.lru_cache(maxsize=4)
+def _power_of_ten(digits: int) -> int:
+    return 10 ** digits
+
+
+def int_too_long(value: int) -> bool:
+    """Whether ``value`` has more than :func:`max_int_digits` decimal digits (it could not be
+    printed, so no prompt, log or record could show it). Cheap: one comparison."""
+    digits = max_int_digits()
+    if value.bit_length() <= digits * 3:   # 2**(3d) < 10**d: surely short enough
+        return False
+    return abs(value) >= _power_of_ten(digits)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from fleetcall.errors import PlanError
 from fleetcall.planner.literals import MAX_ID_DIGITS, Call, SyntaxProblem, parse_call
-from fleetcall.planner.plan import JOIN, IssueKind, Join, Plan, PlanIssue, Task
+from fleetcall.plan import JOIN, IssueKind, Join, Plan, PlanIssue, Task
 from fleetcall.planner.validate import tool_issues, validate_plan
 from fleetcall.tools.base import Tool
 
@@ -132,6 +132,11 @@ class PlanParser:
     @property
     def tasks(self) -> tuple[Task, ...]:
         return tuple(self._tasks)
+
+    @property
+    def task_count(self) -> int:
+        """``len(tasks)``, without copying them."""
+        return len(self._tasks)
 
     @property
     def issues(self) -> tuple[PlanIssue, ...]:

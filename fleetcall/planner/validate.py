@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 import networkx as nx
 
 from fleetcall.errors import PlanError
-from fleetcall.planner.plan import IssueKind, Plan, PlanIssue, Task
+from fleetcall.plan import IssueKind, Plan, PlanIssue, Task
 from fleetcall.tools.base import Tool
 
 

@@ -6,7 +6,7 @@ the LangChain adapter (``BaseTool`` / ``StructuredTool``), and the built-ins ``m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -96,6 +96,20 @@ class Tool(Protocol):
     async def run(self, arguments: dict[str, Any], ctx: ToolContext) -> Any:
         """Run the tool with bound arguments. Sync work runs in ``ctx.threads`` (worker threads)."""
         ...
+
+
+@runtime_checkable
+class Toolset(Protocol):
+    """Tools that share a resource they own (the session of an MCP server).
+
+    Given to an ``Orchestrator`` in ``tools`` (as an item, or as ``tools`` itself), it adds
+    every one of its tools, and ``await orchestrator.aclose()`` closes it.
+    """
+
+    @property
+    def tools(self) -> Sequence[Tool]: ...
+
+    async def aclose(self) -> None: ...
 
 
 def check_options(options: ToolOptions) -> ToolOptions:

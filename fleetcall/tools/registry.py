@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from fleetcall.errors import ConfigError, UnknownToolError
-from fleetcall.planner.plan import JOIN
+from fleetcall.plan import JOIN
 from fleetcall.tools.base import Tool
 
 def _is_langchain_tool(obj: object) -> bool:

@@ -23,7 +23,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import PydanticUndefined, core_schema
 
 from fleetcall.errors import ToolArgumentError
-from fleetcall.planner.plan import Interp, Ref, iter_refs
+from fleetcall.plan import Interp, Ref, iter_refs
 
 _ARBITRARY = ConfigDict(arbitrary_types_allowed=True)
 

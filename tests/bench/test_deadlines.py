@@ -10,7 +10,7 @@ from fleetcall.bench.deadlines import (
 )
 from fleetcall.bench.workloads import CallSpec, QuerySpec, load_hexgen_trace
 from fleetcall.errors import ConfigError
-from fleetcall.serving.perf import Deployment
+from fleetcall.gpumodel.perf import Deployment
 
 MODEL = "llama-3.1-8b"
 A100 = Deployment.of("A100-80G", MODEL)

@@ -14,7 +14,7 @@ from fleetcall.bench.workloads import CallSpec, QuerySpec, load_hexgen_trace
 from fleetcall.errors import ConfigError, LLMError
 from fleetcall.llm.base import Chunk, LLMRequest, count_tokens
 from fleetcall.llm.scripted import ScriptedLLM
-from fleetcall.serving.perf import Deployment
+from fleetcall.gpumodel.perf import Deployment
 from fleetcall.vclock import run_virtual
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from fleetcall.bench import report
 from fleetcall.bench.replay import CallRecord, QueryRecord
 from fleetcall.bench.report import (
     format_table, max_rate_at_95, percentile, plot, render_svg, slo_curve, summarize,
 )
+from fleetcall.cli import main as cli
 
 
 def _call(prompt: int, cached: int | None, ttft: float | None) -> CallRecord:
@@ -99,11 +105,12 @@ def test_plot_writes_a_self_contained_svg(tmp_path: Path) -> None:
     assert written == tmp_path / "out.svg"
     root = ET.fromstring(written.read_text())
     lines = [e for e in root.iter() if e.tag.endswith("polyline")]
-    assert len(lines) == 4  # two panels, one line per policy
+    assert len(lines) == 6  # a sweep: three line panels, one line per policy
     assert {"rr", "slack"} <= {t.text for t in root.iter() if t.tag.endswith("title")}
     page = plot(runs, tmp_path / "out.html")
     assert page.read_text().startswith("<!doctype html>") and "<svg" in page.read_text()
     assert "rate 1 q/s" in render_svg(runs, rate=1.0)
+    assert "rate 0.5 q/s" in render_svg(runs, rate=0.5)
 
 
 def test_plot_png_with_matplotlib_or_svg_without(tmp_path: Path) -> None:
@@ -115,3 +122,131 @@ def test_plot_png_with_matplotlib_or_svg_without(tmp_path: Path) -> None:
     else:
         assert written == tmp_path / "out.png"
         assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and written.stat().st_size > 5000
+
+
+# --------------------------------------------------------------------------- charts
+
+def _is_round_step(step: float) -> bool:
+    """step = 1, 2 or 5 times a power of ten."""
+    mantissa = step / 10 ** math.floor(math.log10(step) + 1e-9)
+    return any(mantissa == pytest.approx(m) for m in (1, 2, 5))
+
+
+def test_nice_ticks_take_round_steps() -> None:
+    assert report.nice_ticks(0, 335) == [0, 50, 100, 150, 200, 250, 300, 350]
+    assert report.nice_ticks(0.01, 0.03) == [0.01, 0.015, 0.02, 0.025, 0.03]  # exact, no 0.015000000000000001
+    assert report.nice_ticks(0.75, 12) == [0, 2, 4, 6, 8, 10, 12]
+    assert report.nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert report.nice_ticks(0, 0.788, max_ticks=5) == [0, 0.2, 0.4, 0.6, 0.8]
+    assert report.nice_ticks(0.02, 0.02) == [0.02, 0.025, 0.03, 0.035, 0.04]  # one value: widened
+    with pytest.raises(ValueError):
+        report.nice_ticks(0, math.inf)
+    with pytest.raises(ValueError):
+        report.nice_ticks(-0.5, 0.5, max_ticks=2)  # -1, 0, 1 at least
+    assert [report.tick_label(t) for t in report.nice_ticks(0.01, 0.03)] == [
+        "0.01", "0.015", "0.02", "0.025", "0.03"]
+    assert [report.tick_label(t, percent=True) for t in report.nice_ticks(0, 1)] == [
+        "0%", "20%", "40%", "60%", "80%", "100%"]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.floats(-1e6, 1e6), st.floats(1e-6, 1e6), st.integers(3, 12))
+def test_nice_ticks_cover_the_range_in_equal_round_steps(lo: float, width: float, max_ticks: int) -> None:
+    hi = lo + width
+    ticks = report.nice_ticks(lo, hi, max_ticks)
+    step = float(f"{(ticks[-1] - ticks[0]) / (len(ticks) - 1):.2g}")  # the nominal step, less float noise
+    assert _is_round_step(step) and 2 <= len(ticks) <= max_ticks
+    ulp = math.ulp(max(abs(lo), abs(hi)))  # float resolution at these values
+    assert ticks[0] <= lo + 1e-6 * step + 2 * ulp and ticks[-1] >= hi - 1e-6 * step - 2 * ulp  # noise adds no tick
+    assert all(b - a == pytest.approx(step, rel=1e-6, abs=4 * ulp) for a, b in itertools.pairwise(ticks))
+    assert all(t / step == pytest.approx(round(t / step), rel=1e-9, abs=1e-6) for t in ticks)  # multiples
+
+
+def test_log_ticks_are_decades_or_1_2_5() -> None:
+    assert report.log_ticks(3, 300) == [2, 5, 10, 20, 50, 100, 200, 500]
+    assert report.log_ticks(0.5, 5000) == [0.1, 1, 10, 100, 1000, 10000]
+    with pytest.raises(ValueError):
+        report.log_ticks(0, 10)
+
+
+def _sweep() -> list[dict[str, object]]:
+    return [_run("rr", 0.5, 0.9, 5.0), _run("rr", 1.0, 0.6, 90.0), _run("slack", 0.5, 1.0, 2.0),
+            _run("slack", 1.0, 0.97, 3.0)]
+
+
+def test_one_rate_is_charted_as_bars_per_policy() -> None:
+    runs = [_run("rr", 0.5, 0.9, 5.0), _run("slack", 0.5, 1.0, 2.0), _run("hexgen", 0.5, 0.4, 12.0)]
+    latency, attained, curve = report.chart(runs).panels
+    assert latency.categories == attained.categories == ("rr", "slack", "hexgen")
+    assert latency.bars == (("p50", (2.5, 1.0, 6.0)), ("p95", (5.0, 2.0, 12.0)))
+    assert attained.bars == (("attainment", (0.9, 1.0, 0.4)),) and attained.target == 0.95
+    assert set(curve.lines) == {"rr", "slack", "hexgen"} and not curve.bars
+    assert latency.y_ticks() == [0, 2, 4, 6, 8, 10, 12, 14]
+    root = ET.fromstring(render_svg(runs))
+    bars = [e for e in root.iter() if e.tag.endswith("rect") and any(c.tag.endswith("title") for c in e)]
+    assert len(bars) == 9  # p50 and p95 per policy, then attainment per policy
+    assert len([e for e in root.iter() if e.tag.endswith("polyline")]) == 3  # only the deadline curve
+    y_labels = [e.text for e in root.iter() if e.tag.endswith("text") and e.get("text-anchor") == "end"]
+    percent = ["0%", "20%", "40%", "60%", "80%", "100%"]
+    assert y_labels == ["0", "2", "4", "6", "8", "10", "12", "14", *percent, *percent]  # round, in every panel
+
+
+def test_one_rate_png_figure_has_bars_per_policy_and_round_ticks() -> None:
+    pytest.importorskip("matplotlib")
+    runs = [_run("rr", 0.5, 0.9, 5.0), _run("slack", 0.5, 1.0, 2.0), _run("hexgen", 0.5, 0.4, 12.0)]
+    fig = report.figure(runs, title="T", subtitle="S")
+    latency, attained, curve = fig.axes[:3]
+    assert len(latency.patches) == 6 and len(attained.patches) == 3
+    assert [t.get_text() for t in latency.get_xticklabels()] == ["rr", "slack", "hexgen"]
+    assert [t.get_text() for t in latency.get_yticklabels()] == ["0", "2", "4", "6", "8", "10", "12", "14"]
+    assert [t.get_text() for t in attained.get_yticklabels()] == ["0%", "20%", "40%", "60%", "80%", "100%"]
+    assert [t.get_text() for t in curve.get_xticklabels()] == ["1", "1.5", "2", "2.5", "3"]
+    assert {"12", "6", "90%", "40%"} <= {t.get_text() for ax in (latency, attained) for t in ax.texts}
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["rr", "slack", "hexgen", "SLO target 95%"]
+
+
+def test_a_sweep_is_charted_against_rate() -> None:
+    p95, attained, curve = report.chart(_sweep()).panels
+    assert p95.lines == {"rr": ((0.5, 5.0), (1.0, 90.0)), "slack": ((0.5, 2.0), (1.0, 3.0))}
+    assert p95.log_y and p95.y_ticks() == [2, 5, 10, 20, 50, 100]  # 45x apart: a log axis
+    assert attained.lines == {"rr": ((0.5, 0.9), (1.0, 0.6)), "slack": ((0.5, 1.0), (1.0, 0.97))}
+    assert "rate 1 q/s" in curve.title  # the deadline curve at the highest rate by default
+    assert p95.x_ticks() == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert "rate 0.5 q/s" in report.chart(_sweep(), rate=0.5).panels[2].title
+
+
+def test_charts_are_titled_with_what_was_run(tmp_path: Path) -> None:
+    spec = report.chart(_sweep())
+    assert spec.subtitle == "rates 0.5, 1 q/s"  # without a caption: what the runs say
+    svg = render_svg(_sweep(), title="Scheduler benchmark: trace1", subtitle="8b on 2 x L40S")
+    texts = {t.text for t in ET.fromstring(svg).iter() if t.tag.endswith("text")}
+    assert {"Scheduler benchmark: trace1", "8b on 2 x L40S"} <= texts
+    page = plot(_sweep(), tmp_path / "p.html", title="Scheduler benchmark: trace1")
+    assert "<title>Scheduler benchmark: trace1</title>" in page.read_text()
+    with pytest.raises(ValueError, match="no runs"):
+        report.chart([])
+    pytest.importorskip("matplotlib")
+    fig = report.figure(_sweep(), title="Scheduler benchmark: trace1", subtitle="8b on 2 x L40S")
+    assert {"Scheduler benchmark: trace1", "8b on 2 x L40S"} <= {t.get_text() for t in fig.texts}
+
+
+def test_caption_names_the_trace_cluster_rates_and_slo_scale() -> None:
+    title, subtitle = report.caption({
+        "trace": "/data/traces/trace2.jsonl", "queries": 40, "gpus": ["A100-80G", "A100-80G", "A6000", "L40S"],
+        "model": "llama-3.1-70b", "slo_scale": 3.0, "deadline": "unloaded", "arrivals": "poisson",
+        "runs": [{"rate": 0.03}, {"rate": 0.01}, {"rate": 0.01}]})
+    assert title == "Scheduler benchmark: trace2.jsonl, 40 queries"
+    assert subtitle == ("llama-3.1-70b on 2 x A100-80G + A6000 + L40S | poisson arrivals, rates 0.01, 0.03 q/s"
+                        " | SLO scale 3 (unloaded deadlines)")
+
+
+def test_bench_scheduler_plot_names_the_trace_and_cluster(tmp_path: Path) -> None:
+    out = tmp_path / "s.svg"
+    assert cli(["bench", "scheduler", "--queries", "3", "--rate", "0.02", "--policy", "rr-fcfs",
+                "--policy", "slack", "--gpus", "A100-80G,L40S", "--plot", str(out)]) == 0
+    root = ET.fromstring(out.read_text())
+    texts = [t.text or "" for t in root.iter() if t.tag.endswith("text")]
+    assert texts[0] == "Scheduler benchmark: trace1, 3 queries"
+    assert texts[1].startswith("llama-3.1-70b on A100-80G + L40S | poisson arrivals, rate 0.02 q/s | SLO scale 3")
+    bars = [e for e in root.iter() if e.tag.endswith("rect") and any(c.tag.endswith("title") for c in e)]
+    assert len(bars) == 6  # p50, p95 and attainment for each of the two policies

@@ -15,8 +15,9 @@ from fleetcall.bench.workloads import (
 )
 from fleetcall.errors import ConfigError, WorkloadError
 from fleetcall.llm.base import count_tokens
-from fleetcall.serving import prefix
-from fleetcall.serving.prefix import block_hashes, blocks_text, filler_text, prompt_text
+from fleetcall.sim import filler
+from fleetcall.router.prefix import block_hashes, prompt_text
+from fleetcall.sim.filler import blocks_text, filler_text
 
 
 def _hexgen(tmp_path: Path, data: object, name: str = "t.json") -> Path:
@@ -190,7 +191,7 @@ def test_unrelated_calls_never_share_a_prefix() -> None:
 def _filler_by_words(tokens: int, seed: int) -> str:
     """filler_text's definition, word by word (it is computed as a slice of a cycle)."""
     start = (seed * 7919) % 17576
-    return "".join(prefix._word(start + i) for i in range(tokens))
+    return "".join(filler._word(start + i) for i in range(tokens))
 
 
 @settings(max_examples=60, deadline=None)

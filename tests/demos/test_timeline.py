@@ -9,6 +9,7 @@ import pytest
 from fleetcall import ConfigError, RunResult, RunStatus, TaskRecord
 from fleetcall.demos import replan, timeline
 from fleetcall.demos.timeline import Bar
+from fleetcall.executor.result import LLMCallRecord
 from fleetcall.vclock import run_virtual
 
 
@@ -72,3 +73,47 @@ def test_write_png_when_matplotlib_is_there(tmp_path) -> None:
         pytest.skip("matplotlib is not installed (pip install 'fleetcall[plot]')")
     path = timeline.write(_result(), tmp_path / "t.png", title="demo")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def _instant_result() -> RunResult:
+    """A tool call that took no time (#2), a cancelled one, an LLM call and no answer."""
+    return RunResult(
+        query_id="q", query="How dense?", status=RunStatus.FAILED, error="joiner gave up",
+        started_at=10.0, finished_at=20.0,
+        tasks=[TaskRecord(round=0, id=1, tool="search", status="ok", start=10.0, end=14.0),
+               TaskRecord(round=0, id=2, tool="math", status="ok", start=14.0, end=14.0),
+               TaskRecord(round=0, id=3, tool="search", status="cancelled", start=15.0, end=None)],
+        llm_calls=[LLMCallRecord(round=0, kind="planner", start=10.0, end=12.0, info={"endpoint": "g0"})],
+    )
+
+
+def test_caption_says_the_answer_or_why_there_is_none_and_the_latency() -> None:
+    assert timeline.caption(_result()) == ("What <now>?", "42 (answered, 4.00s)")
+    assert timeline.caption(_instant_result()) == ("How dense?", "no answer (joiner gave up) (failed, 10.00s)")
+
+
+def test_png_figure_ticks_instant_tasks_and_has_a_legend_and_the_outcome() -> None:
+    pytest.importorskip("matplotlib")
+    result = _instant_result()
+    items = timeline.bars(result)
+    assert [timeline.is_instant(b, result.latency) for b in items] == [False, False, False, True]
+    fig = timeline.figure(items, result.latency, title="demo", question="How dense?",
+                          outcome=timeline.caption(result)[1])
+    (ax,) = fig.axes
+    ticks = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    assert [(list(t.get_xdata()), list(t.get_ydata())) for t in ticks] == [([4.0], [3])]  # row 3: math #2
+    assert len(ax.patches) == 3  # the other bars: LLM call, search ok, search cancelled
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["task ok", "cancelled", "LLM call", "instant (< 40 ms)"]
+    texts = [t.get_text() for t in fig.texts]
+    assert "demo" in texts and "Q: How dense?" in texts
+    assert "A: no answer (joiner gave up) (failed, 10.00s)" in texts
+
+
+def test_png_figure_without_instant_tasks_has_no_tick_legend_and_wraps_long_answers() -> None:
+    pytest.importorskip("matplotlib")
+    fig = timeline.figure(timeline.bars(_result()), 4.0, title="t", question="q", outcome="word " * 100)
+    assert not [line for line in fig.axes[0].get_lines() if line.get_marker() == "|"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["task ok", "error"]
+    answer = [t.get_text() for t in fig.texts if t.get_text().startswith(("A:", "word"))]
+    assert len(answer) == 2 and answer[-1].endswith("...") and all(len(line) <= 130 for line in answer)

@@ -85,7 +85,7 @@ def test_live_view_redraws_on_events_without_a_thread() -> None:
 
 def test_render_state_times_a_running_task_up_to_now() -> None:
     from fleetcall import events as ev
-    from fleetcall.planner.plan import Task
+    from fleetcall.plan import Task
 
     state = RunState("demo", "q", 10.0)
     state.apply(ev.TaskPlanned(0, Task(1, "search", ("x",), source='1. search("x")'), 10.5))

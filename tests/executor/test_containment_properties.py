@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleetcall import Orchestrator, RunStatus, tool
-from fleetcall.app import event_json
+from fleetcall.service.app import event_json
 from fleetcall.executor.result import RunResult
 from fleetcall.llm.base import Chunk
 from tests.test_observe import values

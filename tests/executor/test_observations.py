@@ -9,7 +9,7 @@ import math
 import pytest
 
 from fleetcall import Orchestrator, RunStatus, ScriptedLLM, tool
-from fleetcall.app import event_json
+from fleetcall.service.app import event_json
 from tests.executor.conftest import vrun
 
 

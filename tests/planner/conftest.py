@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fleetcall.planner.plan import Interp, Ref
+from fleetcall.plan import Interp, Ref
 from fleetcall.tools.base import ToolContext, ToolOptions
 
 _PY_TYPES: dict[str, tuple[type, ...]] = {

@@ -36,15 +36,23 @@ def test_exact_reference_strings_are_refs_even_to_unknown_ids() -> None:
     assert plan.tasks[0].args == (Ref(7), "a $7 b")
 
 
-def test_bare_dollar_in_text_refers_to_other_ids_of_the_plan_in_any_order() -> None:
-    plan, _ = parse_json_plan('[{"id": 1, "tool": "t", "args": ["after $2, not $1"]}, {"id": 2, "tool": "t"}]')
-    assert plan.tasks[0].args == (Interp(("after ", Ref(2), ", not $1")),)
+def test_bare_dollar_in_text_refers_to_tasks_listed_before() -> None:
+    """As in text plans (the JSON plan streams: a later id is not known yet): ``$N`` in text refers
+    to a task listed before, ``${N}`` to any."""
+    plan, _ = parse_json_plan('[{"id": 1, "tool": "t"}, {"id": 2, "tool": "t", "args": ["after $1, not $2 or $3"]},'
+                              ' {"id": 3, "tool": "t", "args": ["${4} is later"]}, {"id": 4, "tool": "t"}]')
+    assert plan.tasks[1].args == (Interp(("after ", Ref(1), ", not $2 or $3")),)
+    assert plan.tasks[2].args == (Interp((Ref(4), " is later")),)
 
 
 def test_invalid_json_is_a_syntax_issue_with_position() -> None:
-    plan, issues = parse_json_plan('{"tasks": [\n  {"id": 1,, }\n]}')
-    assert plan.tasks == () and [i.kind for i in issues] == [IssueKind.SYNTAX]
-    assert issues[0].line == 2 and "line 2 column" in issues[0].message
+    # a bad task is reported by its position in the list, showing its text; the others stand
+    plan, issues = parse_json_plan('{"tasks": [\n  {"id": 1,, }, {"id": 2, "tool": "t"}\n]}')
+    assert [t.id for t in plan.tasks] == [2] and [i.kind for i in issues] == [IssueKind.SYNTAX]
+    assert issues[0].line == 1 and 'task #1: invalid JSON' in issues[0].message and '{"id": 1,, }' in issues[0].message
+    # JSON broken between tasks: the text's line and column
+    plan, issues = parse_json_plan('{"tasks": [\n  {"id": 1, "tool": "t"} }\n]}')
+    assert [i.kind for i in issues] == [IssueKind.SYNTAX] and "line 2 column" in issues[0].message
     assert parse_json_plan("no json here")[1][0].kind is IssueKind.SYNTAX
     assert parse_json_plan('{"steps": 3}')[1][0].kind is IssueKind.SYNTAX
     assert parse_json_plan("[" * 100_000)[1][0].kind is IssueKind.SYNTAX
@@ -66,7 +74,7 @@ def test_shape_problems_and_duplicates() -> None:
     assert [(t.id, t.line) for t in plan.tasks] == [(1, 1), (7, 7), (8, 8)]
     assert plan.tasks[1].kwargs == (("query", "z"),)
     assert [(i.kind, i.line) for i in issues] == [
-        (IssueKind.SYNTAX, 3), (IssueKind.SYNTAX, 4), (IssueKind.DUPLICATE_ID, 2), (IssueKind.SYNTAX, 5),
+        (IssueKind.DUPLICATE_ID, 2), (IssueKind.SYNTAX, 3), (IssueKind.SYNTAX, 4), (IssueKind.SYNTAX, 5),
         (IssueKind.SYNTAX, 6)]
 
 
@@ -121,6 +129,14 @@ def test_plan_tool_definition(tools: dict) -> None:
     d = plan_tool_definition(list(tools.values()))
     assert d["type"] == "function" and d["function"]["name"] == "make_plan"
     assert d["function"]["parameters"] == plan_json_schema(list(tools.values()))["json_schema"]["schema"]
+
+
+def test_plan_schema_bounds_each_thought() -> None:
+    """SmolLM2-135M looped inside a thought until max_tokens; llama.cpp's grammar honours maxLength."""
+    from fleetcall.planner.json_plan import MAX_THOUGHT_CHARS
+    from fleetcall.tools.builtins import math_tool
+    item = plan_json_schema([math_tool])["json_schema"]["schema"]["properties"]["tasks"]["items"]
+    assert item["properties"]["thought"] == {"type": "string", "maxLength": MAX_THOUGHT_CHARS}
 
 
 def test_plan_schema_bounds_the_number_of_tasks_when_asked() -> None:

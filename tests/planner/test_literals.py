@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleetcall.planner.literals import SyntaxProblem, parse_call, parse_ref_string, split_refs
-from fleetcall.planner.plan import Interp, Ref
+from fleetcall.plan import Interp, Ref
 
 
 def earlier(*ids: int):
@@ -130,3 +130,27 @@ def test_parse_ref_string() -> None:
 def test_syntax_problems(text: str) -> None:
     with pytest.raises(SyntaxProblem):
         parse_call(text, earlier())
+
+
+def test_integers_are_bounded_by_what_can_be_printed() -> None:
+    """An int of more than 4,300 digits could not be shown in any record or prompt: refused, in
+    any base, and the bound follows a lower interpreter limit."""
+    import sys
+
+    with pytest.raises(SyntaxProblem, match="integer too large"):
+        args("0x" + "f" * 3600)
+    with pytest.raises(SyntaxProblem, match="number too long"):
+        args("1" * 4301)
+    assert len(str(args("9" * 4300)[0])) == 4300
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        with pytest.raises(SyntaxProblem, match="more than 640 digits"):
+            args("0x" + "f" * 600)
+    finally:
+        sys.set_int_max_str_digits(old)
+
+
+def test_lone_surrogates_become_replacement_characters() -> None:
+    assert args(r'"\ud800 and \ud83d\ude00"') == ("\ufffd and 😀",)
+    assert args('"raw \ud800"') == ("raw \ufffd",)

@@ -227,3 +227,55 @@ def test_generated_plans_parse_to_their_structure_however_chunked(data: st.DataO
     assert isinstance(whole[-1], Join)
     assert parse_in_chunks(text, data.draw(chunkings(text))) == whole
     assert parse_in_chunks(text, list(range(len(text)))) == whole
+
+
+# -- (c) hostile inputs and linear work ------------------------------------------------------------
+def test_hostile_text_plans_are_issues_and_every_task_can_be_shown() -> None:
+    cases = {
+        "nested": "1. f(" + "[" * 100_000 + "\n2. join()",
+        "closed nesting": "1. f(" + "[" * 5000 + "]" * 5000 + ")\n2. join()",
+        "huge hex": "1. f(0x" + "f" * 3600 + ")\njoin()",
+        "huge decimal": "1. f(" + "9" * 100_000 + ")\njoin()",
+        "huge float": "1. f(1e999999, " + "1" * 4000 + ".5)\njoin()",
+        "huge id": "1" * 40 + ". f()\njoin()",
+        "huge ref": "1. f()\n2. g($" + "1" * 40 + ")\njoin()",
+        "nul and surrogates": '1. f("a\\x00\\ud800", "\x00\ud800")\njoin()',
+        "one endless line": "1. f(" + "x, " * 100_000,
+        "many unclosed strings": '1. f("' + '\n"' * 10_000,
+    }
+    for name, text in cases.items():
+        items = parse_in_chunks(text, list(range(0, len(text), 997)))
+        assert all(isinstance(i, (Task, Join, PlanIssue)) for i in items), name
+        for task in (i for i in items if isinstance(i, Task)):
+            str(task.args), repr(task)                      # every value can be shown
+
+
+def _cpu_seconds(text: str, chunk: int) -> float:
+    import time
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        parser = PlanParser()
+        for i in range(0, len(text), chunk):
+            parser.feed(text[i:i + chunk])
+        parser.close()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def test_parsing_work_is_linear_in_the_plan() -> None:
+    """Four times the plan, at most ~eight times the work (quadratic would be sixteen): many
+    tasks, one call wrapped over many lines, one long line, fed in small chunks."""
+    def wide(n: int) -> str:
+        return "\n".join(f'{i}. search("item {i}", k=[{i}, $1])' if i > 1 else '1. search("x")'
+                         for i in range(1, n + 1)) + "\njoin()"
+
+    def wrapped(n: int) -> str:
+        return "1. f(\n" + ",\n".join(f'  "{i}"' for i in range(n)) + "\n)\njoin()"
+
+    def long_line(n: int) -> str:
+        return '1. f("' + "ab\\\"" * (n * 10) + '")\njoin()'
+
+    for make, chunk in ((wide, 5), (wrapped, 3), (long_line, 2)):
+        small, large = _cpu_seconds(make(2000), chunk), _cpu_seconds(make(8000), chunk)
+        assert large < 8 * max(small, 1e-3), (make.__name__, small, large)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from fleetcall.llm.base import count_tokens
 from fleetcall.planner import (
     Interp, IssueKind, Observation, ObservationStatus, PlanIssue, Ref, Round, Task, build_joiner_messages,
-    build_planner_messages, parse_plan, show_task,
+    build_planner_messages, parse_json_plan, parse_plan, show_task, validate_plan,
 )
 
 
@@ -35,11 +38,34 @@ def test_system_prompt_is_shared_across_queries(tools: dict) -> None:
     assert a[0] == b[0]
 
 
+def _example(system: str) -> str:
+    return system.split("Example of the format", 1)[1].split("\n", 1)[1]
+
+
 def test_example_in_text_prompt_parses(tools: dict) -> None:
     system = build_planner_messages("q", list(tools.values()))[0].content
-    example = system.split("Example of the format:\n", 1)[1]
-    plan, issues = parse_plan(example)
+    plan, issues = parse_plan(_example(system))
     assert issues == [] and len(plan.tasks) == 3 and plan.joined
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_the_examples_use_only_the_registered_tools(fake_tool: type, json_mode: bool) -> None:
+    """A small model copies the example: its calls must be ones the user's tools can take (the
+    built-in example's search() and compare() were copied by SmolLM2 with only population())."""
+    population = fake_tool("population", (("country", "string"),))
+    math = fake_tool("math", (("expression", "string"), ("context", "array")), required=("expression",))
+    for tools in ([population], [population, math], [math, population]):
+        system = build_planner_messages("q", tools, json_mode=json_mode)[0].content
+        example = _example(system)
+        plan, issues = parse_json_plan(example) if json_mode else parse_plan(example)
+        assert issues == [] and len(plan.tasks) == (2 if json_mode else 3)
+        assert {t.tool for t in plan.tasks} <= {t.name for t in tools}
+        assert validate_plan(plan, {t.name: t for t in tools}, ordered=not json_mode) == []
+        if not json_mode:
+            assert plan.tasks[2].deps == {1, 2}              # it shows how results are used
+        assert "search" not in system and "compare(" not in system and "\"compare\"" not in system
+    empty = build_planner_messages("q", [], json_mode=json_mode)[0].content
+    assert "search" not in empty and "compare(" not in empty
 
 
 def test_json_mode_prompt(tools: dict) -> None:
@@ -71,3 +97,38 @@ def test_show_task_round_trips_through_the_parser() -> None:
                 (("k", [1, (2,), {"z": None}]),))
     plan, issues = parse_plan("1. a()\n2. b()\n3. " + show_task(task))
     assert issues == [] and plan.tasks[2].args == task.args and plan.tasks[2].kwargs == task.kwargs
+
+
+def big_rounds(n: int, tasks: int = 6, size: int = 3000) -> list[Round]:
+    out = []
+    for r in range(n):
+        ts = tuple(Task(i, "search", (f"query {r}.{i}",), line=i) for i in range(1, tasks + 1))
+        obs = tuple(Observation(i, "search", ObservationStatus.OK, value=f"round {r} task {i} " + "x" * size)
+                    for i in range(1, tasks + 1))
+        issues = tuple(PlanIssue(IssueKind.UNKNOWN_TOOL, f"task {i} uses unknown tool 'nope' " + "y" * 300, i)
+                       for i in range(1, 30))
+        out.append(Round("\n".join(f'{i}. nope("{"z" * 400}")' for i in range(1, 30)), ts, obs, issues,
+                         replan_reason="the plan was invalid: " + "w" * 5000))
+    return out
+
+
+@pytest.mark.parametrize("budget", [1500, 3000, 8000])
+def test_prompts_fit_the_context_budget_and_say_what_was_cut(tools: dict, budget: int) -> None:
+    for n in (1, 2, 5):
+        rounds = big_rounds(n)
+        for messages in (build_planner_messages("What is X?", list(tools.values()), rounds=rounds,
+                                                max_prompt_tokens=budget),
+                         build_joiner_messages("What is X?", rounds, max_prompt_tokens=budget)):
+            assert sum(count_tokens(m.content) for m in messages) <= budget
+            user = messages[1].content
+            assert user.startswith("Question: What is X?")
+            assert "more characters" in user or "omitted" in user or "cut to fit" in user
+    # the latest round is kept longest: its first observation is still there when older ones went
+    user = build_planner_messages("q", list(tools.values()), rounds=big_rounds(5), max_prompt_tokens=3000)[1].content
+    assert "round 4 task 1" in user and "round 0 task 1" not in user and "omitted to fit" in user
+
+
+def test_prompts_without_a_budget_are_unchanged(tools: dict) -> None:
+    rounds = big_rounds(2, size=100)
+    assert build_planner_messages("q", list(tools.values()), rounds=rounds) == build_planner_messages(
+        "q", list(tools.values()), rounds=rounds, max_prompt_tokens=10**9)

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from fleetcall.errors import ConfigError, ToolArgumentError
-from fleetcall.planner.plan import Interp, Ref
+from fleetcall.plan import Interp, Ref
 from fleetcall.tools import FunctionTool, Tool, ToolContext, ToolOptions, tool
 from fleetcall.tools.docstring import arg_descriptions, summary
 

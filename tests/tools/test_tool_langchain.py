@@ -11,7 +11,7 @@ from langchain_core.tools import Tool as LCTool
 from langchain_core.tools import tool as lc_tool
 
 from fleetcall.errors import ConfigError, ToolArgumentError
-from fleetcall.planner.plan import Ref
+from fleetcall.plan import Ref
 from fleetcall.tools import LangChainTool, Tool, ToolContext, ToolOptions, as_tool
 
 CTX = ToolContext(query_id="q", task_id=1)

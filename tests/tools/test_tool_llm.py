@@ -8,7 +8,7 @@ import pytest
 
 from fleetcall.errors import ConfigError
 from fleetcall.llm.scripted import ScriptedLLM
-from fleetcall.planner.plan import Interp, Ref
+from fleetcall.plan import Interp, Ref
 from fleetcall.tools import LLMTool, ToolContext, llm_tool
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetcall.planner.plan import Ref
+from fleetcall.plan import Ref
 from fleetcall.tools import ToolContext, math_tool
 from fleetcall.tools import arith
 from fleetcall.tools.arith import evaluate, to_number

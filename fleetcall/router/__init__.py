@@ -1,0 +1,1 @@
+"""Production scheduling of LLM calls over model endpoints: config, views, queues, dispatcher, predictor, health, client, pool."""

@@ -1,0 +1,451 @@
+"""The global dispatcher: which endpoint of the pool a call goes to.
+
+Pure decision code (see docs/architecture.md): a policy looks at a snapshot -- the call
+(:class:`CallView`), every endpoint (:class:`EndpointView`) and ``now`` (the loop's time) --
+and names an endpoint. It never sleeps, reads a clock or touches a socket; the pool carries the
+decision out and feeds measurements back into each endpoint's
+:class:`~fleetcall.router.predict.ServicePredictor`. Policies, by name
+(:func:`make_dispatcher`):
+
+========== ============================================================ ==============
+name       picks                                                        local queue
+========== ============================================================ ==============
+rr-fcfs    the next available endpoint in turn (vLLM baseline)          ``fcfs``
+least-busy fewest calls running + queued (LiteLLM's least-busy)         ``fcfs``
+hexgen     HEXGEN-TEXT2SQL's workload-balanced score, weight ``alpha``  ``hexgen``
+slack      earliest predicted finish, with prefix-cache affinity (ours) ``urgency``
+========== ============================================================ ==============
+
+How the pool uses a policy::
+
+    dispatcher = make_dispatcher("slack", affinity_max_delay_s=1.0)
+    queues = {name: dispatcher.new_queue() for name in endpoint_names}   # paired local queues
+    name = dispatcher.choose(call_view, endpoint_views, now)             # place a new call
+    queues[name].push(call_view, predicted_service_s(call_view, views[name]))
+    # when an endpoint has a free slot and an empty queue:
+    move = dispatcher.steal(idle_view, other_views, now)   # (endpoint, call_id) or None
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fleetcall.errors import ConfigError, LLMError
+from fleetcall.router.queue import Discipline, LocalQueue, QueueOrder, SortKey
+from fleetcall.router.views import CallView, EndpointView
+
+DEFAULT_DISPATCHER = "slack"
+
+
+class NoEndpointAvailable(LLMError):
+    """Every endpoint of the pool is unavailable (unhealthy or its breaker open)."""
+
+
+def cached_tokens(call: CallView, endpoint: EndpointView) -> int:
+    """Prompt tokens of ``call`` probably in ``endpoint``'s prefix cache."""
+    if endpoint.prefixes is None or not call.prefix_hashes:
+        return 0
+    return min(endpoint.prefixes.match(call.prefix_hashes) * call.block_tokens, call.prompt_tokens)
+
+
+def expected_batch(endpoint: EndpointView) -> int:
+    """Calls running beside a new call once it runs there, itself included: everything running
+    or queued shares the engine with it (continuous batching), up to the slots."""
+    return min(endpoint.slots, len(endpoint.running) + len(endpoint.queued) + 1)
+
+
+def predicted_service_s(call: CallView, endpoint: EndpointView, batch: int | None = None) -> float:
+    """Predicted service seconds of ``call`` at ``endpoint`` with its cached prefix there
+    (``batch`` defaults to :func:`expected_batch`). What the pool passes to ``LocalQueue.push``."""
+    b = expected_batch(endpoint) if batch is None else batch
+    return endpoint.predictor.predict(call.prompt_tokens, call.output_tokens,
+                                      cached_tokens=cached_tokens(call, endpoint), batch=b).total_s
+
+
+def slot_free_times(endpoint: EndpointView) -> list[float]:
+    """Heap of seconds from now until each slot frees, from the running calls' remainders (an
+    endpoint running more calls than its slots, after a resize, counts them all as slots)."""
+    times = sorted(max(r, 0.0) for r in endpoint.running)
+    times += [0.0] * (endpoint.slots - len(times))
+    return times  # sorted, so already a heap
+
+
+def queued_finish_offsets(endpoint: EndpointView) -> list[float]:
+    """Seconds from now until each queued call finishes (same order as ``queued``), simulating
+    the slots: each call starts on the earliest free slot, in serve order."""
+    if not endpoint.available:
+        return [math.inf] * len(endpoint.queued)
+    free = slot_free_times(endpoint)
+    out = []
+    for service in endpoint.queued_service_s:
+        end = heapq.heappop(free) + service
+        heapq.heappush(free, end)
+        out.append(end)
+    return out
+
+
+def wait_offset(endpoint: EndpointView, ahead_services: Sequence[float]) -> float:
+    """Seconds from now until a slot is free for a call served after ``ahead_services``."""
+    free = slot_free_times(endpoint)
+    for service in ahead_services:
+        heapq.heappush(free, heapq.heappop(free) + service)
+    return free[0]
+
+
+def available_endpoints(endpoints: Sequence[EndpointView], call: CallView) -> list[EndpointView]:
+    """The available endpoints, or :class:`NoEndpointAvailable` naming every endpoint."""
+    ok = [e for e in endpoints if e.available]
+    if not ok:
+        names = ", ".join(e.name for e in endpoints) or "(the pool is empty)"
+        raise NoEndpointAvailable(f"no endpoint is available for call {call.call_id} "
+                                  f"({call.kind}, query {call.query_id}); unavailable: {names}")
+    return ok
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """A dispatch policy and the local queue discipline it pairs with."""
+
+    name: str                 # its registry name
+    queue_order: QueueOrder   # the local queue order it pairs with
+    discipline: Discipline    # that order with its knobs
+    prefill_slots: int | None  # most calls in prefill per endpoint before the queue holds the next
+
+    def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
+        """Name of the available endpoint ``call`` goes to (NoEndpointAvailable if none)."""
+        ...
+
+    def new_queue(self) -> LocalQueue:
+        """An empty local queue of the paired discipline, one per endpoint."""
+        ...
+
+    def steal(self, idle: EndpointView, others: Sequence[EndpointView],
+              now: float) -> tuple[str, int] | None:
+        """A queued call to move to ``idle`` (see :func:`pick_steal`); None: leave all."""
+        ...
+
+
+class _Knobs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoKnobs(_Knobs):
+    """rr-fcfs and least-busy take no knobs."""
+
+
+class HexgenKnobs(_Knobs):
+    """alpha: weight of relative speed against relative load (1: fastest GPU for the call,
+    0: least loaded). The paper tunes it per workload by simulation; its public simulator's
+    command line defaults to 0.0. 0.5 weighs both alike."""
+
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class SlackKnobs(_Knobs):
+    """Knobs of the slack policy and its urgency queue.
+
+    affinity_max_delay_s: the most a prefix-cache match may cost, seconds of predicted finish
+        over the best endpoint's.
+    affinity_max_delay_frac: if set, also at most this fraction of the best predicted latency
+        (the smaller bound wins).
+    affinity_min_tokens: matches shorter than this many cached tokens earn no affinity.
+    aging_per_s, demote_hopeless, no_deadline_slack_s: the urgency queue's (see queue.py).
+    steal_min_gain_s: a waiting call moves only if it finishes at least this much sooner
+        (hysteresis against ping-pong on noisy predictions).
+    prefill_slots: calls an endpoint may have in prefill (sent, no first token yet) at once;
+        the next waits in the local queue even if a slot is free. Prefill is compute-bound and
+        runs one chunk after another, so calls sent to an engine early wait inside it in FCFS
+        order anyway; holding them in the pool keeps the choice of which prompt runs next with
+        the urgency queue, while decoding calls keep batching. None: slots only.
+    chunk_tokens, interference: a decode step that shares its iteration with another prompt's
+        prefill chunk waits for it (a chunk is the endpoint's typical prompt, at most
+        ``chunk_tokens``, the engines' chunked-prefill size); a call's predicted decode time grows
+        by ``interference`` x its output tokens x the endpoint's measured prefill load x that
+        chunk's time. 0 turns the term off.
+    """
+
+    affinity_max_delay_s: float = Field(default=0.5, ge=0.0)
+    affinity_max_delay_frac: float | None = Field(default=None, ge=0.0)
+    affinity_min_tokens: int = Field(default=128, ge=1)
+    aging_per_s: float = Field(default=0.1, ge=0.0)
+    demote_hopeless: bool = True
+    no_deadline_slack_s: float | None = Field(default=None, ge=0.0)
+    steal_min_gain_s: float = Field(default=0.05, ge=0.0)
+    prefill_slots: int | None = Field(default=1, ge=1)
+    chunk_tokens: int = Field(default=2048, ge=1)
+    interference: float = Field(default=1.0, ge=0.0)
+
+
+class _Baseline:
+    """Shared by the baselines: no stealing, no prefill gating (parity with the systems they
+    reproduce)."""
+
+    name: str
+    queue_order: QueueOrder
+    discipline: Discipline
+    prefill_slots: int | None = None
+
+    def new_queue(self) -> LocalQueue:
+        return LocalQueue.of(self.discipline)
+
+    def steal(self, idle: EndpointView, others: Sequence[EndpointView],
+              now: float) -> tuple[str, int] | None:
+        return None
+
+
+class RoundRobin(_Baseline):
+    """``rr-fcfs``: the available endpoints in turn, FCFS queues (HEXGEN's vLLM baseline)."""
+
+    name = "rr-fcfs"
+    queue_order: QueueOrder = "fcfs"
+    discipline = Discipline("fcfs")
+
+    def __init__(self, knobs: NoKnobs | None = None) -> None:
+        self._next = 0  # position in the endpoint sequence to try first next time
+
+    def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
+        available_endpoints(endpoints, call)
+        n = len(endpoints)
+        for k in range(n):
+            i = (self._next + k) % n
+            if endpoints[i].available:
+                self._next = i + 1
+                return endpoints[i].name
+        raise AssertionError("unreachable: available_endpoints() found one")
+
+
+class LeastBusy(_Baseline):
+    """``least-busy``: fewest calls running + queued (LiteLLM's least-busy); ties go to the
+    endpoint listed first. FCFS queues."""
+
+    name = "least-busy"
+    queue_order: QueueOrder = "fcfs"
+    discipline = Discipline("fcfs")
+
+    def __init__(self, knobs: NoKnobs | None = None) -> None:
+        pass
+
+    def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
+        return min(available_endpoints(endpoints, call),
+                   key=lambda e: len(e.running) + len(e.queued)).name
+
+
+class Hexgen(_Baseline):
+    """``hexgen``: HEXGEN-TEXT2SQL's workload-balanced dispatch, urgency-guided queues.
+
+    For each available endpoint ``e``, with ``t_e`` the call's predicted lone service time there
+    and ``w_e`` the endpoint's outstanding predicted work per slot::
+
+        score_e = alpha * t_e / min(t) + (1 - alpha) * w_e / max(w)    (lowest wins)
+
+    The paper's simulator (``WorkloadBalancePolicy``) maximizes ``alpha * t_base / t_e -
+    (1 - alpha) * W_e / W_base`` against a baseline engine, with ``W`` the work ever assigned;
+    here both terms are relative to the pool's best/worst and ``w`` is the work still
+    outstanding, so the score does not drift over a long run. Ties: faster, then listed first.
+    """
+
+    name = "hexgen"
+    queue_order: QueueOrder = "hexgen"
+    discipline = Discipline("hexgen", aging_per_s=0.0, demote_hopeless=False)
+
+    def __init__(self, knobs: HexgenKnobs | None = None) -> None:
+        self.alpha = (knobs or HexgenKnobs()).alpha
+
+    def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
+        cands = available_endpoints(endpoints, call)
+        times = [e.predictor.predict(call.prompt_tokens, call.output_tokens).total_s
+                 for e in cands]
+        loads = [e.outstanding_work_s / e.slots for e in cands]
+        fastest, heaviest = min(times), max(loads)
+        best = min(range(len(cands)), key=lambda i: (
+            self.alpha * times[i] / fastest
+            + (1.0 - self.alpha) * (loads[i] / heaviest if heaviest > 0 else 0.0),
+            times[i], i))
+        return cands[best].name
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """The slack policy's prediction for one endpoint (for tests and live views)."""
+
+    endpoint: str
+    finish: float        # predicted absolute finish time of the call there
+    service_s: float     # its own predicted service time there
+    cached_tokens: int   # prompt tokens probably cached there
+
+
+@dataclass(slots=True)
+class Slack:
+    """``slack`` (the default): earliest predicted finish, with prefix-cache affinity.
+
+    For each available endpoint, the call's predicted finish there is ``now`` + the time until
+    a slot frees for it + its own service time. The wait simulates the slots: they free as the
+    running calls' predicted remainders run out, and each queued call the local queue would
+    serve *before* this one (its key, :meth:`Discipline.key`, is not larger) takes the earliest
+    free slot for its predicted service. Its own service time counts its cached prefix there
+    and the batch it will share (:func:`expected_batch`).
+
+    Affinity: the endpoint with the longest cached prefix (at least ``affinity_min_tokens``)
+    wins if its finish is within the allowed delay of the earliest -- keeping a prefix on one
+    endpoint saves the next calls that share it too, which the finish time alone does not see.
+    """
+
+    knobs: SlackKnobs = field(default_factory=SlackKnobs)
+    discipline: Discipline = field(init=False)
+    name: str = field(default="slack", init=False)
+    queue_order: QueueOrder = field(default="urgency", init=False)
+    prefill_slots: int | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        k = self.knobs
+        self.prefill_slots = k.prefill_slots
+        self.discipline = Discipline("urgency", k.aging_per_s, k.demote_hopeless,
+                                     k.no_deadline_slack_s)
+
+    def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
+        placements = self.placements(call, endpoints, now)
+        best = min(placements, key=lambda p: (p.finish, -p.cached_tokens))
+        sticky = max(placements, key=lambda p: (p.cached_tokens, -p.finish))
+        if sticky.cached_tokens >= self.knobs.affinity_min_tokens and sticky is not best:
+            if sticky.finish <= best.finish + self._allowed_delay(best, now):
+                return sticky.endpoint
+        return best.endpoint
+
+    def placements(self, call: CallView, endpoints: Sequence[EndpointView],
+                   now: float) -> list[Placement]:
+        """The predicted finish of ``call`` on every available endpoint, in their order."""
+        return [self._place(call, e, now) for e in available_endpoints(endpoints, call)]
+
+    def new_queue(self) -> LocalQueue:
+        return LocalQueue.of(self.discipline)
+
+    def steal(self, idle: EndpointView, others: Sequence[EndpointView],
+              now: float) -> tuple[str, int] | None:
+        return pick_steal(idle, others, now, discipline=self.discipline,
+                          min_gain_s=self.knobs.steal_min_gain_s)
+
+    def _place(self, call: CallView, endpoint: EndpointView, now: float) -> Placement:
+        cached = cached_tokens(call, endpoint)
+        own = endpoint.predictor.predict(call.prompt_tokens, call.output_tokens,
+                                         cached_tokens=cached, batch=expected_batch(endpoint))
+        mine = self.discipline.key(call, own.total_s, now)
+        key = self.discipline.key
+        ahead = [(q, s) for q, s in zip(endpoint.queued, endpoint.queued_service_s)
+                 if key(q, s, now) <= mine]
+        slot_wait = wait_offset(endpoint, [s for _, s in ahead])
+        # Prefill is compute-bound and serial: this prompt starts after the prefill still owed
+        # to the running calls and to every queued call served before it.
+        prefill_wait = endpoint.prefill_backlog_s + sum(
+            endpoint.predictor.predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead)
+        start = max(slot_wait, prefill_wait) if self.prefill_slots is not None else slot_wait
+        # Continuous batching runs a prefill chunk in the same iteration as a decode step: while
+        # other prompts prefill here (a fraction ``prefill_load`` of the time), each output token
+        # of this call also waits for a chunk -- as long as the prompts this endpoint computes
+        # (``typical_prefill_tokens``), at most the engine's chunk size.
+        chunk = self.knobs.chunk_tokens
+        if endpoint.typical_prefill_tokens > 0:
+            chunk = min(chunk, endpoint.typical_prefill_tokens)
+        chunk_s = endpoint.predictor.predict(chunk, 1).ttft_s
+        interference = (call.output_tokens - 1) * endpoint.prefill_load * chunk_s
+        service = own.total_s + interference * self.knobs.interference
+        return Placement(endpoint.name, now + start + service, service, cached)
+
+    def _allowed_delay(self, best: Placement, now: float) -> float:
+        allowed = self.knobs.affinity_max_delay_s
+        if self.knobs.affinity_max_delay_frac is not None:
+            allowed = min(allowed, self.knobs.affinity_max_delay_frac * (best.finish - now))
+        return allowed
+
+
+def pick_steal(idle: EndpointView, others: Sequence[EndpointView], now: float, *,
+               discipline: Discipline | None = None,
+               min_gain_s: float = 0.05) -> tuple[str, int] | None:
+    """A waiting call to move to ``idle``: ``(endpoint it waits at, call_id)``, or None.
+
+    Only when ``idle`` is available, has a free slot and an empty queue. Queued calls elsewhere
+    are taken most urgent first (by ``discipline``'s key, default the urgency queue's); the
+    first one that would finish at least ``min_gain_s`` sooner here (served at once, with its
+    cached prefix here) than its predicted finish where it waits (slot simulation of that
+    queue; never, if that endpoint is unavailable) is returned. The pool then removes it from
+    that queue and pushes it here.
+    """
+    if not idle.available or idle.queued or len(idle.running) >= idle.slots:
+        return None
+    disc = discipline or Discipline("urgency")
+    # (key, position, endpoint name, call, predicted finish offset there)
+    waiting: list[tuple[SortKey, int, str, CallView, float]] = []
+    for e in others:
+        if e.name == idle.name or not e.queued:
+            continue
+        finishes = queued_finish_offsets(e)
+        for call, service, finish in zip(e.queued, e.queued_service_s, finishes):
+            waiting.append((disc.key(call, service, now), len(waiting), e.name, call, finish))
+    waiting.sort(key=lambda w: (w[0], w[1]))
+    batch = len(idle.running) + 1
+    for _, _, name, call, finish in waiting:
+        if predicted_service_s(call, idle, batch) + min_gain_s < finish:
+            return name, call.call_id
+    return None
+
+
+def _build_hexgen(knobs: _Knobs) -> Dispatcher:
+    assert isinstance(knobs, HexgenKnobs)
+    return Hexgen(knobs)
+
+
+def _build_slack(knobs: _Knobs) -> Dispatcher:
+    assert isinstance(knobs, SlackKnobs)
+    return Slack(knobs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    knobs: type[_Knobs]                    # validates the keyword arguments
+    build: Callable[[_Knobs], Dispatcher]  # gets an instance of `knobs`
+
+
+# name -> how to build it: the one table of policies
+_REGISTRY: dict[str, _Entry] = {
+    "rr-fcfs": _Entry(NoKnobs, lambda _: RoundRobin()),
+    "least-busy": _Entry(NoKnobs, lambda _: LeastBusy()),
+    "hexgen": _Entry(HexgenKnobs, _build_hexgen),
+    "slack": _Entry(SlackKnobs, _build_slack),
+}
+
+
+def dispatcher_names() -> list[str]:
+    """Names :func:`make_dispatcher` accepts."""
+    return list(_REGISTRY)
+
+
+def make_dispatcher(name: str = DEFAULT_DISPATCHER, **knobs: object) -> Dispatcher:
+    """The dispatch policy called ``name``, configured by ``knobs``.
+
+        >>> make_dispatcher("hexgen", alpha=0.3).alpha
+        0.3
+        >>> make_dispatcher("fastest")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        fleetcall.errors.ConfigError: unknown dispatcher 'fastest'; valid: rr-fcfs, ...
+
+    Raises :class:`ConfigError` for an unknown name, or an unknown or invalid knob (listing
+    the policy's knobs).
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown dispatcher {name!r}; valid: {', '.join(_REGISTRY)}")
+    try:
+        config = entry.knobs(**knobs)
+    except ValidationError as exc:
+        valid = ", ".join(entry.knobs.model_fields) or "(none)"
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'knobs'}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"bad knobs for dispatcher {name!r}: {problems}; valid knobs: "
+                          f"{valid}") from exc
+    return entry.build(config)

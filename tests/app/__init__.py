@@ -1,1 +1,0 @@
-"""Tests of the HTTP service (fleetcall.app) and `fleetcall serve`."""

@@ -1,0 +1,331 @@
+"""Dispatch policies on constructed snapshots: rr-fcfs, least-busy, hexgen, slack, stealing."""
+
+from __future__ import annotations
+
+import doctest
+import math
+
+import pytest
+
+import fleetcall.router.dispatcher as dispatcher_module
+from fleetcall.errors import ConfigError, LLMError
+from fleetcall.router.dispatcher import (
+    CallView,
+    Dispatcher,
+    EndpointView,
+    NoEndpointAvailable,
+    Slack,
+    SlackKnobs,
+    dispatcher_names,
+    expected_batch,
+    make_dispatcher,
+    pick_steal,
+    predicted_service_s,
+)
+from fleetcall.router.predict import PrefixIndex, Prior, ServicePredictor
+from fleetcall.router.queue import Discipline
+
+_ids = iter(range(10**9))
+
+
+def fixed(rate: float) -> ServicePredictor:
+    """A predictor whose service time is exactly (uncached prompt tokens) / rate seconds."""
+    return ServicePredictor(None, None, prior=Prior(request_overhead_s=0.0,
+                                                    prefill_tokens_per_s=rate, tpot_s=0.0,
+                                                    batch_slowdown=0.0))
+
+
+def call(prompt: int = 1000, deadline: float | None = None, *, remaining: float = 0.0,
+         at: float = 0.0, hashes: tuple[int, ...] = ()) -> CallView:
+    return CallView(call_id=next(_ids), query_id="q", kind="planner", prompt_tokens=prompt,
+                    output_tokens=20, deadline=deadline, remaining_work_s=remaining, priority=0,
+                    enqueued_at=at, prefix_hashes=hashes)
+
+
+def ep(name: str, *, rate: float = 1000.0, slots: int = 1, running: tuple[float, ...] = (),
+       queued: tuple[CallView, ...] = (), prefixes: PrefixIndex | None = None,
+       available: bool = True, predictor: ServicePredictor | None = None) -> EndpointView:
+    return EndpointView(name, slots, running, queued, predictor or fixed(rate), prefixes,
+                        available)
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(dispatcher_module).failed == 0
+
+
+# --- registry ------------------------------------------------------------------------------
+
+def test_make_dispatcher_by_name() -> None:
+    assert dispatcher_names() == ["rr-fcfs", "least-busy", "hexgen", "slack"]
+    assert make_dispatcher().name == "slack"
+    for name in dispatcher_names():
+        d = make_dispatcher(name)
+        assert isinstance(d, Dispatcher) and d.name == name
+        q = d.new_queue()
+        assert q.order == d.queue_order == d.discipline.order
+    assert [make_dispatcher(n).queue_order for n in dispatcher_names()] == \
+        ["fcfs", "fcfs", "hexgen", "urgency"]
+    assert not make_dispatcher("hexgen").new_queue().discipline.demote_hopeless
+    assert make_dispatcher("slack", aging_per_s=0.7).new_queue().discipline.aging_per_s == 0.7
+
+
+def test_make_dispatcher_errors_list_valid_choices() -> None:
+    with pytest.raises(ConfigError, match="unknown dispatcher 'fifo'; valid: rr-fcfs, "
+                                          "least-busy, hexgen, slack"):
+        make_dispatcher("fifo")
+    with pytest.raises(ConfigError, match=r"beta.*valid knobs: alpha$"):
+        make_dispatcher("hexgen", beta=1)
+    with pytest.raises(ConfigError, match=r"alpha.*less than or equal to 1"):
+        make_dispatcher("hexgen", alpha=2.0)
+    with pytest.raises(ConfigError, match=r"valid knobs: \(none\)"):
+        make_dispatcher("rr-fcfs", alpha=0.5)
+    with pytest.raises(ConfigError, match="affinity_max_delay_s, affinity_max_delay_frac"):
+        make_dispatcher("slack", affinity_delay=1.0)
+
+
+@pytest.mark.parametrize("name", ["rr-fcfs", "least-busy", "hexgen", "slack"])
+def test_no_available_endpoint_is_a_clear_error(name: str) -> None:
+    d = make_dispatcher(name)
+    c = call()
+    with pytest.raises(NoEndpointAvailable, match=r"call \d+ \(planner, query q\).*a, b"):
+        d.choose(c, [ep("a", available=False), ep("b", available=False)], now=0.0)
+    with pytest.raises(LLMError, match="pool is empty"):
+        d.choose(c, [], now=0.0)
+
+
+# --- baselines -----------------------------------------------------------------------------
+
+def test_round_robin_cycles_and_skips_unavailable() -> None:
+    d = make_dispatcher("rr-fcfs")
+    pool = [ep("a"), ep("b"), ep("c")]
+    assert [d.choose(call(), pool, 0.0) for _ in range(4)] == ["a", "b", "c", "a"]
+    pool[1] = ep("b", available=False)
+    assert [d.choose(call(), pool, 0.0) for _ in range(4)] == ["c", "a", "c", "a"]
+    assert d.steal(ep("a"), pool, 0.0) is None
+
+
+def test_least_busy_counts_running_and_queued() -> None:
+    d = make_dispatcher("least-busy")
+    pool = [ep("a", slots=4, running=(1.0, 1.0)),
+            ep("b", slots=4, running=(1.0,), queued=(call(),)),
+            ep("c", slots=4, running=(9.0,))]
+    assert d.choose(call(), pool, 0.0) == "c"
+    pool[2] = ep("c", available=False)
+    assert d.choose(call(), pool, 0.0) == "a"  # tie between a and b: listed first
+
+
+def test_hexgen_alpha_extremes() -> None:
+    fast = ServicePredictor("A100", "llama-3.1-70b", tp=4)
+    slow = ServicePredictor("A6000", "llama-3.1-70b", tp=4)
+    pool = [ep("a6000", predictor=slow, slots=2, running=(1.0,)),
+            ep("a100", predictor=fast, slots=2, running=(30.0, 30.0), queued=(call(), call()))]
+    c = call(prompt=1100)
+    assert make_dispatcher("hexgen", alpha=1.0).choose(c, pool, 0.0) == "a100"  # fastest GPU
+    assert make_dispatcher("hexgen", alpha=0.0).choose(c, pool, 0.0) == "a6000"  # least loaded
+    idle = [ep("a6000", predictor=slow), ep("a100", predictor=fast)]
+    assert make_dispatcher("hexgen", alpha=0.0).choose(c, idle, 0.0) == "a100"  # tie: faster
+    assert make_dispatcher("hexgen").steal(idle[0], pool, 0.0) is None
+
+
+def test_hexgen_mixes_speed_and_load() -> None:
+    # a: service 1 s, load 3 s/slot; b: service 2 s, load 0.  Scores: a = alpha + (1 - alpha),
+    # b = 2 * alpha: b wins iff alpha < 1/2.
+    pool = [ep("a", rate=1000, running=(3.0,)), ep("b", rate=500)]
+    assert make_dispatcher("hexgen", alpha=0.4).choose(call(), pool, 0.0) == "b"
+    assert make_dispatcher("hexgen", alpha=0.6).choose(call(), pool, 0.0) == "a"
+
+
+# --- slack ---------------------------------------------------------------------------------
+
+def _fast_with_queue() -> EndpointView:
+    urgent = tuple(call(prompt=1000, deadline=5.0) for _ in range(6))  # 0.5 s each at 2000/s
+    return ep("fast", rate=2000, running=(0.2,), queued=urgent)
+
+
+def test_slack_prefers_an_idle_slow_gpu_to_a_fast_one_with_a_long_queue() -> None:
+    d = make_dispatcher("slack")
+    pool = [_fast_with_queue(), ep("slow", rate=500)]
+    relaxed = call(prompt=1000, deadline=60.0)
+    assert d.choose(relaxed, pool, now=0.0) == "slow"
+    by_name = {p.endpoint: p for p in Slack().placements(relaxed, pool, 0.0)}
+    assert by_name["fast"].finish == pytest.approx(0.2 + 6 * 0.5 + 0.5)
+    assert by_name["slow"].finish == pytest.approx(2.0)
+
+
+def test_slack_counts_only_the_calls_served_before_this_one() -> None:
+    d = make_dispatcher("slack")
+    pool = [_fast_with_queue(), ep("slow", rate=500)]
+    urgent = call(prompt=1000, deadline=1.0)  # more urgent than the whole queue: jumps it
+    assert d.choose(urgent, pool, now=0.0) == "fast"
+    assert Slack().placements(urgent, pool, 0.0)[0].finish == pytest.approx(0.7)
+
+
+def test_slack_simulates_the_slots() -> None:
+    queued = (call(prompt=2000, deadline=8.0), call(prompt=2000, deadline=9.0))  # 2 s each
+    e = ep("e", slots=2, running=(1.0, 3.0), queued=queued)
+    assert e.queued_service_s == (2.0, 2.0)
+    # slots free at 1 and 3; first queued runs 1..3, second 3..5; ours starts at 3
+    mine = call(prompt=500, deadline=50.0)
+    slots_only = Slack(SlackKnobs(prefill_slots=None))
+    p = slots_only.placements(mine, [e], now=0.0)[0]
+    assert p.finish == pytest.approx(3.0 + 0.5) and p.service_s == pytest.approx(0.5)
+    # at t=7.5 both queued calls are hopeless (latest start 6 and 7): demoted behind ours
+    assert slots_only.placements(mine, [e], now=7.5)[0].finish == pytest.approx(7.5 + 1.0 + 0.5)
+
+
+def test_slack_serialises_prefill_across_slots() -> None:
+    """Prompts are computed one after another however many slots are free: with these
+    all-prefill predictors, two queued 2 s prompts and 1.5 s of prefill still owed to running
+    calls put ours at 1.5 + 2 + 2 = 5.5 s before its own 0.5 s, not at the 3 s the slots say."""
+    queued = (call(prompt=2000, deadline=8.0), call(prompt=2000, deadline=9.0))
+    e = EndpointView("e", 2, (1.0, 3.0), queued, fixed(1000.0), prefill_backlog_s=1.5)
+    mine = call(prompt=500, deadline=50.0)
+    assert Slack().placements(mine, [e], now=0.0)[0].finish == pytest.approx(5.5 + 0.5)
+    # an urgent call jumps the queue, so only the running calls' prefill is ahead of it
+    urgent = call(prompt=500, deadline=1.0)
+    assert Slack().placements(urgent, [e], now=0.0)[0].finish == pytest.approx(1.5 + 0.5)
+    # a slower GPU with nothing owed beats a fast one with a prefill backlog
+    idle_slow = EndpointView("slow", 2, (), (), fixed(250.0))
+    assert Slack().choose(mine, [e, idle_slow], now=0.0) == "slow"
+
+
+def test_only_slack_gates_prefill() -> None:
+    assert make_dispatcher("slack").prefill_slots == 1
+    assert make_dispatcher("slack", prefill_slots=None).prefill_slots is None
+    for name in ("rr-fcfs", "least-busy", "hexgen"):
+        assert make_dispatcher(name).prefill_slots is None
+
+
+def _warm_and_cold(running: float, *, blocks: int = 100) -> list[EndpointView]:
+    hashes = tuple(range(1, blocks + 1))
+    warm = PrefixIndex(capacity_blocks=1000)
+    warm.add(hashes)
+    return [ep("cold"), ep("warm", running=(running,), prefixes=warm)]
+
+
+def test_slack_honours_prefix_affinity_within_the_bound() -> None:
+    c = call(prompt=2000, deadline=100.0, hashes=tuple(range(1, 101)))  # 1600 tokens cached
+    d = make_dispatcher("slack")  # affinity_max_delay_s = 0.5
+    cold, warm = Slack().placements(c, _warm_and_cold(running=2.0), 0.0)
+    assert (cold.finish, warm.finish, warm.cached_tokens) == pytest.approx((2.0, 2.4, 1600))
+    assert d.choose(c, _warm_and_cold(running=2.0), 0.0) == "warm"   # 0.4 s later: affinity
+    assert d.choose(c, _warm_and_cold(running=2.5), 0.0) == "cold"   # 0.9 s later: past bound
+    assert make_dispatcher("slack", affinity_max_delay_s=1.0).choose(
+        c, _warm_and_cold(running=2.5), 0.0) == "warm"
+    assert make_dispatcher("slack", affinity_max_delay_frac=0.1).choose(
+        c, _warm_and_cold(running=2.0), 0.0) == "cold"               # 10% of 2 s < 0.4 s
+    assert d.choose(c, _warm_and_cold(running=1.0), 0.0) == "warm"   # simply the earliest
+
+
+def test_slack_ignores_short_prefix_matches() -> None:
+    c = call(prompt=2000, deadline=100.0, hashes=tuple(range(1, 101)))
+    pool = _warm_and_cold(running=0.3, blocks=4)  # 64 cached tokens < affinity_min_tokens
+    assert Slack().placements(c, pool, 0.0)[1].finish == pytest.approx(0.3 + 1.936)
+    assert make_dispatcher("slack").choose(c, pool, 0.0) == "cold"
+    assert make_dispatcher("slack", affinity_min_tokens=64).choose(c, pool, 0.0) == "warm"
+
+
+def test_slack_skips_unavailable_endpoints() -> None:
+    pool = [ep("down", rate=10**6, available=False), ep("up", rate=10)]
+    assert make_dispatcher("slack").choose(call(), pool, 0.0) == "up"
+
+
+# --- stealing ------------------------------------------------------------------------------
+
+def test_steal_takes_the_most_urgent_call_that_gains() -> None:
+    first, second = call(prompt=1000, deadline=10.0), call(prompt=1000, deadline=20.0)
+    busy = ep("busy", running=(5.0,), queued=(first, second))
+    idle = ep("idle")
+    assert pick_steal(idle, [busy, idle], now=0.0) == ("busy", first.call_id)
+    assert make_dispatcher("slack").steal(idle, [busy], 0.0) == ("busy", first.call_id)
+
+
+def test_steal_skips_calls_that_would_not_finish_sooner() -> None:
+    big = call(prompt=10_000, deadline=10.0)   # busy: 1 s after 5 s wait = 6; idle: 10 s
+    small = call(prompt=1_000, deadline=20.0)  # busy: finishes at 6.1; idle: 1 s
+    busy = ep("busy", rate=10_000, running=(5.0,), queued=(big, small))
+    assert pick_steal(ep("idle", rate=1000), [busy], 0.0) == ("busy", small.call_id)
+
+
+def test_steal_needs_a_free_idle_endpoint_and_a_real_gain() -> None:
+    c = call(prompt=1000, deadline=10.0)
+    busy = ep("busy", running=(5.0,), queued=(c,))
+    assert pick_steal(ep("idle", running=(1.0,)), [busy], 0.0) is None          # no free slot
+    assert pick_steal(ep("idle", queued=(call(),)), [busy], 0.0) is None        # has a queue
+    assert pick_steal(ep("idle", available=False), [busy], 0.0) is None
+    almost = ep("busy", running=(0.01,), queued=(c,))                           # gain 0.01 s
+    assert pick_steal(ep("idle"), [almost], 0.0) is None
+    assert pick_steal(ep("idle"), [almost], 0.0, min_gain_s=0.0) == ("busy", c.call_id)
+    assert pick_steal(ep("idle"), [ep("other")], 0.0) is None                   # nothing queued
+
+
+def test_steal_rescues_calls_queued_at_an_unavailable_endpoint() -> None:
+    c = call(prompt=1000)
+    dead = ep("dead", rate=10**6, queued=(c,), available=False)
+    assert pick_steal(ep("idle", rate=1), [dead], 0.0) == ("dead", c.call_id)
+
+
+def test_steal_follows_the_given_discipline() -> None:
+    old = call(prompt=1000, at=0.0)                 # no deadline, but first in
+    tight = call(prompt=1000, deadline=10.0, at=5.0)
+    busy = ep("busy", running=(5.0,), queued=(tight, old))
+    assert pick_steal(ep("idle"), [busy], 5.0) == ("busy", tight.call_id)
+    assert pick_steal(ep("idle"), [busy], 5.0, discipline=Discipline("fcfs")) == \
+        ("busy", old.call_id)
+
+
+# --- views and helpers ---------------------------------------------------------------------
+
+def test_endpoint_view_fills_and_checks_queued_service() -> None:
+    e = ep("e", rate=100, slots=3, running=(2.0,), queued=(call(prompt=300), call(prompt=100)))
+    assert e.queued_service_s == pytest.approx((3.0, 1.0))
+    assert e.outstanding_work_s == pytest.approx(6.0)
+    assert expected_batch(e) == 3
+    with pytest.raises(ValueError, match="1 service times for 2 queued calls"):
+        EndpointView("e", 1, (), (call(), call()), fixed(1.0), queued_service_s=(1.0,))
+    with pytest.raises(ValueError, match="slots"):
+        EndpointView("e", 0, (), (), fixed(1.0))
+    with pytest.raises(ValueError, match="output_tokens"):
+        CallView(1, "q", "k", 10, 0, None, 0.0, 0, 0.0, ())
+
+
+def test_predicted_service_counts_cache_and_batch() -> None:
+    index = PrefixIndex(capacity_blocks=10)
+    index.add((7, 8))
+    e = ep("e", rate=1000, slots=4, prefixes=index)
+    assert predicted_service_s(call(prompt=100, hashes=(7, 8, 9)), e) == pytest.approx(0.068)
+    real = ServicePredictor("A100", "llama-3.1-8b")
+    busy = EndpointView("r", 8, (1.0,) * 7, (), real)
+    c = call(prompt=500)
+    assert predicted_service_s(c, busy) > predicted_service_s(c, busy, batch=1)
+    assert not math.isclose(predicted_service_s(c, busy), predicted_service_s(c, busy, batch=1))
+
+
+def test_slack_knobs_are_typed() -> None:
+    assert SlackKnobs().affinity_max_delay_s == 0.5
+    with pytest.raises(ConfigError):
+        make_dispatcher("slack", steal_min_gain_s=-1.0)
+
+
+def test_slack_counts_decode_slowed_by_other_prompts_prefill() -> None:
+    """A long-output call decodes one token per iteration, and an iteration that carries another
+    prompt's prefill chunk takes that chunk's time: a GPU busy prefilling is a poor place to
+    decode, however fast it is alone."""
+    decoder = ServicePredictor(None, None, prior=Prior(request_overhead_s=0.0, prefill_tokens_per_s=1000.0,
+                                                       tpot_s=0.01, batch_slowdown=0.0))
+    long_output = CallView(call_id=next(_ids), query_id="q", kind="generate", prompt_tokens=100,
+                           output_tokens=501, deadline=None, remaining_work_s=0.0, priority=0,
+                           enqueued_at=0.0, prefix_hashes=())
+    busy = EndpointView("busy", 4, (), (), decoder, prefill_load=0.5)
+    quiet = EndpointView("quiet", 4, (), (), decoder)
+    slack = Slack(SlackKnobs(chunk_tokens=1000))
+    by_name = {p.endpoint: p for p in slack.placements(long_output, [busy, quiet], 0.0)}
+    alone = 0.1 + 500 * 0.01
+    assert by_name["quiet"].finish == pytest.approx(alone)
+    assert by_name["busy"].finish == pytest.approx(alone + 500 * 0.5 * 1.0)  # a 1 s chunk half the time
+    assert slack.choose(long_output, [busy, quiet], 0.0) == "quiet"
+    off = Slack(SlackKnobs(chunk_tokens=1000, interference=0.0))
+    assert off.placements(long_output, [busy], 0.0)[0].finish == pytest.approx(alone)
+    # an endpoint computing short prompts interleaves short chunks: 250 tokens, 0.25 s each
+    short_prompts = EndpointView("short", 4, (), (), decoder, prefill_load=0.5, typical_prefill_tokens=250)
+    assert slack.placements(long_output, [short_prompts], 0.0)[0].finish == pytest.approx(alone + 500 * 0.5 * 0.25)

@@ -1,0 +1,1 @@
+"""Tests of the HTTP service (fleetcall.service.app) and `fleetcall serve`."""
