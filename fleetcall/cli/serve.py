@@ -141,7 +141,8 @@ async def _agent(args: argparse.Namespace, app: AppSpec | None) -> tuple[Orchest
 
 
 async def serve(args: argparse.Namespace, token: str | None, sock: socket.socket, app_spec: AppSpec | None = None) -> None:
-    """Build pool and orchestrator on the serving loop, serve until a signal, close the pool."""
+    """Build pool and orchestrator on the serving loop, serve until a signal, close both (the
+    orchestrator's tool threads are not waited for; see its ``aclose``)."""
     orchestrator, pool = await _agent(args, app_spec)
     try:
         app = create_app(orchestrator, pool=pool, token=token, max_in_flight=args.max_in_flight, name=args.name)
@@ -152,6 +153,7 @@ async def serve(args: argparse.Namespace, token: str | None, sock: socket.socket
         if cancelled:
             print(f"fleetcall serve: cancelled {len(cancelled)} run(s) in flight: {', '.join(cancelled)}", flush=True)
     finally:
+        await orchestrator.aclose()
         if pool is not None:
             await pool.aclose()
 
