@@ -256,8 +256,10 @@ class PlanParser:
             if t is not None and t.group(1).strip():
                 self._thought.append(t.group(1).strip())
             return
-        self._pending = _Pending(number, m.group(1), m.group(2), m.start(2), [s])
-        self._pending.scan(s, m.end())
+        # kept with its trailing spaces: they may be inside a triple-quoted string that goes on
+        first = line.lstrip()
+        self._pending = _Pending(number, m.group(1), m.group(2), m.start(2), [first])
+        self._pending.scan(first, m.end())
         self._after_scan(out)
 
     def _after_scan(self, out: list[Item]) -> None:

@@ -265,3 +265,13 @@ def test_long_line_in_one_character_chunks_is_linear() -> None:
     for ch in text:
         parser.feed(ch)
     assert len(parser.tasks[0].args[0]) == 200_001 and parser.joined
+
+
+def test_spaces_ending_the_first_line_of_a_triple_quoted_string_are_kept() -> None:
+    """The action's first line was stripped at both ends, cutting the spaces before the newline
+    inside ``search(\"\"\" \\n\"\"\")`` (found by the parser's property test)."""
+    from fleetcall.planner import PlanParser
+
+    parser = PlanParser()
+    items = parser.feed('1. search(""" \n""")\n2. join()') + parser.close()
+    assert items[0].args == (" \n",)
