@@ -701,3 +701,28 @@ def test_200_concurrent_calls_complete_and_the_pool_drains() -> None:
     assert all(0 < b <= out["end"] for b in out["busy"].values())
     assert all(e.running == 0 and e.waiting == 0 for e in out["engines"].values())
     assert out["left"] == []
+
+
+def test_a_rate_window_ends_exactly_when_its_wait_does() -> None:
+    """At t = start + 60 s, ``now - start`` rounds to just below 60 at these magnitudes: the
+    window must still count the start as gone (the rpm wait slept until that very sum), or the
+    call waiting for the window spins at one instant forever."""
+    from collections import deque
+
+    from fleetcall.throttle import LoopThrottler, TokenWindow
+
+    start = 481.09011482367356
+    assert (start + 60.0) - start < 60.0  # the rounding this is about
+
+    async def main() -> tuple[int, int]:
+        rpm, tpm = LoopThrottler(1, 60.0), TokenWindow(10, 60.0)
+        rpm._bind_loop()
+        tpm._bind_loop()
+        rpm._task_logs = deque([start])
+        tpm._log, tpm._used = deque([(start, 10)]), 10
+        await asyncio.sleep(start + 60.0 - now())
+        rpm.flush()
+        tpm._flush(now())
+        return len(rpm._task_logs), len(tpm._log)
+
+    assert run_virtual(main(), start=start) == (0, 0)
