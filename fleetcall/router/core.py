@@ -49,13 +49,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetcall.errors import ConfigError
+from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.dispatcher import Dispatcher, make_dispatcher, predicted_service_s
-from fleetcall.router.faults import (CallId, Fail, FailWhy, Failure, FaultKind, describe_streak,
-                                     in_seconds)
+from fleetcall.router.faults import CallId, Fail, FailWhy, Failure, FaultKind, describe_streak
 from fleetcall.router.health import CircuitBreaker, EndpointSnapshot, EndpointStats
 from fleetcall.router.predict import OutputLengths, PrefixIndex, ServicePredictor
-from fleetcall.router.state import OVERRUN_FLOOR_S, EndpointSpec, EndpointState
+from fleetcall.router.state import EndpointSpec, EndpointState
 from fleetcall.router.views import CallView, EndpointView
 
 __all__ = ["Action", "Grant", "Outcome", "Retired", "SchedulerCore"]
@@ -65,38 +65,6 @@ log = logging.getLogger("fleetcall.router")
 DEFAULT_CALL_S = 1.0       # an LLM call's service time before any was measured
 _QUERIES_REMEMBERED = 100_000  # admitted query ids kept to tell a new query from a known one
 _MIN_COOLDOWN_S = 0.05     # shortest rate-limit cooldown (a "Retry-After: 0" must not spin)
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Action: the call holds a slot at ``endpoint``; send the attempt."""
-
-    call_id: CallId
-    endpoint: str
-    attempt: int      # requests sent for this call, this one included (1 = the first)
-    queue_s: float    # seconds the call has waited for a slot so far, all attempts
-
-
-@dataclass(frozen=True, slots=True)
-class Retired:
-    """Action: a removed endpoint has no call left; its transport may be closed."""
-
-    endpoint: str
-
-
-Action = Grant | Fail | Retired
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A successful attempt's measurements (None: not measured)."""
-
-    ttft_s: float | None = None   # seconds from sending to the first token
-    tpot_s: float | None = None   # seconds per output token after the first
-    total_s: float | None = None  # seconds from sending to the last token
-    completion_tokens: int = 0
-    cached_tokens: int = 0        # prompt tokens the endpoint served from its prefix cache
-    complete: bool = True         # False: the caller stopped reading early (nothing learned)
 
 
 @dataclass(slots=True)
@@ -166,9 +134,8 @@ class SchedulerCore:
         out = self._begin(now)
         if spec.name in self._endpoints or spec.name in self._retiring:
             raise ConfigError(f"the pool already has an endpoint named {spec.name!r}")
-        model = spec.model if spec.gpu != "unknown" else None
         ep = EndpointState(
-            spec=spec, predictor=ServicePredictor(spec.gpu, model, spec.tp),
+            spec=spec, predictor=self._predictor(spec),
             prefixes=PrefixIndex(spec.prefix_capacity_blocks), queue=self.dispatcher.new_queue(),
             stats=EndpointStats(spec.name, CircuitBreaker(self.breaker.failures,
                                                           self.breaker.cooldown_s)))
@@ -176,6 +143,18 @@ class SchedulerCore:
         self._unpark(now, out)
         self._pump(ep, now, out)
         return out
+
+    def _predictor(self, spec: EndpointSpec) -> ServicePredictor:
+        """A profiled endpoint shares the predictor of its twins (the same GPU, model and
+        parallelism declared): they learn together and tie while idle, so they take calls in
+        turn. An endpoint of unknown hardware learns on its own (its twins by name may be any
+        hardware), starting from a measured twin's ratios (see ``_learn``)."""
+        if spec.gpu != "unknown" and spec.twin_key:
+            for other in (*self._endpoints.values(), *self._retiring.values()):
+                if other.spec.twin_key == spec.twin_key:
+                    return other.predictor
+        model = spec.model if spec.gpu != "unknown" else None
+        return ServicePredictor(spec.gpu, model, spec.tp)
 
     def remove_endpoint(self, name: str, now: float) -> list[Action]:
         """Remove an endpoint: its queued calls are placed again, its running calls finish."""
@@ -193,6 +172,8 @@ class SchedulerCore:
             out.append(Retired(name))
         self._evict(ep, now, out, "endpoint removed")
         self._stale = True
+        if not self._endpoints:
+            self._unpark(now, out)  # nothing left to wait for: parked calls fail now
         return out
 
     def rate_limited(self, name: str, now: float, until: float,
@@ -282,14 +263,13 @@ class SchedulerCore:
         c, ep = self._running(call_id)
         c.running, c.endpoint = False, None
         c.tried[ep.name] = failure.describe()
-        if failure.kind is FaultKind.RATE_LIMITED:
-            ep.stats.rate_limited(failure.cause)
+        if failure.kind is FaultKind.RATE_LIMITED:  # first the endpoint's verdict: the slot
+            ep.stats.rate_limited(failure.cause)    # freed below must not go to a queued call
+            self._cool(ep, now + self._cooldown_s(failure), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
         self._free(ep, call_id, now, out)
-        if failure.kind is FaultKind.RATE_LIMITED:
-            self._cool(ep, now + self._cooldown_s(failure), failure.status, now, out)
-        else:
+        if failure.kind is not FaultKind.RATE_LIMITED:
             c.faults += 1
             if not failure.kind.retryable or c.faults >= self.retry.max_attempts:
                 del self._calls[call_id]
@@ -436,18 +416,8 @@ class SchedulerCore:
     def _views(self, now: float, usable: set[str] | None) -> list[EndpointView]:
         """What the dispatcher sees of every live endpoint; ``usable``: the names available
         to the call being placed (None: every available endpoint)."""
-        views = []
-        for ep in self._endpoints.values():
-            queued, services = ep.queue.snapshot(now)
-            ok = ep.available(now) if usable is None else ep.name in usable
-            views.append(EndpointView(
-                name=ep.name, slots=ep.spec.slots,
-                running=tuple(max(r.end - now, OVERRUN_FLOOR_S) for r in ep.running.values()),
-                queued=queued, predictor=ep.predictor, prefixes=ep.prefixes, available=ok,
-                queued_service_s=services, prefill_backlog_s=ep.prefill_backlog_s(now),
-                prefill_load=ep.prefill_load_at(now),
-                typical_prefill_tokens=int(ep.prefill_tokens)))
-        return views
+        return [ep.view(now, ep.available(now) if usable is None else ep.name in usable)
+                for ep in self._endpoints.values()]
 
     def _pump(self, ep: EndpointState, now: float, out: list[Action]) -> None:
         """Give ``ep``'s free slots to its queue's most urgent calls; steal work when idle."""
@@ -471,7 +441,7 @@ class SchedulerCore:
         ep.breaker.allow(now)  # closed: a no-op; half-open: this call is the probe
         if probing:
             ep.probe_call = c.view.call_id
-            self._mark_down(ep)
+            self._mark_down(ep, now)
         c.endpoint, c.running = ep.name, True
         c.attempts += 1
         c.queue_s += now - c.wait_from
@@ -507,6 +477,8 @@ class SchedulerCore:
     def _refresh(self, ep: EndpointState, now: float, out: list[Action]) -> None:
         """``ep`` may be available (again): parked calls are placed, its slots given out."""
         if not ep.available(now):
+            if ep.name in self._down:
+                self._stale = True  # a closed breaker may bring its available time forward
             return
         if ep.name in self._down:
             self._down.discard(ep.name)
@@ -516,10 +488,11 @@ class SchedulerCore:
             self._unpark(now, out)
         self._pump(ep, now, out)
 
-    def _mark_down(self, ep: EndpointState) -> None:
-        if not ep.removed and ep.name not in self._down:
+    def _mark_down(self, ep: EndpointState, now: float) -> None:
+        """``ep`` may have become unavailable, or unavailable for longer: re-time the wakeup."""
+        self._stale = True
+        if not ep.removed and not ep.available(now):
             self._down.add(ep.name)
-            self._stale = True
 
     def _evict(self, ep: EndpointState, now: float, out: list[Action], why: str) -> None:
         """Place every call queued at ``ep`` again (it is unavailable or gone): never lost."""
@@ -540,12 +513,12 @@ class SchedulerCore:
     def _cool(self, ep: EndpointState, until: float, status: int | None, now: float,
               out: list[Action]) -> None:
         """A rate limit: ``ep`` takes no call until ``until``; its queue goes elsewhere."""
-        if not ep.cool_down(until, status) or ep.removed:
+        if until <= now or not ep.cool_down(until, status) or ep.removed:
             return
         log.info("endpoint %s rate-limited (%s): cooling down for %.1f s", ep.name,
                  status or "Retry-After", until - now)
         self._stale = True
-        self._mark_down(ep)
+        self._mark_down(ep, now)
         self._evict(ep, now, out, "it is rate-limited")
 
     def _judge(self, ep: EndpointState, failure: Failure, now: float, out: list[Action]) -> None:
@@ -564,7 +537,7 @@ class SchedulerCore:
         if now_state == "open" and was != "open":
             log.warning("endpoint %s: breaker opened after %s; probe in %.1f s", ep.name,
                         describe_streak(ep.streak), (ep.breaker.probe_at() or now) - now)
-            self._mark_down(ep)
+            self._mark_down(ep, now)
             self._evict(ep, now, out, "its breaker opened")
 
     # -- endings ---------------------------------------------------------------------------
@@ -578,6 +551,9 @@ class SchedulerCore:
             own_ttft = max(ttft - backlog_s, 0.25 * ttft)
             ep.predictor.observe(view.prompt_tokens, max(out, 1), own_ttft, outcome.tpot_s or 0.0,
                                  max(batch + 1, 1), cached_tokens=outcome.cached_tokens)
+            for twin in self._endpoints.values():  # unmeasured twins start from this one
+                if twin.spec.twin_key == ep.spec.twin_key and twin.predictor.samples == 0:
+                    twin.predictor.adopt(ep.predictor)  # (profiled twins share one predictor)
         if out:
             self.output_lengths.observe(view.kind, out)
         ep.prefixes.add(view.prefix_hashes)
@@ -606,17 +582,7 @@ class SchedulerCore:
         return Fail(v.call_id, FailWhy.NO_ENDPOINT, message, reasons)
 
     def _why_not(self, ep: EndpointState, c: _Call, now: float) -> str:
-        parts = []
-        if now < ep.cooling_until:
-            status = f" ({ep.cooling_status})" if ep.cooling_status else ""
-            parts.append(f"rate-limited until {in_seconds(ep.cooling_until - now)}{status}")
-        if ep.breaker.state(now) == "open":
-            streak = describe_streak(ep.streak) if ep.streak else "failures"
-            probe = ep.breaker.probe_at()
-            parts.append(f"breaker open after {streak}, probe at "
-                         f"{in_seconds((probe if probe is not None else now) - now)}")
-        elif ep.probe_call is not None:
-            parts.append("breaker half-open, its probe call is in flight")
+        parts = ep.unavailable_because(now)
         if ep.name in c.excluded:
             parts.append(f"failed this call ({c.tried.get(ep.name, 'failed')})")
         return ", ".join(parts) or "available"
@@ -655,37 +621,6 @@ class SchedulerCore:
 
     def check(self, now: float) -> None:
         """Assert the invariants after an event at ``now`` (the stateful tests call this after
-        every step); AssertionError names the one broken."""
-        held: dict[str, set[CallId]] = {n: set() for n in (*self._endpoints, *self._retiring)}
-        queued: dict[str, set[CallId]] = {n: set() for n in self._endpoints}
-        parked = set()
-        for call_id, c in self._calls.items():
-            if c.endpoint is None:
-                parked.add(call_id)
-            else:
-                (held if c.running else queued)[c.endpoint].add(call_id)
-        assert parked == set(self._parked), f"parked calls {parked} != {set(self._parked)}"
-        for name, ep in (*self._endpoints.items(), *self._retiring.items()):
-            assert set(ep.running) == held[name], (
-                f"{name}: slots held by {sorted(map(str, ep.running))}, calls in flight "
-                f"{sorted(map(str, held[name]))}")
-            assert len(ep.running) <= ep.spec.slots, f"{name}: more calls than slots"
-        gate = self.dispatcher.prefill_slots
-        for name, ep in self._endpoints.items():
-            assert {e.call.call_id for e in ep.queue.ordered()} == queued[name], f"{name}: queue"
-            assert ep.available(now) or name in self._down, f"{name} is down, not marked so"
-            if queued[name]:
-                assert ep.available(now), f"calls wait at {name}, which is unavailable"
-                free = ep.free_slots() > 0 and (gate is None or ep.in_prefill() < gate)
-                assert not free, f"calls wait at {name} while a slot there is free"
-        for name, ep in self._retiring.items():
-            assert ep.removed and ep.running and not ep.queue, f"retiring {name} holds calls"
-        for call_id in self._parked:
-            c = self._calls[call_id]
-            assert not self._usable(c, now), f"call {call_id} is parked while an endpoint is free"
-            assert now < self._limit(c), f"call {call_id} is parked past its limit"
-        for s in self.snapshot(now):
-            ep = self._endpoints[s.name]
-            assert (s.in_flight, s.queued) == (len(ep.running), len(ep.queue)), "snapshot"
-        due = self.next_wakeup()
-        assert due is None or due > now, f"a timed transition at {due} is overdue at {now}"
+        every step); AssertionError names the one broken. See :mod:`fleetcall.router.invariants`."""
+        from fleetcall.router.invariants import check_core
+        check_core(self, now)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from fleetcall.router.faults import CallId, FaultKind
+from fleetcall.router.faults import CallId, FaultKind, describe_streak, in_seconds
 from fleetcall.router.health import CircuitBreaker, EndpointStats
 from fleetcall.router.predict import PrefixIndex, ServicePredictor
 from fleetcall.router.queue import LocalQueue
-from fleetcall.router.views import CallView
+from fleetcall.router.views import CallView, EndpointView
 
 __all__ = ["EndpointSpec", "EndpointState", "Running"]
 
@@ -32,7 +32,8 @@ class EndpointSpec:
     model: str | None = None        # model catalog name for the predictor (None: unknown)
     tp: int = 1                     # tensor-parallel degree
     prefix_capacity_blocks: int = 12_500  # prefix blocks its cache probably holds
-    twin_key: str = ""              # endpoints with equal keys are the same hardware and model
+    twin_key: str = ""              # endpoints with equal keys declare the same hardware,
+                                    # model and parallelism ("": no twins)
 
     def __post_init__(self) -> None:
         if self.slots < 1 or self.tp < 1 or self.prefix_capacity_blocks < 1:
@@ -98,6 +99,31 @@ class EndpointState:
             probe = breaker.probe_at()
             at = max(at, probe if probe is not None else at)
         return at
+
+    def unavailable_because(self, now: float) -> list[str]:
+        """Why no call may go here now, in words (empty: it is available, or removed)."""
+        parts = []
+        if now < self.cooling_until:
+            status = f" ({self.cooling_status})" if self.cooling_status else ""
+            parts.append(f"rate-limited until {in_seconds(self.cooling_until - now)}{status}")
+        if self.breaker.state(now) == "open":
+            streak = describe_streak(self.streak) if self.streak else "failures"
+            probe = self.breaker.probe_at()
+            parts.append(f"breaker open after {streak}, probe at "
+                         f"{in_seconds((probe if probe is not None else now) - now)}")
+        elif self.probe_call is not None:
+            parts.append("breaker half-open, its probe call is in flight")
+        return parts
+
+    def view(self, now: float, available: bool) -> EndpointView:
+        """What the dispatcher sees of this endpoint at ``now``."""
+        queued, services = self.queue.snapshot(now)
+        return EndpointView(
+            name=self.name, slots=self.spec.slots,
+            running=tuple(max(r.end - now, OVERRUN_FLOOR_S) for r in self.running.values()),
+            queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
+            queued_service_s=services, prefill_backlog_s=self.prefill_backlog_s(now),
+            prefill_load=self.prefill_load_at(now), typical_prefill_tokens=int(self.prefill_tokens))
 
     def free_slots(self) -> int:
         return self.spec.slots - len(self.running)
