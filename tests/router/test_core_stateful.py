@@ -161,7 +161,14 @@ class CoreMachine(RuleBasedStateMachine):
                   FaultKind.CLIENT_ERROR: 400}.get(kind)
         failure = Failure(kind, f"injected {kind.value}", status,
                           after if kind is FaultKind.RATE_LIMITED else None)
-        self._apply(self.core.failed(call_id, self.now, failure))
+        endpoint = self.core.where(call_id)[1]
+        actions = self.core.failed(call_id, self.now, failure)
+        self._apply(actions)
+        shut = kind is FaultKind.RATE_LIMITED or (
+            endpoint in self.core.endpoints
+            and self.core.endpoint(endpoint).breaker.state(self.now) == "open")
+        if shut:  # the endpoint that just refused gets no call in the same breath
+            assert all(a.endpoint != endpoint for a in actions if isinstance(a, Grant))
 
     @precondition(lambda self: self.ended)
     @rule(data=st.data())

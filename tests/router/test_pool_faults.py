@@ -246,6 +246,34 @@ def test_a_call_whose_deadline_comes_before_any_endpoint_recovers_fails_naming_e
     assert "no endpoint is available" not in message or "A:" in message
 
 
+# ---- ties rotate, so cold endpoints warm up ------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["slack", "least-busy", "hexgen"])
+@pytest.mark.parametrize("gpu", ["A100-80G", "unknown"])
+def test_sequential_calls_to_identical_idle_endpoints_are_spread(policy: str, gpu: str) -> None:
+    async def main() -> list[str]:
+        servers = [Server(name, config_gpu=gpu) for name in ("a", "b", "c")]
+        async with fleet(*servers, policy=policy) as (pool, _):
+            return [(await complete(pool, ask(f"distinct prompt {i} " * 10, query=f"q{i}")))
+                    .info["endpoint"] for i in range(12)]
+
+    placed = vrun(main())
+    counts = {name: placed.count(name) for name in "abc"}
+    assert min(counts.values()) >= 3, f"{policy}/{gpu}: {placed}"
+
+
+@pytest.mark.parametrize("gpu", ["A100-80G", "unknown"])
+def test_least_busy_spreads_9_sequential_calls_evenly(gpu: str) -> None:
+    async def main() -> list[str]:
+        servers = [Server(name, config_gpu=gpu) for name in ("a", "b", "c")]
+        async with fleet(*servers, policy="least-busy") as (pool, _):
+            return [(await complete(pool, ask(query=f"q{i}"))).info["endpoint"] for i in range(9)]
+
+    placed = vrun(main())
+    assert sorted(placed) == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+
+
 # ---- what the router logs --------------------------------------------------------------------------
 
 
