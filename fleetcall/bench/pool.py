@@ -125,7 +125,7 @@ def measure(calls: int = 5000, concurrency: int = 200, endpoints: int = 4, slots
             repeat: int = 3, policies: list[str] | None = None) -> dict[str, Any]:
     """Per-call wall time through the pool and through bare clients; figures in microseconds."""
     shapes = {"sequential": 1, "concurrent": concurrency}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for shape, conc in shapes.items():
         for policy in policies or dispatcher_names():
             us = {k: t / calls * 1e6 for k, t in

@@ -27,8 +27,16 @@ import httpx
 from fleetcall.errors import ConfigError
 from fleetcall.router.config import EndpointConfig
 
-__all__ = ["Backend", "BackendFactory", "BackendSpec", "ENTRY_POINT_GROUP", "backend_schemes",
-           "register_backend", "resolve_backend", "unregister_backend"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Backend",
+    "BackendFactory",
+    "BackendSpec",
+    "backend_schemes",
+    "register_backend",
+    "resolve_backend",
+    "unregister_backend",
+]
 
 ENTRY_POINT_GROUP = "fleetcall.backends"
 

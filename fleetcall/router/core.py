@@ -52,7 +52,14 @@ from fleetcall.errors import ConfigError
 from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.dispatcher import Dispatcher, make_dispatcher, predicted_service_s
-from fleetcall.router.faults import CallId, Fail, FailWhy, Failure, FaultKind, describe_streak
+from fleetcall.router.faults import (
+    CallId,
+    Fail,
+    Failure,
+    FailWhy,
+    FaultKind,
+    describe_streak,
+)
 from fleetcall.router.health import CircuitBreaker, EndpointSnapshot, EndpointStats
 from fleetcall.router.predict import OutputLengths, PrefixIndex, ServicePredictor
 from fleetcall.router.state import EndpointSpec, EndpointState
@@ -222,14 +229,14 @@ class SchedulerCore:
     def started(self, call_id: CallId, now: float) -> list[Action]:
         """The shell is sending the granted attempt (records the batch it joins)."""
         out = self._begin(now)
-        c, ep = self._running(call_id)
+        ep = self._running(call_id)[1]
         ep.running[call_id].batch = len(ep.running)
         return out
 
     def first_token(self, call_id: CallId, now: float) -> list[Action]:
         """The running call's prefill is over: its place in the prefill gate frees up."""
         out = self._begin(now)
-        c, ep = self._running(call_id)
+        ep = self._running(call_id)[1]
         running = ep.running[call_id]
         if not running.decoding:
             ep.note_prefill_change(now)

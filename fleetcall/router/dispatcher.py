@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetcall.errors import ConfigError, LLMError
 from fleetcall.router.queue import Discipline, LocalQueue, QueueOrder, SortKey
-from fleetcall.router.views import CallView, EndpointView
+from fleetcall.router.views import CallId, CallView, EndpointView
 
 DEFAULT_DISPATCHER = "slack"
 
@@ -154,7 +154,7 @@ class Dispatcher(Protocol):
         ...
 
     def steal(self, idle: EndpointView, others: Sequence[EndpointView],
-              now: float) -> tuple[str, int] | None:
+              now: float) -> tuple[str, CallId] | None:
         """A queued call to move to ``idle`` (see :func:`pick_steal`); None: leave all."""
         ...
 
@@ -228,7 +228,7 @@ class _Baseline:
         return LocalQueue.of(self.discipline)
 
     def steal(self, idle: EndpointView, others: Sequence[EndpointView],
-              now: float) -> tuple[str, int] | None:
+              now: float) -> tuple[str, CallId] | None:
         return None
 
 
@@ -376,7 +376,7 @@ class Slack:
         return LocalQueue.of(self.discipline)
 
     def steal(self, idle: EndpointView, others: Sequence[EndpointView],
-              now: float) -> tuple[str, int] | None:
+              now: float) -> tuple[str, CallId] | None:
         return pick_steal(idle, others, now, discipline=self.discipline,
                           min_gain_s=self.knobs.steal_min_gain_s)
 
@@ -415,7 +415,7 @@ class Slack:
 
 def pick_steal(idle: EndpointView, others: Sequence[EndpointView], now: float, *,
                discipline: Discipline | None = None,
-               min_gain_s: float = 0.05) -> tuple[str, int] | None:
+               min_gain_s: float = 0.05) -> tuple[str, CallId] | None:
     """A waiting call to move to ``idle``: ``(endpoint it waits at, call_id)``, or None.
 
     Only when ``idle`` is available, has a free slot and an empty queue. Queued calls elsewhere

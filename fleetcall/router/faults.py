@@ -28,19 +28,16 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Hashable
 from dataclasses import dataclass
 
 import httpx
 
 from fleetcall.errors import EndpointError, LLMError
 from fleetcall.router.dispatcher import NoEndpointAvailable
+from fleetcall.router.views import CallId
 
 __all__ = ["AttemptsExhausted", "CallId", "Fail", "FailWhy", "Failure", "FaultKind",
            "NoEndpointError", "OverloadedError", "classify", "describe_streak", "in_seconds"]
-
-CallId = Hashable  # a call's id: unique per core (an int in one process, (replica, n) across)
-
 
 class FaultKind(enum.Enum):
     """How one attempt failed (see the module docstring)."""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["check_core"]
 
 
-def check_core(core: "SchedulerCore", now: float) -> None:
+def check_core(core: SchedulerCore, now: float) -> None:
     """Assert the module's invariants of ``core`` at ``now`` (AssertionError names the one)."""
     live, retiring = core._endpoints, core._retiring
     held: dict[str, set[CallId]] = {n: set() for n in (*live, *retiring)}
@@ -56,7 +56,7 @@ def check_core(core: "SchedulerCore", now: float) -> None:
     assert due is None or due > now, f"a timed transition at {due} is overdue at {now}"
 
 
-def _check_queues(core: "SchedulerCore", queued: dict[str, set[CallId]], now: float) -> None:
+def _check_queues(core: SchedulerCore, queued: dict[str, set[CallId]], now: float) -> None:
     gate = core.dispatcher.prefill_slots
     for name, ep in core._endpoints.items():
         assert {e.call.call_id for e in ep.queue.ordered()} == queued[name], f"{name}: queue"

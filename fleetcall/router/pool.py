@@ -45,12 +45,28 @@ from fleetcall.errors import ConfigError, EndpointError
 from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, count_tokens
 from fleetcall.router import prefix
 from fleetcall.router.backend import Backend, BackendSpec, resolve_backend
-from fleetcall.router.client import EndpointClient, RoutingTransport, emulated_host, make_http_client
-from fleetcall.router.config import (BreakerConfig, EndpointConfig, PoolConfig, RetryConfig,
-                                      load_pool_config)
+from fleetcall.router.client import (
+    EndpointClient,
+    RoutingTransport,
+    emulated_host,
+    make_http_client,
+)
+from fleetcall.router.config import (
+    BreakerConfig,
+    EndpointConfig,
+    PoolConfig,
+    RetryConfig,
+    load_pool_config,
+)
 from fleetcall.router.core import Action, Grant, Outcome, Retired, SchedulerCore
 from fleetcall.router.dispatcher import Dispatcher
-from fleetcall.router.faults import Fail, NoEndpointError, OverloadedError, classify
+from fleetcall.router.faults import (
+    Fail,
+    FailWhy,
+    NoEndpointError,
+    OverloadedError,
+    classify,
+)
 from fleetcall.router.health import EndpointSnapshot, probe
 from fleetcall.router.predict import OutputLengths
 from fleetcall.router.state import EndpointSpec
@@ -132,12 +148,13 @@ class EndpointPool:
         self._timer: asyncio.TimerHandle | None = None  # wakes the core at next_wakeup()
         self._timer_at: float | None = None
         self._now = 0.0  # latest loop time seen (for changes made outside a running loop)
+        self._closed = False  # True once aclose() began: no timer is armed any more
         for config in endpoints:
             self.add(config)
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: PoolConfig, **kwargs: Any) -> "EndpointPool":
+    def from_config(cls, config: PoolConfig, **kwargs: Any) -> EndpointPool:
         return cls(config.endpoints, policy=config.policy, policy_options=config.policy_options,
                    retry=config.retry, breaker=config.breaker,
                    health_interval_s=config.health_interval_s,
@@ -145,13 +162,13 @@ class EndpointPool:
                    block_tokens=config.block_tokens, **kwargs)
 
     @classmethod
-    def load(cls, path: str | Path, **kwargs: Any) -> "EndpointPool":
+    def load(cls, path: str | Path, **kwargs: Any) -> EndpointPool:
         """A pool from a TOML or YAML file (see :class:`PoolConfig`)."""
         return cls.from_config(load_pool_config(path), **kwargs)
 
     @classmethod
     def emulated(cls, gpus: Sequence[str], model: str, *, tp: int | None = None,
-                 slots: int = 16, **kwargs: Any) -> "EndpointPool":
+                 slots: int = 16, **kwargs: Any) -> EndpointPool:
         """A pool of in-process emulated endpoints, one per GPU type named (a TP group each;
         ``tp=None`` picks the smallest that leaves room for a KV cache)."""
         from fleetcall.gpumodel.perf import default_tp
@@ -347,7 +364,7 @@ class EndpointPool:
 
     def _rearm(self) -> None:
         """One timer: wake the core when its next timed transition is due."""
-        due = self._core.next_wakeup()
+        due = None if self._closed else self._core.next_wakeup()
         if due == self._timer_at:
             return
         if self._timer is not None:
@@ -416,6 +433,10 @@ class EndpointPool:
         return out
 
     async def aclose(self) -> None:
+        """Stop the health loop and the timer, end the calls still waiting for an endpoint
+        (LLMError: the pool was closed), close backends and the HTTP client."""
+        self._closed = True
+        self._end_waiting()
         if self._health is not None:
             self._health.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -430,7 +451,21 @@ class EndpointPool:
         if self._own_http:
             await self._http.aclose()
 
-    async def __aenter__(self) -> "EndpointPool":
+    def _end_waiting(self) -> None:
+        now = self._time()
+        for call in list(self._calls.values()):
+            where = self._core.where(call.view.call_id)
+            if where is None or where[0] == "running":
+                continue  # running calls end as their transport closes
+            self._core.cancelled(call.view.call_id, now)  # its actions: moot, all end here
+            call.ended = True
+            del self._calls[call.view.call_id]
+            if not call.future.done():
+                call.future.set_result(Fail(call.view.call_id, FailWhy.NO_ENDPOINT,
+                                            f"the pool was closed while call "
+                                            f"{call.view.call_id} waited for an endpoint"))
+
+    async def __aenter__(self) -> EndpointPool:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -16,7 +16,7 @@ from fleetcall.errors import ConfigError
 from fleetcall.router.backend import BackendSpec
 from fleetcall.router.config import parse_emulated_url
 from fleetcall.sim.emulator import EmulatedEndpoint, Faults
-from fleetcall.sim.engine import EngineStats
+from fleetcall.sim.engine import DEFAULT_STREAM_INTERVAL_S, EngineStats
 from fleetcall.sim.fronts import EmulatorTransport
 
 __all__ = ["EmulatedBackend"]
@@ -40,13 +40,13 @@ class EmulatedBackend:
         if faults is not None and not isinstance(faults, Faults):
             raise ConfigError(f"faults must be a fleetcall.sim.emulator.Faults, got "
                               f"{type(faults).__name__}")
-        extra = {} if options.get("stream_interval_s") is None else {
-            "stream_interval_s": float(options["stream_interval_s"])}
+        interval = options.get("stream_interval_s")
         self.endpoint = EmulatedEndpoint(
             target.gpu, target.model, tp=config.tp, name=config.name,
             responder=options.get("responder"), faults=faults,
             seed=int(options.get("seed") or 0) * 1000 + spec.index,
-            block_tokens=spec.block_tokens, **extra)
+            block_tokens=spec.block_tokens,
+            stream_interval_s=DEFAULT_STREAM_INTERVAL_S if interval is None else float(interval))
         self.transport = EmulatorTransport(self.endpoint)
         self.gpu, self.model, self.tp = target.gpu, target.model, config.tp
         self.capacity_tokens: int | None = self.endpoint.deployment.kv_capacity_tokens()

@@ -16,8 +16,14 @@ import pytest
 
 from fleetcall.errors import ConfigError
 from fleetcall.llm.base import complete
-from fleetcall.router.backend import (ENTRY_POINT_GROUP, Backend, BackendSpec, register_backend,
-                                      resolve_backend, unregister_backend)
+from fleetcall.router.backend import (
+    ENTRY_POINT_GROUP,
+    Backend,
+    BackendSpec,
+    register_backend,
+    resolve_backend,
+    unregister_backend,
+)
 from fleetcall.router.pool import EndpointPool, script_responder
 from tests.router.helpers import MODEL, ask, vrun
 

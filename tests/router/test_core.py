@@ -13,8 +13,15 @@ import pytest
 
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.core import Grant, Outcome, Retired, SchedulerCore
-from fleetcall.router.faults import (AttemptsExhausted, Fail, FailWhy, Failure, FaultKind,
-                                     NoEndpointError, OverloadedError)
+from fleetcall.router.faults import (
+    AttemptsExhausted,
+    Fail,
+    Failure,
+    FailWhy,
+    FaultKind,
+    NoEndpointError,
+    OverloadedError,
+)
 from fleetcall.router.state import EndpointSpec
 from fleetcall.router.views import CallView
 
@@ -304,7 +311,7 @@ def test_a_health_check_closes_the_breaker_and_parked_calls_run() -> None:
 
 def test_a_removed_endpoint_hands_its_queue_on_and_retires_after_its_last_call() -> None:
     h = Harness({"a": 1, "b": 1})
-    a_running, b_running, a_queued = h.submit(), h.submit(), h.submit()
+    a_running, _, a_queued = h.submit(), h.submit(), h.submit()
     assert h.where(a_queued) == ("queued", "a")
     h.apply(h.core.remove_endpoint("a", h.now))
     assert h.where(a_queued) == ("queued", "b") and h.retired == []

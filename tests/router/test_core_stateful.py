@@ -22,12 +22,17 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule)
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.core import Grant, Outcome, Retired, SchedulerCore
-from fleetcall.router.faults import Fail, FailWhy, Failure, FaultKind
+from fleetcall.router.faults import Fail, Failure, FailWhy, FaultKind
 from fleetcall.router.state import EndpointSpec
 from fleetcall.router.views import CallView
 

@@ -23,8 +23,20 @@ from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.pool import EndpointPool
 from fleetcall.sim.emulator import Faults
 from fleetcall.sim.responders import LengthsResponder
-from tests.router.helpers import (MODEL, POLICIES, Clocked, Server, ask, chat_requests, fleet,
-                                  now, others, snap, states, vrun)
+from tests.router.helpers import (
+    MODEL,
+    POLICIES,
+    Clocked,
+    Server,
+    ask,
+    chat_requests,
+    fleet,
+    now,
+    others,
+    snap,
+    states,
+    vrun,
+)
 
 # ---- slots leak under cancellation ------------------------------------------------------------
 
@@ -300,3 +312,22 @@ def test_cooldowns_breaker_changes_and_redispatches_are_logged_without_secrets(
     assert "re-dispatch" in text and "hung" in text
     assert "sk-secret" not in text
     assert len(caplog.records) < 30, "logged per token or per call"
+
+
+def test_closing_the_pool_ends_the_calls_still_waiting_for_an_endpoint() -> None:
+    """A call parked behind a long cooldown would wait for a timer the closed pool no longer
+    runs: closing ends it with an error instead of leaving it hanging."""
+
+    async def main() -> tuple[BaseException | None, list[Any]]:
+        async with fleet(Server("only", Faults(rate_limit_rate=1.0, retry_after_s=30.0)),
+                         retry=RetryConfig()) as (pool, _):
+            call = asyncio.create_task(complete(pool, ask()))
+            await asyncio.sleep(1.0)
+            assert not call.done()
+            await pool.aclose()
+            (result,) = await asyncio.gather(call, return_exceptions=True)
+            return result, await others()
+
+    result, left = vrun(main())
+    assert isinstance(result, LLMError) and "the pool was closed" in str(result)
+    assert left == []
