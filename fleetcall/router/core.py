@@ -52,14 +52,7 @@ from fleetcall.errors import ConfigError
 from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.dispatcher import Dispatcher, make_dispatcher, predicted_service_s
-from fleetcall.router.faults import (
-    CallId,
-    Fail,
-    Failure,
-    FailWhy,
-    FaultKind,
-    describe_streak,
-)
+from fleetcall.router.faults import CallId, Fail, Failure, FailWhy, FaultKind, describe_streak
 from fleetcall.router.health import CircuitBreaker, EndpointSnapshot, EndpointStats
 from fleetcall.router.predict import OutputLengths, PrefixIndex, ServicePredictor
 from fleetcall.router.state import EndpointSpec, EndpointState

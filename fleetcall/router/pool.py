@@ -45,28 +45,12 @@ from fleetcall.errors import ConfigError, EndpointError
 from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, count_tokens
 from fleetcall.router import prefix
 from fleetcall.router.backend import Backend, BackendSpec, resolve_backend
-from fleetcall.router.client import (
-    EndpointClient,
-    RoutingTransport,
-    emulated_host,
-    make_http_client,
-)
-from fleetcall.router.config import (
-    BreakerConfig,
-    EndpointConfig,
-    PoolConfig,
-    RetryConfig,
-    load_pool_config,
-)
+from fleetcall.router.client import EndpointClient, RoutingTransport, emulated_host, make_http_client
+from fleetcall.router.config import (BreakerConfig, EndpointConfig, PoolConfig, RetryConfig,
+                                      load_pool_config)
 from fleetcall.router.core import Action, Grant, Outcome, Retired, SchedulerCore
 from fleetcall.router.dispatcher import Dispatcher
-from fleetcall.router.faults import (
-    Fail,
-    FailWhy,
-    NoEndpointError,
-    OverloadedError,
-    classify,
-)
+from fleetcall.router.faults import Fail, FailWhy, NoEndpointError, OverloadedError, classify
 from fleetcall.router.health import EndpointSnapshot, probe
 from fleetcall.router.predict import OutputLengths
 from fleetcall.router.state import EndpointSpec
