@@ -46,7 +46,9 @@ class LoopThrottler(Throttler):
     def flush(self) -> None:
         """Forget the starts that have left the window (those ``period`` or more ago)."""
         now = asyncio.get_running_loop().time()
-        while self._task_logs and now - self._task_logs[0] >= self.period:
+        # `now >= start + period`, the very sum acquire() sleeps until: `now - start >= period`
+        # can round below the period at that instant and the wait would spin forever
+        while self._task_logs and now >= self._task_logs[0] + self.period:
             self._task_logs.popleft()
 
     async def acquire(self) -> None:
@@ -94,7 +96,7 @@ class TokenWindow:
         return self._lock
 
     def _flush(self, now: float) -> None:
-        while self._log and now - self._log[0][0] >= self.period:
+        while self._log and now >= self._log[0][0] + self.period:  # as LoopThrottler.flush
             self._used -= self._log.popleft()[1]
 
     async def acquire(self, tokens: int) -> None:

@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "executor": ("fleetcall.bench.executor", "compiled plans vs ReAct and parallel calls on ParallelQA"),
     "overhead": ("fleetcall.bench.overhead", "orchestration cost per task and per run (real clock)"),
     "scheduler": ("fleetcall.bench.scheduler", "dispatch policies side by side on emulated GPUs (virtual clock)"),
+    "pool": ("fleetcall.bench.pool", "the pool's orchestration cost per LLM call (real clock)"),
 
 }
 

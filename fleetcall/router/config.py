@@ -236,14 +236,24 @@ class BreakerConfig(BaseModel):
 
 
 class RetryConfig(BaseModel):
-    """Attempts of one call and their time limits (seconds of loop time)."""
+    """Attempts of one call and their time limits (seconds of loop time).
+
+    A failed attempt (connection error, 5xx, timeout) is retried at once on another endpoint;
+    an endpoint that already failed the call is tried again only when no other is available,
+    after ``backoff_s * 2**(failures - 1)``. Rate-limited answers (429, 503 + Retry-After) do
+    not count against ``max_attempts``: the endpoint cools down and the call goes elsewhere, or
+    waits. A call waits at most ``max_unavailable_s`` in all (its deadline, if sooner) while no
+    endpoint it may use is available, then fails naming each endpoint and why."""
 
     model_config = _STRICT
 
-    max_attempts: int = Field(default=3, ge=1)           # attempts in all, first one included
+    max_attempts: int = Field(default=3, ge=1)           # failed attempts a call may have, in all
     attempt_timeout_s: float = Field(default=60.0, gt=0)  # whole attempt, request to last token
     connect_timeout_s: float = Field(default=5.0, gt=0)  # TCP/TLS connect (real HTTP only)
-    backoff_s: float = Field(default=0.2, ge=0)          # base pause between attempts
+    backoff_s: float = Field(default=0.2, ge=0)          # base pause before retrying an endpoint
+                                                         # that failed the call
+    rate_limit_s: float = Field(default=1.0, gt=0)       # cooldown after a 429 without Retry-After
+    max_unavailable_s: float = Field(default=60.0, ge=0)  # wait for an available endpoint, in all
 
 
 def _register_catalog_entries(data: Any) -> None:

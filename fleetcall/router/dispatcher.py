@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetcall.errors import ConfigError, LLMError
 from fleetcall.router.queue import Discipline, LocalQueue, QueueOrder, SortKey
-from fleetcall.router.views import CallView, EndpointView
+from fleetcall.router.views import CallId, CallView, EndpointView
 
 DEFAULT_DISPATCHER = "slack"
 
@@ -98,6 +98,34 @@ def wait_offset(endpoint: EndpointView, ahead_services: Sequence[float]) -> floa
     return free[0]
 
 
+class _Turns:
+    """Tie-breaking by rotation: each decision starts the endpoint order one further, so
+    endpoints that tie (idle twins) take calls in turn and all of their prefix caches warm up,
+    instead of the first-listed one taking every tie. Deterministic (the rotation starts at the
+    first endpoint), so simulations replay exactly."""
+
+    __slots__ = ("turn",)
+
+    def __init__(self) -> None:
+        self.turn = 0  # decisions made so far
+
+    def ranks(self, candidates: Sequence[EndpointView | Placement]) -> dict[str, int]:
+        """Candidate endpoint name -> its tie rank for this decision (0 first); advances."""
+        n = len(candidates)
+        ranks = {_name(e): (i - self.turn) % n for i, e in enumerate(candidates)}
+        self.turn += 1
+        return ranks
+
+
+def _name(candidate: EndpointView | Placement) -> str:
+    return candidate.name if isinstance(candidate, EndpointView) else candidate.endpoint
+
+
+# hexgen scores within this fraction of the best tie (learned predictions of identical GPUs
+# differ by noise); slack's placements tie exactly by default (its knob ``tie_tolerance``)
+TIE_TOLERANCE = 0.01
+
+
 def available_endpoints(endpoints: Sequence[EndpointView], call: CallView) -> list[EndpointView]:
     """The available endpoints, or :class:`NoEndpointAvailable` naming every endpoint."""
     ok = [e for e in endpoints if e.available]
@@ -126,7 +154,7 @@ class Dispatcher(Protocol):
         ...
 
     def steal(self, idle: EndpointView, others: Sequence[EndpointView],
-              now: float) -> tuple[str, int] | None:
+              now: float) -> tuple[str, CallId] | None:
         """A queued call to move to ``idle`` (see :func:`pick_steal`); None: leave all."""
         ...
 
@@ -163,6 +191,10 @@ class SlackKnobs(_Knobs):
         runs one chunk after another, so calls sent to an engine early wait inside it in FCFS
         order anyway; holding them in the pool keeps the choice of which prompt runs next with
         the urgency queue, while decoding calls keep batching. None: slots only.
+    tie_tolerance: predicted finishes within this fraction of the earliest one's latency are
+        ties, taken in turn. 0 (exact ties): idle twins tie exactly (twins share a predictor),
+        and the prefill load measured at the endpoint last used already sends the next call
+        to another; a wider band measurably cost deadlines on trace2.
     chunk_tokens, interference: a decode step that shares its iteration with another prompt's
         prefill chunk waits for it (a chunk is the endpoint's typical prompt, at most
         ``chunk_tokens``, the engines' chunked-prefill size); a call's predicted decode time grows
@@ -180,6 +212,7 @@ class SlackKnobs(_Knobs):
     prefill_slots: int | None = Field(default=1, ge=1)
     chunk_tokens: int = Field(default=2048, ge=1)
     interference: float = Field(default=1.0, ge=0.0)
+    tie_tolerance: float = Field(default=0.0, ge=0.0)
 
 
 class _Baseline:
@@ -195,7 +228,7 @@ class _Baseline:
         return LocalQueue.of(self.discipline)
 
     def steal(self, idle: EndpointView, others: Sequence[EndpointView],
-              now: float) -> tuple[str, int] | None:
+              now: float) -> tuple[str, CallId] | None:
         return None
 
 
@@ -221,19 +254,20 @@ class RoundRobin(_Baseline):
 
 
 class LeastBusy(_Baseline):
-    """``least-busy``: fewest calls running + queued (LiteLLM's least-busy); ties go to the
-    endpoint listed first. FCFS queues."""
+    """``least-busy``: fewest calls running + queued (LiteLLM's least-busy); ties in turn
+    (a rotation starting at the first-listed endpoint). FCFS queues."""
 
     name = "least-busy"
     queue_order: QueueOrder = "fcfs"
     discipline = Discipline("fcfs")
 
     def __init__(self, knobs: NoKnobs | None = None) -> None:
-        pass
+        self._turns = _Turns()
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
-        return min(available_endpoints(endpoints, call),
-                   key=lambda e: len(e.running) + len(e.queued)).name
+        cands = available_endpoints(endpoints, call)
+        rank = self._turns.ranks(cands)
+        return min(cands, key=lambda e: (len(e.running) + len(e.queued), rank[e.name])).name
 
 
 class Hexgen(_Baseline):
@@ -247,7 +281,8 @@ class Hexgen(_Baseline):
     The paper's simulator (``WorkloadBalancePolicy``) maximizes ``alpha * t_base / t_e -
     (1 - alpha) * W_e / W_base`` against a baseline engine, with ``W`` the work ever assigned;
     here both terms are relative to the pool's best/worst and ``w`` is the work still
-    outstanding, so the score does not drift over a long run. Ties: faster, then listed first.
+    outstanding, so the score does not drift over a long run. Ties (scores within
+    :data:`TIE_TOLERANCE` of the best): faster, then in turn.
     """
 
     name = "hexgen"
@@ -256,6 +291,7 @@ class Hexgen(_Baseline):
 
     def __init__(self, knobs: HexgenKnobs | None = None) -> None:
         self.alpha = (knobs or HexgenKnobs()).alpha
+        self._turns = _Turns()
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
         cands = available_endpoints(endpoints, call)
@@ -263,10 +299,14 @@ class Hexgen(_Baseline):
                  for e in cands]
         loads = [e.outstanding_work_s / e.slots for e in cands]
         fastest, heaviest = min(times), max(loads)
-        best = min(range(len(cands)), key=lambda i: (
-            self.alpha * times[i] / fastest
-            + (1.0 - self.alpha) * (loads[i] / heaviest if heaviest > 0 else 0.0),
-            times[i], i))
+        scores = [self.alpha * times[i] / fastest
+                  + (1.0 - self.alpha) * (loads[i] / heaviest if heaviest > 0 else 0.0)
+                  for i in range(len(cands))]
+        rank = self._turns.ranks(cands)
+        top = min(scores) * (1.0 + TIE_TOLERANCE)
+        tied = [i for i in range(len(cands)) if scores[i] <= top]
+        quick = min(times[i] for i in tied) * (1.0 + TIE_TOLERANCE)
+        best = min(tied, key=lambda i: (times[i] > quick, rank[cands[i].name]))
         return cands[best].name
 
 
@@ -294,6 +334,10 @@ class Slack:
     Affinity: the endpoint with the longest cached prefix (at least ``affinity_min_tokens``)
     wins if its finish is within the allowed delay of the earliest -- keeping a prefix on one
     endpoint saves the next calls that share it too, which the finish time alone does not see.
+
+    Ties: finishes within ``tie_tolerance`` of the earliest (as a fraction of its predicted
+    latency) are equal; among them the longest cached prefix wins, then the endpoints take
+    turns, so idle twins share the work and every prefix cache warms up.
     """
 
     knobs: SlackKnobs = field(default_factory=SlackKnobs)
@@ -301,6 +345,8 @@ class Slack:
     name: str = field(default="slack", init=False)
     queue_order: QueueOrder = field(default="urgency", init=False)
     prefill_slots: int | None = field(default=None, init=False)
+
+    _turns: _Turns = field(default_factory=_Turns, init=False, repr=False)
 
     def __post_init__(self) -> None:
         k = self.knobs
@@ -310,7 +356,11 @@ class Slack:
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
         placements = self.placements(call, endpoints, now)
-        best = min(placements, key=lambda p: (p.finish, -p.cached_tokens))
+        earliest = min(placements, key=lambda p: (p.finish, -p.cached_tokens))
+        rank = self._turns.ranks(placements)
+        close = earliest.finish + self.knobs.tie_tolerance * max(earliest.finish - now, 0.0)
+        best = min((p for p in placements if p.finish <= close),
+                   key=lambda p: (-p.cached_tokens, rank[p.endpoint]))
         sticky = max(placements, key=lambda p: (p.cached_tokens, -p.finish))
         if sticky.cached_tokens >= self.knobs.affinity_min_tokens and sticky is not best:
             if sticky.finish <= best.finish + self._allowed_delay(best, now):
@@ -326,7 +376,7 @@ class Slack:
         return LocalQueue.of(self.discipline)
 
     def steal(self, idle: EndpointView, others: Sequence[EndpointView],
-              now: float) -> tuple[str, int] | None:
+              now: float) -> tuple[str, CallId] | None:
         return pick_steal(idle, others, now, discipline=self.discipline,
                           min_gain_s=self.knobs.steal_min_gain_s)
 
@@ -365,7 +415,7 @@ class Slack:
 
 def pick_steal(idle: EndpointView, others: Sequence[EndpointView], now: float, *,
                discipline: Discipline | None = None,
-               min_gain_s: float = 0.05) -> tuple[str, int] | None:
+               min_gain_s: float = 0.05) -> tuple[str, CallId] | None:
     """A waiting call to move to ``idle``: ``(endpoint it waits at, call_id)``, or None.
 
     Only when ``idle`` is available, has a free slot and an empty queue. Queued calls elsewhere

@@ -92,6 +92,12 @@ class CircuitBreaker:
         ready_at = self.probe_at()
         return self._opened_at is None or (ready_at is not None and now >= ready_at)
 
+    def probe_abandoned(self, now: float) -> None:
+        """The probe call was cancelled before it reported: the next call may probe at once."""
+        if self._opened_at is not None and self._probe_at is not None:
+            self._probe_at = None
+            self._opened_at = now - self.cooldown_s  # its cooldown just ended: half-open
+
     def reset(self) -> None:
         """Close the breaker: an active health check found the endpoint up again."""
         self._opened_at = self._probe_at = None
@@ -128,6 +134,8 @@ class EndpointSnapshot:
     error_rate: float         # EWMA of failed attempts (0 = none fail, 1 = all fail)
     breaker: BreakerState
     last_error: str | None    # cause of the latest failure
+    rate_limited: int = 0     # attempts answered with a rate limit (429, 503 + Retry-After)
+    cooling_s: float = 0.0    # seconds until its rate-limit cooldown ends (0: not cooling)
 
 
 class EndpointStats:
@@ -139,7 +147,7 @@ class EndpointStats:
     """
 
     __slots__ = ("name", "breaker", "alpha", "in_flight", "queued", "calls", "failures",
-                 "ttft_s", "tpot_s", "error_rate", "last_error")
+                 "ttft_s", "tpot_s", "error_rate", "last_error", "rate_limits")
 
     def __init__(self, name: str, breaker: CircuitBreaker | None = None, *,
                  alpha: float = 0.2) -> None:
@@ -156,6 +164,7 @@ class EndpointStats:
         self.tpot_s: float | None = None    # EWMA, seconds per token
         self.error_rate = 0.0               # EWMA of 0 (success) / 1 (failure)
         self.last_error: str | None = None
+        self.rate_limits = 0                # attempts answered with a rate limit
 
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.alpha * (new - old)
@@ -185,6 +194,12 @@ class EndpointStats:
         else:
             self.breaker.record_success(now)
 
+    def rate_limited(self, cause: str) -> None:
+        """An attempt was refused with a rate limit: not a fault, no verdict for the breaker."""
+        self._finish()
+        self.rate_limits += 1
+        self.last_error = cause
+
     def abandoned(self) -> None:
         """An attempt was cancelled by its caller: no verdict on the endpoint."""
         self.in_flight = max(0, self.in_flight - 1)
@@ -193,10 +208,11 @@ class EndpointStats:
         self.in_flight = max(0, self.in_flight - 1)
         self.calls += 1
 
-    def snapshot(self, now: float) -> EndpointSnapshot:
+    def snapshot(self, now: float, *, cooling_s: float = 0.0) -> EndpointSnapshot:
         return EndpointSnapshot(self.name, self.in_flight, self.queued, self.calls, self.failures,
                                 self.ttft_s, self.tpot_s, self.error_rate,
-                                self.breaker.state(now), self.last_error)
+                                self.breaker.state(now), self.last_error, self.rate_limits,
+                                cooling_s)
 
 
 def _root_health_url(base_url: str) -> str:

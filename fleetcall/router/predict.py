@@ -83,8 +83,7 @@ class ServicePredictor:
         current estimate, so one stalled or instant call cannot swing the estimate.
     prior_samples: how many samples the starting estimate is worth; sample ``n`` is blended
         with weight ``max(weight, 1 / (n + prior_samples))``. A catalog profile counts as 3
-        samples; the unknown prior as 0, so the first measurement replaces it (within
-        ``max_step``).
+        samples; the unknown prior as 0, so the first measurement replaces it (unclamped).
 
     The ratios are averaged in log space: a ratio of 2 and one of 0.5 cancel out.
     """
@@ -177,10 +176,23 @@ class ServicePredictor:
             self._n_tpot += 1
             self._log_tpot = self._blend(self._log_tpot, tpot_s / b.tpot_s, self._n_tpot)
 
+    def adopt(self, twin: "ServicePredictor") -> None:
+        """Take a twin's learned ratios (an endpoint of the same GPU, model and parallelism)
+        while this one has no measurement of its own: an endpoint nobody has measured yet is
+        then predicted like its measured twin rather than by the prior, so it gets its share
+        of calls -- and its own measurements, which replace the twin's as they come."""
+        if self._n_ttft == 0 and self._n_tpot == 0:
+            self._log_ttft, self._log_tpot = twin._log_ttft, twin._log_tpot
+
     def _blend(self, current: float, ratio: float, n: int) -> float:
-        """One EWMA step in log space, with the sample clamped to ``max_step`` of the estimate."""
-        step = math.log(self.max_step)
-        sample = min(max(math.log(ratio), current - step), current + step)
+        """One EWMA step in log space, with the sample clamped to ``max_step`` of the estimate
+        -- except the first sample after a prior worth nothing (the unknown one): there is no
+        estimate yet to protect, and a clamped first step would leave the endpoint looking
+        slower than its measured twins until it is measured again, which may never happen."""
+        sample = math.log(ratio)
+        if n + self._prior_samples > 1:
+            step = math.log(self.max_step)
+            sample = min(max(sample, current - step), current + step)
         w = max(self.weight, 1.0 / (n + self._prior_samples))
         return current + w * (sample - current)
 

@@ -67,7 +67,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
-from fleetcall.router.views import CallView
+from fleetcall.router.views import CallId, CallView
 
 QueueOrder = Literal["fcfs", "urgency", "hexgen"]
 QUEUE_ORDERS: tuple[str, ...] = get_args(QueueOrder)
@@ -188,7 +188,7 @@ class LocalQueue:
     def __init__(self, order: QueueOrder = "urgency", *, aging_per_s: float = 0.1,
                  demote_hopeless: bool = True, no_deadline_slack_s: float | None = None) -> None:
         self.discipline = Discipline(order, aging_per_s, demote_hopeless, no_deadline_slack_s)
-        self._entries: dict[int, _Entry] = {}   # call_id -> its entry, for every queued call
+        self._entries: dict[CallId, _Entry] = {}  # call_id -> its entry, for every queued call
         self._live: list[_HeapItem] = []        # tiers 0 and 2
         self._hopeless: list[_HeapItem] = []    # tier 1 (demoted)
         # (latest start, seq, entry) of demotable calls not yet demoted: min first
@@ -249,7 +249,7 @@ class LocalQueue:
         entry = self._head(now)
         return None if entry is None else entry.call
 
-    def remove(self, call_id: int) -> bool:
+    def remove(self, call_id: CallId) -> bool:
         """Take a call out wherever it is (stolen, cancelled); False if it was not queued."""
         entry = self._entries.get(call_id)
         if entry is None:
@@ -258,7 +258,7 @@ class LocalQueue:
         self._maybe_compact()
         return True
 
-    def service_s(self, call_id: int) -> float:
+    def service_s(self, call_id: CallId) -> float:
         """Predicted service time, seconds, of a queued call (KeyError if not queued)."""
         return self._entries[call_id].service_s
 

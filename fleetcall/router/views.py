@@ -6,18 +6,21 @@ their own so that none of those imports another to name them. Times are loop sec
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from fleetcall.router.predict import PrefixIndex, ServicePredictor
 
-__all__ = ["CallView", "EndpointView"]
+__all__ = ["CallId", "CallView", "EndpointView"]
+
+CallId = Hashable  # a call's id: an int in one process, e.g. (replica, n) across processes
 
 
 @dataclass(frozen=True, slots=True)
 class CallView:
     """What the scheduler knows of one LLM call. Times are on the loop's clock, seconds."""
 
-    call_id: int                      # unique per pool
+    call_id: CallId                   # unique per pool (per scheduler core)
     query_id: str                     # the query (run) the call belongs to
     kind: str                         # "planner", "joiner" or a tool name
     prompt_tokens: int                # tokens of the prompt

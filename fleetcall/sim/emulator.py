@@ -418,7 +418,10 @@ class EmulatedEndpoint:
 
     async def _serve(self, raw: dict[str, Any], req: _ChatRequest, drop: bool) -> HTTPReply:
         try:
-            answer = _answer(self.responder(raw), req, lambda: f"call_{self._next_id()}")
+            reply = self.responder(raw)
+            if isinstance(reply, str):  # a responder may answer with the text alone
+                reply = Reply(text=reply)
+            answer = _answer(reply, req, lambda: f"call_{self._next_id()}")
         except Exception as exc:  # a responder's bug is the server's error, not the client's
             self._count(500)
             return _error(500, f"responder failed: {exc!r}", "InternalServerError")

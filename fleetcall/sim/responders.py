@@ -29,7 +29,9 @@ class Reply:
 
 
 class Responder(Protocol):
-    def __call__(self, request_body: dict[str, Any]) -> Reply: ...
+    """Maps an OpenAI chat request body to the answer: a :class:`Reply`, or its text alone."""
+
+    def __call__(self, request_body: dict[str, Any]) -> Reply | str: ...
 
 
 class LengthsResponder:

@@ -111,7 +111,10 @@ def test_least_busy_counts_running_and_queued() -> None:
             ep("c", slots=4, running=(9.0,))]
     assert d.choose(call(), pool, 0.0) == "c"
     pool[2] = ep("c", available=False)
-    assert d.choose(call(), pool, 0.0) == "a"  # tie between a and b: listed first
+    # a tie between a and b: taken in turn (the rotation has moved on by one decision)
+    assert [d.choose(call(), pool, 0.0) for _ in range(4)] == ["b", "a", "b", "a"]
+    fresh = make_dispatcher("least-busy")
+    assert fresh.choose(call(), pool, 0.0) == "a"  # the rotation starts at the first listed
 
 
 def test_hexgen_alpha_extremes() -> None:
@@ -329,3 +332,40 @@ def test_slack_counts_decode_slowed_by_other_prompts_prefill() -> None:
     # an endpoint computing short prompts interleaves short chunks: 250 tokens, 0.25 s each
     short_prompts = EndpointView("short", 4, (), (), decoder, prefill_load=0.5, typical_prefill_tokens=250)
     assert slack.placements(long_output, [short_prompts], 0.0)[0].finish == pytest.approx(alone + 500 * 0.5 * 0.25)
+
+
+# --- ties ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["least-busy", "hexgen", "slack"])
+def test_ties_between_idle_twins_are_taken_in_turn(name: str) -> None:
+    """Identical idle endpoints: every policy spreads successive calls over all of them (the
+    first-listed one used to take every tie, so only its prefix cache ever warmed)."""
+    d = make_dispatcher(name)
+    twins = [ep(n, slots=4) for n in "abc"]
+    assert [d.choose(call(), twins, 0.0) for _ in range(6)] == ["a", "b", "c"] * 2
+
+
+def test_slack_near_ties_rotate_within_its_tolerance_but_a_clear_winner_wins() -> None:
+    d = Slack(SlackKnobs(tie_tolerance=0.01))
+    near = [ep("a", rate=1000), ep("b", rate=1005)]       # 0.5% apart: a tie
+    assert {d.choose(call(), near, 0.0) for _ in range(4)} == {"a", "b"}
+    apart = [ep("a", rate=1000), ep("b", rate=1100)]      # 10% apart: b, always
+    assert {d.choose(call(), apart, 0.0) for _ in range(4)} == {"b"}
+    exact = Slack()                                       # the default: exact ties only
+    assert {exact.choose(call(), near, 0.0) for _ in range(4)} == {"b"}
+
+
+def test_hexgen_scores_within_one_percent_tie() -> None:
+    d = make_dispatcher("hexgen")
+    near = [ep("a", rate=1000), ep("b", rate=1005)]
+    assert [d.choose(call(), near, 0.0) for _ in range(4)] == ["a", "b", "a", "b"]
+    apart = [ep("a", rate=1000), ep("b", rate=1100)]
+    assert {d.choose(call(), apart, 0.0) for _ in range(4)} == {"b"}
+
+
+def test_slack_ties_prefer_a_cached_prefix_before_taking_turns() -> None:
+    warm = PrefixIndex(100)
+    warm.add((1, 2))   # 32 tokens: too short for affinity, still a cache hit
+    twins = [ep("a"), ep("b", prefixes=warm)]
+    d = Slack()
+    assert [d.choose(call(prompt=1000, hashes=(1, 2)), twins, 0.0) for _ in range(3)] == ["b"] * 3

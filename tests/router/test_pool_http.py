@@ -175,20 +175,24 @@ def test_a_500_is_retried_on_the_other_endpoint() -> None:
     assert snapshot["bad"].failures == 1 and "injected server error" in snapshot["bad"].last_error
 
 
-def test_a_429_retry_after_is_honoured() -> None:
+def test_a_429_retry_after_cools_the_endpoint_and_the_call_goes_elsewhere_at_once() -> None:
     recorder = Recorder()
+    limited_ep = emulated("limited", Faults(rate_limit_rate=1.0, retry_after_s=3.0))
 
-    async def main() -> tuple[Completion, float]:
-        async with serving(emulated("limited", Faults(rate_limit_rate=1.0,
-                                                      retry_after_s=0.5))) as limited, \
+    async def main() -> tuple[Completion, list[str], float]:
+        async with serving(limited_ep) as limited, \
                 serving(emulated("good", responder=recorder)) as good, \
                 http_pool({"limited": limited, "good": good}) as pool:
-            start = now()
-            return await complete(pool, ask()), start
+            done = await complete(pool, ask())
+            placed = [(await complete(pool, ask(query=f"q{i}"))).info["endpoint"]
+                      for i in range(3)]
+            return done, placed, next(s for s in pool.snapshot() if s.name == "limited").cooling_s
 
-    done, start = run(main())
+    done, placed, cooling = run(main())
     assert done.info["endpoint"] == "good" and done.info["attempts"] == 2
-    assert recorder.times[0] - start >= 0.49   # never earlier (loop clock resolution aside)
+    assert placed == ["good"] * 3                  # no call to the cooling endpoint
+    assert 'code="429"} 1' in limited_ep.metrics_text()
+    assert 0 < cooling <= 3.0
 
 
 def test_a_hang_past_the_attempt_timeout_is_retried_elsewhere() -> None:

@@ -185,3 +185,27 @@ def test_prefix_index_evicts_tails_first_and_lru() -> None:
     assert len(index) == 0 and index.match([1]) == 0
     with pytest.raises(ValueError):
         PrefixIndex(0)
+
+
+def test_an_unmeasured_twin_adopts_a_measured_ones_ratios_until_it_has_its_own() -> None:
+    measured, cold = ServicePredictor("unknown", None), ServicePredictor("unknown", None)
+    truth = ServicePredictor("A100", "llama-3.1-8b").predict(1000, 100)
+    measured.observe(1000, 100, ttft_s=truth.ttft_s, tpot_s=truth.tpot_s)
+    cold.adopt(measured)
+    assert cold.predict(1000, 100) == measured.predict(1000, 100)
+    assert cold.samples == 0
+    slower = ServicePredictor("A100", "llama-3.1-8b").predict(1000, 100)
+    cold.observe(1000, 100, ttft_s=2 * slower.ttft_s, tpot_s=2 * slower.tpot_s)
+    cold.adopt(measured)  # it has its own measurement now: nothing to adopt
+    assert cold.predict(1000, 100).total_s == pytest.approx(2 * truth.total_s, rel=1e-6)
+
+
+def test_the_first_measurement_replaces_the_unknown_prior_whole() -> None:
+    """No estimate to protect yet: a first sample 10x faster than the prior is taken as is
+    (a clamped step would leave the endpoint looking slower than measured twins)."""
+    p = ServicePredictor("unknown", None)
+    prior = p.base(1000, 100)
+    p.observe(1000, 100, ttft_s=prior.ttft_s / 10, tpot_s=prior.tpot_s / 10)
+    assert p.predict(1000, 100).total_s == pytest.approx(prior.total_s / 10, rel=1e-6)
+    p.observe(1000, 100, ttft_s=prior.ttft_s * 10, tpot_s=prior.tpot_s * 10)  # now clamped
+    assert p.ttft_ratio == pytest.approx(0.1 * 4.0 ** 0.5)  # weight 1/2, clamped to 4x

@@ -1,0 +1,190 @@
+"""The scheduler core's state of one endpoint: slots, local queue, predictor, breaker, cooldown.
+
+Plain bookkeeping with no clock of its own (every method takes ``now``, loop seconds) and no
+I/O; :class:`~fleetcall.router.core.SchedulerCore` owns one :class:`EndpointState` per endpoint
+and is the only writer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from fleetcall.router.faults import CallId, FaultKind, describe_streak, in_seconds
+from fleetcall.router.health import CircuitBreaker, EndpointStats
+from fleetcall.router.predict import PrefixIndex, ServicePredictor
+from fleetcall.router.queue import LocalQueue
+from fleetcall.router.views import CallView, EndpointView
+
+__all__ = ["EndpointSpec", "EndpointState", "Running"]
+
+OVERRUN_FLOOR_S = 0.01  # a running call past its predicted end still holds its slot a little
+LOAD_WINDOW_S = 30.0    # time constant of an endpoint's measured prefill load
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """What the core needs to know of an endpoint (picklable data)."""
+
+    name: str
+    slots: int                      # calls it runs at once (>= 1)
+    gpu: str = "unknown"            # GPU catalog name, or "unknown"
+    model: str | None = None        # model catalog name for the predictor (None: unknown)
+    tp: int = 1                     # tensor-parallel degree
+    prefix_capacity_blocks: int = 12_500  # prefix blocks its cache probably holds
+    twin_key: str = ""              # endpoints with equal keys declare the same hardware,
+                                    # model and parallelism ("": no twins)
+
+    def __post_init__(self) -> None:
+        if self.slots < 1 or self.tp < 1 or self.prefix_capacity_blocks < 1:
+            raise ValueError(f"endpoint {self.name!r}: slots, tp and prefix capacity must be >= 1")
+
+
+@dataclass(slots=True)
+class Running:
+    """A call holding a slot at an endpoint."""
+
+    end: float                # predicted finish, loop time
+    prefill_s: float          # predicted seconds to its first token, alone
+    granted_at: float         # loop time the slot was granted
+    backlog_s: float = 0.0    # predicted prefill owed to calls ahead of it when granted
+    decoding: bool = False    # True once its first token came back
+    batch: int = 0            # calls running here when it started (for the predictor)
+
+
+@dataclass(slots=True)
+class EndpointState:
+    """One endpoint as the core sees it. Invariants (checked by ``SchedulerCore.check``):
+    ``len(running) <= spec.slots``; ``running`` holds exactly the calls granted here and not
+    yet ended; ``queue`` holds exactly the calls waiting here; a removed endpoint queues
+    nothing and is granted nothing."""
+
+    spec: EndpointSpec
+    predictor: ServicePredictor
+    prefixes: PrefixIndex
+    queue: LocalQueue
+    stats: EndpointStats
+    running: dict[CallId, Running] = field(default_factory=dict)  # call id -> its slot
+    removed: bool = False
+    cooling_until: float = -math.inf   # loop time a rate limit ends (Retry-After)
+    cooling_status: int | None = None  # HTTP status of the answer that set it
+    streak: dict[FaultKind, int] = field(default_factory=dict)  # breaker faults in a row, by kind
+    probe_call: CallId | None = None   # the call a half-open breaker let through, until it ends
+    busy_since: float | None = None    # loop time it last went from idle to busy
+    busy_s: float = 0.0                # loop seconds with at least one call running
+    prefill_load: float = 0.0          # decayed fraction of recent time with a prompt in prefill
+    prefill_tokens: float = 0.0        # EWMA of the uncached prompt tokens of calls granted here
+    load_at: float = 0.0               # loop time prefill_load was last brought up to date
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.stats.breaker
+
+    def available(self, now: float) -> bool:
+        """Not removed, not cooling down, and its breaker closed or ready for a probe."""
+        return (not self.removed and now >= self.cooling_until
+                and self.stats.breaker.can_allow(now))
+
+    def available_at(self, now: float) -> float:
+        """Earliest loop time it may be available (``now`` if it is; inf once removed)."""
+        if self.removed:
+            return math.inf
+        at = max(now, self.cooling_until)
+        breaker = self.stats.breaker
+        if not breaker.can_allow(at):
+            probe = breaker.probe_at()
+            at = max(at, probe if probe is not None else at)
+        return at
+
+    def unavailable_because(self, now: float) -> list[str]:
+        """Why no call may go here now, in words (empty: it is available, or removed)."""
+        parts = []
+        if now < self.cooling_until:
+            status = f" ({self.cooling_status})" if self.cooling_status else ""
+            parts.append(f"rate-limited until {in_seconds(self.cooling_until - now)}{status}")
+        if self.breaker.state(now) == "open":
+            streak = describe_streak(self.streak) if self.streak else "failures"
+            probe = self.breaker.probe_at()
+            parts.append(f"breaker open after {streak}, probe at "
+                         f"{in_seconds((probe if probe is not None else now) - now)}")
+        elif self.probe_call is not None:
+            parts.append("breaker half-open, its probe call is in flight")
+        return parts
+
+    def view(self, now: float, available: bool) -> EndpointView:
+        """What the dispatcher sees of this endpoint at ``now``."""
+        queued, services = self.queue.snapshot(now)
+        return EndpointView(
+            name=self.name, slots=self.spec.slots,
+            running=tuple(max(r.end - now, OVERRUN_FLOOR_S) for r in self.running.values()),
+            queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
+            queued_service_s=services, prefill_backlog_s=self.prefill_backlog_s(now),
+            prefill_load=self.prefill_load_at(now), typical_prefill_tokens=int(self.prefill_tokens))
+
+    def free_slots(self) -> int:
+        return self.spec.slots - len(self.running)
+
+    def in_prefill(self) -> int:
+        """Running calls without a first token yet."""
+        return sum(1 for r in self.running.values() if not r.decoding)
+
+    def prefill_load_at(self, now: float) -> float:
+        """Fraction of the last ~:data:`LOAD_WINDOW_S` seconds this endpoint had a prompt in
+        prefill: how often a decode step here shares its iteration with a prefill chunk."""
+        busy = 1.0 if any(not r.decoding for r in self.running.values()) else 0.0
+        keep = math.exp(-max(now - self.load_at, 0.0) / LOAD_WINDOW_S)
+        return self.prefill_load * keep + busy * (1.0 - keep)
+
+    def note_prefill_change(self, now: float) -> None:
+        """Bring :attr:`prefill_load` up to ``now``; call just before the prefill state changes."""
+        self.prefill_load = self.prefill_load_at(now)
+        self.load_at = now
+
+    def prefill_backlog_s(self, now: float) -> float:
+        """Predicted prefill seconds still owed to running calls without a first token: they
+        run one after another from the earliest grant (each owes at least a little)."""
+        waiting = [r for r in self.running.values() if not r.decoding]
+        if not waiting:
+            return 0.0
+        owed = sum(r.prefill_s for r in waiting) - (now - min(r.granted_at for r in waiting))
+        return max(owed, OVERRUN_FLOOR_S * len(waiting))
+
+    def hold(self, call: CallView, service_s: float, now: float) -> Running:
+        """Give ``call`` a slot here (the caller checked one is free)."""
+        if not self.running:
+            self.busy_since = now
+        cached = min(self.prefixes.match(call.prefix_hashes) * call.block_tokens,
+                     call.prompt_tokens)
+        prefill = self.predictor.predict(call.prompt_tokens, call.output_tokens,
+                                         cached_tokens=cached).ttft_s
+        self.note_prefill_change(now)
+        uncached = call.prompt_tokens - cached
+        self.prefill_tokens = (uncached if self.prefill_tokens == 0
+                               else self.prefill_tokens + 0.1 * (uncached - self.prefill_tokens))
+        running = Running(now + service_s, prefill, now, self.prefill_backlog_s(now))
+        self.running[call.call_id] = running
+        return running
+
+    def release(self, call_id: CallId, now: float) -> Running:
+        """Take a call's slot back (KeyError if it holds none here)."""
+        self.note_prefill_change(now)
+        running = self.running.pop(call_id)
+        if not self.running and self.busy_since is not None:
+            self.busy_s += now - self.busy_since
+            self.busy_since = None
+        return running
+
+    def busy_seconds(self, now: float) -> float:
+        return self.busy_s + (now - self.busy_since if self.busy_since is not None else 0.0)
+
+    def cool_down(self, until: float, status: int | None) -> bool:
+        """Stay unavailable until ``until``; a later time extends, an earlier one never
+        shortens. True iff the cooldown grew."""
+        if until <= self.cooling_until:
+            return False
+        self.cooling_until, self.cooling_status = until, status
+        return True
