@@ -9,7 +9,7 @@ how urgent it is.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -134,22 +134,14 @@ class ModelInfo:
 
 
 def model_info(llm: object) -> ModelInfo:
-    """What ``llm`` says about its model: its ``model_info``; for an endpoint pool, the weakest of
-    its endpoints' (JSON schemas only if every endpoint enforces them, the smallest context).
+    """What ``llm`` says about its model: its ``model_info`` attribute (an endpoint pool gives
+    the weakest of its endpoints'), or nothing known.
 
     >>> model_info(object())
     ModelInfo(json_schema=False, context_tokens=None)
     """
     info = getattr(llm, "model_info", None)
-    if isinstance(info, ModelInfo):
-        return info
-    # An EndpointPool does not say it itself (yet): its endpoints' clients do.
-    endpoints = getattr(llm, "_endpoints", None)
-    if isinstance(endpoints, Mapping) and endpoints:
-        infos = [getattr(getattr(ep, "client", None), "model_info", None) for ep in endpoints.values()]
-        if all(isinstance(i, ModelInfo) for i in infos):
-            return ModelInfo.weakest(infos)   # type: ignore[arg-type]  # all checked just above
-    return ModelInfo()
+    return info if isinstance(info, ModelInfo) else ModelInfo()
 
 
 @runtime_checkable

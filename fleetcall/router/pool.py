@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from fleetcall.errors import ConfigError, EndpointError
-from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, count_tokens
+from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, ModelInfo, count_tokens
 from fleetcall.router import prefix
 from fleetcall.router.backend import Backend, BackendSpec, resolve_backend
 from fleetcall.router.client import EndpointClient, RoutingTransport, emulated_host, make_http_client
@@ -207,6 +207,13 @@ class EndpointPool:
     @property
     def output_lengths(self) -> OutputLengths:
         return self._core.output_lengths
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """What the pool's model can do: the weakest of its endpoints' (JSON schemas only if
+        every endpoint enforces them, the smallest context); read by ``plan_format="auto"``."""
+        infos = [self._links[name].config.model_info for name in self._core.endpoints if name in self._links]
+        return ModelInfo.weakest(infos)
 
     # -- the LLM protocol ------------------------------------------------------------------
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:

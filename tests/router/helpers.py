@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from fleetcall.llm.base import CallContext, LLMRequest, Message
 from fleetcall.router.client import RoutingTransport, make_http_client
 from fleetcall.router.config import EndpointConfig, RetryConfig
@@ -111,10 +113,16 @@ class Clocked:
         return Reply(text=self.text)
 
 
+def emulator_counter(server: EmulatedEndpoint, name: str, **labels: str) -> int:
+    """The sum of a counter of the server's metrics over the series whose labels match."""
+    total = 0.0
+    for family in text_string_to_metric_families(server.metrics_text()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return int(total)
+
+
 def chat_requests(server: EmulatedEndpoint) -> int:
     """Chat requests the server has received, whatever it answered (from its metrics)."""
-    total = 0
-    for line in server.metrics_text().splitlines():
-        if line.startswith("fleetcall_emulator_http_requests_total{"):
-            total += int(line.rsplit(" ", 1)[1])
-    return total
+    return emulator_counter(server, "fleetcall_emulator_http_requests_total")
