@@ -81,7 +81,7 @@ class _OrderedTimerHandle(asyncio.TimerHandle):
         super().__init__(when, callback, args, loop, context)
         self._seq = seq  # position in the loop's scheduling order; unique per loop
 
-    def __lt__(self, other: _OrderedTimerHandle) -> bool:  # type: ignore[override]  # only ever
+    def __lt__(self, other: _OrderedTimerHandle) -> bool:
         # compared with its own kind: every timer of this loop comes from call_at below
         return self._when < other._when or (self._when == other._when and self._seq < other._seq)
 

@@ -137,7 +137,8 @@ def add_setup_arguments(parser: argparse.ArgumentParser, *, rate: float = 1.0) -
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_setup_arguments(parser)
     parser.add_argument("--rates", help="comma-separated rates to sweep (reports max rate at 95%% attainment)")
-    parser.add_argument("--policy", action="append", help=f"policy to run, repeatable ({', '.join(dispatcher_names())})")
+    parser.add_argument("--policy", action="append",
+                        help=f"policy to run, repeatable ({', '.join(dispatcher_names())})")
     parser.add_argument("--set", action="append", default=[], metavar="POLICY.KNOB=VALUE",
                         help="a policy knob, e.g. hexgen.alpha=0.3")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")

@@ -234,7 +234,7 @@ def load_mooncake(path_or_name: Source, *, step: str = "conversation") -> list[Q
     """One single-call query per JSONL line ``{"timestamp" (ms), "input_length",
     "output_length", "hash_ids"}``; ``hash_ids`` become the call's 512-token ``prefix_ids``."""
     label, text = _read(path_or_name)
-    stem, queries = _stem(label), []
+    stem, queries = _stem(label), list[QuerySpec]()
     for lineno, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             queries.append(_mooncake_query(line, f"{stem}-{len(queries)}", step,
@@ -338,7 +338,7 @@ def load_requests_csv(path_or_name: Source, *, step: str = "request") -> list[Qu
     """One single-call query per row of ``timestamp_s,input_tokens,output_tokens`` (Azure trace);
     no shared prefixes."""
     label, text = _read(path_or_name)
-    stem, queries = _stem(label), []
+    stem, queries = _stem(label), list[QuerySpec]()
     for lineno, row in _csv_rows(label, text, _REQUEST_COLUMNS):
         where = f"{label}: line {lineno}"
         call = CallSpec(step, _length(row["input_tokens"], where, "input_tokens"),

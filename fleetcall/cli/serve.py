@@ -140,7 +140,8 @@ async def _agent(args: argparse.Namespace, app: AppSpec | None) -> tuple[Orchest
     return Orchestrator(tools=[parallelqa.make_search()], llm=pool), pool
 
 
-async def serve(args: argparse.Namespace, token: str | None, sock: socket.socket, app_spec: AppSpec | None = None) -> None:
+async def serve(args: argparse.Namespace, token: str | None, sock: socket.socket,
+                app_spec: AppSpec | None = None) -> None:
     """Build pool and orchestrator on the serving loop, serve until a signal, close both (the
     orchestrator's tool threads are not waited for; see its ``aclose``)."""
     orchestrator, pool = await _agent(args, app_spec)

@@ -60,7 +60,7 @@ def _parse_actions(text: str, truncated: bool = False) -> tuple[list[Task], list
         decision = parse_joiner(text[finish.start(1):], truncated=truncated)
         if isinstance(decision, Finish):
             return [], [], decision.answer
-    lines = []
+    lines: list[str] = []
     for raw in text.splitlines():
         m = _ACTION.match(raw)
         if m:

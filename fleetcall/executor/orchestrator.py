@@ -176,7 +176,7 @@ class Orchestrator:
         self.examples = tuple(examples)
         planner_info, joiner_info = model_info(self.planner_llm), model_info(self.joiner_llm)
         self.plan_format: PlanFormat = _chosen(plan_format, planner_info)
-        self.joiner_format: JoinerFormat = _chosen(joiner_format, joiner_info)  # type: ignore[assignment]
+        self.joiner_format: JoinerFormat = _chosen(joiner_format, joiner_info)
         self.planner_max_tokens = planner_max_tokens
         self.context_tokens: int = context_tokens or planner_info.context_tokens or DEFAULT_CONTEXT_TOKENS
         if not isinstance(max_steps, int) or max_steps < 1:
@@ -292,7 +292,13 @@ class Orchestrator:
         """
         queue: asyncio.Queue[ev.Event | BaseException] = asyncio.Queue()
         handle = self.start(query, deadline=deadline, query_id=query_id, emit=queue.put_nowait)
-        handle.add_done_callback(lambda t: t.cancelled() or t.exception() is None or queue.put_nowait(t.exception()))
+        def forward_failure(task: asyncio.Task[RunResult]) -> None:
+            """A run whose task failed (a bug, not a run outcome) ends the stream with its error."""
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                queue.put_nowait(error)
+
+        handle.add_done_callback(forward_failure)
         try:
             while True:
                 item = await queue.get()

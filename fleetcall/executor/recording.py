@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from fleetcall.errors import LLMError
 from fleetcall.executor.result import LLMCallRecord
-from fleetcall.llm.base import LLM, Chunk, LLMRequest, Usage, estimate_usage
+from fleetcall.llm.base import LLM, Chunk, LLMRequest, Usage, closing, estimate_usage
 from fleetcall.planner.literals import clean_text
 
 
@@ -36,10 +36,11 @@ class RecordingLLM:
         start = loop.time()
         call = _Call()
         try:
-            async for chunk in self._llm.stream(request):
-                chunk = _clean(chunk)
-                call.observe(chunk)
-                yield chunk
+            async with closing(self._llm.stream(request)) as chunks:
+                async for chunk in chunks:
+                    chunk = _clean(chunk)
+                    call.observe(chunk)
+                    yield chunk
         except (LLMError, asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:

@@ -23,7 +23,7 @@ class RunStatus(str, enum.Enum):
     CANCELLED = "cancelled"    # the caller cancelled the run
 
 
-class TaskRecord(BaseModel):
+class TaskRecord(BaseModel):  # type: ignore[no-redef]  # pydantic plugin: a field named kwargs
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     round: int                                  # plan this task belongs to (0 = first)

@@ -10,9 +10,8 @@ its deadline plus that grace period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from fleetcall.executor.result import (
     LLMCallRecord, PlanRecord, ReplanRecord, RunResult, RunStatus, TaskRecord, UsageRecord,
 )
 from fleetcall.executor.runner import call_tool
-from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete, count_tokens
+from fleetcall.llm.base import CallContext, LLMRequest, Usage, closing, complete, count_tokens
 from fleetcall.planner import (
     Finish, Replan, build_joiner_messages, build_planner_messages, check_task, parse_joiner,
     parse_joiner_json, plan_json_schema, plan_tool_definition, validate_plan,
@@ -243,7 +242,7 @@ class Run:
         """Feed the planner's stream to ``reader``, taking each item; returns the finish reason."""
         yielder = LoopYielder()
         finish: str | None = None
-        async with contextlib.aclosing(self._llm(self.orch.planner_llm).stream(request)) as stream:
+        async with closing(self._llm(self.orch.planner_llm).stream(request)) as stream:
             async for chunk in stream:
                 finish = chunk.finish_reason or finish
                 items = reader.feed(chunk)

@@ -107,7 +107,8 @@ async def call_tool(
     try:
         arguments = tool.bind(tuple(args), dict(kwargs))
     except ToolArgumentError as exc:
-        obs = Observation(task_id, tool.name, ObservationStatus.ERROR, error=f"bad arguments: {describe_exception(exc).removeprefix('ToolArgumentError: ')}")
+        why = describe_exception(exc).removeprefix("ToolArgumentError: ")
+        obs = Observation(task_id, tool.name, ObservationStatus.ERROR, error=f"bad arguments: {why}")
         return Attempted(obs, 0)
     except BaseException as exc:  # a tool's own bind() failing is its failure, not the run's
         obs = Observation(task_id, tool.name, ObservationStatus.ERROR,

@@ -28,7 +28,6 @@ The per-attempt deadline is enforced with ``asyncio.timeout_at`` around each rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import hashlib
 import json
@@ -42,7 +41,7 @@ from pydantic import SecretStr
 
 from fleetcall.errors import EndpointError, VirtualClockError
 from fleetcall.llm.base import (
-    Chunk, Completion, LLMRequest, ModelInfo, ToolCall, ToolCallDelta, Usage, count_tokens, prompt_tokens,
+    Chunk, Completion, LLMRequest, ModelInfo, ToolCall, ToolCallDelta, Usage, closing, count_tokens, prompt_tokens,
 )
 from fleetcall.router.config import EndpointConfig, RetryConfig
 from fleetcall.vclock import is_virtual
@@ -276,7 +275,8 @@ class _Answer:
         id at an index starts a new call (servers that reuse index 0 for every call); a server
         that sends no index continues the latest call unless the id is new."""
         index = tool_delta.get("index")
-        new_id = tool_delta.get("id") if isinstance(tool_delta.get("id"), str) else ""
+        raw_id = tool_delta.get("id")
+        new_id = raw_id if isinstance(raw_id, str) else ""
         if isinstance(index, int) and not isinstance(index, bool):
             slot = self.slots.get(index)
             if slot is None or (new_id and self.calls[slot].id and self.calls[slot].id != new_id):
@@ -478,7 +478,7 @@ class EndpointClient:
                     yield Chunk(text="".join(answer.text))
             else:
                 events = self._read_events(response, attempt, answer)
-                async with contextlib.aclosing(events):
+                async with closing(events):
                     async for text, pieces in events:
                         yield Chunk(text=text, tool_deltas=pieces)
         finally:
@@ -557,7 +557,7 @@ class EndpointClient:
         loop = asyncio.get_running_loop()
         decoder = SSEDecoder()
         yielded = False  # True iff text went out to the caller: a retry would repeat it
-        async with contextlib.aclosing(response.aiter_lines()) as lines:
+        async with closing(response.aiter_lines()) as lines:
             while not answer.done:
                 try:
                     async with asyncio.timeout_at(attempt.deadline):

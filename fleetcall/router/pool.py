@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from fleetcall.errors import ConfigError, EndpointError
-from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, ModelInfo, count_tokens
+from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, ModelInfo, closing, count_tokens
 from fleetcall.router import prefix
 from fleetcall.router.backend import Backend, BackendSpec, resolve_backend
 from fleetcall.router.client import EndpointClient, RoutingTransport, emulated_host, make_http_client
@@ -228,7 +228,7 @@ class EndpointPool:
             while not call.served:
                 grant = await self._next_grant(call)
                 chunks = self._attempt(call, grant, request)
-                async with contextlib.aclosing(chunks):
+                async with closing(chunks):
                     async for chunk in chunks:
                         yield chunk
         finally:
@@ -257,7 +257,7 @@ class EndpointPool:
             if link.backend is not None and link.backend.call_metadata:
                 request = _with_metadata(request)
             chunks = link.client.stream(request, timeout_s=self.retry.attempt_timeout_s)
-            async with contextlib.aclosing(chunks):
+            async with closing(chunks):
                 async for chunk in chunks:
                     if chunk.info is not None:
                         chunk = self._finish(call, grant, link, chunk, started)

@@ -255,7 +255,8 @@ def create_app(orchestrator: Orchestrator, *, pool: EndpointPool | None = None, 
             cancelled = await registry.shutdown()
             app.state.shutdown_report = cancelled
             if cancelled:
-                log.warning("fleetcall: shutdown cancelled %d run(s) in flight: %s", len(cancelled), ", ".join(cancelled))
+                log.warning("fleetcall: shutdown cancelled %d run(s) in flight: %s",
+                            len(cancelled), ", ".join(cancelled))
 
     handlers = {HTTPException: _http_error, Exception: _internal_error}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -101,7 +101,8 @@ class ServiceMetrics:
             endpoint = info.get("endpoint")
             endpoint = endpoint if isinstance(endpoint, str) else NO_ENDPOINT
             total = _seconds(info.get("total_s"))
-            self.llm_latency.labels(endpoint=endpoint).observe(total if total is not None else max(0.0, call.end - call.start))
+            latency = total if total is not None else max(0.0, call.end - call.start)
+            self.llm_latency.labels(endpoint=endpoint).observe(latency)
             if (queue_s := _seconds(info.get("queue_s"))) is not None:
                 self.queue_wait.labels(endpoint=endpoint).observe(queue_s)
             if (ttft_s := _seconds(info.get("ttft_s"))) is not None:

@@ -129,7 +129,7 @@ def test_rate_limits_neither_trip_the_breaker_nor_use_up_attempts() -> None:
     h = Harness({"a": 4}, breaker=BreakerConfig(failures=2, cooldown_s=10.0),
                 retry=RetryConfig(max_attempts=1))
     call_id = h.submit()
-    for i in range(5):
+    for _ in range(5):
         h.fail(call_id, RATE_LIMITED)                 # cools a down until now + 1
         assert h.where(call_id) == ("parked", None) and not h.fails
         h.at(h.now + 1.0)                             # the cooldown ends: sent again
