@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -189,7 +188,6 @@ class Orchestrator:
         self.sync_threads = sync_threads
         self.slow_step_s = None if slow_step_s is None else _seconds("slow_step_s", slow_step_s)
         self._limits: dict[str, ToolLimits] = {}   # tool name -> limits shared by every run
-        self._ids = itertools.count(1)
         self._runs: set[RunHandle] = set()         # runs from start() still in flight
         self._closed = False                       # True once aclose() began: no new runs
 
@@ -248,7 +246,7 @@ class Orchestrator:
             raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
         loop = asyncio.get_running_loop()
         at = None if deadline is None else loop.time() + deadline
-        qid = query_id or f"{uuid.uuid4().hex[:12]}-{next(self._ids)}"
+        qid = query_id or uuid.uuid4().hex   # random: reveals nothing of how many runs came before
         emit = emit or (lambda _e: None)
         if mode == "compiled":
             return Run(self, query, qid, at, emit)
