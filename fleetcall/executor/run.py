@@ -180,9 +180,10 @@ class Run:
                 await self._stream_plan(history, state, tfu)
             except LLMError as exc:
                 failure = exc
-            plan_record.text = state.text
+            finally:   # (also when the deadline or a cancel stops the plan: what was read is kept)
+                plan_record.text = state.text
+                plan_record.issues = [str(i) for i in state.issues]
             plan_record.finished_at = self.loop.time()
-            plan_record.issues = [str(i) for i in state.issues]
             if state.issues:
                 self.emit(ev.PlanRejected(self.round, tuple(state.issues), self.loop.time()))
             await tfu.wait_idle()

@@ -209,3 +209,26 @@ def test_a_model_using_its_own_timeout_is_not_taken_for_cancelled():
     result = vrun(Orchestrator([echo], Model(act)).run("q", deadline=60))
     assert result.status is RunStatus.ANSWERED and result.answer == "done"
     assert not any(c.abandoned for c in result.llm_calls)
+
+
+@pytest.mark.parametrize("how", ["deadline", "cancel"])
+def test_a_run_stopped_while_its_plan_streams_keeps_the_plan_read_so_far(how):
+    """The plan's text was recorded only once the plan was whole: a run that timed out (or was
+    cancelled) while the model still wrote showed an empty plan, although its tasks had run."""
+    text = 'Thought: both at once\n1. echo(1)\n2. echo(2)\n'
+
+    async def act(request: LLMRequest) -> AsyncIterator[Chunk]:
+        yield Chunk(text=text)
+        await asyncio.sleep(100)
+
+    async def main():
+        handle = Orchestrator([echo], Model(act)).start("q", deadline=5)
+        if how == "cancel":
+            await asyncio.sleep(1)
+            handle.cancel()
+        return await handle.result()
+
+    result = vrun(main())
+    assert result.status is (RunStatus.TIMED_OUT if how == "deadline" else RunStatus.CANCELLED)
+    assert [t.status for t in result.tasks] == ["ok", "ok"]
+    assert result.plans[0].text == text and result.plans[0].finished_at is None
