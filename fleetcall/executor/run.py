@@ -25,7 +25,7 @@ from fleetcall.executor.resolve import show_call
 from fleetcall.executor.result import (
     LLMCallRecord, PlanRecord, ReplanRecord, RunResult, RunStatus, TaskRecord, UsageRecord,
 )
-from fleetcall.executor.runner import call_tool
+from fleetcall.executor.runner import Attempted, call_tool
 from fleetcall.llm.base import CallContext, LLMRequest, Usage, closing, complete, count_tokens
 from fleetcall.planner import (
     Finish, Replan, build_joiner_messages, build_planner_messages, check_task, parse_joiner,
@@ -71,13 +71,20 @@ class Run:
         self.usage = Usage()
         self.cancel_requested = False             # True iff the run was cancelled through its handle
         self.executing = False                    # True once execute() has begun
+        self.task: asyncio.Task[Any] | None = None  # the task execute() runs in, once it has begun
         self._llm_cache: dict[int, RecordingLLM] = {}
 
     def _llm(self, llm: Any) -> RecordingLLM:
         wrapped = self._llm_cache.get(id(llm))
         if wrapped is None:
-            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round)
+            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round,
+                                                              self._llm_watch)
         return wrapped
+
+    def _llm_watch(self, kind: str) -> CallWatch:
+        """How one LLM call of this run is contained (its grace period, its slow-step report)."""
+        return CallWatch(kind, f"query {self.query_id}, round {self.round}", self.orch.slow_step_s,
+                         self.orch.grace_s, kind="LLM call")
 
     def _ctx(self, kind: str) -> CallContext:
         # The planner's call is followed at least by the joiner's; the joiner is the last.
@@ -114,6 +121,7 @@ class Run:
     async def execute(self) -> RunResult:
         started = self.loop.time()
         self.executing = True
+        self.task = asyncio.current_task()   # the run's own: while it is cancelled, so are its tools
         status, answer, error = RunStatus.FAILED, None, None
         try:
             if self.cancel_requested:   # cancelled through its handle before its first step
@@ -171,9 +179,10 @@ class Run:
                 await self._stream_plan(history, state, tfu)
             except LLMError as exc:
                 failure = exc
-            plan_record.text = state.text
+            finally:   # (also when the deadline or a cancel stops the plan: what was read is kept)
+                plan_record.text = state.text
+                plan_record.issues = [str(i) for i in state.issues]
             plan_record.finished_at = self.loop.time()
-            plan_record.issues = [str(i) for i in state.issues]
             if state.issues:
                 self.emit(ev.PlanRejected(self.round, tuple(state.issues), self.loop.time()))
             await tfu.wait_idle()
@@ -341,11 +350,16 @@ class Run:
         self.emit(ev.TaskSkipped(self.round, task.id, obs, self.loop.time()))
 
     def _on_unresolved(self, task: Task, obs: Observation) -> None:
-        """A task whose reference could not be followed: it failed without running."""
+        """A task that failed without an observation from its tool: a reference could not be
+        followed (it never ran), or its task was thrown a ``GeneratorExit`` (see the unit)."""
         record = self.records[(self.round, task.id)]
         record.status, record.error = obs.status.value, obs.error
-        now = self.loop.time()
-        self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
+        now = record.end = self.loop.time()
+        self.emit(ev.TaskFailed(self.round, task.id, obs, record.start if record.start is not None else now, now))
+
+    def _stopping(self) -> bool:
+        """Whether the run is being cancelled (its deadline, a cancel): then so are its tools."""
+        return self.cancel_requested or (self.task is not None and self.task.cancelling() > 0)
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
         tool = self.orch.tools[task.tool]
@@ -357,16 +371,20 @@ class Run:
         shown = dict(zip(tool.parameter_names(), args)) | kwargs
         self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
         watch = self.orch.watch_for(tool, f"query {self.query_id}, round {round_no}, task {task.id}")
+        watch.owner = self.task
         ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline,
                           plan_position=lambda: self._calls_after(task), threads=limits.runner(watch))
         try:
             attempted = await call_tool(tool, task.id, args, kwargs, ctx, limits, watch)
         except asyncio.CancelledError:
-            _note_watch(record, watch, self.loop.time())
-            record.status = "cancelled"
-            if why := watch.why_stopped():
-                record.error = f"cancelled; {why}"
-            raise
+            if not self._stopping():   # the tool cancelled its own task: its failure, not the run's end
+                attempted = _cancelled_by_the_tool(task)
+            else:
+                _note_watch(record, watch, self.loop.time())
+                record.status = "cancelled"
+                if why := watch.why_stopped():
+                    record.error = f"cancelled; {why}"
+                raise
         obs = replace(attempted.observation, call=show_call(task.tool, attempted.arguments or shown))
         end = self.loop.time()
         _note_watch(record, watch, end)
@@ -410,6 +428,16 @@ class Run:
                               completion_tokens=self.usage.completion_tokens, calls=self.usage.calls,
                               estimated_calls=self.usage.estimated_calls),
         )
+
+
+def _cancelled_by_the_tool(task: Task) -> Attempted:
+    """A tool's call whose task was cancelled while the run was not: the tool (or code it called)
+    cancelled its own task. The cancellation is taken back; the call failed."""
+    current = asyncio.current_task()
+    while current is not None and current.cancelling():
+        current.uncancel()
+    return Attempted(Observation(task.id, task.tool, ObservationStatus.ERROR,
+                                 error="the tool's task was cancelled, and not by the run (by the tool itself?)"), 1)
 
 
 def _note_watch(record: TaskRecord, watch: CallWatch, end: float) -> None:
