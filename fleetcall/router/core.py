@@ -177,8 +177,9 @@ class SchedulerCore:
         return out
 
     def rate_limited(self, name: str, now: float, until: float,
-                     status: int | None = 429) -> list[Action]:
-        """The endpoint asked for no calls until ``until`` (loop time)."""
+                     status: int | str | None = 429) -> list[Action]:
+        """The endpoint asked for no calls until ``until`` (loop time); ``status``: the HTTP
+        status that said so, or the limit that did (``"rpm"``, ``"tpm"``: the pool's own)."""
         out = self._begin(now)
         self._cool(self.endpoint(name), until, status, now, out)
         return out
@@ -188,7 +189,7 @@ class SchedulerCore:
         out = self._begin(now)
         ep = self.endpoint(name)
         if failure.kind is FaultKind.RATE_LIMITED:
-            self._cool(ep, now + self._cooldown_s(failure), failure.status, now, out)
+            self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
         return out
@@ -265,7 +266,7 @@ class SchedulerCore:
         c.tried[ep.name] = failure.describe()
         if failure.kind is FaultKind.RATE_LIMITED:  # first the endpoint's verdict: the slot
             ep.stats.rate_limited(failure.cause)    # freed below must not go to a queued call
-            self._cool(ep, now + self._cooldown_s(failure), failure.status, now, out)
+            self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
         self._free(ep, call_id, now, out)
@@ -506,11 +507,14 @@ class SchedulerCore:
             self._place(self._calls[entry.call.call_id], now, out)
 
     # -- endpoint health -------------------------------------------------------------------
-    def _cooldown_s(self, failure: Failure) -> float:
+    def _cooled_until(self, failure: Failure, now: float) -> float:
+        """Loop time a rate-limited endpoint may be used again."""
+        if failure.retry_at is not None:
+            return max(failure.retry_at, now)
         after = failure.retry_after_s
-        return max(self.retry.rate_limit_s if after is None else after, _MIN_COOLDOWN_S)
+        return now + max(self.retry.rate_limit_s if after is None else after, _MIN_COOLDOWN_S)
 
-    def _cool(self, ep: EndpointState, until: float, status: int | None, now: float,
+    def _cool(self, ep: EndpointState, until: float, status: int | str | None, now: float,
               out: list[Action]) -> None:
         """A rate limit: ``ep`` takes no call until ``until``; its queue goes elsewhere."""
         if until <= now or not ep.cool_down(until, status) or ep.removed:

@@ -72,6 +72,8 @@ class Failure:
     cause: str                          # one line, names no secret
     status: int | None = None           # HTTP status, None if no response came
     retry_after_s: float | None = None  # seconds the endpoint asked to wait (rate limits)
+    retry_at: float | None = None       # or the loop time it may be used again, exactly (the
+                                        # pool's own rpm/tpm window: when it frees)
 
     def describe(self) -> str:
         return f"HTTP {self.status}: {self.cause}" if self.status is not None else self.cause

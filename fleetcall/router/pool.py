@@ -50,7 +50,8 @@ from fleetcall.router.config import (BreakerConfig, EndpointConfig, PoolConfig, 
                                       load_pool_config)
 from fleetcall.router.core import Action, Grant, Outcome, Retired, SchedulerCore
 from fleetcall.router.dispatcher import Dispatcher
-from fleetcall.router.faults import Fail, FailWhy, NoEndpointError, OverloadedError, classify
+from fleetcall.router.faults import (Fail, FailWhy, Failure, FaultKind, NoEndpointError,
+                                     OverloadedError, classify)
 from fleetcall.router.health import EndpointSnapshot, probe
 from fleetcall.router.predict import OutputLengths
 from fleetcall.router.state import EndpointSpec
@@ -248,12 +249,10 @@ class EndpointPool:
         loop = asyncio.get_running_loop()
         link = self._links[grant.endpoint]
         self._apply(self._core.started(call.view.call_id, loop.time()))
+        if not self._within_limits(call, link, loop.time()):
+            return
         started, first_token_s, yielded = loop.time(), None, False
         try:
-            if link.throttle is not None:
-                await link.throttle.acquire()
-            if link.tokens is not None:
-                await link.tokens.acquire(call.view.prompt_tokens + call.view.output_tokens)
             if link.backend is not None and link.backend.call_metadata:
                 request = _with_metadata(request)
             chunks = link.client.stream(request, timeout_s=self.retry.attempt_timeout_s)
@@ -283,6 +282,28 @@ class EndpointPool:
                                                     Outcome(ttft_s=first_token_s, complete=False)),
                           served=True)
             raise
+
+    def _within_limits(self, call: _Call, link: _Link, now: float) -> bool:
+        """Count the attempt in the endpoint's own rpm/tpm windows; when one is full, the
+        endpoint is rate-limited until it frees (as by a 429 with that Retry-After: the call
+        goes elsewhere at once, or waits) and the attempt is not sent: False."""
+        tokens = call.view.prompt_tokens + call.view.output_tokens
+        rpm_at = link.throttle.free_at() if link.throttle is not None else now
+        tpm_at = link.tokens.free_at(tokens) if link.tokens is not None else now
+        if max(rpm_at, tpm_at) <= now:
+            if link.throttle is not None:
+                link.throttle.record()
+            if link.tokens is not None:
+                link.tokens.record(tokens)
+            return True
+        limit, until = ("rpm", rpm_at) if rpm_at >= tpm_at else ("tpm", tpm_at)
+        name, config = link.config.name, link.config
+        cause = (f"its {limit} limit ({config.rpm if limit == 'rpm' else config.tpm} per minute) "
+                 f"is reached")
+        self._apply(self._core.rate_limited(name, now, until, status=limit))
+        self._apply(self._core.failed(call.view.call_id, now,
+                                      Failure(FaultKind.RATE_LIMITED, cause, retry_at=until)))
+        return False
 
     def _finish(self, call: _Call, grant: Grant, link: _Link, chunk: Chunk,
                 started: float) -> Chunk:
