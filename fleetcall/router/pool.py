@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from fleetcall.errors import ConfigError, EndpointError
+from fleetcall.errors import ConfigError, EndpointError, LLMError
 from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, ModelInfo, count_tokens
 from fleetcall.router import prefix
 from fleetcall.router.backend import Backend, BackendSpec, resolve_backend
@@ -134,6 +134,7 @@ class EndpointPool:
         self._timer_at: float | None = None
         self._now = 0.0  # latest loop time seen (for changes made outside a running loop)
         self._closed = False  # True once aclose() began: no timer is armed any more
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop its calls run on
         for config in endpoints:
             self.add(config)
 
@@ -165,7 +166,10 @@ class EndpointPool:
         return cls(configs, **kwargs)
 
     def add(self, config: EndpointConfig | dict[str, Any]) -> None:
-        """Add an endpoint (also while calls run); ConfigError if the name is taken."""
+        """Add an endpoint (also while calls run); ConfigError if the name is taken, or the
+        pool is closed."""
+        if self._closed:
+            raise ConfigError("the pool is closed (aclose() was called): no endpoint can be added")
         if isinstance(config, dict):
             config = EndpointConfig(**config)
         if config.name in self._links:
@@ -219,8 +223,13 @@ class EndpointPool:
     # -- the LLM protocol ------------------------------------------------------------------
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         """Serve one call: submitted to the core, streamed from each endpoint it grants, until
-        it succeeds or the core fails it (OverloadedError, NoEndpointError, AttemptsExhausted)."""
+        it succeeds or the core fails it (OverloadedError, NoEndpointError, AttemptsExhausted;
+        NoEndpointError at once once the pool is closed; LLMError while another event loop's
+        calls run)."""
         loop = asyncio.get_running_loop()
+        if self._closed:
+            raise NoEndpointError("the pool is closed (aclose() was called): the call was not sent")
+        self._bind(loop)
         self._start_health(loop)
         call = _Call(self._call_view(request, loop.time()), loop.create_future())
         self._calls[call.view.call_id] = call
@@ -241,6 +250,9 @@ class EndpointPool:
         call.future = asyncio.get_running_loop().create_future()
         if isinstance(action, Fail):
             raise action.error() from call.last_error
+        if self._closed:  # granted as the pool closed (its failed attempt was placed again)
+            self._end(call, self._core.cancelled(call.view.call_id, self._time()))
+            raise self._closed_fail(call).error() from call.last_error
         return action
 
     async def _attempt(self, call: _Call, grant: Grant,
@@ -364,7 +376,37 @@ class EndpointPool:
                 del self._calls[action.call_id]
             if not call.future.done():  # done: cancelled while waiting; its task reports
                 call.future.set_result(action)
+        if self._closed:
+            self._end_waiting()  # a call placed again after aclose() (its attempt failed)
         self._rearm()
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve ``loop`` (one at a time): a pool used again under a new loop (``asyncio.run``
+        once more) leaves the old loop's timer and health task behind, and the calls the old
+        loop closed on (they can never report). LLMError while the old loop still runs calls,
+        or if the new loop's clock is behind the pool's (the core keeps one clock)."""
+        old = self._loop
+        if old is loop:
+            return
+        if old is not None and not old.is_closed() and self._calls:
+            raise LLMError("the pool is serving calls on another event loop: use one pool per "
+                           "event loop, or let those calls end first")
+        if loop.time() < self._now:
+            raise LLMError(f"this event loop's clock ({loop.time():.3f} s) is behind the pool's "
+                           f"({self._now:.3f} s): a pool cannot move to an earlier clock")
+        self._loop = loop
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, None
+        if self._health is not None and not self._health.get_loop().is_closed():
+            self._health.cancel()
+        self._health = None
+        stale, self._calls = list(self._calls.values()), {}
+        actions: list[Action] = []
+        for call in stale:
+            if self._core.where(call.view.call_id) is not None:
+                actions += self._core.cancelled(call.view.call_id, loop.time())
+        self._apply(actions)
 
     def _time(self) -> float:
         """The running loop's time (the latest seen when there is no running loop)."""
@@ -446,7 +488,10 @@ class EndpointPool:
 
     async def aclose(self) -> None:
         """Stop the health loop and the timer, end the calls still waiting for an endpoint
-        (LLMError: the pool was closed), close backends and the HTTP client."""
+        (LLMError: the pool was closed), close backends and the HTTP client. Calls made or
+        placed again afterwards fail at once (NoEndpointError)."""
+        with contextlib.suppress(LLMError):  # closed from a new loop: drop the old loop's parts
+            self._bind(asyncio.get_running_loop())
         self._closed = True
         self._end_waiting()
         if self._health is not None:
@@ -473,9 +518,12 @@ class EndpointPool:
             call.ended = True
             del self._calls[call.view.call_id]
             if not call.future.done():
-                call.future.set_result(Fail(call.view.call_id, FailWhy.NO_ENDPOINT,
-                                            f"the pool was closed while call "
-                                            f"{call.view.call_id} waited for an endpoint"))
+                call.future.set_result(self._closed_fail(call))
+
+    @staticmethod
+    def _closed_fail(call: _Call) -> Fail:
+        return Fail(call.view.call_id, FailWhy.NO_ENDPOINT,
+                    f"the pool was closed while call {call.view.call_id} waited for an endpoint")
 
     async def __aenter__(self) -> EndpointPool:
         return self
