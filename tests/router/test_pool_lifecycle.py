@@ -164,3 +164,23 @@ def test_a_pool_used_from_a_second_event_loop_serves_calls_and_probes() -> None:
         assert isinstance(result, tuple), repr(result)
         placed, health_running = result
         assert sorted(placed) == ["a", "a", "b", "b"] and health_running
+
+
+def test_a_call_from_a_second_loop_while_the_first_runs_calls_is_refused() -> None:
+    """Two live loops in turn (``run_until_complete``), the first with a call in flight: the
+    pool serves one loop at a time, so the second loop's call is refused with a clear error
+    (the core's futures and timer belong to the first) and the first call still ends."""
+    pool = EndpointPool([EndpointConfig(name="only", base_url=f"emulated://A100-80G/{MODEL}")],
+                        faults=Faults(spike_rate=1.0, spike_s=0.2))
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        running = first.create_task(complete(pool, ask("first")))
+        first.run_until_complete(asyncio.sleep(0.05))
+        with pytest.raises(LLMError, match="another event loop"):
+            second.run_until_complete(complete(pool, ask("second")))
+        done = first.run_until_complete(asyncio.wait_for(running, 10.0))
+        assert done.info["endpoint"] == "only"
+        first.run_until_complete(pool.aclose())
+    finally:
+        first.close()
+        second.close()
