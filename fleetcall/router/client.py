@@ -32,6 +32,7 @@ import contextlib
 import email.utils
 import hashlib
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -173,7 +174,8 @@ def parse_retry_after(value: str | None, *, date: str | None = None) -> float | 
 
     An HTTP date is measured against the response's own ``Date`` header (the server's clock),
     so no wall clock is read; without one, a date cannot be turned into a delay and None is
-    returned. Negative waits become 0.
+    returned, as for anything else that is no finite number of seconds (``nan``, ``inf``,
+    ``soon``). Negative waits become 0.
 
         >>> parse_retry_after("2.5")
         2.5
@@ -184,9 +186,11 @@ def parse_retry_after(value: str | None, *, date: str | None = None) -> float | 
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     if date is None:
         return None
     try:
@@ -531,7 +535,8 @@ class EndpointClient:
             self.name, attempt.scrub(_server_message(response) or response.reason_phrase),
             status=status, retryable=status >= 500 or status in _RETRYABLE_4XX,
             retry_after_s=parse_retry_after(response.headers.get("retry-after"),
-                                            date=response.headers.get("date")))
+                                            date=response.headers.get("date")),
+            retry_after_header=response.headers.get("retry-after"))
 
     async def _read_json(self, response: httpx.Response, attempt: _Attempt,
                          answer: _Answer) -> None:

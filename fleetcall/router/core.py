@@ -188,7 +188,7 @@ class SchedulerCore:
         """A fault of the endpoint seen outside a call (counts toward its breaker)."""
         out = self._begin(now)
         ep = self.endpoint(name)
-        if failure.kind is FaultKind.RATE_LIMITED:
+        if failure.rate_limit:
             self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
@@ -264,8 +264,8 @@ class SchedulerCore:
         c, ep = self._running(call_id)
         c.running, c.endpoint = False, None
         c.tried[ep.name] = failure.describe()
-        if failure.kind is FaultKind.RATE_LIMITED:  # first the endpoint's verdict: the slot
-            ep.stats.rate_limited(failure.cause)    # freed below must not go to a queued call
+        if failure.rate_limit:                    # first the endpoint's verdict: the slot
+            ep.stats.rate_limited(failure.cause)  # freed below must not go to a queued call
             self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
