@@ -114,12 +114,18 @@ class SchedulerCore:
         self._queries: OrderedDict[str, None] = OrderedDict()  # recently admitted query ids
         self._wakeup: float | None = None                # cached next_wakeup()
         self._stale = False                              # True iff _wakeup must be recomputed
+        self._clock = -math.inf                          # the latest event's time
 
     # -- endpoints -------------------------------------------------------------------------
     @property
     def endpoints(self) -> list[str]:
         """Names of the live endpoints, in the order they were added."""
         return list(self._endpoints)
+
+    @property
+    def clock(self) -> float:
+        """The latest event's time (-inf before the first): no event may come earlier."""
+        return self._clock
 
     def endpoint(self, name: str) -> EndpointState:
         """A live or retiring endpoint's state (read it, do not write it); ConfigError if none."""
@@ -133,7 +139,7 @@ class SchedulerCore:
         """A new endpoint (ConfigError if the name is taken, or still finishing calls)."""
         out = self._begin(now)
         if spec.name in self._endpoints or spec.name in self._retiring:
-            raise ConfigError(f"the pool already has an endpoint named {spec.name!r}")
+            raise ConfigError(self.name_taken(spec.name))
         ep = EndpointState(
             spec=spec, predictor=self._predictor(spec),
             prefixes=PrefixIndex(spec.prefix_capacity_blocks), queue=self.dispatcher.new_queue(),
@@ -143,6 +149,14 @@ class SchedulerCore:
         self._unpark(now, out)
         self._pump(ep, now, out)
         return out
+
+    def name_taken(self, name: str) -> str:
+        """Why an endpoint named ``name`` cannot be added now (call when it cannot)."""
+        retiring = self._retiring.get(name)
+        if retiring is None:
+            return f"the pool already has an endpoint named {name!r}"
+        return (f"endpoint {name!r} was removed and is still finishing {len(retiring.running)} "
+                f"call(s): add it again once they end")
 
     def _predictor(self, spec: EndpointSpec) -> ServicePredictor:
         """A profiled endpoint shares the predictor of its twins (the same GPU, model and
@@ -179,7 +193,10 @@ class SchedulerCore:
     def rate_limited(self, name: str, now: float, until: float,
                      status: int | str | None = 429) -> list[Action]:
         """The endpoint asked for no calls until ``until`` (loop time); ``status``: the HTTP
-        status that said so, or the limit that did (``"rpm"``, ``"tpm"``: the pool's own)."""
+        status that said so, or the limit that did (``"rpm"``, ``"tpm"``: the pool's own).
+        ValueError if ``until`` is NaN."""
+        if math.isnan(until):
+            raise ValueError(f"endpoint {name!r}: rate-limited until NaN")
         out = self._begin(now)
         self._cool(self.endpoint(name), until, status, now, out)
         return out
@@ -243,6 +260,7 @@ class SchedulerCore:
         """The running call succeeded: learn from its measurements, free its slot."""
         out = self._begin(now)
         c, ep = self._running(call_id)
+        outcome = outcome.measured()
         del self._calls[call_id]
         running = ep.running[call_id]
         was = ep.breaker.state(now)
@@ -314,7 +332,13 @@ class SchedulerCore:
         return self._wakeup
 
     def _begin(self, now: float, *, force: bool = False) -> list[Action]:
-        """Every event starts here: timed transitions due by ``now`` happen first."""
+        """Every event starts here: ``now`` is checked (ValueError, before any change: a NaN,
+        an infinity, or a time before the latest event's), then timed transitions due by
+        ``now`` happen first."""
+        if not math.isfinite(now) or now < self._clock:
+            raise ValueError(f"an event's time must be a finite loop time, never going "
+                             f"backwards: got {now!r} after {self._clock!r}")
+        self._clock = now
         out: list[Action] = []
         due = self.next_wakeup()
         if force or (due is not None and now >= due):

@@ -172,8 +172,8 @@ class EndpointPool:
             raise ConfigError("the pool is closed (aclose() was called): no endpoint can be added")
         if isinstance(config, dict):
             config = EndpointConfig(**config)
-        if config.name in self._links:
-            raise ConfigError(f"the pool already has an endpoint named {config.name!r}")
+        if config.name in self._links:  # live, or removed and still finishing calls
+            raise ConfigError(self._core.name_taken(config.name))
         factory = resolve_backend(config.base_url)
         backend = None if factory is None else factory(BackendSpec(
             config, len(self._core.endpoints), self.block_tokens, self._backend_options))
@@ -391,9 +391,10 @@ class EndpointPool:
         if old is not None and not old.is_closed() and self._calls:
             raise LLMError("the pool is serving calls on another event loop: use one pool per "
                            "event loop, or let those calls end first")
-        if loop.time() < self._now:
+        if loop.time() < max(self._now, self._core.clock):
             raise LLMError(f"this event loop's clock ({loop.time():.3f} s) is behind the pool's "
-                           f"({self._now:.3f} s): a pool cannot move to an earlier clock")
+                           f"({max(self._now, self._core.clock):.3f} s): a pool cannot move to "
+                           f"an earlier clock")
         self._loop = loop
         if self._timer is not None:
             self._timer.cancel()
