@@ -161,3 +161,43 @@ def test_a_rate_limit_event_before_any_output_is_retried_elsewhere() -> None:
     endpoint, bad = vrun(main())
     assert endpoint == "good"
     assert bad.breaker == "closed" and bad.rate_limited == 1 and bad.failures == 0
+
+
+# ---- numbers a server gets wrong -------------------------------------------------------------
+
+BAD_USAGES = {
+    "NaN cached tokens": '{"prompt_tokens": 5, "completion_tokens": 3, '
+                         '"prompt_tokens_details": {"cached_tokens": NaN}}',
+    "negative counts": '{"prompt_tokens": -5, "completion_tokens": -3, '
+                       '"prompt_tokens_details": {"cached_tokens": -1}}',
+    "booleans and floats": '{"prompt_tokens": true, "completion_tokens": 2.5, '
+                           '"prompt_tokens_details": {"cached_tokens": 1e400}}',
+    "llama.cpp timings gone wrong": '{}, "timings": {"prompt_n": -4, "cache_n": NaN, '
+                                    '"predicted_n": true}',
+}
+
+
+@pytest.mark.parametrize("usage", list(BAD_USAGES))
+def test_usage_numbers_a_server_gets_wrong_are_estimated_not_raised(usage: str) -> None:
+    """Python's JSON reader takes NaN and Infinity. Before: a NaN ``cached_tokens`` escaped the
+    pool as a bare ValueError ("cannot convert float NaN to integer"); negative counts were
+    reported (and learned) as they came."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = ("data: " + json.dumps(_delta("hello there")) + "\n\n"
+                'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], '
+                f'"usage": {BAD_USAGES[usage]}}}\n\n'
+                "data: [DONE]\n\n")
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, text=body)
+
+    async def main() -> Any:
+        async with _pool(handle) as (pool, _):
+            done = await complete(pool, ask())
+            return done, len(pool.core), pool.core.output_lengths.expect("planner")
+
+    done, live, expected = vrun(main())
+    assert done.text == "hello there" and done.info["endpoint"] == "bad"
+    usage = done.usage
+    assert usage.prompt_tokens >= 0 and usage.completion_tokens >= 1
+    assert isinstance(done.info["cached_tokens"], (int, type(None)))
+    assert (done.info["cached_tokens"] or 0) >= 0
+    assert live == 0 and expected > 0
