@@ -284,6 +284,8 @@ class SchedulerCore:
         c.tried[ep.name] = failure.describe()
         if failure.rate_limit:                    # first the endpoint's verdict: the slot
             ep.stats.rate_limited(failure.cause)  # freed below must not go to a queued call
+            if ep.probe_call == call_id:  # no verdict on its health: probe again after this
+                ep.breaker.probe_abandoned(now)
             self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
