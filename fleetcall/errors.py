@@ -101,17 +101,20 @@ class EndpointError(LLMError):
     5xx, 408, 429 and a stream that broke before anything was yielded to the caller; false for
     other 4xx (the request itself is wrong) and for a stream that broke after text was yielded
     (a retry would repeat it). ``retry_after_s`` is the server's Retry-After (429/503), in
-    seconds. The message names the endpoint and never contains an API key.
+    seconds; ``retry_after_header`` the header as sent, even when it says no number of seconds
+    (an HTTP date without a Date header, ``soon``): a 503 with one is a rate limit all the same.
+    The message names the endpoint and never contains an API key.
     """
 
     def __init__(self, endpoint: str, cause: str, *, status: int | None = None,
                  retryable: bool, retry_after_s: float | None = None,
-                 first_token_seen: bool = False) -> None:
+                 first_token_seen: bool = False, retry_after_header: str | None = None) -> None:
         self.endpoint = endpoint                  # EndpointConfig.name
         self.status = status                      # HTTP status, None if no response came
         self.cause = cause                        # what went wrong, one line
         self.retryable = retryable
         self.retry_after_s = retry_after_s        # seconds the server asked to wait, if it did
         self.first_token_seen = first_token_seen  # True iff output was already yielded
+        self.retry_after_header = retry_after_header  # the Retry-After header, if one came
         status_text = f"HTTP {status}: " if status is not None else ""
         super().__init__(f"endpoint {endpoint!r}: {status_text}{cause}")

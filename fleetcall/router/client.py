@@ -31,6 +31,7 @@ import asyncio
 import email.utils
 import hashlib
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -172,7 +173,8 @@ def parse_retry_after(value: str | None, *, date: str | None = None) -> float | 
 
     An HTTP date is measured against the response's own ``Date`` header (the server's clock),
     so no wall clock is read; without one, a date cannot be turned into a delay and None is
-    returned. Negative waits become 0.
+    returned, as for anything else that is no finite number of seconds (``nan``, ``inf``,
+    ``soon``). Negative waits become 0.
 
         >>> parse_retry_after("2.5")
         2.5
@@ -183,9 +185,11 @@ def parse_retry_after(value: str | None, *, date: str | None = None) -> float | 
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     if date is None:
         return None
     try:
@@ -322,14 +326,14 @@ class _Answer:
         """(prompt, completion) tokens as the server counted them: its usage, else llama.cpp's
         ``timings`` (cached + computed prompt tokens, predicted tokens)."""
         usage = self.usage or {}
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        prompt = _count(usage.get("prompt_tokens"))
+        completion = _count(usage.get("completion_tokens"))
         timings = self.timings or {}
-        if prompt is None and isinstance(timings.get("prompt_n"), int):
-            prompt = timings["prompt_n"] + int(timings.get("cache_n") or 0)
-        if completion is None and isinstance(timings.get("predicted_n"), int):
-            completion = timings["predicted_n"]
-        return (prompt if isinstance(prompt, int) else None,
-                completion if isinstance(completion, int) else None)
+        if prompt is None and _count(timings.get("prompt_n")) is not None:
+            prompt = timings["prompt_n"] + (_count(timings.get("cache_n")) or 0)
+        if completion is None:
+            completion = _count(timings.get("predicted_n"))
+        return prompt, completion
 
     def result(self, endpoint: str, request: LLMRequest, now: float,
                *, streamed: bool) -> tuple[Usage, dict[str, Any]]:
@@ -342,7 +346,7 @@ class _Answer:
         if completion is None:
             completion = self.deltas if streamed else count_tokens("".join(self.text))
         details = usage.get("prompt_tokens_details") or {}
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
         ttft = tpot = None
         if streamed and self.first_at is not None and self.last_at is not None:
             ttft = self.first_at - self.started
@@ -351,6 +355,13 @@ class _Answer:
                 "prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached,
                 "finish_reason": self.finish_reason, "usage_reported": reported}
         return Usage(prompt, completion, 1, 0 if reported else 1), info
+
+
+def _count(value: Any) -> int | None:
+    """A token count a server reported: a non-negative int, else None (not reported). JSON
+    readers take NaN, Infinity, floats, booleans and negative numbers too."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if ok else None
 
 
 def _text_of(content: Any) -> str:
@@ -531,7 +542,8 @@ class EndpointClient:
             self.name, attempt.scrub(_server_message(response) or response.reason_phrase),
             status=status, retryable=status >= 500 or status in _RETRYABLE_4XX,
             retry_after_s=parse_retry_after(response.headers.get("retry-after"),
-                                            date=response.headers.get("date")))
+                                            date=response.headers.get("date")),
+            retry_after_header=response.headers.get("retry-after"))
 
     async def _read_json(self, response: httpx.Response, attempt: _Attempt,
                          answer: _Answer) -> None:

@@ -114,12 +114,18 @@ class SchedulerCore:
         self._queries: OrderedDict[str, None] = OrderedDict()  # recently admitted query ids
         self._wakeup: float | None = None                # cached next_wakeup()
         self._stale = False                              # True iff _wakeup must be recomputed
+        self._clock = -math.inf                          # the latest event's time
 
     # -- endpoints -------------------------------------------------------------------------
     @property
     def endpoints(self) -> list[str]:
         """Names of the live endpoints, in the order they were added."""
         return list(self._endpoints)
+
+    @property
+    def clock(self) -> float:
+        """The latest event's time (-inf before the first): no event may come earlier."""
+        return self._clock
 
     def endpoint(self, name: str) -> EndpointState:
         """A live or retiring endpoint's state (read it, do not write it); ConfigError if none."""
@@ -133,7 +139,7 @@ class SchedulerCore:
         """A new endpoint (ConfigError if the name is taken, or still finishing calls)."""
         out = self._begin(now)
         if spec.name in self._endpoints or spec.name in self._retiring:
-            raise ConfigError(f"the pool already has an endpoint named {spec.name!r}")
+            raise ConfigError(self.name_taken(spec.name))
         ep = EndpointState(
             spec=spec, predictor=self._predictor(spec),
             prefixes=PrefixIndex(spec.prefix_capacity_blocks), queue=self.dispatcher.new_queue(),
@@ -143,6 +149,14 @@ class SchedulerCore:
         self._unpark(now, out)
         self._pump(ep, now, out)
         return out
+
+    def name_taken(self, name: str) -> str:
+        """Why an endpoint named ``name`` cannot be added now (call when it cannot)."""
+        retiring = self._retiring.get(name)
+        if retiring is None:
+            return f"the pool already has an endpoint named {name!r}"
+        return (f"endpoint {name!r} was removed and is still finishing {len(retiring.running)} "
+                f"call(s): add it again once they end")
 
     def _predictor(self, spec: EndpointSpec) -> ServicePredictor:
         """A profiled endpoint shares the predictor of its twins (the same GPU, model and
@@ -177,8 +191,12 @@ class SchedulerCore:
         return out
 
     def rate_limited(self, name: str, now: float, until: float,
-                     status: int | None = 429) -> list[Action]:
-        """The endpoint asked for no calls until ``until`` (loop time)."""
+                     status: int | str | None = 429) -> list[Action]:
+        """The endpoint asked for no calls until ``until`` (loop time); ``status``: the HTTP
+        status that said so, or the limit that did (``"rpm"``, ``"tpm"``: the pool's own).
+        ValueError if ``until`` is NaN."""
+        if math.isnan(until):
+            raise ValueError(f"endpoint {name!r}: rate-limited until NaN")
         out = self._begin(now)
         self._cool(self.endpoint(name), until, status, now, out)
         return out
@@ -187,8 +205,8 @@ class SchedulerCore:
         """A fault of the endpoint seen outside a call (counts toward its breaker)."""
         out = self._begin(now)
         ep = self.endpoint(name)
-        if failure.kind is FaultKind.RATE_LIMITED:
-            self._cool(ep, now + self._cooldown_s(failure), failure.status, now, out)
+        if failure.rate_limit:
+            self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
         return out
@@ -242,6 +260,7 @@ class SchedulerCore:
         """The running call succeeded: learn from its measurements, free its slot."""
         out = self._begin(now)
         c, ep = self._running(call_id)
+        outcome = outcome.measured()
         del self._calls[call_id]
         running = ep.running[call_id]
         was = ep.breaker.state(now)
@@ -263,9 +282,11 @@ class SchedulerCore:
         c, ep = self._running(call_id)
         c.running, c.endpoint = False, None
         c.tried[ep.name] = failure.describe()
-        if failure.kind is FaultKind.RATE_LIMITED:  # first the endpoint's verdict: the slot
-            ep.stats.rate_limited(failure.cause)    # freed below must not go to a queued call
-            self._cool(ep, now + self._cooldown_s(failure), failure.status, now, out)
+        if failure.rate_limit:                    # first the endpoint's verdict: the slot
+            ep.stats.rate_limited(failure.cause)  # freed below must not go to a queued call
+            if ep.probe_call == call_id:  # no verdict on its health: probe again after this
+                ep.breaker.probe_abandoned(now)
+            self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
         self._free(ep, call_id, now, out)
@@ -313,7 +334,13 @@ class SchedulerCore:
         return self._wakeup
 
     def _begin(self, now: float, *, force: bool = False) -> list[Action]:
-        """Every event starts here: timed transitions due by ``now`` happen first."""
+        """Every event starts here: ``now`` is checked (ValueError, before any change: a NaN,
+        an infinity, or a time before the latest event's), then timed transitions due by
+        ``now`` happen first."""
+        if not math.isfinite(now) or now < self._clock:
+            raise ValueError(f"an event's time must be a finite loop time, never going "
+                             f"backwards: got {now!r} after {self._clock!r}")
+        self._clock = now
         out: list[Action] = []
         due = self.next_wakeup()
         if force or (due is not None and now >= due):
@@ -506,11 +533,14 @@ class SchedulerCore:
             self._place(self._calls[entry.call.call_id], now, out)
 
     # -- endpoint health -------------------------------------------------------------------
-    def _cooldown_s(self, failure: Failure) -> float:
+    def _cooled_until(self, failure: Failure, now: float) -> float:
+        """Loop time a rate-limited endpoint may be used again."""
+        if failure.retry_at is not None:
+            return max(failure.retry_at, now)
         after = failure.retry_after_s
-        return max(self.retry.rate_limit_s if after is None else after, _MIN_COOLDOWN_S)
+        return now + max(self.retry.rate_limit_s if after is None else after, _MIN_COOLDOWN_S)
 
-    def _cool(self, ep: EndpointState, until: float, status: int | None, now: float,
+    def _cool(self, ep: EndpointState, until: float, status: int | str | None, now: float,
               out: list[Action]) -> None:
         """A rate limit: ``ep`` takes no call until ``until``; its queue goes elsewhere."""
         if until <= now or not ep.cool_down(until, status) or ep.removed:
