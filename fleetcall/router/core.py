@@ -513,8 +513,11 @@ class SchedulerCore:
     def _cool(self, ep: EndpointState, until: float, status: int | None, now: float,
               out: list[Action]) -> None:
         """A rate limit: ``ep`` takes no call until ``until``; its queue goes elsewhere."""
+        cooling = now < ep.cooling_until
         if until <= now or not ep.cool_down(until, status) or ep.removed:
             return
+        if not cooling:
+            ep.stats.cooldowns += 1
         log.info("endpoint %s rate-limited (%s): cooling down for %.1f s", ep.name,
                  status or "Retry-After", until - now)
         self._stale = True
@@ -535,6 +538,7 @@ class SchedulerCore:
         if was == "closed" or (was == "half-open" and now_state == "open"):
             ep.streak[failure.kind] = ep.streak.get(failure.kind, 0) + 1
         if now_state == "open" and was != "open":
+            ep.stats.breaker_trips += 1
             log.warning("endpoint %s: breaker opened after %s; probe in %.1f s", ep.name,
                         describe_streak(ep.streak), (ep.breaker.probe_at() or now) - now)
             self._mark_down(ep, now)
