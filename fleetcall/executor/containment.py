@@ -7,7 +7,8 @@ task that awaits it (no extra task), and so can see what a tool does with the ev
   (``time.perf_counter``: blocking is about the host, and under the virtual clock loop time does
   not move while a step runs). A step longer than ``slow_step_s`` is logged once per call on the
   ``fleetcall.executor`` logger, naming the tool and the run, and the longest is kept for the
-  task's record. Nothing can interrupt a step: while it runs, no timer of the loop fires.
+  task's record (``tool.loop_blocked``, see :mod:`fleetcall.logs`). Nothing can interrupt a
+  step: while it runs, no timer of the loop fires.
 * **Cancellation wins.** Once the task is cancelled (deadline, ``timeout_s``, ``cancel()``), the
   call ends cancelled even if the tool swallows the ``CancelledError`` and returns a value or
   raises something else.
@@ -32,9 +33,10 @@ from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 from typing import Any
 
+from fleetcall.logs import EXECUTOR, event
 from fleetcall.observe import describe_exception
 
-log = logging.getLogger("fleetcall.executor")
+log = logging.getLogger(EXECUTOR)
 
 
 @dataclass(slots=True, eq=False)
@@ -42,7 +44,7 @@ class CallWatch:
     """What the executor saw of one task's tool call, over all its attempts: for its record."""
 
     tool: str
-    label: str                        # the run and task, for the log: "query q1, task 3"
+    label: str                        # the run and task, for the log: "query_id=q1 round=0 task_id=3"
     slow_step_s: float | None = 0.1   # a step holding the loop longer is reported; None: never
     grace_s: float = 1.0              # loop seconds a cancelled tool gets before it is stopped
     thread: str = ""                  # the last attempt's thread: "" (none), waiting, running,
@@ -67,10 +69,9 @@ class CallWatch:
     def step(self, seconds: float) -> None:
         if self.slow_step_s is None or seconds < self.slow_step_s or seconds <= self.loop_blocked_s:
             return
-        if not self.loop_blocked_s:
-            log.warning("tool %r blocked the event loop for %.3fs in one step (%s): every run of the "
-                        "process waited; make it a sync function (it then runs in a thread) or await "
-                        "instead of blocking", self.tool, seconds, self.label)
+        if not self.loop_blocked_s:   # every run of the process waited: make it a sync function
+            event(log, logging.WARNING, "tool.loop_blocked", self.label, tool=self.tool, blocked_s=seconds,
+                  hint="make it a sync function (it then runs in a thread) or await instead of blocking")
         self.loop_blocked_s = seconds
 
     def why_stopped(self) -> str:
@@ -171,8 +172,9 @@ def _stop(steps: Any, task: asyncio.Task[Any] | None, watch: CallWatch) -> None:
     except BaseException as exc:  # its finally blocks awaited or raised: it is over all the same
         if isinstance(exc, KeyboardInterrupt):
             raise
-        log.warning("tool %r (%s) failed while being closed: %s", watch.tool, watch.label, describe_exception(exc))
+        event(log, logging.WARNING, "tool.close_failed", watch.label, tool=watch.tool,
+              error=describe_exception(exc))
     watch.step(time.perf_counter() - start)
-    log.warning("tool %r (%s) did not stop within the %gs grace period after it was cancelled; "
-                "its coroutine was closed", watch.tool, watch.label, watch.grace_s)
+    event(log, logging.WARNING, "tool.stopped", watch.label, tool=watch.tool, grace_s=watch.grace_s,
+          why="it did not stop within its grace period after it was cancelled; its coroutine was closed")
     raise asyncio.CancelledError(f"tool {watch.tool!r} stopped after the grace period")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from fleetcall.executor.result import (
 )
 from fleetcall.executor.runner import call_tool
 from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete, count_tokens
+from fleetcall.logs import EXECUTOR, event, fields
 from fleetcall.planner import (
     Finish, Replan, build_joiner_messages, build_planner_messages, check_task, parse_joiner,
     parse_joiner_json, plan_json_schema, plan_tool_definition, validate_plan,
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 
 Emit = ev.Emit
 PROMPT_MARGIN = 0.9   # share of the context's room a prompt may fill by the model-free token estimate
+
+log = logging.getLogger(EXECUTOR)
 
 
 @dataclass(slots=True)
@@ -54,7 +58,14 @@ class _RoundState:
 
 
 class Run:
-    """State and logic of one query's run; see :meth:`Orchestrator.run`."""
+    """State and logic of one query's run; see :meth:`Orchestrator.run`.
+
+    Logged on ``fleetcall.executor`` (:mod:`fleetcall.logs`): ``run.start`` and ``run.end``
+    (INFO), ``plan.rejected`` (WARNING, with the plan's text cut short), ``plan.replan`` (INFO),
+    ``task.failed`` (WARNING).
+    """
+
+    mode = "compiled"
 
     def __init__(self, orch: "Orchestrator", query: str, query_id: str, deadline: float | None, emit: Emit) -> None:
         self.orch = orch
@@ -113,6 +124,24 @@ class Run:
 
     # -- the run as a whole ------------------------------------------------------------------
     async def execute(self) -> RunResult:
+        """Run the query to its result (see :meth:`Orchestrator.run`), logged and traced."""
+        now = self.loop.time()
+        budget = None if self.deadline is None else self.deadline - now
+        event(log, logging.INFO, "run.start", query_id=self.query_id, mode=self.mode, deadline_s=budget)
+        try:
+            result = await self._execute()
+        except BaseException as exc:   # cancelled from outside its handle, or a bug: still logged
+            status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            event(log, logging.INFO, "run.end", query_id=self.query_id, mode=self.mode, status=status,
+                  latency_s=self.loop.time() - now, error=f"{type(exc).__name__}: {exc}")
+            raise
+        event(log, logging.INFO, "run.end", query_id=self.query_id, mode=self.mode, status=result.status.value,
+              latency_s=result.latency, plans=len(result.plans), replans=len(result.replans),
+              tasks=len(result.tasks), llm_calls=len(result.llm_calls), prompt_tokens=result.usage.prompt_tokens,
+              completion_tokens=result.usage.completion_tokens, **({"error": result.error} if result.error else {}))
+        return result
+
+    async def _execute(self) -> RunResult:
         started = self.loop.time()
         self.executing = True
         status, answer, error = RunStatus.FAILED, None, None
@@ -157,6 +186,7 @@ class Run:
                 return None, f"no answer after {len(self.replans)} replan(s); last reason: {reason}"
             now = self.loop.time()
             self.replans.append(ReplanRecord(round=self.round, reason=reason, time=now))
+            event(log, logging.INFO, "plan.replan", query_id=self.query_id, round=self.round, reason=reason)
             self.emit(ev.Replanning(self.round, reason, now))
             self.round += 1
 
@@ -176,6 +206,8 @@ class Run:
             plan_record.finished_at = self.loop.time()
             plan_record.issues = [str(i) for i in state.issues]
             if state.issues:
+                event(log, logging.WARNING, "plan.rejected", query_id=self.query_id, round=self.round,
+                      issues=len(state.issues), first=str(state.issues[0]), text=state.text)
                 self.emit(ev.PlanRejected(self.round, tuple(state.issues), self.loop.time()))
             await tfu.wait_idle()
         if failure is not None:
@@ -345,10 +377,23 @@ class Run:
         """A task whose reference could not be followed: it failed without running."""
         record = self.records[(self.round, task.id)]
         record.status, record.error = obs.status.value, obs.error
+        self._log_failed(record)
         now = self.loop.time()
         self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
+        """Run one task's tool call; a failure is logged."""
+        record = self.records[(self.round, task.id)]
+        obs = await self._run_task(task, args, kwargs)
+        if obs.status is not ObservationStatus.OK:
+            self._log_failed(record)
+        return obs
+
+    def _log_failed(self, record: TaskRecord) -> None:
+        event(log, logging.WARNING, "task.failed", query_id=self.query_id, round=record.round, task_id=record.id,
+              tool=record.tool, attempts=record.attempts, error=record.error)
+
+    async def _run_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
         tool = self.orch.tools[task.tool]
         limits = self.orch.limits_for(tool)
         round_no = self.round
@@ -357,7 +402,7 @@ class Run:
         record.status = "running"
         shown = dict(zip(tool.parameter_names(), args)) | kwargs
         self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
-        watch = self.orch.watch_for(tool, f"query {self.query_id}, round {round_no}, task {task.id}")
+        watch = self.orch.watch_for(tool, fields(query_id=self.query_id, round=round_no, task_id=task.id))
         ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline,
                           plan_position=lambda: self._calls_after(task), threads=limits.runner(watch))
         try:
