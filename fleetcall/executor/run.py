@@ -36,6 +36,7 @@ from fleetcall.planner import (
 )
 from fleetcall.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
 from fleetcall.tools.base import ToolContext
+from fleetcall.tracing import NO_TRACE, NoTrace, RunTrace
 
 if TYPE_CHECKING:
     from fleetcall.executor.orchestrator import Orchestrator
@@ -62,7 +63,7 @@ class Run:
 
     Logged on ``fleetcall.executor`` (:mod:`fleetcall.logs`): ``run.start`` and ``run.end``
     (INFO), ``plan.rejected`` (WARNING, with the plan's text cut short), ``plan.replan`` (INFO),
-    ``task.failed`` (WARNING).
+    ``task.failed`` (WARNING); traced with OpenTelemetry if configured (:mod:`fleetcall.tracing`).
     """
 
     mode = "compiled"
@@ -84,11 +85,13 @@ class Run:
         self.cancel_requested = False             # True iff the run was cancelled through its handle
         self.executing = False                    # True once execute() has begun
         self._llm_cache: dict[int, RecordingLLM] = {}
+        self.trace: RunTrace | NoTrace = NO_TRACE  # the run's spans, once it executes
 
     def _llm(self, llm: Any) -> RecordingLLM:
         wrapped = self._llm_cache.get(id(llm))
         if wrapped is None:
-            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round)
+            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round,
+                                                              self.trace)
         return wrapped
 
     def _ctx(self, kind: str) -> CallContext:
@@ -128,8 +131,11 @@ class Run:
         now = self.loop.time()
         budget = None if self.deadline is None else self.deadline - now
         event(log, logging.INFO, "run.start", query_id=self.query_id, mode=self.mode, deadline_s=budget)
+        self.trace = self.orch.tracing.start(self.query_id, self.mode, self.deadline, self.loop)
         try:
-            result = await self._execute()
+            with self.trace.run():
+                result = await self._execute()
+                self.trace.run_done(result)
         except BaseException as exc:   # cancelled from outside its handle, or a bug: still logged
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
             event(log, logging.INFO, "run.end", query_id=self.query_id, mode=self.mode, status=status,
@@ -192,6 +198,13 @@ class Run:
 
     # -- planning and executing one round ------------------------------------------------------
     async def _plan_and_execute(self, history: Sequence[Round]) -> Round:
+        """One round: its plan streamed, its tasks run (under the plan's span)."""
+        with self.trace.plan(self.round, self.orch.plan_format) as span:
+            done = await self._plan_round(history)
+            span.done(done)
+        return done
+
+    async def _plan_round(self, history: Sequence[Round]) -> Round:
         state = self._state = _RoundState(self.round)
         plan_record = PlanRecord(round=self.round, text="", started_at=self.loop.time())
         self.plans.append(plan_record)
@@ -382,9 +395,10 @@ class Run:
         self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
-        """Run one task's tool call; a failure is logged."""
+        """Run one task's tool call (under the task's span); a failure is logged."""
         record = self.records[(self.round, task.id)]
-        obs = await self._run_task(task, args, kwargs)
+        with self.trace.task(record):
+            obs = await self._run_task(task, args, kwargs)
         if obs.status is not ObservationStatus.OK:
             self._log_failed(record)
         return obs
