@@ -280,3 +280,32 @@ print(json.dumps({"before": before, "names": sorted(spans),
     assert got["before"] == []   # importing fleetcall, defining the run: nothing of opentelemetry yet
     assert got["names"] == ["chat", "execute_tool math", "fleetcall.plan", "fleetcall.run", "request"]
     assert got["parent"] is True
+
+
+def test_spans_a_tool_makes_are_children_of_its_task_in_its_thread_too(provider: TracerProvider,
+                                                                       exporter: InMemorySpanExporter) -> None:
+    """A sync tool runs in a thread of its own: the task's context goes with it (real clock:
+    the virtual one refuses threads)."""
+    from fleetcall import tool
+
+    @tool
+    def lookup(x: str) -> str:
+        """A sync tool that traces its own work."""
+        with provider.get_tracer("app").start_as_current_span("lookup-db"):
+            return x
+
+    @tool
+    async def fetch(x: str) -> str:
+        """An async one that does the same."""
+        with provider.get_tracer("app").start_as_current_span("fetch-http"):
+            return x
+
+    async def main():
+        llm = ScriptedLLM(['1. lookup("a")\n2. fetch("b")\n3. join()', "Finish(ab)"])
+        async with Orchestrator(tools=[lookup, fetch], llm=llm, tracer_provider=provider) as orch:
+            return await orch.run("q", deadline=30)
+
+    assert asyncio.run(main()).status.value == "answered"
+    spans = exporter.get_finished_spans()
+    for inner, task in (("lookup-db", "execute_tool lookup"), ("fetch-http", "execute_tool fetch")):
+        assert by_name(spans, inner).parent.span_id == by_name(spans, task).context.span_id
