@@ -80,7 +80,17 @@ _otel: Any = None   # the OpenTelemetry API once looked up (an _Api); False if n
 
 
 class _Api:
-    """The few parts of ``opentelemetry-api`` used here, imported on the first run."""
+    """The few parts of ``opentelemetry-api`` used here, imported on the first run (typed Any:
+    the dependency is optional, and its objects only pass through here)."""
+
+    attach: Any
+    detach: Any
+    get_tracer: Any
+    in_context: Any
+    Status: Any
+    ERROR: Any
+    INTERNAL: Any
+    CLIENT: Any
 
     def __init__(self) -> None:
         from opentelemetry import context, trace
@@ -281,8 +291,10 @@ class RunTrace:
                                       start_time=self.ns(start), attributes=attributes)
         return _CallSpan(span, model)
 
-    def llm_end(self, call: _CallSpan, record: LLMCallRecord, error: BaseException | None) -> None:
+    def llm_end(self, call: _CallSpan | None, record: LLMCallRecord, error: BaseException | None) -> None:
         """The call's usage and serving details on its span, ended at ``record.end``."""
+        if call is None:
+            return
         span = call.span
         span.set_attributes({"fleetcall.plan.round": record.round,
                              "gen_ai.usage.input_tokens": record.prompt_tokens,

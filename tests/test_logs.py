@@ -91,8 +91,8 @@ def test_no_record_holds_the_api_key_or_the_service_token(caplog: pytest.LogCapt
         return httpx.MockTransport(answer)
 
     def config(name: str) -> EndpointConfig:
-        return EndpointConfig(name=name, base_url=f"http://{name}.test/v1", model="llama-3.2-1b", gpu="A100-80G", slots=2,
-                              api_key_env="FLEETCALL_LOG_TEST_KEY")
+        return EndpointConfig(name=name, base_url=f"http://{name}.test/v1", model="llama-3.2-1b", gpu="A100-80G",
+                              slots=2, api_key_env="FLEETCALL_LOG_TEST_KEY")
 
     async def main() -> list[str]:
         routing = RoutingTransport()

@@ -146,7 +146,8 @@ def test_a_two_plan_run_with_a_failing_tool_gives_this_span_tree(provider: Trace
     calls = [s for s in spans if s.name == chat]
     assert [s.attributes["fleetcall.llm.kind"] for s in sorted(calls, key=lambda s: s.start_time)] == [
         c.kind for c in sorted(result.llm_calls, key=lambda c: c.start)]
-    for span, record in zip(sorted(calls, key=lambda s: s.start_time), sorted(result.llm_calls, key=lambda c: c.start)):
+    for span, record in zip(sorted(calls, key=lambda s: s.start_time), sorted(result.llm_calls, key=lambda c: c.start),
+                            strict=True):
         a = span.attributes
         assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == MODEL
         assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (record.prompt_tokens,

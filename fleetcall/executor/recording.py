@@ -60,19 +60,20 @@ class RecordingLLM:
         u = call.usage or estimate_usage(request, "".join(call.consumed))
         u = dataclasses.replace(u, calls=1, estimated_calls=min(u.estimated_calls, 1))
         self._usage.add(u)
-        record = LLMCallRecord(
-            kind=request.context.kind,
-            round=self._round_of(),
-            start=start,
-            end=end,
-            prompt_tokens=u.prompt_tokens,
-            completion_tokens=u.completion_tokens,
-            usage_estimated=u.estimated_calls > 0,
-            finish_reason=call.finish_reason,
-            info=call.info,
+        self._records.append(
+            LLMCallRecord(
+                kind=request.context.kind,
+                round=self._round_of(),
+                start=start,
+                end=end,
+                prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens,
+                usage_estimated=u.estimated_calls > 0,
+                finish_reason=call.finish_reason,
+                info=call.info,
+            )
         )
-        self._records.append(record)
-        return record
+        return self._records[-1]
 
 
 def _clean(chunk: Chunk) -> Chunk:

@@ -13,8 +13,8 @@ emulated GPU under the virtual clock, with no second code path::
         async for chunk in client.stream(request, timeout_s=30):
             ...
 
-Every call is measured on the loop's clock; the last chunk's ``info`` holds ``endpoint``,
-``model`` (the model name the request named), ``ttft_s``, ``tpot_s``, ``total_s``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``,
+Every call is measured on the loop's clock; the last chunk's ``info`` holds ``endpoint``, ``model``,
+``ttft_s``, ``tpot_s``, ``total_s``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``,
 ``finish_reason`` and ``usage_reported`` (False when the server sent no usage, nor llama.cpp's
 ``timings``, and the token counts are estimates). Streamed tool calls come out piece by piece as
 ``Chunk.tool_deltas`` (merged by index, a new id at an index starting a new call), and whole in the
@@ -332,7 +332,7 @@ class _Answer:
                 completion if isinstance(completion, int) else None)
 
     def result(self, endpoint: str, request: LLMRequest, now: float,
-               *, streamed: bool, request_model: str = "") -> tuple[Usage, dict[str, Any]]:
+               *, streamed: bool) -> tuple[Usage, dict[str, Any]]:
         """Usage and the measurement ``info`` of the finished call."""
         usage = self.usage or {}
         prompt, completion = self._server_counts()
@@ -347,7 +347,7 @@ class _Answer:
         if streamed and self.first_at is not None and self.last_at is not None:
             ttft = self.first_at - self.started
             tpot = (self.last_at - self.first_at) / (completion - 1) if completion > 1 else None
-        info = {"endpoint": endpoint, "model": request_model, "ttft_s": ttft, "tpot_s": tpot, "total_s": now - self.started,
+        info = {"endpoint": endpoint, "ttft_s": ttft, "tpot_s": tpot, "total_s": now - self.started,
                 "prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached,
                 "finish_reason": self.finish_reason, "usage_reported": reported}
         return Usage(prompt, completion, 1, 0 if reported else 1), info
@@ -484,7 +484,8 @@ class EndpointClient:
         finally:
             await response.aclose()
         now = asyncio.get_running_loop().time()
-        usage, info = answer.result(self.name, request, now, streamed=True, request_model=self.config.model)
+        usage, info = answer.result(self.name, request, now, streamed=True)
+        info["model"] = self.config.model   # the name the request sent
         yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info,
                     finish_reason=answer.finish_reason)
 
@@ -499,7 +500,8 @@ class EndpointClient:
         finally:
             await response.aclose()
         now = asyncio.get_running_loop().time()
-        usage, info = answer.result(self.name, request, now, streamed=False, request_model=self.config.model)
+        usage, info = answer.result(self.name, request, now, streamed=False)
+        info["model"] = self.config.model
         return Completion("".join(answer.text), usage, answer.tool_calls(), info, answer.finish_reason)
 
     # -- I/O, each read bounded by the attempt's deadline

@@ -22,11 +22,11 @@ by URL scheme (``emulated://GPU/model?tp=N``, see :mod:`fleetcall.router.backend
 the same client through :class:`~fleetcall.router.client.RoutingTransport`, so a pool of
 emulated endpoints runs unchanged under the virtual clock.
 
-Every call's final chunk carries ``info``: ``endpoint``, ``gpu``, ``model`` (the name sent to the
-endpoint), ``queue_s`` (waiting for a slot, all attempts), ``attempts``, ``ttft_s``, ``tpot_s``,
-``total_s``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``. The first text chunk
-carries the placement part (``endpoint``, ``gpu``, ``model``, ``queue_s``, ``attempts``,
-``ttft_s``), for callers that stop reading early, as the planner does at ``join()``.
+Every call's final chunk carries ``info``: ``endpoint``, ``gpu``, ``model``, ``queue_s`` (waiting for a slot,
+all attempts), ``attempts``, ``ttft_s``, ``tpot_s``, ``total_s``, ``prompt_tokens``,
+``completion_tokens``, ``cached_tokens``. The first text chunk carries the placement part
+(``endpoint``, ``gpu``, ``model``, ``queue_s``, ``attempts``, ``ttft_s``), for callers that stop reading
+early, as the planner does at ``join()``.
 """
 
 from __future__ import annotations
