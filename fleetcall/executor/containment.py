@@ -7,7 +7,8 @@ task that awaits it (no extra task), and so can see what a tool does with the ev
   (``time.perf_counter``: blocking is about the host, and under the virtual clock loop time does
   not move while a step runs). A step longer than ``slow_step_s`` is logged once per call on the
   ``fleetcall.executor`` logger, naming the tool and the run, and the longest is kept for the
-  task's record. Nothing can interrupt a step: while it runs, no timer of the loop fires.
+  task's record (``tool.loop_blocked``, see :mod:`fleetcall.logs`). Nothing can interrupt a
+  step: while it runs, no timer of the loop fires.
 * **Cancellation wins.** Once the task is cancelled (deadline, ``timeout_s``, ``cancel()``), the
   call ends cancelled even if the tool swallows the ``CancelledError`` and returns a value or
   raises something else. A cancellation the tool's own scope takes back (``asyncio.timeout``
@@ -38,9 +39,10 @@ from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 from typing import Any
 
+from fleetcall.logs import EXECUTOR, event
 from fleetcall.observe import describe_exception
 
-log = logging.getLogger("fleetcall.executor")
+log = logging.getLogger(EXECUTOR)
 
 
 @dataclass(slots=True, eq=False)
@@ -48,7 +50,7 @@ class CallWatch:
     """What the executor saw of one task's tool call, over all its attempts: for its record."""
 
     tool: str
-    label: str                        # the run and task, for the log: "query q1, task 3"
+    label: str                        # the run and task, for the log: "query_id=q1 round=0 task_id=3"
     slow_step_s: float | None = 0.1   # a step holding the loop longer is reported; None: never
     grace_s: float = 1.0              # loop seconds a cancelled tool gets before it is stopped
     thread: str = ""                  # the last attempt's thread: "" (none), waiting, running,
@@ -62,6 +64,16 @@ class CallWatch:
     kind: str = "tool"                # what is watched, for messages: "tool", or "LLM call"
     owner: asyncio.Task[Any] | None = None  # the run's task, when the call runs in a task of its
                                       # own: while it is being cancelled, so is the call
+
+    @property
+    def prefix(self) -> str:
+        """The log events' prefix: ``tool`` (tool.loop_blocked...) or ``llm`` (llm.stopped...)."""
+        return "tool" if self.kind == "tool" else "llm"
+
+    @property
+    def named(self) -> dict[str, str]:
+        """The log events' field naming what is watched: ``tool=search`` or ``call=planner``."""
+        return {"tool": self.tool} if self.kind == "tool" else {"call": self.tool}
 
     @property
     def subject(self) -> str:
@@ -81,11 +93,11 @@ class CallWatch:
     def step(self, seconds: float) -> None:
         if self.slow_step_s is None or seconds < self.slow_step_s or seconds <= self.loop_blocked_s:
             return
-        if not self.loop_blocked_s:
+        if not self.loop_blocked_s:   # every run of the process waited
             advice = ("make it a sync function (it then runs in a thread) or await instead of blocking"
                       if self.kind == "tool" else "await instead of blocking")
-            log.warning("%s blocked the event loop for %.3fs in one step (%s): every run of the "
-                        "process waited; %s", self.subject, seconds, self.label, advice)
+            event(log, logging.WARNING, f"{self.prefix}.loop_blocked", self.label, **self.named,
+                  blocked_s=seconds, hint=advice)
         self.loop_blocked_s = seconds
 
     def why_stopped(self) -> str:
@@ -218,8 +230,9 @@ def _stop(steps: Any, task: asyncio.Task[Any] | None, watch: CallWatch) -> None:
     except BaseException as exc:  # its finally blocks awaited or raised: it is over all the same
         if isinstance(exc, KeyboardInterrupt):
             raise
-        log.warning("%s (%s) failed while being closed: %s", watch.subject, watch.label, describe_exception(exc))
+        event(log, logging.WARNING, f"{watch.prefix}.close_failed", watch.label, **watch.named,
+              error=describe_exception(exc))
     watch.step(time.perf_counter() - start)
-    log.warning("%s (%s) did not stop within the %gs grace period after it was cancelled; "
-                "its coroutine was closed", watch.subject, watch.label, watch.grace_s)
+    event(log, logging.WARNING, f"{watch.prefix}.stopped", watch.label, **watch.named, grace_s=watch.grace_s,
+          why="it did not stop within its grace period after it was cancelled; its coroutine was closed")
     raise asyncio.CancelledError(f"{watch.subject} stopped after the grace period")

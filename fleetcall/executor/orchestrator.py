@@ -32,6 +32,7 @@ from fleetcall.llm.adapters import as_llm, require_tool_calls
 from fleetcall.llm.base import LLM, ModelInfo, model_info
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
 from fleetcall.tools.base import Tool, Toolset
+from fleetcall.tracing import Tracing
 
 if TYPE_CHECKING:
     from fleetcall.executor.runnable import OrchestratorRunnable
@@ -119,6 +120,9 @@ class Orchestrator:
             (a sync tool's threads are its own: see "What fleetcall guarantees" in the README).
         slow_step_s: a tool step holding the event loop this long (wall seconds) is logged on
             ``fleetcall.executor`` and recorded in the task's ``loop_blocked_s``; ``None``: off.
+        tracer_provider: an OpenTelemetry ``TracerProvider`` for the runs' spans (default: the
+            global one; see :mod:`fleetcall.tracing`; nothing is traced without
+            ``opentelemetry-api``).
 
     ``async with Orchestrator(...) as orch:`` (or ``await orch.aclose()``) cancels the runs still
     in flight from :meth:`start`, closes the tools' threads without waiting for them and closes
@@ -146,6 +150,7 @@ class Orchestrator:
         grace_s: float = 1.0,
         sync_threads: int = DEFAULT_SYNC_THREADS,
         slow_step_s: float | None = 0.1,
+        tracer_provider: object | None = None,
     ) -> None:
         tools, self._toolsets = _take_toolsets(tools)   # toolsets (MCP sessions) closed by aclose()
         given = [as_tool(t) for t in tools]
@@ -187,6 +192,7 @@ class Orchestrator:
             raise ConfigError(f"sync_threads must be a positive integer, got {sync_threads!r}")
         self.sync_threads = sync_threads
         self.slow_step_s = None if slow_step_s is None else _seconds("slow_step_s", slow_step_s)
+        self.tracing = Tracing(tracer_provider)    # where the runs' spans go
         self._limits: dict[str, ToolLimits] = {}   # tool name -> limits shared by every run
         self._runs: set[RunHandle] = set()         # runs from start() still in flight
         self._closed = False                       # True once aclose() began: no new runs

@@ -23,23 +23,27 @@ from fleetcall.executor.result import LLMCallRecord
 from fleetcall.llm.base import LLM, Chunk, LLMRequest, Usage, estimate_usage
 from fleetcall.observe import describe_exception
 from fleetcall.planner.literals import clean_text
+from fleetcall.tracing import NO_TRACE, NoTrace, RunTrace, model_name
 
 log = logging.getLogger("fleetcall.executor")
 
 
 class RecordingLLM:
-    """Implements :class:`LLM`; appends an :class:`LLMCallRecord` per call to ``records``.
+    """Implements :class:`LLM`; appends an :class:`LLMCallRecord` per call to ``records`` (and
+    gives each call a span in ``trace``, see :mod:`fleetcall.tracing`).
 
     ``watch(kind)`` makes the :class:`CallWatch` of one call (its grace period, its slow-step
     report); by default one with the defaults of :class:`CallWatch`."""
 
     def __init__(self, llm: LLM, records: list[LLMCallRecord], usage: Usage, round_of: Callable[[], int],
-                 watch: Callable[[str], CallWatch] | None = None) -> None:
+                 watch: Callable[[str], CallWatch] | None = None, trace: RunTrace | NoTrace = NO_TRACE) -> None:
         self._llm = llm
         self._records = records      # the run's call log, appended to in call-completion order
         self._usage = usage          # the run's token total, updated in place
         self._round_of = round_of    # current round number of the run
         self._watch = watch or (lambda kind: CallWatch(kind, kind, kind="LLM call"))
+        self._trace = trace
+        self._model = model_name(llm) if trace is not NO_TRACE else ""   # for spans only
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         """The wrapped LLM's stream, recorded when it ends, however it ends.
@@ -56,6 +60,7 @@ class RecordingLLM:
         task = asyncio.current_task()
         base = task.cancelling() if task is not None else 0   # cancellations that are not this call's
         source: Any = None
+        span = self._trace.llm_start(request, self._model, start)
         try:
             try:
                 source = aiter(self._llm.stream(request))
@@ -67,6 +72,9 @@ class RecordingLLM:
                     break
                 call.observe(chunk)
                 yield chunk
+        except BaseException as exc:
+            call.error = exc
+            raise
         finally:
             end = loop.time()
             try:
@@ -74,9 +82,10 @@ class RecordingLLM:
                     await _close(source, watch)
             finally:
                 call.abandoned = watch.abandoned
-                self._record(request, start, end, call)
+                record = self._record(request, start, end, call)
+                self._trace.llm_end(span, record, call.error)
 
-    def _record(self, request: LLMRequest, start: float, end: float, call: "_Call") -> None:
+    def _record(self, request: LLMRequest, start: float, end: float, call: "_Call") -> LLMCallRecord:
         u = call.usage or estimate_usage(request, "".join(call.consumed))
         u = dataclasses.replace(u, calls=1, estimated_calls=min(u.estimated_calls, 1))
         self._usage.add(u)
@@ -94,6 +103,7 @@ class RecordingLLM:
                 abandoned=call.abandoned,
             )
         )
+        return self._records[-1]
 
 
 async def _next(source: Any, watch: CallWatch, kind: str, task: asyncio.Task[Any] | None, base: int) -> Chunk | None:
@@ -160,6 +170,7 @@ class _Call:
     finish_reason: str | None = None
     abandoned: bool = False             # the stream was stopped after ignoring its cancellation
     consumed: list[str] = dataclasses.field(default_factory=list)  # text and tool-call pieces read
+    error: BaseException | None = None  # what ended the stream early, if anything (for its span)
 
     def observe(self, chunk: Chunk) -> None:
         if chunk.text:

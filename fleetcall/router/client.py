@@ -13,7 +13,7 @@ emulated GPU under the virtual clock, with no second code path::
         async for chunk in client.stream(request, timeout_s=30):
             ...
 
-Every call is measured on the loop's clock; the last chunk's ``info`` holds ``endpoint``,
+Every call is measured on the loop's clock; the last chunk's ``info`` holds ``endpoint``, ``model``,
 ``ttft_s``, ``tpot_s``, ``total_s``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``,
 ``finish_reason`` and ``usage_reported`` (False when the server sent no usage, nor llama.cpp's
 ``timings``, and the token counts are estimates). Streamed tool calls come out piece by piece as
@@ -496,6 +496,7 @@ class EndpointClient:
             await response.aclose()
         now = asyncio.get_running_loop().time()
         usage, info = answer.result(self.name, request, now, streamed=True)
+        info["model"] = self.config.model   # the name the request sent
         yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info,
                     finish_reason=answer.finish_reason)
 
@@ -511,6 +512,7 @@ class EndpointClient:
             await response.aclose()
         now = asyncio.get_running_loop().time()
         usage, info = answer.result(self.name, request, now, streamed=False)
+        info["model"] = self.config.model
         return Completion("".join(answer.text), usage, answer.tool_calls(), info, answer.finish_reason)
 
     # -- I/O, each read bounded by the attempt's deadline

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetcall.errors import ConfigError
+from fleetcall.logs import ROUTER, event
 from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.dispatcher import Dispatcher, make_dispatcher, predicted_service_s
@@ -60,7 +61,7 @@ from fleetcall.router.views import CallView, EndpointView
 
 __all__ = ["Action", "Grant", "Outcome", "Retired", "SchedulerCore"]
 
-log = logging.getLogger("fleetcall.router")
+log = logging.getLogger(ROUTER)
 
 DEFAULT_CALL_S = 1.0       # an LLM call's service time before any was measured
 _QUERIES_REMEMBERED = 100_000  # admitted query ids kept to tell a new query from a known one
@@ -218,7 +219,7 @@ class SchedulerCore:
         if ep.breaker.state(now) != "closed":
             ep.breaker.reset()
             ep.streak.clear()
-            log.info("endpoint %s: breaker closed (health check passed)", name)
+            event(log, logging.INFO, "endpoint.breaker_closed", endpoint=name, by="health_check")
         self._refresh(ep, now, out)
         return out
 
@@ -272,7 +273,7 @@ class SchedulerCore:
         if ep.breaker.state(now) == "closed":
             ep.streak.clear()
             if was != "closed":
-                log.info("endpoint %s: breaker closed (probe call succeeded)", ep.name)
+                event(log, logging.INFO, "endpoint.breaker_closed", endpoint=ep.name, by="probe_call")
         self._free(ep, call_id, now, out)
         return out
 
@@ -297,6 +298,8 @@ class SchedulerCore:
                 out.append(self._exhausted(c, ep.name, failure))
                 return out
             c.excluded[ep.name] = now + self.retry.backoff_s * 2 ** (c.faults - 1)
+            event(log, logging.INFO, "call.retry", call_id=call_id, query_id=c.view.query_id or None,
+                  kind=c.view.kind, endpoint=ep.name, attempt=c.attempts, error=failure.describe())
         c.wait_from = now
         self._place(c, now, out)
         return out
@@ -510,7 +513,7 @@ class SchedulerCore:
         if ep.name in self._down:
             self._down.discard(ep.name)
             self._stale = True
-            log.info("endpoint %s is available again", ep.name)
+            event(log, logging.INFO, "endpoint.available", endpoint=ep.name)
         if self._parked:
             self._unpark(now, out)
         self._pump(ep, now, out)
@@ -526,7 +529,7 @@ class SchedulerCore:
         entries = ep.queue.ordered()
         if not entries:
             return
-        log.info("re-dispatching %d call(s) queued at %s (%s)", len(entries), ep.name, why)
+        event(log, logging.INFO, "endpoint.redispatch", endpoint=ep.name, calls=len(entries), why=why)
         for entry in entries:
             ep.queue.remove(entry.call.call_id)
         for entry in entries:
@@ -543,10 +546,13 @@ class SchedulerCore:
     def _cool(self, ep: EndpointState, until: float, status: int | str | None, now: float,
               out: list[Action]) -> None:
         """A rate limit: ``ep`` takes no call until ``until``; its queue goes elsewhere."""
+        cooling = now < ep.cooling_until
         if until <= now or not ep.cool_down(until, status) or ep.removed:
             return
-        log.info("endpoint %s rate-limited (%s): cooling down for %.1f s", ep.name,
-                 status or "Retry-After", until - now)
+        if not cooling:
+            ep.stats.cooldowns += 1
+        event(log, logging.INFO, "endpoint.cooldown", endpoint=ep.name, status=status or "Retry-After",
+              cooldown_s=until - now, extended=cooling)
         self._stale = True
         self._mark_down(ep, now)
         self._evict(ep, now, out, "it is rate-limited")
@@ -565,8 +571,9 @@ class SchedulerCore:
         if was == "closed" or (was == "half-open" and now_state == "open"):
             ep.streak[failure.kind] = ep.streak.get(failure.kind, 0) + 1
         if now_state == "open" and was != "open":
-            log.warning("endpoint %s: breaker opened after %s; probe in %.1f s", ep.name,
-                        describe_streak(ep.streak), (ep.breaker.probe_at() or now) - now)
+            ep.stats.breaker_trips += 1
+            event(log, logging.WARNING, "endpoint.breaker_open", endpoint=ep.name,
+                  after=describe_streak(ep.streak), probe_in_s=(ep.breaker.probe_at() or now) - now)
             self._mark_down(ep, now)
             self._evict(ep, now, out, "its breaker opened")
 
@@ -595,6 +602,8 @@ class SchedulerCore:
         tried = "; ".join(f"{name}: {why}" for name, why in reasons)
         message = (f"LLM call failed at endpoint {endpoint!r} after {c.attempts} attempt(s): "
                    f"{failure.cause} (endpoints tried: {tried})")
+        event(log, logging.WARNING, "call.failed", call_id=c.view.call_id, query_id=c.view.query_id or None,
+              kind=c.view.kind, endpoint=endpoint, attempts=c.attempts, error=failure.describe())
         return Fail(c.view.call_id, FailWhy.ATTEMPTS, message, reasons)
 
     def _no_endpoint(self, c: _Call, now: float) -> Fail:
@@ -608,7 +617,8 @@ class SchedulerCore:
               else f"within {self.retry.max_unavailable_s:g} s")
         message = (f"no endpoint could take {what} {by}: "
                    + "; ".join(f"{name}: {why}" for name, why in reasons))
-        log.warning("%s", message)
+        event(log, logging.WARNING, "call.no_endpoint", call_id=v.call_id, query_id=v.query_id or None,
+              kind=v.kind, error=message)
         return Fail(v.call_id, FailWhy.NO_ENDPOINT, message, reasons)
 
     def _why_not(self, ep: EndpointState, c: _Call, now: float) -> str:

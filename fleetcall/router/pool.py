@@ -22,10 +22,10 @@ by URL scheme (``emulated://GPU/model?tp=N``, see :mod:`fleetcall.router.backend
 the same client through :class:`~fleetcall.router.client.RoutingTransport`, so a pool of
 emulated endpoints runs unchanged under the virtual clock.
 
-Every call's final chunk carries ``info``: ``endpoint``, ``gpu``, ``queue_s`` (waiting for a slot,
+Every call's final chunk carries ``info``: ``endpoint``, ``gpu``, ``model``, ``queue_s`` (waiting for a slot,
 all attempts), ``attempts``, ``ttft_s``, ``tpot_s``, ``total_s``, ``prompt_tokens``,
 ``completion_tokens``, ``cached_tokens``. The first text chunk carries the placement part
-(``endpoint``, ``gpu``, ``queue_s``, ``attempts``, ``ttft_s``), for callers that stop reading
+(``endpoint``, ``gpu``, ``model``, ``queue_s``, ``attempts``, ``ttft_s``), for callers that stop reading
 early, as the planner does at ``join()``.
 """
 
@@ -277,7 +277,7 @@ class EndpointPool:
                         # placement on the first text chunk too: a caller that stops reading
                         # early (the planner, at join()) still learns where the call ran
                         chunk = replace(chunk, info={
-                            "endpoint": grant.endpoint, "gpu": link.config.gpu,
+                            "endpoint": grant.endpoint, "gpu": link.config.gpu, "model": link.config.model,
                             "queue_s": grant.queue_s, "attempts": grant.attempt,
                             "ttft_s": first_token_s})
                         self._apply(self._core.first_token(call.view.call_id, loop.time()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -328,7 +329,10 @@ def test_a_loop_blocking_tool_is_reported_by_name(caplog):
         result = asyncio.run(main())
     record = result.tasks[0]
     assert record.status == "ok" and record.loop_blocked_s is not None and record.loop_blocked_s >= 0.29
-    assert any("'hog' blocked the event loop" in r.getMessage() for r in caplog.records)
+    (blocked,) = [r for r in caplog.records if getattr(r, "event", None) == "tool.loop_blocked"]
+    assert blocked.levelno == logging.WARNING and blocked.fields["tool"] == "hog"
+    assert re.match(rf"tool\.loop_blocked query_id={result.query_id} round=0 task_id=1 tool=hog blocked_s=0\.[3-9]",
+                    blocked.getMessage())
 
 
 def test_a_loop_blocking_tool_that_ignores_cancellation_cannot_hold_its_run():
