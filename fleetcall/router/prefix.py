@@ -13,6 +13,7 @@ Prompts made of filler text for trace replay live in :mod:`fleetcall.sim.filler`
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable
 
 from fleetcall.llm.base import Message
@@ -31,8 +32,6 @@ def block_hashes(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[i
     if block_tokens < 1:
         raise ValueError("block_tokens must be >= 1")
     size = block_tokens * CHARS_PER_TOKEN
-    out: list[int] = []
-    prev = b""
     data = text.encode("utf-8", "surrogatepass")
     # Cut on characters, not bytes, so non-ASCII text keeps block boundaries on token counts.
     if len(data) != len(text):
@@ -40,7 +39,11 @@ def block_hashes(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[i
                   for i in range(0, len(text) - size + 1, size)]
     else:
         pieces = [data[i:i + size] for i in range(0, len(data) - size + 1, size)]
+    # Each digest chains the one before; the 8-byte digests are read as big-endian integers
+    # all at once (this runs on both sides of an endpoint, for every call).
+    blake2b, prev = hashlib.blake2b, b""
+    digests = []
     for piece in pieces:
-        prev = hashlib.blake2b(prev + piece, digest_size=8).digest()
-        out.append(int.from_bytes(prev, "big"))
-    return tuple(out)
+        prev = blake2b(prev + piece, digest_size=8).digest()
+        digests.append(prev)
+    return struct.unpack(f">{len(digests)}Q", b"".join(digests))
