@@ -126,7 +126,7 @@ class _PoolClient(httpx.AsyncClient):
         super().__init__(**kwargs)
         self.cookies = self.cookies  # through the setter below: the same cookies, in a _Cookies
 
-    @property  # type: ignore[override]  # the same property, with a setter that keeps _Cookies
+    @property  # httpx's property, with a setter that keeps the jar a _Cookies
     def cookies(self) -> httpx.Cookies:
         return self._cookies
 
