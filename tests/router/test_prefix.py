@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from fleetcall.router.prefix import block_hashes
+from fleetcall.router.prefix import HANDOFF, HashHandoff, block_hashes
 
 
 def _reference(text: str, block_tokens: int) -> tuple[int, ...]:
@@ -30,3 +30,41 @@ def test_equal_prefixes_share_leading_hashes_only() -> None:
     a, b = block_hashes("p" * 640 + "a" * 640), block_hashes("p" * 640 + "b" * 640)
     assert a[:10] == b[:10] and a[10] != b[10] and len(a) == len(b) == 20
     assert all(0 <= h < 2 ** 64 for h in a)
+
+
+def test_the_handoff_holds_hashes_until_taken_and_within_its_bound() -> None:
+    handoff = HashHandoff(max_chars=200)
+    texts = [f"{i:03d}" + "t" * 77 for i in range(4)]   # 80 characters each
+    for text in texts:
+        handoff.put(text, 16, block_hashes(text))
+    assert len(handoff) == 2                             # the two oldest left to stay in bound
+    assert handoff.take(texts[0], 16) is None and handoff.take(texts[3], 8) is None
+    assert handoff.take(texts[3], 16) == block_hashes(texts[3]) and len(handoff) == 1
+
+
+def test_emulated_endpoints_take_what_the_pool_hashed() -> None:
+    """A pool of in-process endpoints hashes each prompt once: the endpoint takes the pool's
+    hashes (and they are what it would have computed: the engine caches the same blocks)."""
+    from fleetcall.bench.workloads import CallSpec, call_text
+    from fleetcall.llm.base import LLMRequest, Message, complete
+    from fleetcall.router.pool import EndpointPool
+    from fleetcall.vclock import run_virtual
+
+    texts = [call_text(CallSpec("s", 600, 4), f"q/{i}") for i in range(6)]
+    computed = []
+
+    async def main() -> None:
+        async with EndpointPool.emulated(["A100", "A100"], "llama-3.1-8b") as pool:
+            for text in texts:
+                await complete(pool, LLMRequest((Message("user", text),), max_tokens=4))
+                computed.append(len(HANDOFF))
+            cached = set()
+            for name in pool.endpoints:
+                backend = pool._links[name].backend
+                assert backend is not None
+                cached |= backend.endpoint.engine._cache.refs.keys()  # type: ignore[attr-defined]
+            assert all(set(block_hashes(text)) <= cached for text in texts)
+
+    before = len(HANDOFF)
+    run_virtual(main())
+    assert computed == [before] * len(texts)
