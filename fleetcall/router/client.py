@@ -28,6 +28,7 @@ The per-attempt deadline is enforced with ``asyncio.timeout_at`` around each rea
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import hashlib
 import json
@@ -559,20 +560,27 @@ class EndpointClient:
     async def _read_events(self, response: httpx.Response, attempt: _Attempt,
                            answer: _Answer) -> AsyncIterator[tuple[str, tuple[ToolCallDelta, ...]]]:
         """Yield the text and tool-call pieces of each streamed delta until ``[DONE]``; fold the
-        rest into ``answer``. One bounded read per chunk the server sends (its lines are split
-        here, as ``aiter_lines`` would split them)."""
+        rest into ``answer``. One bounded read per chunk the server sends; its lines are split
+        here as ``aiter_lines`` splits them, from UTF-8 (what SSE is; a declared charset is
+        decoded by httpx, as before)."""
         loop = asyncio.get_running_loop()
         splitter, decoder = LineSplitter(), SSEDecoder()
+        declared = "charset" in response.headers.get("content-type", "").lower()
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # unless declared
         yielded = False  # True iff text went out to the caller: a retry would repeat it
-        async with closing(response.aiter_text()) as texts:
+        source: AsyncIterator[str | bytes] = response.aiter_text() if declared else response.aiter_bytes()
+        async with closing(source) as reads:
             while not answer.done:
                 try:
                     async with asyncio.timeout_at(attempt.deadline):
-                        text = await anext(texts, None)
+                        read = await anext(reads, None)
                 except (TimeoutError, httpx.HTTPError) as exc:
                     self._fail_transport(exc, attempt, yielded=yielded)
-                lines: list[str | None] = [*splitter.decode(text)] if text is not None else \
-                    [*splitter.flush(), None]
+                if read is None:
+                    tail = "" if declared else utf8.decode(b"", True)
+                    lines: list[str | None] = [*splitter.decode(tail), *splitter.flush(), None]
+                else:
+                    lines = [*splitter.decode(read if isinstance(read, str) else utf8.decode(read))]
                 for line in lines:
                     for data in decoder.feed(line) if line is not None else decoder.flush():
                         got, pieces = self._fold_event(data, answer, attempt, loop.time(),
@@ -582,7 +590,7 @@ class EndpointClient:
                             yield got, pieces
                     if answer.done:
                         break
-                if text is None:
+                if read is None:
                     break
         if not answer.done and answer.finish_reason is None:
             raise EndpointError(self.name, "stream ended before the answer was complete",

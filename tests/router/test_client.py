@@ -641,3 +641,24 @@ def test_lines_split_across_chunks_stream_the_same_answer() -> None:
     chunks = vrun(collect(make_client(handler)))
     assert "".join(c.text for c in chunks) == "one two"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+
+
+@pytest.mark.parametrize("content_type, body, text", [
+    # UTF-8 (what SSE is), a character split between two reads, a bad byte replaced
+    ("text/event-stream", sse(delta("héllo €"), delta(finish="stop"), "[DONE]")
+     .replace(b"\\u00e9", "é".encode()).replace(b"\\u20ac", "€".encode()), "héllo €"),
+    ("text/event-stream", sse(delta("a"), "[DONE]").replace(b'"a"', b'"a\xff"'), "a\ufffd"),
+    # a declared charset is honoured, as httpx decodes it
+    ("text/event-stream; charset=latin-1", sse(delta("caf\u00e9"), "[DONE]").replace(b"\\u00e9", b"\xe9"),
+     "caf\u00e9"),
+])
+def test_streamed_text_is_decoded_across_reads(content_type: str, body: bytes, text: str) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(len(body)):  # one byte a read: multi-byte characters are cut
+            yield body[i:i + 1]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=pieces(), headers={"content-type": content_type})
+
+    chunks = vrun(collect(make_client(handler)))
+    assert "".join(c.text for c in chunks) == text
