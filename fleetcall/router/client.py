@@ -28,6 +28,7 @@ The per-attempt deadline is enforced with ``asyncio.timeout_at`` around each rea
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import hashlib
 import json
@@ -45,6 +46,7 @@ from fleetcall.llm.base import (
     Chunk, Completion, LLMRequest, ModelInfo, ToolCall, ToolCallDelta, Usage, closing, count_tokens, prompt_tokens,
 )
 from fleetcall.router.config import EndpointConfig, RetryConfig
+from fleetcall.router.sse import LineSplitter, SSEDecoder
 from fleetcall.vclock import is_virtual
 
 __all__ = [
@@ -108,6 +110,33 @@ class RoutingTransport(httpx.AsyncBaseTransport):
             await transport.aclose()
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookies, minus their cost on answers that set none: ``extract_cookies`` first
+    dresses the request and response up for ``http.cookiejar`` (a urllib request, an email
+    message of every header), then finds no ``Set-Cookie`` to read. Same cookies either way."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class _PoolClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` whose cookie jar is :class:`_Cookies`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cookies = self.cookies  # through the setter below: the same cookies, in a _Cookies
+
+    @property  # httpx's property, with a setter that keeps the jar a _Cookies
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._cookies = _Cookies(cookies)
+
+
 def make_http_client(routing: RoutingTransport, *,
                      retry: RetryConfig | None = None) -> httpx.AsyncClient:
     """The pool's shared client over ``routing``, with explicit timeouts from ``retry``.
@@ -117,7 +146,7 @@ def make_http_client(routing: RoutingTransport, *,
     client closes ``routing`` and all it routes to."""
     retry = retry or RetryConfig()
     timeout = httpx.Timeout(retry.attempt_timeout_s, connect=retry.connect_timeout_s)
-    return httpx.AsyncClient(transport=routing, timeout=timeout)
+    return _PoolClient(transport=routing, timeout=timeout)
 
 
 def emulated_host(name: str) -> str:
@@ -134,38 +163,6 @@ def emulated_host(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- pure parsing
-
-
-class SSEDecoder:
-    """Server-sent events, line by line: returns the ``data`` of each completed event.
-
-    ``data:`` lines of one event are joined with newlines; a blank line ends the event; lines
-    starting with ``:`` (keep-alive comments) and other fields (``event``, ``id``, ``retry``) are
-    skipped. Call :meth:`flush` at the end of the stream for an event without a final blank line.
-    """
-
-    __slots__ = ("_data",)
-
-    def __init__(self) -> None:
-        self._data: list[str] = []  # data lines of the event being read
-
-    def feed(self, line: str) -> list[str]:
-        line = line.rstrip("\r\n")
-        if not line:
-            return self.flush()
-        if line.startswith(":"):
-            return []
-        name, _, value = line.partition(":")
-        if name == "data":
-            self._data.append(value.removeprefix(" "))
-        return []
-
-    def flush(self) -> list[str]:
-        if not self._data:
-            return []
-        event = "\n".join(self._data)
-        self._data = []
-        return [event]
 
 
 def parse_retry_after(value: str | None, *, date: str | None = None) -> float | None:
@@ -458,6 +455,16 @@ class EndpointClient:
         self.base_url = base_url.rstrip("/")
 
     @property
+    def base_url(self) -> str:
+        """The endpoint's OpenAI-compatible base URL (``.../v1``, no trailing slash)."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        self._base_url = url
+        self._chat_url = httpx.URL(f"{url}/chat/completions")  # parsed once, not per call
+
+    @property
     def name(self) -> str:
         return self.config.name
 
@@ -523,7 +530,7 @@ class EndpointClient:
         headers = {"accept": accept, "content-type": "application/json"}
         if attempt.key is not None:
             headers["authorization"] = f"Bearer {attempt.key.get_secret_value()}"
-        request = self._http.build_request("POST", f"{self.base_url}/chat/completions",
+        request = self._http.build_request("POST", self._chat_url,
                                            content=encode_body(body), headers=headers)
         try:
             async with asyncio.timeout_at(attempt.deadline):
@@ -567,23 +574,37 @@ class EndpointClient:
     async def _read_events(self, response: httpx.Response, attempt: _Attempt,
                            answer: _Answer) -> AsyncIterator[tuple[str, tuple[ToolCallDelta, ...]]]:
         """Yield the text and tool-call pieces of each streamed delta until ``[DONE]``; fold the
-        rest into ``answer``."""
+        rest into ``answer``. One bounded read per chunk the server sends; its lines are split
+        here as ``aiter_lines`` splits them, from UTF-8 (what SSE is; a declared charset is
+        decoded by httpx, as before)."""
         loop = asyncio.get_running_loop()
-        decoder = SSEDecoder()
+        splitter, decoder = LineSplitter(), SSEDecoder()
+        declared = "charset" in response.headers.get("content-type", "").lower()
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # unless declared
         yielded = False  # True iff text went out to the caller: a retry would repeat it
-        async with closing(response.aiter_lines()) as lines:
+        source: AsyncIterator[str | bytes] = response.aiter_text() if declared else response.aiter_bytes()
+        async with closing(source) as reads:
             while not answer.done:
                 try:
                     async with asyncio.timeout_at(attempt.deadline):
-                        line = await anext(lines, None)
+                        read = await anext(reads, None)
                 except (TimeoutError, httpx.HTTPError) as exc:
                     self._fail_transport(exc, attempt, yielded=yielded)
-                for data in decoder.feed(line) if line is not None else decoder.flush():
-                    text, pieces = self._fold_event(data, answer, attempt, loop.time(), yielded=yielded)
-                    if text or pieces:
-                        yielded = True
-                        yield text, pieces
-                if line is None:
+                if read is None:
+                    tail = "" if declared else utf8.decode(b"", True)
+                    lines: list[str | None] = [*splitter.decode(tail), *splitter.flush(), None]
+                else:
+                    lines = [*splitter.decode(read if isinstance(read, str) else utf8.decode(read))]
+                for line in lines:
+                    for data in decoder.feed(line) if line is not None else decoder.flush():
+                        got, pieces = self._fold_event(data, answer, attempt, loop.time(),
+                                                       yielded=yielded)
+                        if got or pieces:
+                            yielded = True
+                            yield got, pieces
+                    if answer.done:
+                        break
+                if read is None:
                     break
         if not answer.done and answer.finish_reason is None:
             raise EndpointError(self.name, "stream ended before the answer was complete",

@@ -135,6 +135,7 @@ class EndpointPool:
         self._now = 0.0  # latest loop time seen (for changes made outside a running loop)
         self._closed = False  # True once aclose() began: no timer is armed any more
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop its calls run on
+        self._in_process = False  # True once an endpoint served in-process was added
         for config in endpoints:
             self.add(config)
 
@@ -183,6 +184,7 @@ class EndpointPool:
             gpu, model, tp = backend.gpu, backend.model, backend.tp
             capacity = backend.capacity_tokens or capacity
             self._routing.add(emulated_host(config.name), backend.transport)
+            self._in_process = True
         spec = EndpointSpec(config.name, config.slots, gpu, model, tp,
                             max(capacity // self.block_tokens, 1), f"{gpu}|{model}|{tp}")
         self._links[config.name] = _Link(
@@ -346,7 +348,11 @@ class EndpointPool:
     def _call_view(self, request: LLMRequest, now: float) -> CallView:
         ctx = request.context
         text = prefix.prompt_text(request.messages)
-        hashes = request.prefix_hashes or prefix.block_hashes(text, self.block_tokens)
+        hashes = request.prefix_hashes
+        if not hashes:
+            hashes = prefix.block_hashes(text, self.block_tokens)
+            if self._in_process:  # an emulated endpoint here will hash the same text again
+                prefix.HANDOFF.put(text, self.block_tokens, hashes)
         expected = request.max_tokens or self._core.output_lengths.expect(ctx.kind)
         remaining = ctx.remaining_work_s
         if remaining <= 0 and ctx.remaining_calls > 0:

@@ -429,7 +429,7 @@ class EmulatedEndpoint:
                                   for m in req.messages)
         try:
             sub = self.engine.submit(max(1, count_tokens(text)), answer.tokens,
-                                     prefix.block_hashes(text, self.block_tokens), req.stream)
+                                     prefix.hashes_for_endpoint(text, self.block_tokens), req.stream)
         except ValueError as exc:
             self._count(400)
             return _error(400, str(exc), "BadRequestError", "messages")

@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import math
+import operator
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -194,9 +196,10 @@ class _BlockCache:
             if refs[h] == 0:
                 del lru[h]
             refs[h] += 1
-        for _ in range(need - free):
-            evicted, _ = lru.popitem(last=False)
-            del refs[evicted]
+        if need > free:  # the least recently used blocks go, oldest first
+            evicted = list(itertools.islice(lru, need - free))
+            _each(lru.__delitem__, evicted)
+            _each(refs.__delitem__, evicted)
         self.private += need
         return True
 
@@ -205,6 +208,11 @@ class _BlockCache:
         request computed meanwhile is shared, and the private copy freed)."""
         self.private -= len(hashes)
         refs, lru = self.refs, self.lru
+        if refs.keys().isdisjoint(hashes):  # all new (the common case): one C-level update
+            new = dict.fromkeys(hashes, 1)
+            if len(new) == len(hashes):
+                refs.update(new)
+                return
         for h in hashes:
             count = refs.get(h)
             if count == 0:
@@ -215,11 +223,22 @@ class _BlockCache:
         """Drop a request's blocks; its hashed blocks stay cached, tail first in eviction order."""
         self.private -= private
         refs, lru = self.refs, self.lru
+        if len(held) > 1:
+            counts = operator.itemgetter(*held)(refs)
+            if counts.count(1) == len(held):  # no other user (so no repeats): one update each
+                refs.update(dict.fromkeys(held, 0))
+                lru.update(dict.fromkeys(reversed(held)))
+                return
         for h in reversed(held):
             count = refs[h] - 1
             refs[h] = count
             if count == 0:
                 lru[h] = None
+
+
+def _each(fn: Callable[[int], object], items: Iterable[int]) -> None:
+    """``fn(item)`` for every item, looped in C (bulk deletes of blocks)."""
+    deque(map(fn, items), maxlen=0)
 
 
 # ---- requests ------------------------------------------------------------------------------------
