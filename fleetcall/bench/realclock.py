@@ -52,7 +52,7 @@ from fleetcall.gpumodel.perf import default_tp
 if TYPE_CHECKING:
     from fleetcall.bench.scheduler import Setup
 
-__all__ = ["add_arguments", "main"]
+__all__ = ["add_arguments", "check_virtual", "main", "setup_at"]
 
 DEFAULT_QUERY_TIMEOUT_S = 600.0   # a query not done this long after its arrival fails (GPU s)
 # Trace replay reads no text: after the first token (always on time), a chunk every 30 s of
@@ -95,23 +95,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def setup_at(args: argparse.Namespace, setup: Setup, rate: float) -> Setup:
-    """The queries of one run: the trace's calls as queries of their own if asked
+    """The queries of one run (either clock): the trace's calls as queries of their own if asked
     (``--independent-calls``, then ``--queries`` of them), ``rate x --duration`` of them if asked."""
+    duration = getattr(args, "duration", None)
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise ConfigError(f"--duration must be a number of seconds > 0, got {duration}")
+    if not getattr(args, "independent_calls", False) and duration is None:
+        return setup
     queries = list(setup.queries)
     if args.independent_calls:
         queries = independent_calls(load_workload(args.trace))
         if args.queries is not None:
             queries = repeat_queries(queries, args.queries)
-    if args.duration is not None:
-        queries = repeat_queries(queries, max(1, math.ceil(rate * args.duration)))
+    if duration is not None:
+        queries = repeat_queries(queries, max(1, math.ceil(rate * duration)))
     return dataclasses.replace(setup, queries=tuple(queries))
+
+
+def check_virtual(args: argparse.Namespace) -> None:
+    """ConfigError naming a real-clock-only option given without ``--clock real``."""
+    given = [name for name, on in (("--router", bool(getattr(args, "router", None))),
+                                   ("--endpoints", bool(getattr(args, "endpoints", None))),
+                                   ("--speed", getattr(args, "speed", 1.0) != 1.0),
+                                   ("--pool-gpus", getattr(args, "pool_gpus", "known") != "known"))
+             if on]
+    if given:
+        raise ConfigError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --clock "
+                          "real (the virtual clock runs in-process emulated GPUs, without routers)")
 
 
 def _check_args(args: argparse.Namespace, targets: Sequence[Target]) -> None:
     if not (math.isfinite(args.speed) and args.speed > 0):
         raise ConfigError(f"--speed must be a finite number > 0, got {args.speed}")
-    if args.duration is not None and not args.duration > 0:
-        raise ConfigError(f"--duration must be > 0, got {args.duration}")
     if args.overhead_calls < 0 or min(args.overhead_concurrency, args.overhead_repeat) < 1:
         raise ConfigError("--overhead-calls must be >= 0, --overhead-concurrency and "
                           "--overhead-repeat >= 1")
@@ -223,6 +238,7 @@ def main(args: argparse.Namespace, setup: Setup, options: dict[str, Any], polici
     targets = parse_targets(policies, args.router, args.pool_gpus)
     _check_args(args, targets)
     rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
+    setups = [setup_at(args, setup, rate) for rate in rates]  # bad input fails before any start
     speed = args.speed
     runs: list[dict[str, Any]] = []
     overheads: list[dict[str, Any]] = []
@@ -238,10 +254,10 @@ def main(args: argparse.Namespace, setup: Setup, options: dict[str, Any], polici
                                                repeat=args.overhead_repeat))
 
         for target in targets:
-            for i, rate in enumerate(rates):
+            for i, (rate, run_setup) in enumerate(zip(rates, setups)):
                 last = i == len(rates) - 1 and args.overhead_calls > 0
-                runs.append(_run_target(children, target, endpoints, setup_at(args, setup, rate),
-                                        rate, options, speed, overhead if last else None))
+                runs.append(_run_target(children, target, endpoints, run_setup, rate, options,
+                                        speed, overhead if last else None))
     print(format_table(runs))
     if overheads:
         print(format_overheads(overheads))

@@ -177,11 +177,12 @@ def main(args: argparse.Namespace) -> int:
     options = parse_options(args.set)
     if getattr(args, "clock", "virtual") == "real":
         return realclock.main(args, setup, options, policies)
+    realclock.check_virtual(args)
     rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
     runs = []
     for rate in rates:
         for policy in policies:
-            summary = run_policy(setup, policy, rate, options.get(policy))
+            summary = run_policy(realclock.setup_at(args, setup, rate), policy, rate, options.get(policy))
             runs.append(summary)
             print(f"  {policy:<10} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
                   f"SLO {summary['slo_attainment']:.1%}, {summary['wall_s']:.1f}s wall", flush=True)

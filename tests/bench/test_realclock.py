@@ -96,12 +96,33 @@ def test_a_running_router_needs_the_endpoints_it_routes_to(capsys: pytest.Captur
 
 
 def test_bad_real_clock_options_are_named(capsys: pytest.CaptureFixture[str]) -> None:
-    for extra, words in ((["--speed", "0"], "--speed must be"), (["--duration", "-1"], "--duration"),
+    for extra, words in ((["--speed", "0"], "--speed must be"), (["--duration", "-1"], "--duration must be"),
                          (["--endpoints", "http://127.0.0.1:9"], "--endpoints names 1 URLs but --gpus 4")):
         with pytest.raises(SystemExit) as info:
             cli(["bench", "scheduler", "--clock", "real", "--queries", "2", "--model",
                  "llama-3.1-8b", *extra])
         assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_the_virtual_clock_replays_independent_calls_for_a_duration(tmp_path: Path) -> None:
+    out = tmp_path / "virtual.json"
+    assert cli(["bench", "scheduler", "--trace", "trace1", "--independent-calls", "--duration", "5",
+                "--rates", "1,2", "--policy", "least-busy", "--model", "llama-3.1-8b",
+                "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["rate"], r["queries"], r["completed"]) for r in runs] == [(1.0, 5, 5), (2.0, 10, 10)]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--router", "sglang:cache_aware"], "--router needs --clock real"),
+    (["--speed", "4", "--pool-gpus", "unknown"], "--speed, --pool-gpus need --clock real"),
+    (["--duration", "0"], "--duration must be a number of seconds > 0"),
+])
+def test_real_clock_options_on_the_virtual_clock_are_refused(
+        extra: list[str], words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli(["bench", "scheduler", "--queries", "2", "--policy", "slack", *extra])
+    assert info.value.code == 2 and words in capsys.readouterr().err
 
 
 # ---- live-endpoint helpers, in-process on the virtual clock --------------------------------------
