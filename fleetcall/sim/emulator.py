@@ -3,7 +3,8 @@
 :class:`EmulatedEndpoint` wraps an :class:`~fleetcall.sim.engine.Engine` in what a vLLM
 server answers: ``POST /v1/chat/completions`` (plain or SSE streamed, usage with cached prompt
 tokens), ``GET /v1/models``, ``GET /health`` and ``GET /metrics`` (Prometheus text with vLLM's
-metric names). One core handler, :meth:`EmulatedEndpoint.handle`, serves two fronts:
+metric names), vLLM's ``POST /reset_prefix_cache`` and SGLang's ``GET /get_load``. One core
+handler, :meth:`EmulatedEndpoint.handle`, serves two fronts:
 
 * :class:`~fleetcall.sim.fronts.EmulatorTransport`, an ``httpx`` transport: no sockets, no threads, so a whole fleet
   runs in-process under :func:`fleetcall.vclock.run_virtual`; SSE bytes come out as the engine
@@ -271,6 +272,7 @@ class EmulatedEndpoint:
             ("POST", "/v1/chat/completions"): self._chat, ("GET", "/v1/models"): self._models,
             ("GET", "/health"): self._health, ("GET", "/metrics"): self._metrics,
             ("POST", "/reset_prefix_cache"): self._reset_prefix_cache,
+            ("GET", "/get_load"): self._get_load,
         }
 
     async def __aenter__(self) -> EmulatedEndpoint:
@@ -305,6 +307,15 @@ class EmulatedEndpoint:
                 "owned_by": "fleetcall-emulator", "root": self.model_name,
                 "max_model_len": self.engine.stats().kv_capacity_tokens}
         return HTTPReply(200, dict(_JSON), json.dumps({"object": "list", "data": [card]}).encode())
+
+    async def _get_load(self, body: bytes) -> HTTPReply:
+        """SGLang's ``GET /get_load`` (one entry per data-parallel rank; here one): what
+        sglang-router's ``power_of_two`` polls. ``num_tokens``: KV tokens of the running
+        requests plus the prompt and output tokens of the waiting ones."""
+        s = self.engine.stats()
+        load = {"dp_rank": 0, "num_reqs": s.running, "num_waiting_reqs": s.waiting + s.arriving,
+                "num_tokens": s.kv_used_tokens + s.waiting_tokens}
+        return HTTPReply(200, dict(_JSON), json.dumps([load]).encode())
 
     async def _reset_prefix_cache(self, body: bytes) -> HTTPReply:
         """vLLM's ``POST /reset_prefix_cache``: later requests find nothing cached (blocks of

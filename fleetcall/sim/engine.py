@@ -85,6 +85,7 @@ class EngineStats:
     iterations: int          # engine iterations run
     kv_cached_tokens: int = 0  # KV memory holding unreferenced cached prefix blocks, tokens
     arriving: int = 0        # requests still in the per-request front-end overhead
+    waiting_tokens: int = 0  # prompt + output tokens of the waiting requests
 
 
 class _State(Enum):
@@ -428,7 +429,8 @@ class Engine:
             kv_capacity_tokens=cache.capacity * bt, requests_done=self._done,
             prompt_tokens=self._prompt_tokens, cached_prompt_tokens=self._cached_tokens,
             busy_s=self._busy, iterations=self._iter, kv_cached_tokens=len(cache.lru) * bt,
-            arriving=self._arriving)
+            arriving=self._arriving,
+            waiting_tokens=sum(r.prompt + r.output for r in self._waiting))
 
     def reset_prefix_cache(self) -> int:
         """Forget the cached prefix blocks no running request uses (vLLM's

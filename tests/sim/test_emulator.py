@@ -538,3 +538,20 @@ def test_cli_rejects_a_speed_that_is_not_positive(capsys: pytest.CaptureFixture[
     for bad in ("0", "-2", "nan"):
         assert emulate_main(["--gpu", "A100", "--model", "llama-3.1-8b", "--speed", bad]) == 2
         assert "speed must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_get_load_reports_running_waiting_and_tokens_as_sglang_does() -> None:
+    """sglang-router's power_of_two polls SGLang's /get_load; without it every worker's load
+    reads -1 and the policy picks at random."""
+    async def test(client: httpx.AsyncClient) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
+        idle = (await client.get("/get_load")).json()
+        calls = [asyncio.create_task(client.post(CHAT, json=body(max_tokens=200))) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        busy = (await client.get("/get_load")).json()
+        await asyncio.gather(*calls)
+        return idle, busy
+
+    idle, busy = run(endpoint(max_batch=2), test)
+    assert idle == [{"dp_rank": 0, "num_reqs": 0, "num_waiting_reqs": 0, "num_tokens": 0}]
+    assert busy[0]["num_reqs"] == 2 and busy[0]["num_waiting_reqs"] == 1
+    assert busy[0]["num_tokens"] > 3 * 1000
