@@ -13,7 +13,9 @@ fails inside a run is not an exception but an error observation (see ``executor`
     ├── PlanError            a plan failed to parse or validate; carries every PlanIssue at once
     ├── LLMError             a model call failed (endpoint, attempts and cause in the message)
     │   └── EndpointError    one attempt at one endpoint failed (retryable or not)
-    └── VirtualClockError    something not allowed under the virtual clock (threads, sockets)
+    ├── VirtualClockError    something not allowed under the virtual clock (threads, sockets)
+    └── ServerStartError     a server a benchmark starts (emulated endpoint, router) did not
+                             come up: names it, with the end of its log
 
     UnknownNameError (a KeyError) is the shared base of UnknownToolError and the catalogs'
     UnknownGPUError and UnknownModelError (both ConfigErrors): the name, and the known names.
@@ -118,3 +120,8 @@ class EndpointError(LLMError):
         self.retry_after_header = retry_after_header  # the Retry-After header, if one came
         status_text = f"HTTP {status}: " if status is not None else ""
         super().__init__(f"endpoint {endpoint!r}: {status_text}{cause}")
+
+
+class ServerStartError(FleetcallError):
+    """A server process a benchmark starts did not come up in time, or exited: the message names
+    the server, its command and the end of its log."""

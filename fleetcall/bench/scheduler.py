@@ -7,6 +7,10 @@ simulation. Reported per policy and rate: completed queries, end-to-end latency
 (mean/p50/p95/p99), SLO attainment, throughput, time to first token, prefix-cache hit rate and
 per-endpoint utilisation; with ``--rates`` the highest rate each policy serves at 95% attainment.
 
+``--clock real`` runs the same comparison over real HTTP instead, against external routers
+too (sglang-router, vllm-router), on ``fleetcall emulate --speed K`` processes: see
+:mod:`fleetcall.bench.realclock`.
+
 Deadlines (``--deadline``): ``unloaded`` (default) = scale x the query's own latency alone on the
 pool's fastest endpoint; ``paper`` = scale x the sum of the standard workflow's mean step
 latencies (HEXGEN-TEXT2SQL's definition, the same for every query).
@@ -23,6 +27,7 @@ from typing import Any
 
 from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
+from fleetcall.bench import realclock
 from fleetcall.bench.replay import replay
 from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
@@ -145,6 +150,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="PATH",
                         help="write latency and SLO attainment charts, titled with the trace and cluster "
                              "(.png with matplotlib, .svg or .html)")
+    realclock.add_arguments(parser)
 
 
 def setup_from_args(args: argparse.Namespace) -> Setup:
@@ -169,11 +175,14 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(dispatcher_names())}")
     options = parse_options(args.set)
+    if getattr(args, "clock", "virtual") == "real":
+        return realclock.main(args, setup, options, policies)
+    realclock.check_virtual(args)
     rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
     runs = []
     for rate in rates:
         for policy in policies:
-            summary = run_policy(setup, policy, rate, options.get(policy))
+            summary = run_policy(realclock.setup_at(args, setup, rate), policy, rate, options.get(policy))
             runs.append(summary)
             print(f"  {policy:<10} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
                   f"SLO {summary['slo_attainment']:.1%}, {summary['wall_s']:.1f}s wall", flush=True)
