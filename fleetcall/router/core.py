@@ -85,6 +85,7 @@ class _Call:
     excluded: dict[str, float] = field(default_factory=dict)  # endpoint that failed it ->
                                                               # loop time it may be retried there
     tried: dict[str, str] = field(default_factory=dict)  # endpoint -> what happened there, last
+    avoided: frozenset[str] = frozenset()  # endpoints unavailable when it was last placed
 
 
 class SchedulerCore:
@@ -412,6 +413,7 @@ class SchedulerCore:
         chosen = next(v for v in views if v.name == name)
         ep = self._endpoints[name]
         c.endpoint, c.service_s = name, predicted_service_s(c.view, chosen)
+        c.avoided = frozenset(self._down) if self._down else frozenset()
         ep.queue.push(c.view, c.service_s)
         self._pump(ep, now, out)
 
@@ -510,13 +512,33 @@ class SchedulerCore:
             if ep.name in self._down:
                 self._stale = True  # a closed breaker may bring its available time forward
             return
-        if ep.name in self._down:
+        back = ep.name in self._down
+        if back:
             self._down.discard(ep.name)
             self._stale = True
             event(log, logging.INFO, "endpoint.available", endpoint=ep.name)
         if self._parked:
             self._unpark(now, out)
+        if back:
+            self._recall(ep, now, out)
         self._pump(ep, now, out)
+
+    def _recall(self, ep: EndpointState, now: float, out: list[Action]) -> None:
+        """``ep`` is back: the calls queued elsewhere because it was down are placed again,
+        oldest first, so the policy chooses as if it had not been down (a fault must not leave
+        a recovered endpoint idle while calls it would have taken wait in another's queue)."""
+        moved = [c for c in self._calls.values()
+                 if not c.running and c.endpoint is not None and c.endpoint != ep.name
+                 and ep.name in c.avoided]
+        if not moved:
+            return
+        event(log, logging.INFO, "endpoint.recall", endpoint=ep.name, calls=len(moved))
+        for c in moved:
+            assert c.endpoint is not None
+            self._endpoints[c.endpoint].queue.remove(c.view.call_id)
+            c.endpoint = None
+        for c in moved:
+            self._place(c, now, out)
 
     def _mark_down(self, ep: EndpointState, now: float) -> None:
         """``ep`` may have become unavailable, or unavailable for longer: re-time the wakeup."""
