@@ -44,7 +44,7 @@ from fleetcall.bench.live import CallerTimed, LiveEndpoint, busy_seconds, check_
 from fleetcall.bench.overheads import OverheadShape, format_overheads, measure_overheads
 from fleetcall.bench.procs import Children, EmulatorSpec, start_emulators
 from fleetcall.bench.replay import QueryRecord, replay
-from fleetcall.bench.report import format_table, summarize
+from fleetcall.bench.report import format_table, percentile, summarize
 from fleetcall.bench.targets import Running, Target, open_llm, parse_targets, serving
 from fleetcall.bench.workloads import independent_calls, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
@@ -239,6 +239,8 @@ def _summary(out: _Outcome, target: Target, rate: float, setup: Setup, speed: fl
     summary = summarize(out.records, policy=target.label, rate=rate, endpoints_busy=out.busy,
                         slo_scale=setup.slo_scale)
     calls = sum(len(r.calls) for r in out.records) or 1
+    ttfts = [c.ttft_s for r in out.records for c in r.calls if c.ttft_s is not None]
+    summary["ttft_s"]["p99"] = percentile(ttfts, 99)  # the tail a router's queue shows
     summary.update(
         clock="real", speed=speed, wall_s=wall, cold_start=out.cold,
         target={"kind": target.kind, "policy": target.policy, "gpus_known": target.gpus_known,

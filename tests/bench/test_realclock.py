@@ -285,7 +285,8 @@ def test_a_policy_over_real_http_with_and_without_gpu_profiles(tmp_path: Path) -
     for run in rep["runs"]:
         assert run["completed"] == run["queries"] == 4 and run["clock"] == "real"
         assert run["cold_start"] and run["utilisation"]["A100-80G-0"] > 0
-        assert run["ttft_s"]["p50"] > 0 and run["cpu_ms_per_call"]["client"] >= 0
+        assert run["ttft_s"]["p99"] >= run["ttft_s"]["p95"] >= run["ttft_s"]["p50"] > 0
+        assert run["cpu_ms_per_call"]["client"] >= 0
     assert rep["overhead"] == []
 
 
