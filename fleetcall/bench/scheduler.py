@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -159,9 +160,17 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
         if args.queries < 1:
             raise ConfigError("--queries must be >= 1")
         queries = repeat_queries(queries, args.queries)
+    if args.slots < 1:
+        raise ConfigError(f"--slots must be >= 1 (calls in flight per endpoint), got {args.slots}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
     gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip())
     if not gpus:
         raise ConfigError("--gpus names no GPU")
+    if any(g.lower() == "unknown" for g in gpus):
+        raise ConfigError("--gpus names the GPUs the endpoints emulate, so it cannot be 'unknown'; "
+                          "to hide them from fleetcall's pool (as from an external router) use "
+                          "--clock real --pool-gpus unknown")
     setup = Setup(tuple(queries), gpus, args.model, args.tp, args.slots, args.arrivals, args.cv,
                   args.slo_scale, args.deadline, args.seed, args.timeout)
     setup.deployments()  # bad GPU or model names, or a model that does not fit, fail here
@@ -178,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "clock", "virtual") == "real":
         return realclock.main(args, setup, options, policies)
     realclock.check_virtual(args)
-    rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
+    rates = realclock.parse_rates(args)
     runs = []
     for rate in rates:
         for policy in policies:
