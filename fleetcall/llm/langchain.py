@@ -3,8 +3,11 @@ protocol.
 
 A plain request streams through ``model.astream(messages, stop=...)``: each chunk's text is
 yielded as it comes, and the last chunk carries the usage the model reported in
-``usage_metadata`` (or an estimate, with ``info["usage_reported"] = False``, for models that
-report none). Requests that ask for structure use the model's own means where it has them:
+``usage_metadata`` (or an estimate, with ``info["usage_reported"] = False`` and
+``Usage.estimated_calls = 1``, for models that report none). A model that cannot stream (only
+``_generate``) answers in one piece, which LangChain's ``astream`` yields as a whole message; a
+``astream`` that yields anything but messages or strings is an ``LLMError`` naming what it
+yielded. Requests that ask for structure use the model's own means where it has them:
 
 * a JSON-schema ``response_format`` (the planner's ``plan_format="json"``, the JSON joiner) goes
   through ``model.with_structured_output(schema, include_raw=True)`` and comes back as JSON
@@ -36,7 +39,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
-    BaseMessageChunk,
     ChatMessage,
     HumanMessage,
     SystemMessage,
@@ -44,7 +46,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata, add_usage
 
 from fleetcall.errors import ConfigError, LLMError
-from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, Usage, closing, count_tokens
+from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, Usage, closing, estimate_usage
 
 __all__ = ["LangChainLLM", "to_langchain_messages"]
 
@@ -130,13 +132,19 @@ class LangChainLLM:
         # aclosing: a caller that stops early (the planner at <END_OF_PLAN>) closes the model's stream now
         async with closing(self.model.astream(messages, **kwargs)) as pieces:
             async for piece in pieces:
-                if isinstance(piece, BaseMessageChunk):
+                if isinstance(piece, BaseMessage):
+                    # chunks as they stream; a whole AIMessage from a model that cannot stream
+                    # (BaseChatModel.astream falls back to ainvoke for a model with only _generate)
                     reported = getattr(piece, "usage_metadata", None)
                     if reported:
                         usage = reported if usage is None else add_usage(usage, reported)
                     text = _text(piece)
-                else:  # a model whose stream yields plain strings
-                    text = str(piece)
+                elif isinstance(piece, str):  # a model whose stream yields plain strings
+                    text = piece
+                else:
+                    raise LLMError(f"LangChain model {self.name}: its astream yielded a "
+                                   f"{type(piece).__module__}.{type(piece).__qualname__}, not a "
+                                   "message chunk or a string")
                 if text:
                     produced.append(text)
                     yield Chunk(text=text)
@@ -182,9 +190,8 @@ class LangChainLLM:
         """The final chunk: the model's usage if it reported any, else an estimate."""
         if usage:
             counted = Usage(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)), 1)
-        else:
-            prompt = sum(count_tokens(m.content) for m in request.messages)
-            counted = Usage(prompt, count_tokens(produced), 1)
+        else:   # counted from what was sent and produced, and marked estimated (usage_estimated)
+            counted = estimate_usage(request, produced)
         info = {"model": self.name, "prompt_tokens": counted.prompt_tokens,
                 "completion_tokens": counted.completion_tokens, "usage_reported": bool(usage)}
         return Chunk(text=text, usage=counted, info=info)

@@ -14,7 +14,11 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
+from langchain_core.language_models.fake_chat_models import (
+    FakeListChatModel,
+    FakeMessagesListChatModel,
+    GenericFakeChatModel,
+)
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -195,3 +199,80 @@ def test_errors_of_the_stream_are_llm_errors():
 
     with pytest.raises(LLMError, match="FakeListChatModel: FakeListChatModelError"):
         asyncio.run(main())
+
+
+# -- models that cannot stream, or whose stream is not LangChain's ------------------------------
+class GenerateOnlyChatModel(BaseChatModel):
+    """Implements only ``_generate``, as many simple or in-house chat models do: LangChain's
+    ``astream`` then yields the whole ``AIMessage`` (not an ``AIMessageChunk``) in one piece."""
+
+    reply: Reply
+
+    @property
+    def _llm_type(self) -> str:
+        return "generate-only"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        message = self.reply(messages, kwargs)
+        message.usage_metadata = {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GenerateOnlyChatModel(reply=_plan_or_answer),
+    lambda: FakeMessagesListChatModel(responses=[AIMessage(content=PLAN),
+                                                 AIMessage(content="Finish(about 124 people per km2)")]),
+], ids=["generate-only", "FakeMessagesListChatModel"])
+def test_chat_models_that_cannot_stream_answer_a_run(make):
+    # before: the whole message was rendered with str(), "content='1. search(...' additional_kwargs=...",
+    # and every plan was rejected ("the plan has no tasks and no join()")
+    result = asyncio.run(Orchestrator(tools=[search], llm=make()).run("How dense is France?"))
+    assert result.status is RunStatus.ANSWERED, result.error
+    assert result.answer == "about 124 people per km2"
+    assert result.plans[0].text == PLAN
+    assert _density(result) == pytest.approx(68_170_000 / 551_695)
+
+
+def test_the_usage_on_a_whole_message_is_the_models():
+    result = asyncio.run(Orchestrator(tools=[search], llm=GenerateOnlyChatModel(reply=_plan_or_answer))
+                         .run("How dense is France?"))
+    assert [(c.prompt_tokens, c.completion_tokens, c.usage_estimated) for c in result.llm_calls] == \
+        [(11, 7, False), (11, 7, False)]
+
+
+def test_estimated_usage_is_flagged_as_estimated_in_the_run():
+    # before: a model reporting no usage got counts that the run took for reported ones
+    # (info["usage_reported"] False, yet usage_estimated False and estimated_calls 0)
+    model = FakeListChatModel(responses=[PLAN, "Finish(about 124 people per km2)"])
+    result = asyncio.run(Orchestrator(tools=[search], llm=model).run("How dense is France?"))
+    assert result.status is RunStatus.ANSWERED, result.error
+    assert all(c.usage_estimated and c.info["usage_reported"] is False for c in result.llm_calls)
+    assert result.usage.estimated_calls == result.usage.calls == 2
+
+
+class OddStreamChatModel(BaseChatModel):
+    """Overrides ``astream`` itself and yields something that is neither a message nor text."""
+
+    piece: Any
+
+    @property
+    def _llm_type(self) -> str:
+        return "odd-stream"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError
+
+    async def astream(self, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        yield self.piece
+
+
+@pytest.mark.parametrize("piece, named", [({"content": PLAN}, "builtins.dict"),
+                                          (ChatGeneration(message=AIMessage(content=PLAN)), "ChatGeneration"),
+                                          (None, "NoneType")])
+def test_a_stream_of_something_else_is_an_error_naming_it(piece, named):
+    # before: str(piece) was taken as the model's text ("{'content': ...}", "None")
+    result = asyncio.run(Orchestrator(tools=[search], llm=OddStreamChatModel(piece=piece)).run("q"))
+    assert result.status is RunStatus.FAILED
+    assert "OddStreamChatModel" in result.error and named in result.error, result.error
