@@ -9,8 +9,9 @@ messages, temperature, ``max_tokens``, stop, ``response_format``, tools, ``tool_
 code as the endpoint client's, so the last chunk carries usage, streamed tool calls and the same
 ``info`` (``ttft_s``, ``tpot_s``, ``total_s``, token counts, ``finish_reason``,
 ``usage_reported``), measured on the loop's clock. The client's own settings (timeout,
-``max_retries``, headers) apply as the user set them. Failures are raised as
-:class:`~fleetcall.errors.LLMError` naming the model and the server.
+``max_retries``, headers) apply as the user set them. Failures (the client's errors, and
+whatever its stream raises, such as a ``json.JSONDecodeError`` for a data line that is not JSON)
+are raised as :class:`~fleetcall.errors.LLMError` naming the model and the server.
 
 >>> import openai
 >>> llm = OpenAILLM(openai.AsyncOpenAI(api_key="k", base_url="http://127.0.0.1:8000/v1"), "llama")
@@ -65,10 +66,13 @@ class OpenAILLM:
             response = await self.client.chat.completions.create(**body, extra_body=request.extra_body)
             async with response:   # closes the HTTP response however the loop ends
                 async for event in response:
-                    text, pieces = answer.apply_delta(event.model_dump(), loop.time())
+                    # warnings=False: a chunk off the schema is folded as well as it can be,
+                    # without a pydantic warning per event
+                    text, pieces = answer.apply_delta(event.model_dump(warnings=False), loop.time())
                     if text or pieces:
                         yield Chunk(text=text, tool_deltas=pieces)
-        except openai.OpenAIError as exc:
+        except Exception as exc:   # the client's errors, and what its stream raises unwrapped
+            # (a data line that is not JSON: json.JSONDecodeError; the connection: httpx errors)
             raise LLMError(f"{self._where()}: {type(exc).__name__}: {exc}") from exc
         if answer.finish_reason is None:
             raise LLMError(f"{self._where()}: the stream ended before the answer was complete")
