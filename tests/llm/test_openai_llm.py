@@ -121,3 +121,24 @@ def test_a_stream_the_client_cannot_parse_is_an_llm_error_naming_model_and_serve
     result = asyncio.run(asyncio.wait_for(main(), 60))
     assert result.status is RunStatus.FAILED
     assert f"model {MODEL!r} at http://127.0.0.1:9/v1/" in result.error and "JSONDecodeError" in result.error
+
+
+def test_credentials_in_the_clients_url_are_not_shown_in_errors_or_logs(caplog):
+    # before: the run's error (returned by the service) and its run.end log line read
+    # "model 'm' at http://me:pw-s3cret@127.0.0.1:.../v1/?api_key=k-s3cret: APIConnectionError"
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+
+    async def main() -> Any:
+        url = f"http://me:pw-s3cret@127.0.0.1:{port}/v1?api_key=k-s3cret"
+        async with openai.AsyncOpenAI(base_url=url, api_key="sk-s3cret", max_retries=0) as client:
+            llm = as_llm(client, model=MODEL)
+            assert "s3cret" not in repr(llm)
+            return await Orchestrator(tools=[search], llm=llm).run("q")
+
+    with caplog.at_level("INFO", logger="fleetcall"):
+        result = asyncio.run(asyncio.wait_for(main(), 60))
+    assert result.status is RunStatus.FAILED and f"at http://127.0.0.1:{port}/v1/:" in result.error
+    assert "s3cret" not in result.error
+    assert "run.end" in caplog.text and "s3cret" not in caplog.text
