@@ -180,6 +180,10 @@ class LangChainLLM:
                            f"{type(message).__name__}, not an AIMessage")
         calls = tuple(ToolCall(c.get("id") or f"call_{i}", c["name"], json.dumps(c["args"], ensure_ascii=False))
                       for i, c in enumerate(message.tool_calls))
+        # calls LangChain could not parse keep the model's own arguments, so that the plan's
+        # parser names what is wrong with them (rather than "no JSON plan found")
+        calls += tuple(ToolCall(c.get("id") or f"invalid_{i}", c.get("name") or "", c.get("args") or "")
+                       for i, c in enumerate(message.invalid_tool_calls))
         text = _text(message)
         produced = text + "".join(c.arguments for c in calls)
         last = self._last_chunk(request, message.usage_metadata, produced, text=text)

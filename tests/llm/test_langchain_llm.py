@@ -276,3 +276,20 @@ def test_a_stream_of_something_else_is_an_error_naming_it(piece, named):
     result = asyncio.run(Orchestrator(tools=[search], llm=OddStreamChatModel(piece=piece)).run("q"))
     assert result.status is RunStatus.FAILED
     assert "OddStreamChatModel" in result.error and named in result.error, result.error
+
+
+def test_a_tool_call_langchain_could_not_parse_reaches_the_plan_parser():
+    # before: invalid_tool_calls were dropped, and the plan was "no JSON plan found", the
+    # model's own (broken) arguments shown nowhere
+    def reply(messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        if kwargs.get("tools"):
+            return AIMessage(content="", invalid_tool_calls=[
+                {"name": PLAN_TOOL_NAME, "args": '{"tasks": [{"id": 1, "tool": "search", "args": {"query": "Fr',
+                 "id": "call-1", "error": "unterminated string", "type": "invalid_tool_call"}])
+        return AIMessage(content="Finish(about 124 people per km2)")
+
+    orch = Orchestrator(tools=[search], llm=ProviderStyleChatModel(reply=reply), plan_format="tool_call", max_replans=0)
+    result = asyncio.run(orch.run("How dense is France?"))
+    assert result.status is RunStatus.FAILED
+    assert '"query": "Fr' in result.plans[0].text
+    assert "no JSON plan found" not in result.error, result.error
