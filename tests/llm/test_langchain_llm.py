@@ -293,3 +293,35 @@ def test_a_tool_call_langchain_could_not_parse_reaches_the_plan_parser():
     assert result.status is RunStatus.FAILED
     assert '"query": "Fr' in result.plans[0].text
     assert "no JSON plan found" not in result.error, result.error
+
+
+class ConfiguredChatModel(GenerateOnlyChatModel):
+    """Configured for a model, as ChatOpenAI(model=...) is; answers as ``reply`` says."""
+
+    model_name: str = "configured-8b"
+
+
+def test_spans_and_info_name_the_model_asked_for_and_the_one_that_answered():
+    # before: info["model"] and gen_ai.response.model were the class name ("ChatOpenAI"), not
+    # the model the provider said answered
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    def served(messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        message = _plan_or_answer(messages, kwargs)
+        message.response_metadata = {"model_name": "served-8b-0613"}
+        return message
+
+    for model, asked, answered in [(ConfiguredChatModel(reply=served), "configured-8b", "served-8b-0613"),
+                                   (ConfiguredChatModel(reply=_plan_or_answer), "configured-8b", "configured-8b")]:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        result = asyncio.run(Orchestrator(tools=[search], llm=model, tracer_provider=provider).run("How dense is France?"))
+        assert result.status is RunStatus.ANSWERED, result.error
+        assert [c.info["model"] for c in result.llm_calls] == [answered, answered]
+        chats = [s for s in exporter.get_finished_spans() if s.attributes.get("gen_ai.operation.name") == "chat"]
+        assert len(chats) == 2
+        assert all(s.attributes["gen_ai.request.model"] == asked for s in chats)
+        assert all(s.attributes["gen_ai.response.model"] == answered for s in chats)
