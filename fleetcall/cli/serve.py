@@ -12,7 +12,7 @@ module is imported from the current directory first (as uvicorn does).
 
 fleetcall's logs (:mod:`fleetcall.logs`: ``run.start``/``run.end`` at INFO, failures at WARNING)
 go to stderr at ``--log-level`` (``info`` by default), unless the ``--app`` module configured
-logging itself (then its handlers show them).
+logging itself (then its handlers and levels stand, but for a ``--log-level`` given).
 
 Without ``--app`` the demo is served: the ``parallelqa`` demo's tools, its model a pool of emulated
 GPUs answering with the demo's script (``--pool emulated``, the default: two A100-80G and one L40S
@@ -72,17 +72,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="require 'Authorization: Bearer <token>', the token read from this variable")
     p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
                    help="runs executing at once; more get 429 (default: no cap)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
                    help="fleetcall's logs on stderr (run start and end, rejected plans, failed tools, "
-                        "retries, cooldowns), with time, level and logger (default: info)")
+                        "retries, cooldowns), with time, level and logger (default: info, unless "
+                        "the --app module configured logging itself)")
     return p
 
 
-def configure_logging(level: str) -> None:
-    """fleetcall's loggers at ``level``, shown on stderr one line each with time, level and
-    logger name; an ``--app`` module that configured logging itself keeps its handlers."""
-    logging.getLogger("fleetcall").setLevel(level.upper())
-    if not logging.getLogger().handlers:
+def configure_logging(level: str | None) -> None:
+    """fleetcall's loggers at ``level`` (None: ``info``), shown on stderr one line each with
+    time, level and logger name. An ``--app`` module that configured logging itself keeps its
+    handlers, and its levels unless ``level`` is given."""
+    configured = bool(logging.getLogger().handlers)
+    if level is not None or not configured:
+        logging.getLogger("fleetcall").setLevel((level or "info").upper())
+    if not configured:
         logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s  %(message)s")
 
 
