@@ -94,8 +94,8 @@ def queued_finish_offsets(endpoint: EndpointView) -> list[float]:
 def wait_offset(endpoint: EndpointView, ahead_services: Sequence[float]) -> float:
     """Seconds from now until a slot is free for a call served after ``ahead_services``."""
     free = slot_free_times(endpoint)
-    for service in ahead_services:  # the earliest free slot takes the next call
-        heapq.heapreplace(free, free[0] + service)
+    for service in ahead_services:
+        heapq.heappush(free, heapq.heappop(free) + service)
     return free[0]
 
 
