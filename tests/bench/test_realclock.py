@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleetcall.bench import dilation
 from fleetcall.bench.dilation import DilatedEventLoop, run_dilated
 from fleetcall.bench.live import CallerTimed, LiveEndpoint, busy_seconds, check_speed, http_client, settle
-from fleetcall.bench.procs import Children, EmulatorSpec, start_emulators
+from fleetcall.bench.procs import Children, EmulatorSpec, start_emulators, start_router
 from fleetcall.bench.targets import parse_targets
 from fleetcall.bench.workloads import CallSpec, QuerySpec, independent_calls, load_workload
 from fleetcall.cli import main as cli
@@ -364,3 +364,26 @@ def test_sglang_cache_aware_and_power_of_two_next_to_slack_without_gpu_profiles(
     slack, *routers = rep["runs"]
     assert slack["target"]["gpus_known"] is False and slack["cpu_ms_per_call"]["router"] is None
     assert all(r["cpu_ms_per_call"]["router"] is not None for r in routers)
+
+
+@pytest.mark.skipif(not HAVE_SGLANG, reason="sglang-router not installed (pip install 'fleetcall[routers]')")
+def test_a_running_router_given_by_url_in_front_of_running_endpoints(tmp_path: Path) -> None:
+    """``--router URL --endpoints ...``: a router and endpoints the benchmark did not start (here
+    sglang-router in front of two ``fleetcall emulate`` processes); it routes through them and
+    leaves them running."""
+    specs = [EmulatorSpec(f"{g}-{i}", g, "llama-3.1-8b", extra=("--responder", "lengths"))
+             for i, g in enumerate(("A100-80G", "L40S"))]
+    with Children() as children:
+        endpoints = start_emulators(children, specs, speed=20.0)
+        router = start_router(children, "sglang", "round_robin", [e.url for e in endpoints])
+        rep = _bench(tmp_path, "--gpus", "A100-80G,L40S", "--policy", "least-busy",
+                     "--endpoints", ",".join(e.url for e in endpoints), "--router", router.url,
+                     "--overhead-calls", "0")
+        assert router.running() and all(e.running() for e in endpoints)
+    pool, via_url = rep["runs"]
+    assert (via_url["policy"], via_url["target"]["kind"]) == (router.url, "url")
+    for run in (pool, via_url):
+        assert run["completed"] == run["queries"] == 4, run.get("first_error")
+        assert sum(run["utilisation"].values()) > 0 and run["cold_start"]
+    assert all(u > 0 for u in via_url["utilisation"].values())  # round robin reached both
+    assert via_url["cpu_ms_per_call"]["router"] is None  # not its process: no /proc reading
