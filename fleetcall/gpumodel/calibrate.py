@@ -166,6 +166,10 @@ class GPUFit(BaseModel):
     latency_mape_pct: float
     ttft_mape_pct: float | None = None
     tpot_mape_pct: float | None = None
+    # Repeatability floor (see :func:`repeat_floor_pct`): no model of the prompt length can do
+    # better on these rows; None when the file has no repeated prompt lengths for the GPU.
+    ttft_floor_pct: float | None = None
+    tpot_floor_pct: float | None = None
 
 
 class FileReport(BaseModel):
@@ -224,9 +228,54 @@ def check(profile: Profile, assumption: Assumption | None = None, *,
         if profile.format == BREAKDOWN:
             fit.ttft_mape_pct = _mape([(p[1], r.ttft_s or 0.0) for p, r in zip(preds, rows)])
             fit.tpot_mape_pct = _mape([(p[2], r.tpot_s or 0.0) for p, r in zip(preds, rows)])
+            fit.ttft_floor_pct = repeat_floor_pct([(r.input_tokens, r.ttft_s or 0.0) for r in rows])
+            fit.tpot_floor_pct = repeat_floor_pct([(r.input_tokens, r.tpot_s or 0.0) for r in rows])
         fits.append(fit)
     return FileReport(path=profile.path, format=profile.format, assumption=a.describe(),
                       gpus=fits, floor_pct=floor_pct)
+
+
+REPEAT_TOKENS = 10   # prompts this close in length count as repeats of one measurement
+REPEAT_MIN_GROUP = 3  # repeats needed before a group says anything about the noise
+
+
+def repeat_floor_pct(points: Sequence[tuple[int, float]], *, within: int = REPEAT_TOKENS,
+                     min_group: int = REPEAT_MIN_GROUP) -> float | None:
+    """Measurement noise of a series, as the lowest MAPE any model of prompt length can reach.
+
+    points: (prompt tokens, measured seconds) of one GPU. Points whose prompt lengths lie within
+    ``within`` tokens of their group's first are repeats of one measurement (a few tokens move
+    a prefill by well under 1%); each group of at least ``min_group`` is predicted by the
+    constant that minimises its MAPE (a median weighted by 1 / measured). The result is the
+    MAPE of those best constants over the grouped points, in percent, or None if no group is
+    large enough. A model of TTFT or TPOT against prompt length whose MAPE is near this figure
+    is at the noise of the measurements: what is left is run-to-run variation, not a missing
+    term (TPOT also moves with the output length, so its floor is a slight overestimate).
+    """
+    ordered = sorted(points)
+    errors: list[float] = []
+    start = 0
+    while start < len(ordered):
+        end = start
+        while end + 1 < len(ordered) and ordered[end + 1][0] - ordered[start][0] <= within:
+            end += 1
+        values = [v for _, v in ordered[start:end + 1] if v > 0]
+        if len(values) >= min_group:
+            best = _mape_minimiser(values)
+            errors.extend(abs(best - v) / v for v in values)
+        start = end + 1
+    return 100.0 * sum(errors) / len(errors) if errors else None
+
+
+def _mape_minimiser(values: Sequence[float]) -> float:
+    """The constant c minimising sum |c - v| / v: a median of ``values`` weighted by 1 / v."""
+    ordered = sorted(values)
+    half, acc = sum(1.0 / v for v in ordered) / 2, 0.0
+    for v in ordered:
+        acc += 1.0 / v
+        if acc >= half:
+            return v
+    return ordered[-1]  # pragma: no cover  # acc reaches the total at the last value
 
 
 def _with_efficiency(gpu: GPUSpec, effs: Mapping[str, Efficiency] | None) -> GPUSpec:
@@ -386,13 +435,17 @@ def format_report(report: CalibrationReport) -> str:
         lines.append(f"{f.path}  [{f.format}: {f.assumption}]  {verdict} "
                      f"(latency MAPE < {report.floor_pct:g}% per GPU)")
         lines.append(f"  {'GPU':<8} {'catalog':<10} {'n':>5} {'latency':>9} {'TTFT':>9} "
-                     f"{'TPOT':>9}")
+                     f"{'TPOT':>9} {'TTFT floor':>11} {'TPOT floor':>11}")
         for g in f.gpus:
-            cells = [_pct(v) for v in (g.latency_mape_pct, g.ttft_mape_pct, g.tpot_mape_pct)]
+            cells = [_pct(v) for v in (g.latency_mape_pct, g.ttft_mape_pct, g.tpot_mape_pct,
+                                       g.ttft_floor_pct, g.tpot_floor_pct)]
             lines.append(f"  {g.csv_gpu:<8} {g.gpu:<10} {g.n:>5} {cells[0]:>9} {cells[1]:>9} "
-                         f"{cells[2]:>9}")
+                         f"{cells[2]:>9} {cells[3]:>11} {cells[4]:>11}")
         lines.append("")
     lines.append("MAPE: mean absolute percentage error of the model against the measurements.")
+    lines.append(f"floor: MAPE of the best constant per group of repeated prompt lengths (within "
+                 f"{REPEAT_TOKENS} tokens, >= {REPEAT_MIN_GROUP} rows), i.e. the measurements' "
+                 f"own noise; no model of prompt length goes below it.")
     return "\n".join(lines)
 
 
