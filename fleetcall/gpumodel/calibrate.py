@@ -37,6 +37,11 @@ What the two shipped files measured (the model assumption of each format, overri
   continuing a prompt costing extra. The model carries this as the per-GPU
   ``chunk_overhead_s``; the prefix-cached prompts of the other file never continue a chunk.
 
+A file whose devices are all CPUs (``CPU-1T``, ``CPU-2T``: a llama.cpp server on 1 or 2 threads,
+written by ``fleetcall bench llamacpp profile``) is taken to measure SmolLM2-135M on one process
+with every prompt computed (:data:`CPU_ASSUMPTION`); its rows sent with others in flight
+(``concurrency`` > 1) are left out, the model being of a request alone.
+
 The fit (:func:`fit`) is per GPU, on all files at once: Nelder-Mead on the mean absolute log
 error of every measured series (latency; TTFT and TPOT where measured), each file with its own
 model assumption and the same factors. It uses only the standard library.
@@ -86,6 +91,7 @@ class Profile:
     path: str
     format: str                    # SINGLE or BREAKDOWN
     rows: tuple[ProfileRow, ...]
+    concurrent_rows: int = 0       # rows measured with others in flight, left out (see load)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,20 @@ DEFAULT_ASSUMPTIONS: dict[str, Assumption] = {  # format -> what the shipped fil
 }
 
 
+# A profile of CPU devices only (``fleetcall bench llamacpp profile``): the local llama.cpp
+# server, SmolLM2-135M on one process, every prompt computed (the benchmark turns the prompt
+# cache off), prompts in batches of llama.cpp's n_batch (2048).
+CPU_ASSUMPTION = Assumption("smollm2-135m", tp=1, prefix_cached=False)
+
+
+def default_assumption(profile: Profile) -> Assumption:
+    """What a file measured unless told: :data:`CPU_ASSUMPTION` if every device in it is a CPU
+    (arch ``cpu``), else the shipped file of its format's (:data:`DEFAULT_ASSUMPTIONS`)."""
+    if all(get_gpu(row.gpu).arch == "cpu" for row in profile.rows):
+        return CPU_ASSUMPTION
+    return DEFAULT_ASSUMPTIONS[profile.format]
+
+
 def shipped_profiles() -> list[Path]:
     """The profile CSVs shipped in ``fleetcall/data/profiles``."""
     root = resources.files("fleetcall") / "data" / "profiles"
@@ -125,17 +145,28 @@ def detect_format(columns: Sequence[str]) -> str:
 
 
 def load_profile(path: str | Path) -> Profile:
-    """Read a profile CSV of either format."""
+    """Read a profile CSV of either format.
+
+    An optional ``concurrency`` column (``fleetcall bench llamacpp profile`` writes one) marks
+    requests sent several at once: the model here is of a request alone, so only rows with
+    concurrency 1 are kept (the others are counted in ``concurrent_rows``)."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fmt = detect_format(reader.fieldnames or [])
+        rows: list[ProfileRow] = []
+        concurrent = 0
         try:
-            rows = tuple(_row(fmt, {k.strip(): v for k, v in rec.items() if k}) for rec in reader)
+            for rec in reader:
+                clean = {k.strip(): v for k, v in rec.items() if k}
+                if int(clean.get("concurrency") or 1) != 1:
+                    concurrent += 1
+                    continue
+                rows.append(_row(fmt, clean))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: bad value on line {reader.line_num}: {exc}") from exc
     if not rows:
-        raise ConfigError(f"{path}: no rows")
-    return Profile(str(path), fmt, rows)
+        raise ConfigError(f"{path}: no rows" + (" with concurrency 1" if concurrent else ""))
+    return Profile(str(path), fmt, tuple(rows), concurrent)
 
 
 def _row(fmt: str, rec: dict[str, str]) -> ProfileRow:
@@ -218,7 +249,7 @@ def check(profile: Profile, assumption: Assumption | None = None, *,
           efficiencies: Mapping[str, Efficiency] | None = None,
           floor_pct: float = FLOOR_PCT) -> FileReport:
     """MAPE per GPU of the catalog's factors (or ``efficiencies``, by catalog name) on a file."""
-    a = assumption or DEFAULT_ASSUMPTIONS[profile.format]
+    a = assumption or default_assumption(profile)
     fits = []
     for name, rows in _by_gpu(profile).items():
         gpu = _with_efficiency(get_gpu(name), efficiencies)
@@ -301,7 +332,7 @@ def fit(profiles: Sequence[tuple[Profile, Assumption | None]], *,
     """
     series: dict[str, list[_Series]] = {}
     for profile, assumption in profiles:
-        a = assumption or DEFAULT_ASSUMPTIONS[profile.format]
+        a = assumption or default_assumption(profile)
         metrics = (0, 1, 2) if profile.format == BREAKDOWN else (0,)
         for name, rows in _by_gpu(profile).items():
             gpu = get_gpu(name).name
@@ -425,7 +456,8 @@ def format_report(report: CalibrationReport) -> str:
     """The report as text tables, one per file."""
     lines: list[str] = []
     if report.fitted:
-        lines.append("Fitted efficiency factors (paste into gpus.CALIBRATED):")
+        lines.append("Fitted efficiency factors (paste into gpus.CALIBRATED, CPU devices into "
+                     "gpus.CALIBRATED_CPU):")
         for gpu, eff in report.fitted.items():
             args = ", ".join(f"{k}={v:g}" for k, v in eff.items())
             lines.append(f'    "{gpu}": Efficiency({args}),')
@@ -474,8 +506,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _assumption(fmt: str, args: argparse.Namespace) -> Assumption:
-    base = DEFAULT_ASSUMPTIONS[fmt]
+def _assumption(profile: Profile, args: argparse.Namespace) -> Assumption:
+    base = default_assumption(profile)
     model = get_model(args.model).name if args.model else base.model
     return dataclasses.replace(
         base, model=model, tp=args.tp or base.tp,
@@ -486,10 +518,10 @@ def run(args: argparse.Namespace) -> CalibrationReport:
     """Carry out a parsed ``calibrate`` command and return its report."""
     if args.check:
         profiles = [load_profile(p) for p in args.check]
-        files = [check(p, _assumption(p.format, args), floor_pct=args.floor) for p in profiles]
+        files = [check(p, _assumption(p, args), floor_pct=args.floor) for p in profiles]
         return CalibrationReport(mode="check", floor_pct=args.floor, files=files)
     profiles = [load_profile(p) for p in (args.paths or shipped_profiles())]
-    pairs = [(p, _assumption(p.format, args)) for p in profiles]
+    pairs = [(p, _assumption(p, args)) for p in profiles]
     fitted = fit(pairs)
     files = [check(p, a, efficiencies=fitted, floor_pct=args.floor) for p, a in pairs]
     return CalibrationReport(mode="fit", floor_pct=args.floor, files=files,
