@@ -14,6 +14,10 @@ Two modes, both on real ``xllamacpp`` servers serving SmolLM2-135M on 127.0.0.1
   ``fleetcall calibrate OUT.csv --model smollm2-135m --tp 1 --no-prefix-cache`` fits the
   device's factors on its concurrency-1 rows (the roofline's single-request form) and prints
   their MAPE.
+- ``check CSV`` replays every row of such a CSV on the emulated device (the same shape, as
+  many requests at once as measured, under the virtual clock) and prints the TTFT and latency
+  MAPE per device and concurrency: how well the emulator, not only the single-request fit,
+  follows the server.
 - ``rank`` replays one small workload (``--calls`` independent calls of random lengths, Poisson
   at ``--rate``) through each fleetcall policy twice: on a pool of two real llama.cpp servers
   (real clock), and on a pool of two emulated CPU devices (virtual clock, the same arrivals and
@@ -53,6 +57,7 @@ from fleetcall.router.config import RetryConfig
 from fleetcall.router.dispatcher import dispatcher_names
 from fleetcall.router.pool import EndpointPool
 from fleetcall.sim.emulator import LengthsResponder
+from fleetcall.sim.engine import Engine
 from fleetcall.vclock import run_virtual
 
 __all__ = ["PROFILE_COLUMNS", "ProfileGrid", "add_arguments", "device_name", "main",
@@ -164,6 +169,61 @@ def write_profile(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return out
+
+
+# ---- check: the emulated device against every row, concurrent ones included ------------------
+
+
+async def _emulate_shape(device: str, prompt: int, output: int, concurrency: int) -> list[tuple[float, float]]:
+    """(ttft_s, total_s) of ``concurrency`` requests of one shape sent at once to an emulated
+    engine of ``device`` (run under the virtual clock)."""
+    loop = asyncio.get_running_loop()
+
+    async def one(engine: Engine) -> tuple[float, float]:
+        start, first = loop.time(), None
+        async for event in engine.generate(prompt, output):
+            if event.first:
+                first = loop.time()
+        end = loop.time()
+        return (end if first is None else first) - start, end - start
+
+    async with Engine(Deployment.of(device, MODEL, tp=1), max_batch=concurrency) as engine:
+        return list(await asyncio.gather(*(one(engine) for _ in range(concurrency))))
+
+
+def check_profile(path: str | Path) -> dict[str, dict[int, dict[str, float]]]:
+    """MAPE (percent) of the catalog's CPU devices, emulated, against a profile CSV's rows,
+    per device and concurrency: ``{device: {concurrency: {"n", "ttft", "total"}}}``.
+
+    Concurrency-1 rows test the fit itself; the others test the emulator's batching (several
+    requests sent at once to one server, each with its own slot)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ConfigError(f"{path}: no rows")
+    errors: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for row in rows:
+        device, c = row["gpu"], int(row["concurrency"])
+        p, o = int(row["input_tokens"]), int(row["output_tokens"])
+        (ttft, total), *_ = run_virtual(_emulate_shape(device, p, o, c))
+        measured_ttft, measured_total = float(row["ttft_s"]), float(row["total_s"])
+        errors.setdefault((device, c), []).append(
+            (abs(ttft - measured_ttft) / measured_ttft, abs(total - measured_total) / measured_total))
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for (device, c), errs in sorted(errors.items()):
+        out.setdefault(device, {})[c] = {"n": len(errs),
+                                         "ttft": 100 * statistics.fmean(e[0] for e in errs),
+                                         "total": 100 * statistics.fmean(e[1] for e in errs)}
+    return out
+
+
+def format_check(report: dict[str, dict[int, dict[str, float]]]) -> str:
+    lines = [f"{'device':<8} {'concurrency':>11} {'n':>4} {'TTFT MAPE':>10} {'latency MAPE':>13}"]
+    for device, by_c in report.items():
+        for c, fig in by_c.items():
+            lines.append(f"{device:<8} {c:>11} {fig['n']:>4.0f} {fig['ttft']:>9.1f}% "
+                         f"{fig['total']:>12.1f}%")
+    return "\n".join(lines)
 
 
 # ---- rank: the same workload for real and in simulation --------------------------------------
@@ -304,8 +364,10 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     grid = ProfileGrid()
-    parser.add_argument("mode", choices=("profile", "rank"))
-    parser.add_argument("out", nargs="?", type=Path, help="profile: the CSV to write")
+    parser.add_argument("mode", choices=("profile", "check", "rank"))
+    parser.add_argument("out", nargs="?", type=Path,
+                        help="profile: the CSV to write; check: the CSV to check the emulated "
+                             "CPU devices against (every concurrency)")
     parser.add_argument("--prompts", type=_ints, default=grid.prompts, help="profile: prompt lengths")
     parser.add_argument("--outputs", type=_ints, default=grid.outputs, help="profile: output lengths")
     parser.add_argument("--concurrency", type=_ints, default=grid.concurrency,
@@ -325,14 +387,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     load = os.getloadavg()[0]
-    if args.mode == "profile":
+    if args.mode == "check":
+        if args.out is None:
+            raise ConfigError("check needs a profile CSV: fleetcall bench llamacpp check CSV")
+        checked = check_profile(args.out)
+        print(format_check(checked))
+        report: dict[str, Any] = {"mape_pct": checked}
+    elif args.mode == "profile":
         if args.out is None:
             raise ConfigError("profile needs the CSV to write: fleetcall bench llamacpp profile OUT.csv")
         grid = ProfileGrid(args.prompts, args.outputs, args.concurrency, args.threads, args.reps)
         rows = asyncio.run(profile(grid, seed=args.seed))
         print(f"wrote {write_profile(rows, args.out)}: {len(rows)} requests in "
               f"{time.perf_counter() - started:.0f}s (load average {load:.2f} at the start)")
-        report: dict[str, Any] = {"rows": len(rows)}
+        report = {"rows": len(rows)}
     else:
         policies = args.policy or list(DEFAULT_POLICIES)
         unknown = sorted(set(policies) - set(dispatcher_names()))

@@ -163,3 +163,24 @@ def test_profile_measures_a_real_server_on_a_tiny_grid(tmp_path: Path) -> None:
         assert 0 < r["ttft_s"] <= r["total_s"]
     profile = load_profile(write_profile(rows, tmp_path / "real.csv"))
     assert len(profile.rows) == 1 and profile.concurrent_rows == 2
+
+
+def test_check_scores_the_emulated_device_per_concurrency(tmp_path: Path) -> None:
+    """Rows made by the emulator itself score 0%; rows twice as slow score 50%."""
+    rows = []
+    for c in (1, 2, 4):
+        timed = run_virtual(llamacpp._emulate_shape("CPU-1T", 100, 10, c))
+        for ttft, total in timed:
+            rows.append({"input_tokens": 100, "output_tokens": 10, "gpu": "CPU-1T",
+                         "total_s": total, "ttft_s": ttft, "tpot_s": (total - ttft) / 10,
+                         "concurrency": c, "threads": 1})
+    assert rows[0]["total_s"] < rows[-1]["total_s"]  # four at once share the device
+    lone = Deployment.of("CPU-1T", "smollm2-135m", tp=1).single_request_latency(100, 10)
+    assert rows[0]["total_s"] == pytest.approx(lone.total_s)
+    exact = llamacpp.check_profile(write_profile(rows, tmp_path / "exact.csv"))
+    assert set(exact["CPU-1T"]) == {1, 2, 4}
+    assert all(f["ttft"] < 1e-6 and f["total"] < 1e-6 for f in exact["CPU-1T"].values())
+    slow = [{**r, "total_s": 2 * r["total_s"], "ttft_s": 2 * r["ttft_s"]} for r in rows]
+    halved = llamacpp.check_profile(write_profile(slow, tmp_path / "slow.csv"))
+    assert halved["CPU-1T"][2]["total"] == pytest.approx(50.0)
+    assert "concurrency" in llamacpp.format_check(halved)
