@@ -35,11 +35,13 @@ import asyncio
 import csv
 import dataclasses
 import json
+import math
 import os
 import random
 import statistics
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,11 +121,16 @@ async def _timed_request(client: httpx.AsyncClient, server: LocalServer, prompt:
     return (first if first is not None else end) - start, end - start
 
 
-async def _profile_server(grid: ProfileGrid, threads: int, rng: random.Random) -> list[dict[str, Any]]:
+RowSink = Callable[[dict[str, Any]], None]
+
+
+async def _profile_server(grid: ProfileGrid, threads: int, rng: random.Random, sink: RowSink,
+                          deadline: float) -> int:
+    """Measure one server; each row goes to ``sink`` as it is measured. Shapes not started by
+    ``deadline`` (``time.perf_counter()``) are skipped; returns how many were."""
     slots = max(grid.concurrency)
     server = await start_local_server(f"profile-{threads}t", threads=threads, slots=slots,
                                       ctx=grid.slot_context)
-    rows: list[dict[str, Any]] = []
 
     def ids(n: int) -> list[int]:
         return [rng.randrange(*_TOKEN_IDS) for _ in range(n)]
@@ -136,28 +143,45 @@ async def _profile_server(grid: ProfileGrid, threads: int, rng: random.Random) -
             shapes = [(p, o, c) for p in grid.prompts for o in grid.outputs
                       for c in grid.concurrency] * grid.reps
             rng.shuffle(shapes)  # drift in the machine's load spreads over the whole grid
-            for p, o, c in shapes:
+            for done, (p, o, c) in enumerate(shapes):
+                if time.perf_counter() >= deadline:
+                    return len(shapes) - done
                 timed = await asyncio.gather(*(_timed_request(client, server, ids(p), o)
                                                for _ in range(c)))
                 for ttft, total in timed:
-                    rows.append({"input_tokens": p, "output_tokens": o, "gpu": device_name(threads),
-                                 "total_s": round(total, 6), "ttft_s": round(ttft, 6),
-                                 "tpot_s": round((total - ttft) / o, 8), "concurrency": c,
-                                 "threads": threads})
+                    sink({"input_tokens": p, "output_tokens": o, "gpu": device_name(threads),
+                          "total_s": round(total, 6), "ttft_s": round(ttft, 6),
+                          "tpot_s": round((total - ttft) / o, 8), "concurrency": c,
+                          "threads": threads})
     finally:
         await server.stop()
-    return rows
+    return 0
 
 
-async def profile(grid: ProfileGrid, *, seed: int = 0) -> list[dict[str, Any]]:
+async def profile(grid: ProfileGrid, *, seed: int = 0, sink: RowSink | None = None,
+                  max_wall_s: float | None = None) -> list[dict[str, Any]]:
     """Measure a llama.cpp server per thread count of ``grid``; rows of :data:`PROFILE_COLUMNS`.
 
     One server at a time (two would share the cores); each is stopped before the next starts.
+    ``sink`` also gets every row as soon as it is measured (so an interrupted run keeps what it
+    measured); ``max_wall_s`` bounds the run: each server gets an equal share of it, and shapes
+    not started within their server's share are skipped (a line on stderr says how many).
     Raises ConfigError if the model or server package is missing."""
     rng = random.Random(seed)
     rows: list[dict[str, Any]] = []
-    for threads in grid.threads:
-        rows.extend(await _profile_server(grid, threads, rng))
+
+    def keep(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if sink is not None:
+            sink(row)
+
+    start = time.perf_counter()
+    for i, threads in enumerate(grid.threads):
+        share = math.inf if max_wall_s is None else max_wall_s * (i + 1) / len(grid.threads)
+        skipped = await _profile_server(grid, threads, rng, keep, start + share)
+        if skipped:
+            print(f"{device_name(threads)}: out of time, {skipped} shapes not measured",
+                  file=sys.stderr)
     return rows
 
 
@@ -169,6 +193,20 @@ def write_profile(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return out
+
+
+async def profile_to_csv(grid: ProfileGrid, path: str | Path, *, seed: int = 0,
+                         max_wall_s: float | None = None) -> int:
+    """:func:`profile` written to ``path`` row by row (flushed); returns the rows written."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PROFILE_COLUMNS)
+        writer.writeheader()
+
+        def sink(row: dict[str, Any]) -> None:
+            writer.writerow(row)
+            fh.flush()
+
+        return len(await profile(grid, seed=seed, sink=sink, max_wall_s=max_wall_s))
 
 
 # ---- check: the emulated device against every row, concurrent ones included ------------------
@@ -375,6 +413,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_ints, default=grid.threads,
                         help="profile: thread counts, one server each; rank: the first is used")
     parser.add_argument("--reps", type=int, default=grid.reps, help="profile: repeats of each shape")
+    parser.add_argument("--max-wall", type=float, default=280.0,
+                        help="profile: stop starting new shapes after this many seconds (280)")
     parser.add_argument("--policy", action="append", help="rank: policy, repeatable")
     parser.add_argument("--calls", type=int, default=30, help="rank: calls in the workload")
     parser.add_argument("--rate", type=float, default=1.0, help="rank: Poisson arrivals, calls/s")
@@ -397,10 +437,10 @@ def main(args: argparse.Namespace) -> int:
         if args.out is None:
             raise ConfigError("profile needs the CSV to write: fleetcall bench llamacpp profile OUT.csv")
         grid = ProfileGrid(args.prompts, args.outputs, args.concurrency, args.threads, args.reps)
-        rows = asyncio.run(profile(grid, seed=args.seed))
-        print(f"wrote {write_profile(rows, args.out)}: {len(rows)} requests in "
-              f"{time.perf_counter() - started:.0f}s (load average {load:.2f} at the start)")
-        report = {"rows": len(rows)}
+        n = asyncio.run(profile_to_csv(grid, args.out, seed=args.seed, max_wall_s=args.max_wall))
+        print(f"wrote {args.out}: {n} requests in {time.perf_counter() - started:.0f}s "
+              f"(load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)")
+        report = {"rows": n}
     else:
         policies = args.policy or list(DEFAULT_POLICIES)
         unknown = sorted(set(policies) - set(dispatcher_names()))

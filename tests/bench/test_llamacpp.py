@@ -156,7 +156,7 @@ def test_profile_measures_a_real_server_on_a_tiny_grid(tmp_path: Path) -> None:
     """End to end on one real 1-thread server: the rows come out, one per request, in the
     format calibrate reads. Nothing about speed is asserted (the machine may be loaded)."""
     grid = ProfileGrid(prompts=(8,), outputs=(2,), concurrency=(1, 2), threads=(1,), reps=1)
-    rows = asyncio.run(asyncio.wait_for(llamacpp.profile(grid, seed=1), 240))
+    rows = asyncio.run(asyncio.wait_for(llamacpp.profile(grid, seed=1), 240))  # a bound, not a speed
     assert sorted(r["concurrency"] for r in rows) == [1, 2, 2]
     for r in rows:
         assert r["gpu"] == "CPU-1T" and r["input_tokens"] == 8 and r["output_tokens"] == 2
@@ -184,3 +184,44 @@ def test_check_scores_the_emulated_device_per_concurrency(tmp_path: Path) -> Non
     halved = llamacpp.check_profile(write_profile(slow, tmp_path / "slow.csv"))
     assert halved["CPU-1T"][2]["total"] == pytest.approx(50.0)
     assert "concurrency" in llamacpp.format_check(halved)
+
+
+class _FakeServer:
+    model = "SmolLM2-135M-Instruct"
+    base_url = "http://127.0.0.1:9/v1"
+    stopped = 0
+
+    async def stop(self) -> int:
+        _FakeServer.stopped += 1
+        return 0
+
+
+def test_profile_walks_the_grid_streams_rows_and_respects_its_wall_budget(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The measurement loop without a server: every shape x concurrency x rep once per thread
+    count, each row to the CSV as measured, servers stopped, and no shape started past the
+    budget."""
+    started: list[int] = []
+
+    async def fake_start(name: str, *, threads: int, slots: int, ctx: int) -> _FakeServer:
+        started.append(threads)
+        assert slots == 2 and ctx >= 50 + 3
+        return _FakeServer()
+
+    async def fake_request(client: object, server: object, prompt: list[int],
+                           output: int) -> tuple[float, float]:
+        assert len(prompt) in (64, 10, 50)  # the warm-up, then the grid's prompt lengths
+        return 0.25, 0.25 + 0.01 * output
+
+    monkeypatch.setattr(llamacpp, "start_local_server", fake_start)
+    monkeypatch.setattr(llamacpp, "_timed_request", fake_request)
+    grid = ProfileGrid(prompts=(10, 50), outputs=(3,), concurrency=(1, 2), threads=(1, 2), reps=2)
+    path = tmp_path / "p.csv"
+    n = asyncio.run(llamacpp.profile_to_csv(grid, path, seed=0))
+    assert n == 2 * 2 * (1 + 2) * 2 and started == [1, 2] and _FakeServer.stopped == 2
+    profile = load_profile(path)
+    assert len(profile.rows) == 8 and profile.concurrent_rows == 16
+    assert {r.gpu for r in profile.rows} == {"CPU-1T", "CPU-2T"}
+    assert all(r.tpot_s == pytest.approx(0.01) for r in profile.rows)
+    assert asyncio.run(llamacpp.profile(grid, max_wall_s=0.0)) == []
+    assert "shapes not measured" in capsys.readouterr().err
