@@ -140,9 +140,14 @@ async def _profile_server(grid: ProfileGrid, threads: int, rng: random.Random, s
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, trust_env=False,
                                      limits=httpx.Limits(max_keepalive_connections=0)) as client:
             await _timed_request(client, server, ids(64), 4)  # warm-up: first use of every buffer
-            shapes = [(p, o, c) for p in grid.prompts for o in grid.outputs
-                      for c in grid.concurrency] * grid.reps
-            rng.shuffle(shapes)  # drift in the machine's load spreads over the whole grid
+            # Concurrency 1 first (the rows the fit uses), so a run cut short by its wall
+            # budget keeps them; shuffled within a level, so drift in the machine's load
+            # spreads over the lengths.
+            shapes = []
+            for c in sorted(grid.concurrency):
+                level = [(p, o, c) for p in grid.prompts for o in grid.outputs] * grid.reps
+                rng.shuffle(level)
+                shapes.extend(level)
             for done, (p, o, c) in enumerate(shapes):
                 if time.perf_counter() >= deadline:
                     return len(shapes) - done

@@ -223,5 +223,8 @@ def test_profile_walks_the_grid_streams_rows_and_respects_its_wall_budget(
     assert len(profile.rows) == 8 and profile.concurrent_rows == 16
     assert {r.gpu for r in profile.rows} == {"CPU-1T", "CPU-2T"}
     assert all(r.tpot_s == pytest.approx(0.01) for r in profile.rows)
+    with open(path) as fh:  # concurrency 1 first on each server: a cut-short run keeps the fit's rows
+        levels = [(int(r["threads"]), int(r["concurrency"])) for r in csv.DictReader(fh)]
+    assert levels == sorted(levels)
     assert asyncio.run(llamacpp.profile(grid, max_wall_s=0.0)) == []
     assert "shapes not measured" in capsys.readouterr().err
