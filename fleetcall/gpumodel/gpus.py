@@ -76,10 +76,13 @@ CALIBRATED: dict[str, Efficiency] = {
 # CSV (single requests, concurrency 1). Kept apart from CALIBRATED: GPUs without measurements
 # of their own borrow from CALIBRATED, never from a CPU.
 CALIBRATED_CPU: dict[str, Efficiency] = {
-    "CPU-1T": Efficiency(bandwidth=0.5, kv_bandwidth=0.5, compute=0.3,
-                         iteration_overhead_s=0.002, request_overhead_s=0.005),
-    "CPU-2T": Efficiency(bandwidth=0.5, kv_bandwidth=0.5, compute=0.3,
-                         iteration_overhead_s=0.002, request_overhead_s=0.005),
+    # PRELIMINARY: fitted on 8 + 6 single requests measured on a 2-core VM at load average
+    # 13-14 (other jobs running), so slower and noisier than the server alone (TTFT floor 23%).
+    # chunk_overhead_s is 0: no measured prompt reached llama.cpp's 2048-token batch.
+    "CPU-1T": Efficiency(bandwidth=0.586, kv_bandwidth=0.586, compute=0.08,
+                         iteration_overhead_s=0.0225, request_overhead_s=0.125),
+    "CPU-2T": Efficiency(bandwidth=1.0, kv_bandwidth=0.998, compute=0.046,
+                         iteration_overhead_s=0.3622, request_overhead_s=1.0241),
 }
 
 
