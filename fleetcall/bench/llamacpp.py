@@ -68,7 +68,7 @@ __all__ = ["PROFILE_COLUMNS", "ProfileGrid", "add_arguments", "device_name", "ma
 MODEL = "smollm2-135m"  # the catalog's shape of what the local servers serve
 PROFILE_COLUMNS = ("input_tokens", "output_tokens", "gpu", "total_s", "ttft_s", "tpot_s",
                    "concurrency", "threads")
-REQUEST_TIMEOUT_S = 120.0   # one request on a loaded 2-core machine takes seconds, not minutes
+REQUEST_TIMEOUT_S = 300.0   # bounds one request (and one replayed call); a loaded 2-core VM is slow
 _TOKEN_IDS = (1000, 40000)  # random prompt token ids are drawn from this range (ordinary words)
 DEFAULT_POLICIES = ("rr-fcfs", "least-busy", "hexgen", "slack")
 
@@ -359,7 +359,8 @@ async def _real_run(setup: _RankSetup, policy: str) -> list[QueryRecord]:
     async with await start_local_pool(2, threads=setup.threads, slots=setup.slots,
                                       ctx=setup.slot_context) as local:
         endpoints = [s.endpoint().model_copy(update={"gpu": setup.device}) for s in local.servers]
-        config = local.config(policy=policy).model_copy(update={"endpoints": endpoints})
+        config = local.config(policy=policy, retry=RetryConfig(
+            attempt_timeout_s=REQUEST_TIMEOUT_S)).model_copy(update={"endpoints": endpoints})
         async with EndpointPool.from_config(config) as pool:
             return await replay(pool, setup.queries, setup.times, setup.budgets,
                                 timeout_s=REQUEST_TIMEOUT_S)
@@ -375,7 +376,29 @@ def run_rank(policies: Sequence[str], setup: _RankSetup) -> dict[str, Any]:
     real = {p: _latencies(asyncio.run(_real_run(setup, p))) for p in policies}
     sim_rank, real_rank = _ranking(sim), _ranking(real)
     return {"sim": sim, "real": real, "sim_ranking": sim_rank, "real_ranking": real_rank,
-            "same_ranking": sim_rank == real_rank}
+            "same_ranking": sim_rank == real_rank, "pairs": pair_agreement(sim, real)}
+
+
+TIE_FRACTION = 0.01  # mean latencies within 1% of each other are a tie
+
+
+def pair_agreement(sim: dict[str, dict[str, Any]], real: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Pairs of policies both runs order (mean latencies more than :data:`TIE_FRACTION` apart
+    in each): ``agree`` of them the same way, ``disagree`` the other; ``tied`` pairs are a tie
+    (or lack a mean) in at least one run."""
+    def order(run: dict[str, dict[str, Any]], a: str, b: str) -> int:
+        x, y = run[a]["mean_s"], run[b]["mean_s"]
+        if x is None or y is None or abs(x - y) <= TIE_FRACTION * max(x, y):
+            return 0
+        return 1 if x > y else -1
+
+    out = {"agree": 0, "disagree": 0, "tied": 0}
+    names = list(sim)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            s, r = order(sim, a, b), order(real, a, b)
+            out["tied" if s == 0 or r == 0 else "agree" if s == r else "disagree"] += 1
+    return out
 
 
 def format_rank(report: dict[str, Any]) -> str:
@@ -387,7 +410,10 @@ def format_rank(report: dict[str, Any]) -> str:
                      f"{_s(r['p95_s']):>9} {r['completed']:>9}")
     lines.append("ranking by mean latency, simulated: " + " < ".join(report["sim_ranking"]))
     lines.append("ranking by mean latency, real:      " + " < ".join(report["real_ranking"]))
-    lines.append(f"same ranking: {'yes' if report['same_ranking'] else 'no'}")
+    pairs = report["pairs"]
+    lines.append(f"same ranking: {'yes' if report['same_ranking'] else 'no'}; pairs of policies "
+                 f"ordered alike: {pairs['agree']}, reversed: {pairs['disagree']}, tied "
+                 f"(within {TIE_FRACTION:.0%}) in either run: {pairs['tied']}")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,14 +141,21 @@ def test_simulated_side_of_the_ranking_serves_every_call(policy: str) -> None:
 
 
 def test_rankings_and_their_comparison() -> None:
-    results = {"a": {"mean_s": 2.0, "p95_s": 3.0, "completed": 4},
+    results: dict[str, dict[str, Any]] = {"a": {"mean_s": 2.0, "p95_s": 3.0, "completed": 4},
                "b": {"mean_s": 1.0, "p95_s": 1.5, "completed": 4},
                "c": {"mean_s": None, "p95_s": None, "completed": 0}}
     assert _ranking(results) == ["b", "a", "c"]
-    report = {"sim": results, "real": results, "sim_ranking": ["b", "a", "c"],
-              "real_ranking": ["a", "b", "c"], "same_ranking": False}
+    real: dict[str, dict[str, Any]] = {**results, "a": {**results["a"], "mean_s": 0.5}, "b": {**results["b"], "mean_s": 1.0}}
+    d: dict[str, Any] = {"mean_s": 1.004, "p95_s": 1.0, "completed": 4}
+    assert llamacpp.pair_agreement({"a": results["a"], "b": results["b"], "d": d},
+                                   {"a": results["a"], "b": results["b"], "d": d}) == {
+        "agree": 2, "disagree": 0, "tied": 1}  # b and d are within 1%
+    pairs = llamacpp.pair_agreement(results, real)
+    assert pairs == {"agree": 0, "disagree": 1, "tied": 2}  # c has no mean
+    report = {"sim": results, "real": real, "sim_ranking": ["b", "a", "c"],
+              "real_ranking": ["a", "b", "c"], "same_ranking": False, "pairs": pairs}
     text = format_rank(report)
-    assert "same ranking: no" in text and "b < a < c" in text
+    assert "same ranking: no" in text and "b < a < c" in text and "reversed: 1" in text
 
 
 @pytest.mark.skipif(not HAVE_PACKAGES, reason="needs pip install 'fleetcall[local]' and "
@@ -167,7 +175,7 @@ def test_profile_measures_a_real_server_on_a_tiny_grid(tmp_path: Path) -> None:
 
 def test_check_scores_the_emulated_device_per_concurrency(tmp_path: Path) -> None:
     """Rows made by the emulator itself score 0%; rows twice as slow score 50%."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for c in (1, 2, 4):
         timed = run_virtual(llamacpp._emulate_shape("CPU-1T", 100, 10, c))
         for ttft, total in timed:
