@@ -381,10 +381,16 @@ def _fit_gpu(gpu: GPUSpec, series: Sequence[_Series], max_evals: int) -> Efficie
         prior = _PRIOR_WEIGHT * abs(math.log(eff.kv_bandwidth / eff.bandwidth))
         return _loss(dataclasses.replace(gpu, efficiency=eff), series) + prior
 
-    best = _seed(loss, _encode(CALIBRATED.get(gpu.name, gpu.efficiency)))
+    start = CALIBRATED.get(gpu.name, gpu.efficiency)
+    best = _seed(loss, _encode(start))
     for _ in range(3):  # restarts: a fresh simplex gets Nelder-Mead out of a collapsed one
         best = _nelder_mead(loss, best, step=0.5, max_evals=max_evals // 3)
-    return _rounded(_decode(best))
+    fitted = _rounded(_decode(best))
+    if not any(row.input_tokens > a.max_prefill_chunk for a, rows, _ in series for row in rows):
+        # No prompt continued a chunk: the data say nothing of chunk_overhead_s, which the
+        # search left wherever it drifted (up to its bound); keep the starting value.
+        fitted = dataclasses.replace(fitted, chunk_overhead_s=start.chunk_overhead_s)
+    return fitted
 
 
 def _seed(loss: Callable[[Sequence[float]], float], start: list[float]) -> list[float]:

@@ -75,6 +75,8 @@ def test_fit_recovers_a_cpu_device_from_its_profile(tmp_path: Path) -> None:
     profile = load_profile(_synthetic_profile(tmp_path / "cpu.csv"))
     fitted = fit([(profile, CPU)])
     assert set(fitted) == {"CPU-1T", "CPU-2T"}
+    # no prompt over llama.cpp's 2048-token batch: the chunk overhead is not fitted, but kept
+    assert all(fitted[d].chunk_overhead_s == CALIBRATED_CPU[d].chunk_overhead_s for d in fitted)
     report = check(profile, CPU, efficiencies=fitted)
     for g in report.gpus:
         assert g.latency_mape_pct < 2.0 and g.ttft_mape_pct is not None and g.ttft_mape_pct < 2.0, g
