@@ -37,6 +37,11 @@ What the two shipped files measured (the model assumption of each format, overri
   continuing a prompt costing extra. The model carries this as the per-GPU
   ``chunk_overhead_s``; the prefix-cached prompts of the other file never continue a chunk.
 
+A file whose devices are all CPUs (``CPU-1T``, ``CPU-2T``: a llama.cpp server on 1 or 2 threads,
+written by ``fleetcall bench llamacpp profile``) is taken to measure SmolLM2-135M on one process
+with every prompt computed (:data:`CPU_ASSUMPTION`); its rows sent with others in flight
+(``concurrency`` > 1) are left out, the model being of a request alone.
+
 The fit (:func:`fit`) is per GPU, on all files at once: Nelder-Mead on the mean absolute log
 error of every measured series (latency; TTFT and TPOT where measured), each file with its own
 model assumption and the same factors. It uses only the standard library.
@@ -86,6 +91,7 @@ class Profile:
     path: str
     format: str                    # SINGLE or BREAKDOWN
     rows: tuple[ProfileRow, ...]
+    concurrent_rows: int = 0       # rows measured with others in flight, left out (see load)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,20 @@ DEFAULT_ASSUMPTIONS: dict[str, Assumption] = {  # format -> what the shipped fil
 }
 
 
+# A profile of CPU devices only (``fleetcall bench llamacpp profile``): the local llama.cpp
+# server, SmolLM2-135M on one process, every prompt computed (the benchmark turns the prompt
+# cache off), prompts in batches of llama.cpp's n_batch (2048).
+CPU_ASSUMPTION = Assumption("smollm2-135m", tp=1, prefix_cached=False)
+
+
+def default_assumption(profile: Profile) -> Assumption:
+    """What a file measured unless told: :data:`CPU_ASSUMPTION` if every device in it is a CPU
+    (arch ``cpu``), else the shipped file of its format's (:data:`DEFAULT_ASSUMPTIONS`)."""
+    if all(get_gpu(row.gpu).arch == "cpu" for row in profile.rows):
+        return CPU_ASSUMPTION
+    return DEFAULT_ASSUMPTIONS[profile.format]
+
+
 def shipped_profiles() -> list[Path]:
     """The profile CSVs shipped in ``fleetcall/data/profiles``."""
     root = resources.files("fleetcall") / "data" / "profiles"
@@ -125,17 +145,28 @@ def detect_format(columns: Sequence[str]) -> str:
 
 
 def load_profile(path: str | Path) -> Profile:
-    """Read a profile CSV of either format."""
+    """Read a profile CSV of either format.
+
+    An optional ``concurrency`` column (``fleetcall bench llamacpp profile`` writes one) marks
+    requests sent several at once: the model here is of a request alone, so only rows with
+    concurrency 1 are kept (the others are counted in ``concurrent_rows``)."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fmt = detect_format(reader.fieldnames or [])
+        rows: list[ProfileRow] = []
+        concurrent = 0
         try:
-            rows = tuple(_row(fmt, {k.strip(): v for k, v in rec.items() if k}) for rec in reader)
+            for rec in reader:
+                clean = {k.strip(): v for k, v in rec.items() if k}
+                if int(clean.get("concurrency") or 1) != 1:
+                    concurrent += 1
+                    continue
+                rows.append(_row(fmt, clean))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: bad value on line {reader.line_num}: {exc}") from exc
     if not rows:
-        raise ConfigError(f"{path}: no rows")
-    return Profile(str(path), fmt, rows)
+        raise ConfigError(f"{path}: no rows" + (" with concurrency 1" if concurrent else ""))
+    return Profile(str(path), fmt, tuple(rows), concurrent)
 
 
 def _row(fmt: str, rec: dict[str, str]) -> ProfileRow:
@@ -166,6 +197,10 @@ class GPUFit(BaseModel):
     latency_mape_pct: float
     ttft_mape_pct: float | None = None
     tpot_mape_pct: float | None = None
+    # Repeatability floor (see :func:`repeat_floor_pct`): no model of the prompt length can do
+    # better on these rows; None when the file has no repeated prompt lengths for the GPU.
+    ttft_floor_pct: float | None = None
+    tpot_floor_pct: float | None = None
 
 
 class FileReport(BaseModel):
@@ -214,7 +249,7 @@ def check(profile: Profile, assumption: Assumption | None = None, *,
           efficiencies: Mapping[str, Efficiency] | None = None,
           floor_pct: float = FLOOR_PCT) -> FileReport:
     """MAPE per GPU of the catalog's factors (or ``efficiencies``, by catalog name) on a file."""
-    a = assumption or DEFAULT_ASSUMPTIONS[profile.format]
+    a = assumption or default_assumption(profile)
     fits = []
     for name, rows in _by_gpu(profile).items():
         gpu = _with_efficiency(get_gpu(name), efficiencies)
@@ -224,9 +259,54 @@ def check(profile: Profile, assumption: Assumption | None = None, *,
         if profile.format == BREAKDOWN:
             fit.ttft_mape_pct = _mape([(p[1], r.ttft_s or 0.0) for p, r in zip(preds, rows)])
             fit.tpot_mape_pct = _mape([(p[2], r.tpot_s or 0.0) for p, r in zip(preds, rows)])
+            fit.ttft_floor_pct = repeat_floor_pct([(r.input_tokens, r.ttft_s or 0.0) for r in rows])
+            fit.tpot_floor_pct = repeat_floor_pct([(r.input_tokens, r.tpot_s or 0.0) for r in rows])
         fits.append(fit)
     return FileReport(path=profile.path, format=profile.format, assumption=a.describe(),
                       gpus=fits, floor_pct=floor_pct)
+
+
+REPEAT_TOKENS = 10   # prompts this close in length count as repeats of one measurement
+REPEAT_MIN_GROUP = 3  # repeats needed before a group says anything about the noise
+
+
+def repeat_floor_pct(points: Sequence[tuple[int, float]], *, within: int = REPEAT_TOKENS,
+                     min_group: int = REPEAT_MIN_GROUP) -> float | None:
+    """Measurement noise of a series, as the lowest MAPE any model of prompt length can reach.
+
+    points: (prompt tokens, measured seconds) of one GPU. Points whose prompt lengths lie within
+    ``within`` tokens of their group's first are repeats of one measurement (a few tokens move
+    a prefill by well under 1%); each group of at least ``min_group`` is predicted by the
+    constant that minimises its MAPE (a median weighted by 1 / measured). The result is the
+    MAPE of those best constants over the grouped points, in percent, or None if no group is
+    large enough. A model of TTFT or TPOT against prompt length whose MAPE is near this figure
+    is at the noise of the measurements: what is left is run-to-run variation, not a missing
+    term (TPOT also moves with the output length, so its floor is a slight overestimate).
+    """
+    ordered = sorted(points)
+    errors: list[float] = []
+    start = 0
+    while start < len(ordered):
+        end = start
+        while end + 1 < len(ordered) and ordered[end + 1][0] - ordered[start][0] <= within:
+            end += 1
+        values = [v for _, v in ordered[start:end + 1] if v > 0]
+        if len(values) >= min_group:
+            best = _mape_minimiser(values)
+            errors.extend(abs(best - v) / v for v in values)
+        start = end + 1
+    return 100.0 * sum(errors) / len(errors) if errors else None
+
+
+def _mape_minimiser(values: Sequence[float]) -> float:
+    """The constant c minimising sum |c - v| / v: a median of ``values`` weighted by 1 / v."""
+    ordered = sorted(values)
+    half, acc = sum(1.0 / v for v in ordered) / 2, 0.0
+    for v in ordered:
+        acc += 1.0 / v
+        if acc >= half:
+            return v
+    return ordered[-1]  # pragma: no cover  # acc reaches the total at the last value
 
 
 def _with_efficiency(gpu: GPUSpec, effs: Mapping[str, Efficiency] | None) -> GPUSpec:
@@ -252,7 +332,7 @@ def fit(profiles: Sequence[tuple[Profile, Assumption | None]], *,
     """
     series: dict[str, list[_Series]] = {}
     for profile, assumption in profiles:
-        a = assumption or DEFAULT_ASSUMPTIONS[profile.format]
+        a = assumption or default_assumption(profile)
         metrics = (0, 1, 2) if profile.format == BREAKDOWN else (0,)
         for name, rows in _by_gpu(profile).items():
             gpu = get_gpu(name).name
@@ -301,10 +381,16 @@ def _fit_gpu(gpu: GPUSpec, series: Sequence[_Series], max_evals: int) -> Efficie
         prior = _PRIOR_WEIGHT * abs(math.log(eff.kv_bandwidth / eff.bandwidth))
         return _loss(dataclasses.replace(gpu, efficiency=eff), series) + prior
 
-    best = _seed(loss, _encode(CALIBRATED.get(gpu.name, gpu.efficiency)))
+    start = CALIBRATED.get(gpu.name, gpu.efficiency)
+    best = _seed(loss, _encode(start))
     for _ in range(3):  # restarts: a fresh simplex gets Nelder-Mead out of a collapsed one
         best = _nelder_mead(loss, best, step=0.5, max_evals=max_evals // 3)
-    return _rounded(_decode(best))
+    fitted = _rounded(_decode(best))
+    if not any(row.input_tokens > a.max_prefill_chunk for a, rows, _ in series for row in rows):
+        # No prompt continued a chunk: the data say nothing of chunk_overhead_s, which the
+        # search left wherever it drifted (up to its bound); keep the starting value.
+        fitted = dataclasses.replace(fitted, chunk_overhead_s=start.chunk_overhead_s)
+    return fitted
 
 
 def _seed(loss: Callable[[Sequence[float]], float], start: list[float]) -> list[float]:
@@ -376,7 +462,8 @@ def format_report(report: CalibrationReport) -> str:
     """The report as text tables, one per file."""
     lines: list[str] = []
     if report.fitted:
-        lines.append("Fitted efficiency factors (paste into gpus.CALIBRATED):")
+        lines.append("Fitted efficiency factors (paste into gpus.CALIBRATED, CPU devices into "
+                     "gpus.CALIBRATED_CPU):")
         for gpu, eff in report.fitted.items():
             args = ", ".join(f"{k}={v:g}" for k, v in eff.items())
             lines.append(f'    "{gpu}": Efficiency({args}),')
@@ -386,13 +473,17 @@ def format_report(report: CalibrationReport) -> str:
         lines.append(f"{f.path}  [{f.format}: {f.assumption}]  {verdict} "
                      f"(latency MAPE < {report.floor_pct:g}% per GPU)")
         lines.append(f"  {'GPU':<8} {'catalog':<10} {'n':>5} {'latency':>9} {'TTFT':>9} "
-                     f"{'TPOT':>9}")
+                     f"{'TPOT':>9} {'TTFT floor':>11} {'TPOT floor':>11}")
         for g in f.gpus:
-            cells = [_pct(v) for v in (g.latency_mape_pct, g.ttft_mape_pct, g.tpot_mape_pct)]
+            cells = [_pct(v) for v in (g.latency_mape_pct, g.ttft_mape_pct, g.tpot_mape_pct,
+                                       g.ttft_floor_pct, g.tpot_floor_pct)]
             lines.append(f"  {g.csv_gpu:<8} {g.gpu:<10} {g.n:>5} {cells[0]:>9} {cells[1]:>9} "
-                         f"{cells[2]:>9}")
+                         f"{cells[2]:>9} {cells[3]:>11} {cells[4]:>11}")
         lines.append("")
     lines.append("MAPE: mean absolute percentage error of the model against the measurements.")
+    lines.append(f"floor: MAPE of the best constant per group of repeated prompt lengths (within "
+                 f"{REPEAT_TOKENS} tokens, >= {REPEAT_MIN_GROUP} rows), i.e. the measurements' "
+                 f"own noise; no model of prompt length goes below it.")
     return "\n".join(lines)
 
 
@@ -421,8 +512,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _assumption(fmt: str, args: argparse.Namespace) -> Assumption:
-    base = DEFAULT_ASSUMPTIONS[fmt]
+def _assumption(profile: Profile, args: argparse.Namespace) -> Assumption:
+    base = default_assumption(profile)
     model = get_model(args.model).name if args.model else base.model
     return dataclasses.replace(
         base, model=model, tp=args.tp or base.tp,
@@ -433,10 +524,10 @@ def run(args: argparse.Namespace) -> CalibrationReport:
     """Carry out a parsed ``calibrate`` command and return its report."""
     if args.check:
         profiles = [load_profile(p) for p in args.check]
-        files = [check(p, _assumption(p.format, args), floor_pct=args.floor) for p in profiles]
+        files = [check(p, _assumption(p, args), floor_pct=args.floor) for p in profiles]
         return CalibrationReport(mode="check", floor_pct=args.floor, files=files)
     profiles = [load_profile(p) for p in (args.paths or shipped_profiles())]
-    pairs = [(p, _assumption(p.format, args)) for p in profiles]
+    pairs = [(p, _assumption(p, args)) for p in profiles]
     fitted = fit(pairs)
     files = [check(p, a, efficiencies=fitted, floor_pct=args.floor) for p, a in pairs]
     return CalibrationReport(mode="fit", floor_pct=args.floor, files=files,

