@@ -23,6 +23,7 @@ from typing import Any
 
 from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
+from fleetcall.bench import herd
 from fleetcall.bench.replay import replay
 from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
@@ -144,6 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="PATH",
                         help="write latency and SLO attainment charts, titled with the trace and cluster "
                              "(.png with matplotlib, .svg or .html)")
+    herd.add_arguments(parser)
 
 
 def setup_from_args(args: argparse.Namespace) -> Setup:
@@ -163,11 +165,15 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
 
 def main(args: argparse.Namespace) -> int:
     setup = setup_from_args(args)
-    policies = args.policy or list(DEFAULT_POLICIES)
+    policies = args.policy or (["slack"] if args.replicas is not None else list(DEFAULT_POLICIES))
     unknown = sorted(set(policies) - set(dispatcher_names()))
     if unknown:
         raise ConfigError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(dispatcher_names())}")
     options = parse_options(args.set)
+    if args.replicas is not None:  # the herd: K replicas, shared vs independent scheduling
+        if len(policies) != 1 or args.rates:
+            raise ConfigError("--replicas compares one policy at one --rate (name it with --policy)")
+        return herd.main(args, setup, policies[0], options.get(policies[0], {}))
     rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
     runs = []
     for rate in rates:
