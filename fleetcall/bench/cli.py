@@ -17,6 +17,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "overhead": ("fleetcall.bench.overhead", "orchestration cost per task and per run (real clock)"),
     "scheduler": ("fleetcall.bench.scheduler", "dispatch policies side by side on emulated GPUs (virtual clock)"),
     "pool": ("fleetcall.bench.pool", "the pool's orchestration cost per LLM call (real clock)"),
+    "ray-overhead": ("fleetcall.bench.ray_overhead",
+                     "the shared scheduler: the core's cost per decision, the Ray actor's round "
+                     "trip and capacity (local Ray cluster)"),
 
 }
 

@@ -96,8 +96,9 @@ class RayChannel:
     async def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec]) -> Reply:
         return await self._call("hello", replica, session, list(specs))
 
-    async def exchange(self, replica: str, session: int, events: Sequence[Event]) -> Reply:
-        return await self._call("exchange", replica, session, list(events))
+    async def exchange(self, replica: str, session: int, seq: int,
+                       events: Sequence[Event]) -> Reply:
+        return await self._call("exchange", replica, session, seq, list(events))
 
     async def poll(self, replica: str, session: int, timeout_s: float) -> Reply:
         return await self._call("poll", replica, session, timeout_s)

@@ -57,6 +57,8 @@ log = logging.getLogger("fleetcall.distributed")
 LOCAL = 0                 # a call's home: the replica's own core (else the session number)
 RETRY_FIRST_S = 0.25      # first wait before trying the server again, then doubled ...
 RETRY_MAX_S = 5.0         # ... up to this
+MAX_IN_FLIGHT = 8         # exchanges awaiting their reply at once
+_URGENT = frozenset({"submit", "failed"})  # events a call is waiting on (for its grant)
 
 
 class SchedulerUnreachable(FleetcallError):
@@ -72,7 +74,11 @@ class SchedulerChannel(Protocol):
         ...
 
     async def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec]) -> Reply: ...
-    async def exchange(self, replica: str, session: int, events: Sequence[Event]) -> Reply: ...
+    async def exchange(self, replica: str, session: int, seq: int,
+                       events: Sequence[Event]) -> Reply:
+        """Apply ``events``, the session's exchange number ``seq`` (0, 1, ...: the server
+        applies them in that order)."""
+        ...
     async def poll(self, replica: str, session: int, timeout_s: float) -> Reply: ...
 
 
@@ -131,8 +137,9 @@ class LocalChannel:
     async def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec]) -> Reply:
         return await self._call("hello", replica, session, specs)
 
-    async def exchange(self, replica: str, session: int, events: Sequence[Event]) -> Reply:
-        return await self._call("exchange", replica, session, events)
+    async def exchange(self, replica: str, session: int, seq: int,
+                       events: Sequence[Event]) -> Reply:
+        return await self._call("exchange", replica, session, seq, events)
 
     async def poll(self, replica: str, session: int, timeout_s: float) -> Reply:
         return await self._call("poll", replica, session, timeout_s)
@@ -188,7 +195,10 @@ class RemoteCore:
         self._retry_now = False                    # rejoin at once (the server is up)
         self._backoff = RETRY_FIRST_S
         self._outbox: list[Event] = []             # events not yet sent, in order
-        self._wake: asyncio.Event | None = None    # set when the outbox has events
+        self._urgent = False                       # the outbox holds an event a call waits on
+        self._seq = 0                              # the session's next exchange number
+        self._inflight = 0                         # exchanges sent, not yet answered
+        self._wake: asyncio.Event | None = None    # set when the send loop has work
         self._joined: asyncio.Event | None = None  # set while a session is established
         self._tasks: list[asyncio.Task[None]] = []
         self._hints: Hints | None = None
@@ -208,13 +218,17 @@ class RemoteCore:
                        loop.create_task(self._poll_loop(), name=f"scheduler-poll {self.replica}")]
 
     async def aclose(self) -> None:
-        """Send what is queued (the cancellations of a closing pool), then stop both tasks."""
-        if self._tasks and self._up and not self._hello_due and self._outbox:
-            batch, self._outbox = self._outbox, []
+        """Send what is queued (the cancellations of a closing pool, bounded by
+        ``rpc_timeout_s``), then stop the tasks."""
+        if self._tasks and self._up and not self._hello_due:
+            self._urgent = True
+            assert self._wake is not None
+            self._wake.set()
             try:
                 async with asyncio.timeout(self.rpc_timeout_s):
-                    await self.channel.exchange(self.replica, self._session, batch)
-            except (SchedulerUnreachable, TimeoutError):
+                    while (self._outbox or self._inflight) and self._up:
+                        await asyncio.sleep(0.001)
+            except TimeoutError:
                 pass  # the server forgets this replica when its lease runs out
         for task in self._tasks:
             task.cancel()
@@ -422,6 +436,7 @@ class RemoteCore:
     def _rejoin(self, session: int) -> None:
         """The server answered a hello as ``session``: waiting local calls move back to it."""
         self._session, self._up, self._hello_due = session, True, False
+        self._seq, self._inflight = 0, 0  # (exchanges of the old session no longer count)
         self._retry_now, self._backoff = False, RETRY_FIRST_S
         self.rejoins += 1
         assert self._joined is not None
@@ -443,36 +458,48 @@ class RemoteCore:
 
     def _send(self, event: Event) -> None:
         self._outbox.append(event)
+        self._urgent = self._urgent or event.op in _URGENT
         if self._wake is not None:
             self._wake.set()
 
     # -- the two tasks ---------------------------------------------------------------------
     async def _send_loop(self) -> None:
+        """Hello, retries, and the exchanges: each batch is sent as soon as an event a call
+        waits on (a submit, a failure) is queued, or when nothing is in flight (the other
+        events ride along); up to :data:`MAX_IN_FLIGHT` at once, numbered, so the server
+        applies them in order whatever order they arrive in."""
         assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._up:
-                await self._retry()
-            elif self._hello_due:
-                await self._join(self._session)
-            elif self._outbox:
-                await self._flush()
+        async with asyncio.TaskGroup() as exchanges:  # owns the exchanges in flight
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if not self._up:
+                    await self._retry()
+                elif self._hello_due:
+                    await self._join(self._session)
+                while self._up and not self._hello_due and self._outbox \
+                        and (self._inflight == 0 or self._urgent) \
+                        and self._inflight < MAX_IN_FLIGHT:
+                    batch, self._outbox, self._urgent = self._outbox, [], False
+                    seq, self._seq = self._seq, self._seq + 1
+                    self._inflight += 1
+                    exchanges.create_task(self._exchange(self._session, seq, batch))
 
-    async def _flush(self) -> None:
-        session = self._session
-        batch, self._outbox = self._outbox, []
+    async def _exchange(self, session: int, seq: int, batch: list[Event]) -> None:
         try:
             async with asyncio.timeout(self.rpc_timeout_s):
-                reply = await self.channel.exchange(self.replica, session, batch)
+                reply = await self.channel.exchange(self.replica, session, seq, batch)
         except (SchedulerUnreachable, TimeoutError) as exc:
             if session == self._session:
                 self._go_local(_why(exc))
-            return
-        self._receive(session, reply)
-        if self._outbox:
+            reply = None
+        finally:
+            if session == self._session:
+                self._inflight -= 1
             assert self._wake is not None
             self._wake.set()
+        if reply is not None:
+            self._receive(session, reply)
 
     async def _join(self, session: int) -> bool:
         """Say hello as ``session``; True once joined. Failing, stays (or goes) local."""

@@ -49,6 +49,7 @@ log = logging.getLogger("fleetcall.distributed")
 
 DEFAULT_LEASE_S = 30.0      # a replica silent this long (no request) is forgotten
 DEFAULT_HINT_INTERVAL_S = 1.0  # hints go out to a replica at most this often
+GAP_S = 10.0                # longest an exchange waits for the one numbered before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,8 @@ class SchedulerServer:
         self.requests = 0                                   # requests served
         self._last = self.clock()                           # latest now (never goes back)
         self._waiting: dict[str, asyncio.Event] = {}        # replica -> wakes its poll
+        self._next: dict[str, int] = {}                     # replica -> next exchange to apply
+        self._turns: dict[str, asyncio.Event] = {}          # replica -> set when _next moves
         self._hinted: dict[str, float] = {}                 # replica -> hints last sent
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None                 # server time it fires at
@@ -105,8 +108,12 @@ class SchedulerServer:
         now = self.now()
         self.requests += 1
         self._hinted.pop(replica, None)
+        for wakes in (self._waiting, self._turns):  # requests of its old session answer now
+            if replica in wakes:
+                wakes[replica].set()
         try:
             self.shared.hello(replica, session, specs, now)
+            self._next[replica] = 0
         except ConfigError as exc:
             log.error("shared scheduler: %s", exc)
             return Reply(self.incarnation, known=False, error=str(exc))
@@ -115,13 +122,34 @@ class SchedulerServer:
         self._after(now)
         return self._reply(replica, now)
 
-    async def exchange(self, replica: str, session: int, events: Sequence[Event]) -> Reply:
-        now = self.now()
+    async def exchange(self, replica: str, session: int, seq: int,
+                       events: Sequence[Event]) -> Reply:
+        """Apply the session's exchange ``seq`` once those before it are applied (a replica
+        has several in flight; they may arrive in any order). An exchange whose predecessor
+        does not come within ``GAP_S`` (it was lost) answers ``known=False``."""
         self.requests += 1
-        if not self.shared.apply(replica, session, events, now):
+        if not await self._in_turn(replica, session, seq):
+            return Reply(self.incarnation, known=False)
+        now = self.now()
+        applied = self.shared.apply(replica, session, events, now)
+        self._next[replica] = seq + 1
+        self._turns[replica].set()
+        if not applied:
             return Reply(self.incarnation, known=False)
         self._after(now)
         return self._reply(replica, now)
+
+    async def _in_turn(self, replica: str, session: int, seq: int) -> bool:
+        while self.shared.knows(replica, session) and self._next.get(replica, 0) < seq:
+            turn = self._turns.setdefault(replica, asyncio.Event())
+            turn.clear()
+            try:
+                async with asyncio.timeout(GAP_S):
+                    await turn.wait()
+            except TimeoutError:
+                return False
+        self._turns.setdefault(replica, asyncio.Event())
+        return self.shared.knows(replica, session) and self._next.get(replica, 0) == seq
 
     async def poll(self, replica: str, session: int, timeout_s: float) -> Reply:
         self.requests += 1
@@ -143,8 +171,10 @@ class SchedulerServer:
         return self._reply(replica, now)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: requests served, replicas, live calls, events ignored, the incarnation."""
+        """Counters: requests served, replicas, live calls, events ignored, the incarnation,
+        and the CPU seconds of the process serving it (``time.process_time``)."""
         return {"incarnation": self.incarnation, "requests": self.requests,
+                "cpu_s": time.process_time(),
                 "replicas": self.shared.replicas, "calls": len(self.shared.core),
                 "ignored_events": self.shared.ignored,
                 "endpoints": self.shared.core.endpoints}

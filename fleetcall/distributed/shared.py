@@ -124,8 +124,9 @@ class SharedCore:
                      replica, len(live))
 
     def expired(self, now: float, lease_s: float) -> list[str]:
-        """Replicas not heard from for ``lease_s`` seconds (forget them)."""
-        return [r for r, seen in self._seen.items() if now - seen > lease_s]
+        """Replicas not heard from for ``lease_s`` seconds (forget them). Compared as
+        :meth:`lease_due` computes it, so a timer set for that time finds them expired."""
+        return [r for r, seen in self._seen.items() if now >= seen + lease_s]
 
     def touch(self, replica: str, now: float) -> None:
         if replica in self._seen:

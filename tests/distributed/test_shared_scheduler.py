@@ -136,7 +136,7 @@ def test_a_silent_replica_is_forgotten_and_its_slots_freed() -> None:
             assert server is not None
             server.lease_s = 5.0
             await server.hello("ghost", 1, [EndpointSpec("a", slots=1)])
-            await server.exchange("ghost", 1, [Event("submit", _call(1, "ghost"))])
+            await server.exchange("ghost", 1, 0, [Event("submit", _call(1, "ghost"))])
             held = len(server.shared.core.endpoint("a").running)
             await asyncio.sleep(6.0)              # the ghost never comes back
             return held, len(server.shared.core.endpoint("a").running)
