@@ -33,7 +33,8 @@ __all__ = [
     "ConfigError", "FleetcallError", "LLMError", "PlanError", "ToolArgumentError", "ToolError",
     "ToolServerError", "UnknownToolError", "VirtualClockError", "Toolset", "McpToolset", "mcp_tools",
     "LLM", "CallContext", "Chunk", "Completion", "LLMRequest", "Message", "ScriptedLLM", "ToolCall",
-    "Usage", "as_llm", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "Orchestrator", "RunHandle", "RunResult", "RunStatus", "TaskRecord", "events", "__version__",
+    "Usage", "as_llm", "complete", "Tool", "ToolContext", "ToolOptions", "tool", "Orchestrator", "RunHandle",
+    "RunResult", "RunStatus", "TaskRecord", "events", "__version__",
     "EndpointError", "EndpointConfig", "PoolConfig", "load_pool_config", "EndpointPool", "OverloadedError",
     "script_responder",
 ]

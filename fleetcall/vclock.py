@@ -81,7 +81,7 @@ class _OrderedTimerHandle(asyncio.TimerHandle):
         super().__init__(when, callback, args, loop, context)
         self._seq = seq  # position in the loop's scheduling order; unique per loop
 
-    def __lt__(self, other: _OrderedTimerHandle) -> bool:  # type: ignore[override]  # only ever
+    def __lt__(self, other: _OrderedTimerHandle) -> bool:
         # compared with its own kind: every timer of this loop comes from call_at below
         return self._when < other._when or (self._when == other._when and self._seq < other._seq)
 
@@ -215,6 +215,17 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             self._foreign_thread_error = error
             raise error
         return super().call_soon_threadsafe(callback, *args, context=context)
+
+    def _asyncgen_finalizer_hook(self, agen: Any) -> None:
+        """asyncio's (close a dropped async generator in a task of its own), minus the write to
+        the self-pipe that ``call_soon_threadsafe`` makes to wake a selector from another thread:
+        this loop's selector never sleeps, and other threads are refused anyway."""
+        if self._thread_id is not None and threading.get_ident() != self._thread_id:
+            super()._asyncgen_finalizer_hook(agen)  # type: ignore[misc]  # asyncio's own hook;
+            return                                    # its call_soon_threadsafe refuses
+        self._asyncgens.discard(agen)
+        if not self.is_closed():
+            self.call_soon(self.create_task, agen.aclose())
 
     def run_in_executor(self, executor: Any, func: Callable[..., _T], *args: Any) -> Any:
         """Refused: raises at once so the error surfaces in the task (``asyncio.to_thread`` too)."""

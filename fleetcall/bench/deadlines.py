@@ -86,7 +86,7 @@ def _scale_for(scale: Scale, tenant: str) -> float:
     value = scale.get(tenant) if isinstance(scale, Mapping) else scale
     if value is None:
         raise ConfigError(f"no deadline scale for tenant {tenant!r} "
-                          f"(scales given for: {', '.join(sorted(scale))})")
+                          f"(scales given for: {', '.join(sorted(scale) if isinstance(scale, Mapping) else ())})")
     if not value > 0:
         raise ConfigError(f"deadline scale must be > 0, got {value!r} for tenant {tenant!r}")
     return float(value)

@@ -210,5 +210,6 @@ def main(args: argparse.Namespace) -> int:
             json.dump(rep, fh, indent=2)
         print(f"wrote {args.json}")
     floors = rep["floors"]
+    assert isinstance(floors, dict)
     return 0 if all(floors[k] is not False
                     for k in ("bound_ratio_holds", "faster_than_react_holds", "all_correct")) else 1

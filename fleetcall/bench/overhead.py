@@ -133,4 +133,6 @@ def main(args: argparse.Namespace) -> int:
         with open(args.json, "w") as fh:
             json.dump(rep, fh, indent=2)
         print(f"wrote {args.json}")
-    return 0 if rep["floors"]["holds"] else 1
+    floors = rep["floors"]
+    assert isinstance(floors, dict)
+    return 0 if floors["holds"] else 1

@@ -134,7 +134,8 @@ class ParallelQAModel:
         return "\n".join(lines)
 
     def joiner_text(self, q: Question) -> str:
-        return f"{_thought(self.latency.thought_words, 'the largest scaled value decides.')}\nAction: Finish({q.answer})"
+        thought = _thought(self.latency.thought_words, "the largest scaled value decides.")
+        return f"{thought}\nAction: Finish({q.answer})"
 
     def react_text(self, q: Question, step: int) -> str:
         b, words = q.branch, self.latency.thought_words
@@ -145,7 +146,7 @@ class ParallelQAModel:
             action = f'math("c0 * {FACTORS[k % len(FACTORS)]}", context=[{q.value(k)}])'
         elif step == 2 * b:
             values = ", ".join(repr(q.scaled(k)) for k in range(b))
-            action = f'math("max(' + ", ".join(f"c{k}" for k in range(b)) + f')", context=[{values}])'
+            action = 'math("max(' + ", ".join(f"c{k}" for k in range(b)) + f')", context=[{values}])'
         else:
             action = f"Finish({q.answer})"
         return f"{_thought(words, f'step {step + 1}.')}\nAction: {action}"

@@ -116,7 +116,7 @@ async def round_trip(handle: Any, trips: int) -> dict[str, float]:
 async def per_call(handle: Any, calls: int, endpoints: int, slots: int) -> dict[str, float]:
     """Wall ms per sequential call, through a RayPool and a local EndpointPool."""
     from fleetcall.distributed.pool import RayPool
-    out = {}
+    out: dict[str, float] = {}
     for label in ("local", "ray", "local2", "ray2"):   # alternated: a busy machine slows both
         async with _http(endpoints) as http:
             pool: EndpointPool = (
@@ -138,7 +138,8 @@ async def per_call(handle: Any, calls: int, endpoints: int, slots: int) -> dict[
 async def _driver(handle: Any, name: str, window: int, until: float, done: list[int]) -> None:
     """One synthetic replica: ``window`` calls in flight, as fast as the actor answers."""
     await handle.hello.remote(name, 1, [])
-    n, granted, live, seq = 0, [], 0, 0
+    n, live, seq = 0, 0, 0
+    granted: list[Any] = []
     while time.perf_counter() < until:
         batch = []
         for call in granted:

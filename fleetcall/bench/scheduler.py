@@ -7,6 +7,10 @@ simulation. Reported per policy and rate: completed queries, end-to-end latency
 (mean/p50/p95/p99), SLO attainment, throughput, time to first token, prefix-cache hit rate and
 per-endpoint utilisation; with ``--rates`` the highest rate each policy serves at 95% attainment.
 
+``--clock real`` runs the same comparison over real HTTP instead, against external routers
+too (sglang-router, vllm-router), on ``fleetcall emulate --speed K`` processes: see
+:mod:`fleetcall.bench.realclock`.
+
 Deadlines (``--deadline``): ``unloaded`` (default) = scale x the query's own latency alone on the
 pool's fastest endpoint; ``paper`` = scale x the sum of the standard workflow's mean step
 latencies (HEXGEN-TEXT2SQL's definition, the same for every query).
@@ -23,7 +27,7 @@ from typing import Any
 
 from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
-from fleetcall.bench import herd
+from fleetcall.bench import herd, realclock
 from fleetcall.bench.replay import replay
 from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
@@ -138,7 +142,8 @@ def add_setup_arguments(parser: argparse.ArgumentParser, *, rate: float = 1.0) -
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_setup_arguments(parser)
     parser.add_argument("--rates", help="comma-separated rates to sweep (reports max rate at 95%% attainment)")
-    parser.add_argument("--policy", action="append", help=f"policy to run, repeatable ({', '.join(dispatcher_names())})")
+    parser.add_argument("--policy", action="append",
+                        help=f"policy to run, repeatable ({', '.join(dispatcher_names())})")
     parser.add_argument("--set", action="append", default=[], metavar="POLICY.KNOB=VALUE",
                         help="a policy knob, e.g. hexgen.alpha=0.3")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
@@ -146,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write latency and SLO attainment charts, titled with the trace and cluster "
                              "(.png with matplotlib, .svg or .html)")
     herd.add_arguments(parser)
+    realclock.add_arguments(parser)
 
 
 def setup_from_args(args: argparse.Namespace) -> Setup:
@@ -174,11 +180,14 @@ def main(args: argparse.Namespace) -> int:
         if len(policies) != 1 or args.rates:
             raise ConfigError("--replicas compares one policy at one --rate (name it with --policy)")
         return herd.main(args, setup, policies[0], options.get(policies[0], {}))
+    if getattr(args, "clock", "virtual") == "real":
+        return realclock.main(args, setup, options, policies)
+    realclock.check_virtual(args)
     rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
     runs = []
     for rate in rates:
         for policy in policies:
-            summary = run_policy(setup, policy, rate, options.get(policy))
+            summary = run_policy(realclock.setup_at(args, setup, rate), policy, rate, options.get(policy))
             runs.append(summary)
             print(f"  {policy:<10} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
                   f"SLO {summary['slo_attainment']:.1%}, {summary['wall_s']:.1f}s wall", flush=True)

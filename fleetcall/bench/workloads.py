@@ -234,7 +234,7 @@ def load_mooncake(path_or_name: Source, *, step: str = "conversation") -> list[Q
     """One single-call query per JSONL line ``{"timestamp" (ms), "input_length",
     "output_length", "hash_ids"}``; ``hash_ids`` become the call's 512-token ``prefix_ids``."""
     label, text = _read(path_or_name)
-    stem, queries = _stem(label), []
+    stem, queries = _stem(label), list[QuerySpec]()
     for lineno, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             queries.append(_mooncake_query(line, f"{stem}-{len(queries)}", step,
@@ -338,7 +338,7 @@ def load_requests_csv(path_or_name: Source, *, step: str = "request") -> list[Qu
     """One single-call query per row of ``timestamp_s,input_tokens,output_tokens`` (Azure trace);
     no shared prefixes."""
     label, text = _read(path_or_name)
-    stem, queries = _stem(label), []
+    stem, queries = _stem(label), list[QuerySpec]()
     for lineno, row in _csv_rows(label, text, _REQUEST_COLUMNS):
         where = f"{label}: line {lineno}"
         call = CallSpec(step, _length(row["input_tokens"], where, "input_tokens"),
@@ -420,3 +420,17 @@ def to_messages(call: CallSpec, query_id: str, index: int) -> tuple[Message, ...
     as one user message; unrelated calls never share a prefix, calls with equal leading
     ``prefix_ids`` do."""
     return (Message("user", call_text(call, f"{query_id}/{index}")),)
+
+
+def independent_calls(queries: Sequence[QuerySpec]) -> list[QuerySpec]:
+    """Every call of ``queries`` as a query of its own (one stage of one call), in order: the
+    traces' call lengths without their workflows, as a router serving single requests sees
+    them. Ids are ``<query id>/<index in QuerySpec.calls>``; the tenant is kept, recorded
+    arrivals are not (a call has none of its own).
+
+        >>> calls = independent_calls(load_workload("trace1"))
+        >>> len(calls), calls[0].query_id, calls[0].n_calls
+        (1732, 'trace1-0/0', 1)
+    """
+    return [QuerySpec(f"{query.query_id}/{i}", ((call,),), tenant=query.tenant)
+            for query in queries for i, call in enumerate(query.calls)]

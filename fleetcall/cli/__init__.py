@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("fleetcall.bench.tune", "search a dispatch policy's knobs on a workload by simulation"),
     "bench": ("fleetcall.bench.cli", "run a benchmark: executor, overhead, ..."),
     "serve": ("fleetcall.cli.serve", "run fleetcall as an HTTP service"),
-    "local-pool": ("fleetcall.cli.local_pool", "start llama.cpp servers with SmolLM2 on 127.0.0.1 and write their pool config"),
+    "local-pool": ("fleetcall.cli.local_pool",
+                   "start llama.cpp servers with SmolLM2 on 127.0.0.1 and write their pool config"),
 }
 
 
@@ -44,14 +45,15 @@ def _ignore(sig: int, frame: object) -> None:
 
 def _entry(name: str) -> Callable[[list[str]], int]:
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main  # type: ignore[no-any-return]  # every listed module defines main(argv)
+    return module.main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     available = {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
     parser = argparse.ArgumentParser(prog="fleetcall", description="fleetcall: fast agents on GPU fleets")
-    parser.add_argument("command", choices=sorted(available), help="; ".join(f"{k}: {v[1]}" for k, v in available.items()))
+    parser.add_argument("command", choices=sorted(available),
+                        help="; ".join(f"{k}: {v[1]}" for k, v in available.items()))
     if not args or args[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if args else 2

@@ -20,9 +20,12 @@ from fleetcall.demos.common import LLMFactory
 
 
 class Demo(Protocol):
-    NAME: str
-    QUESTION: str
-    DESCRIPTION: str
+    @property
+    def NAME(self) -> str: ...  # noqa: N802 - module constants of the demo modules
+    @property
+    def QUESTION(self) -> str: ...  # noqa: N802
+    @property
+    def DESCRIPTION(self) -> str: ...  # noqa: N802
 
     def model(self, pace: float = 1.0) -> LLMFactory:
         """The demo's scripted model at its realistic pace times ``pace``."""

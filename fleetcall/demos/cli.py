@@ -60,7 +60,8 @@ async def run_shown(demo: Demo, *, live: bool, pace: float = 1.0,
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetcall demo", description="Run a scripted demo workflow.")
-    parser.add_argument("name", nargs="?", default=DEFAULT_DEMO, help=f"demo to run (default {DEFAULT_DEMO}; see --list)")
+    parser.add_argument("name", nargs="?", default=DEFAULT_DEMO,
+                        help=f"demo to run (default {DEFAULT_DEMO}; see --list)")
     parser.add_argument("--list", action="store_true", help="list the demos")
     parser.add_argument("--json", metavar="PATH", help="write the outcome as JSON")
     parser.add_argument("--timeline", metavar="PATH", help="write the timeline: PATH.html (or .png with matplotlib)")

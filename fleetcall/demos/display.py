@@ -112,7 +112,7 @@ def _task_table(state: RunState, now: float) -> Table:
                      ("action", {"max_width": 60, "no_wrap": True, "overflow": "ellipsis"}),
                      ("state", {}), ("time", {"justify": "right"}),
                      ("result", {"max_width": 50, "no_wrap": True, "overflow": "ellipsis"})):
-        table.add_column(name, **kw)  # type: ignore[arg-type]  # rich's column options, by name
+        table.add_column(name, **kw)
     for (round_no, task_id), row in sorted(state.tasks.items()):
         table.add_row(str(round_no), str(task_id), row.action, _state_text(row.state),
                       _seconds(row.duration(now)), row.detail)

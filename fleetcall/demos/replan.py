@@ -96,7 +96,7 @@ def make_tools(pace: float = 1.0) -> list[Tool]:
 
     @tool
     async def people_search(query: str) -> dict[str, Any]:
-        """Fuzzy search of employees by any part of their name or nickname; returns matches and the best_match's exact name."""
+        """Fuzzy search of employees by any part of their name or nickname; returns matches and the best_match's exact name."""  # noqa: E501 - the tool's one-line description
         await pause(SEARCH_LATENCY_S, pace)
         return search(query)
 

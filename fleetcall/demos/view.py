@@ -73,7 +73,8 @@ class WatchedLLM:
         loop = asyncio.get_running_loop()
         number, kind, start = next(self._numbers), request.context.kind, loop.time()
         self._sink(LLMCallStarted(number, kind, start, request.context.stage))
-        tokens, pieces, info, error = None, 0, None, "stopped early"
+        tokens, pieces, info = None, 0, None
+        error: str | None = "stopped early"
         stream = self._llm.stream(request)
         try:
             async for chunk in stream:

@@ -209,9 +209,16 @@ class RemoteCore:
         self._deliver = deliver
 
     def start(self) -> None:
-        if self._tasks:
-            return
+        """Start the two tasks on the running loop (again on a new loop, as a new session:
+        the pool moved to it and cancelled the old loop's calls)."""
         loop = asyncio.get_running_loop()
+        if self._tasks and self._tasks[0].get_loop() is loop:
+            return
+        if self._tasks:  # the old loop's tasks went with it
+            self._tasks, self._outbox = [], []
+            self._session += 1
+            self._up, self._hello_due, self._retry_now = True, True, False
+            self._seq, self._inflight, self._urgent = 0, 0, False
         self._wake, self._joined = asyncio.Event(), asyncio.Event()
         self._wake.set()  # the first hello goes out now
         self._tasks = [loop.create_task(self._send_loop(), name=f"scheduler-send {self.replica}"),
@@ -220,7 +227,8 @@ class RemoteCore:
     async def aclose(self) -> None:
         """Send what is queued (the cancellations of a closing pool, bounded by
         ``rpc_timeout_s``), then stop the tasks."""
-        if self._tasks and self._up and not self._hello_due:
+        if self._tasks and self._tasks[0].get_loop() is asyncio.get_running_loop() \
+                and self._up and not self._hello_due:
             self._urgent = True
             assert self._wake is not None
             self._wake.set()
@@ -230,9 +238,11 @@ class RemoteCore:
                         await asyncio.sleep(0.001)
             except TimeoutError:
                 pass  # the server forgets this replica when its lease runs out
-        for task in self._tasks:
+        loop = asyncio.get_running_loop()
+        tasks = [t for t in self._tasks if t.get_loop() is loop]  # (another loop's are gone)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             try:
                 await task
             except asyncio.CancelledError:
@@ -249,8 +259,15 @@ class RemoteCore:
     def endpoints(self) -> list[str]:
         return self.local.endpoints
 
+    @property
+    def clock(self) -> float:
+        return self.local.clock
+
     def endpoint(self, name: str) -> EndpointState:
         return self.local.endpoint(name)
+
+    def name_taken(self, name: str) -> str:
+        return self.local.name_taken(name)
 
     @property
     def output_lengths(self) -> OutputLengths:
@@ -298,6 +315,14 @@ class RemoteCore:
             self._send(Event("healthy", name))
         return self._tracked(self.local.healthy(name, now))
 
+    def rate_limited(self, name: str, now: float, until: float,
+                     status: int | str | None = 429) -> list[Action]:
+        """The endpoint is rate-limited until ``until`` (this loop's time): both cores learn it
+        (the shared one on its own clock)."""
+        if self._up:
+            self._send(Event("rate_limited", name, (until + self.channel.clock_offset(), status)))
+        return self._tracked(self.local.rate_limited(name, now, until, status))
+
     def advance(self, now: float) -> list[Action]:
         return self._tracked(self.local.advance(now))
 
@@ -323,7 +348,11 @@ class RemoteCore:
         if track is None:
             return []
         track.granted = False
-        if track.home == LOCAL or self._current(track):
+        if track.home == LOCAL:
+            return self._report("failed", call_id, now, failure)
+        if self._current(track):
+            if failure.retry_at is not None:  # an absolute time: on the server's clock
+                failure = replace(failure, retry_at=failure.retry_at + self.channel.clock_offset())
             return self._report("failed", call_id, now, failure)
         return self._place(track, now)  # the scheduler that granted it is gone: place anew
 

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,14 @@ async def hosted_endpoints(gpus: Sequence[str], model: str, responder: Any, *,
 
     from fleetcall.sim.emulator import EmulatedEndpoint
     from fleetcall.sim.fronts import create_app
+
+    class QuietServer(uvicorn.Server):
+        """Leaves SIGINT/SIGTERM to the caller (the command's own stop handlers)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     endpoints, servers, tasks, configs = [], [], [], []
     try:
         for i, gpu in enumerate(gpus):
@@ -141,9 +149,8 @@ async def hosted_endpoints(gpus: Sequence[str], model: str, responder: Any, *,
             endpoints.append(endpoint)
             sock = socket.create_server((host, 0))
             port = sock.getsockname()[1]
-            server = uvicorn.Server(uvicorn.Config(create_app(endpoint), log_level="warning",
-                                                   lifespan="off"))
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the caller's
+            server = QuietServer(uvicorn.Config(create_app(endpoint), log_level="warning",
+                                                lifespan="off"))
             servers.append(server)
             tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
             configs.append(EndpointConfig(

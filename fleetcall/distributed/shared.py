@@ -28,9 +28,9 @@ No I/O, no clock (every method takes ``now`` on the scheduler's clock), no async
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from fleetcall.errors import ConfigError
 from fleetcall.router.actions import Action, Grant, Retired
@@ -51,7 +51,8 @@ class Event(NamedTuple):
     ``op`` -> ``subject`` / ``arg``: ``submit`` -> CallView (the replica's own id) / None;
     ``started``, ``first_token``, ``cancelled`` -> call id / None; ``finished`` -> call id /
     :class:`~fleetcall.router.actions.Outcome`; ``failed`` -> call id /
-    :class:`~fleetcall.router.faults.Failure`; ``healthy`` -> endpoint name / None.
+    :class:`~fleetcall.router.faults.Failure`; ``healthy`` -> endpoint name / None;
+    ``rate_limited`` -> endpoint name / (until on the scheduler's clock, status).
     """
 
     op: str
@@ -79,7 +80,7 @@ class SharedCore:
         self._live: dict[str, set[Any]] = {}             # replica -> its live calls (own ids)
         self._mail: dict[str, list[Action]] = {}         # replica -> actions not yet taken
         self._seen: dict[str, float] = {}                # replica -> when last heard from
-        self._ops = {"started": core.started, "first_token": core.first_token,
+        self._ops: dict[str, Callable[..., list[Action]]] = {"started": core.started, "first_token": core.first_token,
                      "finished": core.finished, "failed": core.failed}
 
     # -- replicas --------------------------------------------------------------------------
@@ -157,6 +158,9 @@ class SharedCore:
                     self._route(self.core.cancelled((replica, subject), now))
                 elif op == "healthy":
                     self._route(self.core.healthy(subject, now))
+                elif op == "rate_limited":
+                    until, status = arg
+                    self._route(self.core.rate_limited(subject, now, until, status))
                 else:
                     if op == "finished":
                         live.discard(subject)
@@ -185,7 +189,7 @@ class SharedCore:
         for action in actions:
             if isinstance(action, Retired):
                 continue  # endpoints are registered by replicas and never removed here
-            owner, call_id = action.call_id  # type: ignore[misc]  # ids are (replica, n) here
+            owner, call_id = cast(tuple[str, Any], action.call_id)  # ids are (replica, n) here
             mail = self._mail.get(owner)
             if mail is None:
                 continue  # a forgotten replica's call: cancelled with it

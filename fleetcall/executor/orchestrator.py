@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -29,18 +28,18 @@ from fleetcall.executor.baselines import BaselineRun
 from fleetcall.executor.containment import CallWatch
 from fleetcall.executor.run import Run
 from fleetcall.executor.runner import DEFAULT_SYNC_THREADS, ToolLimits
+from fleetcall.executor.settings import JoinerFormat, PlanFormat, RunSettings
 from fleetcall.llm.adapters import as_llm, require_tool_calls
 from fleetcall.llm.base import LLM, ModelInfo, model_info
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
 from fleetcall.tools.base import Tool, Toolset
+from fleetcall.tracing import Tracing
 
 if TYPE_CHECKING:
     from fleetcall.executor.runnable import OrchestratorRunnable
 
 Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
-PlanFormat = Literal["auto", "text", "json", "tool_call"]
-JoinerFormat = Literal["auto", "text", "json"]
 DEFAULT_CONTEXT_TOKENS = 8192   # the model's context when neither the caller nor the LLM says
 
 DEFAULT_DEADLINE_S = 300.0   # a run's budget when neither the call nor the orchestrator sets one
@@ -120,6 +119,9 @@ class Orchestrator:
             (a sync tool's threads are its own: see "What fleetcall guarantees" in the README).
         slow_step_s: a tool step holding the event loop this long (wall seconds) is logged on
             ``fleetcall.executor`` and recorded in the task's ``loop_blocked_s``; ``None``: off.
+        tracer_provider: an OpenTelemetry ``TracerProvider`` for the runs' spans (default: the
+            global one; see :mod:`fleetcall.tracing`; nothing is traced without
+            ``opentelemetry-api``).
 
     ``async with Orchestrator(...) as orch:`` (or ``await orch.aclose()``) cancels the runs still
     in flight from :meth:`start`, closes the tools' threads without waiting for them and closes
@@ -147,6 +149,7 @@ class Orchestrator:
         grace_s: float = 1.0,
         sync_threads: int = DEFAULT_SYNC_THREADS,
         slow_step_s: float | None = 0.1,
+        tracer_provider: object | None = None,
     ) -> None:
         tools, self._toolsets = _take_toolsets(tools)   # toolsets (MCP sessions) closed by aclose()
         given = [as_tool(t) for t in tools]
@@ -176,7 +179,7 @@ class Orchestrator:
         self.examples = tuple(examples)
         planner_info, joiner_info = model_info(self.planner_llm), model_info(self.joiner_llm)
         self.plan_format: PlanFormat = _chosen(plan_format, planner_info)
-        self.joiner_format: JoinerFormat = _chosen(joiner_format, joiner_info)  # type: ignore[assignment]
+        self.joiner_format: JoinerFormat = _chosen(joiner_format, joiner_info)
         self.planner_max_tokens = planner_max_tokens
         self.context_tokens: int = context_tokens or planner_info.context_tokens or DEFAULT_CONTEXT_TOKENS
         if not isinstance(max_steps, int) or max_steps < 1:
@@ -188,8 +191,8 @@ class Orchestrator:
             raise ConfigError(f"sync_threads must be a positive integer, got {sync_threads!r}")
         self.sync_threads = sync_threads
         self.slow_step_s = None if slow_step_s is None else _seconds("slow_step_s", slow_step_s)
+        self.tracing = Tracing(tracer_provider)    # where the runs' spans go
         self._limits: dict[str, ToolLimits] = {}   # tool name -> limits shared by every run
-        self._ids = itertools.count(1)
         self._runs: set[RunHandle] = set()         # runs from start() still in flight
         self._closed = False                       # True once aclose() began: no new runs
 
@@ -199,9 +202,20 @@ class Orchestrator:
             limits = self._limits[tool.name] = ToolLimits.for_tool(tool, self.sync_threads)
         return limits
 
+    def settings(self) -> RunSettings:
+        """What a run made now reads of this orchestrator (frozen: a setting changed later
+        applies to later runs)."""
+        return RunSettings(
+            tools=self.tools, planner_llm=self.planner_llm, joiner_llm=self.joiner_llm,
+            tool_llm=self.tool_llm, max_replans=self.max_replans, max_tasks=self.max_tasks,
+            examples=self.examples, plan_format=self.plan_format, joiner_format=self.joiner_format,
+            planner_max_tokens=self.planner_max_tokens, context_tokens=self.context_tokens,
+            grace_s=self.grace_s, slow_step_s=self.slow_step_s, tracing=self.tracing,
+            limits_for=self.limits_for)
+
     def watch_for(self, tool: Tool, label: str) -> CallWatch:
         """A fresh :class:`CallWatch` for one call of ``tool`` under this orchestrator's settings."""
-        return CallWatch(tool.name, label, self.slow_step_s, self.grace_s)
+        return self.settings().watch_for(tool, label)
 
     def abandoned(self) -> list[str]:
         """The sync tool calls abandoned while their thread still runs: one line each."""
@@ -248,11 +262,11 @@ class Orchestrator:
             raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
         loop = asyncio.get_running_loop()
         at = None if deadline is None else loop.time() + deadline
-        qid = query_id or f"{uuid.uuid4().hex[:12]}-{next(self._ids)}"
+        qid = query_id or uuid.uuid4().hex   # random: reveals nothing of how many runs came before
         emit = emit or (lambda _e: None)
         if mode == "compiled":
-            return Run(self, query, qid, at, emit)
-        return BaselineRun(self, query, qid, at, emit, mode=mode, max_steps=self.max_steps)
+            return Run(self.settings(), query, qid, at, emit)
+        return BaselineRun(self.settings(), query, qid, at, emit, mode=mode, max_steps=self.max_steps)
 
     async def run(
         self, query: str, *, deadline: Deadline = DEFAULT, query_id: str | None = None, mode: Mode = "compiled"
@@ -292,7 +306,13 @@ class Orchestrator:
         """
         queue: asyncio.Queue[ev.Event | BaseException] = asyncio.Queue()
         handle = self.start(query, deadline=deadline, query_id=query_id, emit=queue.put_nowait)
-        handle.add_done_callback(lambda t: t.cancelled() or t.exception() is None or queue.put_nowait(t.exception()))
+        def forward_failure(task: asyncio.Task[RunResult]) -> None:
+            """A run whose task failed (a bug, not a run outcome) ends the stream with its error."""
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                queue.put_nowait(error)
+
+        handle.add_done_callback(forward_failure)
         try:
             while True:
                 item = await queue.get()

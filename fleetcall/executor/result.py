@@ -23,7 +23,7 @@ class RunStatus(str, enum.Enum):
     CANCELLED = "cancelled"    # the caller cancelled the run
 
 
-class TaskRecord(BaseModel):
+class TaskRecord(BaseModel):  # type: ignore[no-redef]  # pydantic plugin: a field named kwargs
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     round: int                                  # plan this task belongs to (0 = first)
@@ -92,6 +92,8 @@ class LLMCallRecord(BaseModel):
     finish_reason: str | None = None            # stop | length (cut at max_tokens) | tool_calls | None
     info: Annotated[dict[str, Any] | None, _AS_JSON] = None
                                                 # serving details: endpoint, queue wait, ttft
+    abandoned: bool = False                     # True iff its stream ignored its cancellation (or
+                                                # its close) past the grace period and was stopped
 
 
 class UsageRecord(BaseModel):

@@ -10,11 +10,11 @@ its deadline plus that grace period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fleetcall.errors import LLMError
 from fleetcall.executor import events as ev
@@ -26,20 +26,23 @@ from fleetcall.executor.resolve import show_call
 from fleetcall.executor.result import (
     LLMCallRecord, PlanRecord, ReplanRecord, RunResult, RunStatus, TaskRecord, UsageRecord,
 )
-from fleetcall.executor.runner import call_tool
-from fleetcall.llm.base import CallContext, LLMRequest, Usage, complete, count_tokens
+from fleetcall.executor.settings import RunSettings
+from fleetcall.executor.runner import Attempted, call_tool
+from fleetcall.llm.base import CallContext, LLMRequest, Usage, closing, complete, count_tokens
+from fleetcall.logs import EXECUTOR, event, fields
 from fleetcall.planner import (
     Finish, Replan, build_joiner_messages, build_planner_messages, check_task, parse_joiner,
     parse_joiner_json, plan_json_schema, plan_tool_definition, validate_plan,
 )
 from fleetcall.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
 from fleetcall.tools.base import ToolContext
+from fleetcall.tracing import NO_TRACE, NoTrace, RunTrace
 
-if TYPE_CHECKING:
-    from fleetcall.executor.orchestrator import Orchestrator
 
 Emit = ev.Emit
 PROMPT_MARGIN = 0.9   # share of the context's room a prompt may fill by the model-free token estimate
+
+log = logging.getLogger(EXECUTOR)
 
 
 @dataclass(slots=True)
@@ -54,10 +57,17 @@ class _RoundState:
 
 
 class Run:
-    """State and logic of one query's run; see :meth:`Orchestrator.run`."""
+    """State and logic of one query's run; see :meth:`Orchestrator.run`.
 
-    def __init__(self, orch: "Orchestrator", query: str, query_id: str, deadline: float | None, emit: Emit) -> None:
-        self.orch = orch
+    Logged on ``fleetcall.executor`` (:mod:`fleetcall.logs`): ``run.start`` and ``run.end``
+    (INFO), ``plan.rejected`` (WARNING, with the plan's text cut short), ``plan.replan`` (INFO),
+    ``task.failed`` (WARNING); traced with OpenTelemetry if configured (:mod:`fleetcall.tracing`).
+    """
+
+    mode = "compiled"
+
+    def __init__(self, settings: RunSettings, query: str, query_id: str, deadline: float | None, emit: Emit) -> None:
+        self.settings = settings
         self.query = query
         self.query_id = query_id
         self.deadline = deadline                  # absolute loop time, or None
@@ -72,13 +82,21 @@ class Run:
         self.usage = Usage()
         self.cancel_requested = False             # True iff the run was cancelled through its handle
         self.executing = False                    # True once execute() has begun
+        self.task: asyncio.Task[Any] | None = None  # the task execute() runs in, once it has begun
         self._llm_cache: dict[int, RecordingLLM] = {}
+        self.trace: RunTrace | NoTrace = NO_TRACE  # the run's spans, once it executes
 
     def _llm(self, llm: Any) -> RecordingLLM:
         wrapped = self._llm_cache.get(id(llm))
         if wrapped is None:
-            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round)
+            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round,
+                                                              self._llm_watch, self.trace)
         return wrapped
+
+    def _llm_watch(self, kind: str) -> CallWatch:
+        """How one LLM call of this run is contained (its grace period, its slow-step report)."""
+        return CallWatch(kind, fields(query_id=self.query_id, round=self.round), self.settings.slow_step_s,
+                         self.settings.grace_s, kind="LLM call")
 
     def _ctx(self, kind: str) -> CallContext:
         # The planner's call is followed at least by the joiner's; the joiner is the last.
@@ -101,7 +119,7 @@ class Run:
         parents = {i: [d for d in t.deps if d in tasks] for i, t in tasks.items()}
 
         def uses_llm(task_id: int) -> int:
-            return 1 if getattr(self.orch.tools.get(tasks[task_id].tool), "uses_llm", False) else 0
+            return 1 if getattr(self.settings.tools.get(tasks[task_id].tool), "uses_llm", False) else 0
 
         after: dict[int, int] = {}   # LLM calls on the longest chain strictly after a task
         for node in _postorder(task.id, children):
@@ -113,8 +131,30 @@ class Run:
 
     # -- the run as a whole ------------------------------------------------------------------
     async def execute(self) -> RunResult:
+        """Run the query to its result (see :meth:`Orchestrator.run`), logged and traced."""
+        now = self.loop.time()
+        budget = None if self.deadline is None else self.deadline - now
+        event(log, logging.INFO, "run.start", query_id=self.query_id, mode=self.mode, deadline_s=budget)
+        self.trace = self.settings.tracing.start(self.query_id, self.mode, self.deadline, self.loop)
+        try:
+            with self.trace.run():
+                result = await self._execute()
+                self.trace.run_done(result)
+        except BaseException as exc:   # cancelled from outside its handle, or a bug: still logged
+            status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            event(log, logging.INFO, "run.end", query_id=self.query_id, mode=self.mode, status=status,
+                  latency_s=self.loop.time() - now, error=f"{type(exc).__name__}: {exc}")
+            raise
+        event(log, logging.INFO, "run.end", query_id=self.query_id, mode=self.mode, status=result.status.value,
+              latency_s=result.latency, plans=len(result.plans), replans=len(result.replans),
+              tasks=len(result.tasks), llm_calls=len(result.llm_calls), prompt_tokens=result.usage.prompt_tokens,
+              completion_tokens=result.usage.completion_tokens, **({"error": result.error} if result.error else {}))
+        return result
+
+    async def _execute(self) -> RunResult:
         started = self.loop.time()
         self.executing = True
+        self.task = asyncio.current_task()   # the run's own: while it is cancelled, so are its tools
         status, answer, error = RunStatus.FAILED, None, None
         try:
             if self.cancel_requested:   # cancelled through its handle before its first step
@@ -153,15 +193,23 @@ class Run:
             except LLMError as exc:
                 return None, str(exc)
             history.append(replace(done, replan_reason=reason))
-            if len(self.replans) >= self.orch.max_replans:
+            if len(self.replans) >= self.settings.max_replans:
                 return None, f"no answer after {len(self.replans)} replan(s); last reason: {reason}"
             now = self.loop.time()
             self.replans.append(ReplanRecord(round=self.round, reason=reason, time=now))
+            event(log, logging.INFO, "plan.replan", query_id=self.query_id, round=self.round, reason=reason)
             self.emit(ev.Replanning(self.round, reason, now))
             self.round += 1
 
     # -- planning and executing one round ------------------------------------------------------
     async def _plan_and_execute(self, history: Sequence[Round]) -> Round:
+        """One round: its plan streamed, its tasks run (under the plan's span)."""
+        with self.trace.plan(self.round, self.settings.plan_format) as span:
+            done = await self._plan_round(history)
+            span.done(done)
+        return done
+
+    async def _plan_round(self, history: Sequence[Round]) -> Round:
         state = self._state = _RoundState(self.round)
         plan_record = PlanRecord(round=self.round, text="", started_at=self.loop.time())
         self.plans.append(plan_record)
@@ -172,10 +220,13 @@ class Run:
                 await self._stream_plan(history, state, tfu)
             except LLMError as exc:
                 failure = exc
-            plan_record.text = state.text
+            finally:   # (also when the deadline or a cancel stops the plan: what was read is kept)
+                plan_record.text = state.text
+                plan_record.issues = [str(i) for i in state.issues]
             plan_record.finished_at = self.loop.time()
-            plan_record.issues = [str(i) for i in state.issues]
             if state.issues:
+                event(log, logging.WARNING, "plan.rejected", query_id=self.query_id, round=self.round,
+                      issues=len(state.issues), first=str(state.issues[0]), text=state.text)
                 self.emit(ev.PlanRejected(self.round, tuple(state.issues), self.loop.time()))
             await tfu.wait_idle()
         if failure is not None:
@@ -187,12 +238,12 @@ class Run:
         """Tokens a prompt may take: the model's context less room for the answer (and for
         ``extra`` text the server adds to the prompt: tool definitions), with a margin for the
         estimate (:func:`~fleetcall.llm.base.count_tokens` is model-free)."""
-        context = self.orch.context_tokens
+        context = self.settings.context_tokens
         room = answer_tokens if answer_tokens is not None else min(1024, context // 4)
         return max(int((context - room) * PROMPT_MARGIN) - count_tokens(extra), 1)
 
     def _planner_request(self, history: Sequence[Round]) -> LLMRequest:
-        orch = self.orch
+        orch = self.settings
         json_mode = orch.plan_format != "text"
         extra: dict[str, Any] = {}
         if orch.plan_format == "json":
@@ -218,12 +269,12 @@ class Run:
         see :class:`RecordingLLM`). It stops too at the first task beyond ``max_tasks`` (the plan
         is rejected; nothing past the limit runs)."""
         request = self._planner_request(history)
-        reader = PlanReader(self.orch.plan_format)
+        reader = PlanReader(self.settings.plan_format)
         try:
             finish = await self._read_plan(request, reader, state, tfu)
         finally:
             state.text = reader.text
-        json_plan = self.orch.plan_format != "text"
+        json_plan = self.settings.plan_format != "text"
         if not state.over_limit:
             cut = finish == "length" and not reader.done
             for item in reader.close():
@@ -243,7 +294,7 @@ class Run:
         """Feed the planner's stream to ``reader``, taking each item; returns the finish reason."""
         yielder = LoopYielder()
         finish: str | None = None
-        async with contextlib.aclosing(self._llm(self.orch.planner_llm).stream(request)) as stream:
+        async with closing(self._llm(self.settings.planner_llm).stream(request)) as stream:
             async for chunk in stream:
                 finish = chunk.finish_reason or finish
                 items = reader.feed(chunk)
@@ -258,7 +309,7 @@ class Run:
 
     def _check_size(self, reader: PlanReader, state: _RoundState) -> None:
         """A JSON plan's tasks waiting for later ones count too: stop once more than max_tasks are read."""
-        limit = self.orch.max_tasks
+        limit = self.settings.max_tasks
         if limit is not None and reader.tasks_read > limit and not state.over_limit:
             extra = reader.parser.tasks[limit]
             self._too_many(extra, state)
@@ -266,7 +317,7 @@ class Run:
     def _too_many(self, task: Task, state: _RoundState) -> None:
         state.over_limit = True
         if not any(i.kind is IssueKind.TOO_MANY_TASKS for i in state.issues):
-            state.issues.append(PlanIssue(IssueKind.TOO_MANY_TASKS, f"the plan has more than {self.orch.max_tasks} "
+            state.issues.append(PlanIssue(IssueKind.TOO_MANY_TASKS, f"the plan has more than {self.settings.max_tasks} "
                                           "tasks; the rest was not read", task.line, task.id))
 
     def _hold_back(self, task: Task, ready: set[int], state: _RoundState, tfu: TaskFetchingUnit) -> None:
@@ -298,11 +349,11 @@ class Run:
         if isinstance(item, Join):
             state.joined = True
             return
-        limit = self.orch.max_tasks
+        limit = self.settings.max_tasks
         if limit is not None and len(state.tasks) >= limit:
             self._too_many(item, state)
             return  # later tasks never start
-        problems = check_task(item, tools=self.orch.tools, known_ids=state.ids)
+        problems = check_task(item, tools=self.settings.tools, known_ids=state.ids)
         state.tasks.append(item)
         state.ids.add(item.id)
         self._record_planned(item)
@@ -316,7 +367,7 @@ class Run:
     def _final_checks(self, plan: Plan, state: _RoundState, *, ordered: bool) -> None:
         seen = {(i.kind, i.line, i.message) for i in state.issues}
         once = {i.kind for i in state.issues} & {IssueKind.TOO_MANY_TASKS}
-        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks, ordered=ordered):
+        for issue in validate_plan(plan, self.settings.tools, max_tasks=self.settings.max_tasks, ordered=ordered):
             if (issue.kind, issue.line, issue.message) not in seen and issue.kind not in once:
                 seen.add((issue.kind, issue.line, issue.message))
                 state.issues.append(issue)
@@ -342,32 +393,55 @@ class Run:
         self.emit(ev.TaskSkipped(self.round, task.id, obs, self.loop.time()))
 
     def _on_unresolved(self, task: Task, obs: Observation) -> None:
-        """A task whose reference could not be followed: it failed without running."""
+        """A task that failed without an observation from its tool: a reference could not be
+        followed (it never ran), or its task was thrown a ``GeneratorExit`` (see the unit)."""
         record = self.records[(self.round, task.id)]
         record.status, record.error = obs.status.value, obs.error
-        now = self.loop.time()
-        self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
+        self._log_failed(record)
+        now = record.end = self.loop.time()
+        self.emit(ev.TaskFailed(self.round, task.id, obs, record.start if record.start is not None else now, now))
+
+    def _stopping(self) -> bool:
+        """Whether the run is being cancelled (its deadline, a cancel): then so are its tools."""
+        return self.cancel_requested or (self.task is not None and self.task.cancelling() > 0)
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
-        tool = self.orch.tools[task.tool]
-        limits = self.orch.limits_for(tool)
+        """Run one task's tool call (under the task's span); a failure is logged."""
+        record = self.records[(self.round, task.id)]
+        with self.trace.task(record):
+            obs = await self._run_task(task, args, kwargs)
+        if obs.status is not ObservationStatus.OK:
+            self._log_failed(record)
+        return obs
+
+    def _log_failed(self, record: TaskRecord) -> None:
+        event(log, logging.WARNING, "task.failed", query_id=self.query_id, round=record.round, task_id=record.id,
+              tool=record.tool, attempts=record.attempts, error=record.error)
+
+    async def _run_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
+        tool = self.settings.tools[task.tool]
+        limits = self.settings.limits_for(tool)
         round_no = self.round
         record = self.records[(round_no, task.id)]
         start = record.start = self.loop.time()
         record.status = "running"
         shown = dict(zip(tool.parameter_names(), args)) | kwargs
         self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
-        watch = self.orch.watch_for(tool, f"query {self.query_id}, round {round_no}, task {task.id}")
-        ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline,
+        watch = self.settings.watch_for(tool, fields(query_id=self.query_id, round=round_no, task_id=task.id))
+        watch.owner = self.task
+        ctx = ToolContext(self.query_id, task.id, self._llm(self.settings.tool_llm), self.deadline,
                           plan_position=lambda: self._calls_after(task), threads=limits.runner(watch))
         try:
             attempted = await call_tool(tool, task.id, args, kwargs, ctx, limits, watch)
         except asyncio.CancelledError:
-            _note_watch(record, watch, self.loop.time())
-            record.status = "cancelled"
-            if why := watch.why_stopped():
-                record.error = f"cancelled; {why}"
-            raise
+            if not self._stopping():   # the tool cancelled its own task: its failure, not the run's end
+                attempted = _cancelled_by_the_tool(task)
+            else:
+                _note_watch(record, watch, self.loop.time())
+                record.status = "cancelled"
+                if why := watch.why_stopped():
+                    record.error = f"cancelled; {why}"
+                raise
         obs = replace(attempted.observation, call=show_call(task.tool, attempted.arguments or shown))
         end = self.loop.time()
         _note_watch(record, watch, end)
@@ -384,7 +458,7 @@ class Run:
 
     # -- joining ---------------------------------------------------------------------------------
     async def _join(self, rounds: Sequence[Round]) -> Finish | Replan:
-        json_mode = self.orch.joiner_format == "json"
+        json_mode = self.settings.joiner_format == "json"
         messages = build_joiner_messages(self.query, rounds, json_mode=json_mode,
                                          max_prompt_tokens=self._prompt_budget(None))
         extra: dict[str, Any] = {}
@@ -393,7 +467,7 @@ class Run:
 
             extra["response_format"] = joiner_json_schema()
         request = LLMRequest(tuple(messages), self._ctx("joiner"), **extra)
-        completion = await complete(self._llm(self.orch.joiner_llm), request)
+        completion = await complete(self._llm(self.settings.joiner_llm), request)
         parse = parse_joiner_json if json_mode else parse_joiner
         return parse(completion.text, truncated=completion.truncated)
 
@@ -411,6 +485,16 @@ class Run:
                               completion_tokens=self.usage.completion_tokens, calls=self.usage.calls,
                               estimated_calls=self.usage.estimated_calls),
         )
+
+
+def _cancelled_by_the_tool(task: Task) -> Attempted:
+    """A tool's call whose task was cancelled while the run was not: the tool (or code it called)
+    cancelled its own task. The cancellation is taken back; the call failed."""
+    current = asyncio.current_task()
+    while current is not None and current.cancelling():
+        current.uncancel()
+    return Attempted(Observation(task.id, task.tool, ObservationStatus.ERROR,
+                                 error="the tool's task was cancelled, and not by the run (by the tool itself?)"), 1)
 
 
 def _note_watch(record: TaskRecord, watch: CallWatch, end: float) -> None:

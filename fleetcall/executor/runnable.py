@@ -73,7 +73,8 @@ class OrchestratorRunnable(Runnable[RunnableInput, dict[str, Any]]):
             return input
         if isinstance(input, Mapping):
             if self.input_key not in input:
-                raise ValueError(f"the input has no {self.input_key!r} key (keys: {', '.join(map(str, input)) or 'none'}); "
+                keys = ", ".join(map(str, input)) or "none"
+                raise ValueError(f"the input has no {self.input_key!r} key (keys: {keys}); "
                                  f"pass the query there, or as_runnable(input_key=...)")
             query = input[self.input_key]
             if not isinstance(query, str):

@@ -1,1 +1,2 @@
-"""GPU and model catalogs, the roofline performance model and its calibration (used by the router's predictor and the emulator)."""
+"""GPU and model catalogs, the roofline performance model and its calibration (used by the
+router's predictor and the emulator)."""

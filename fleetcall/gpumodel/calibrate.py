@@ -323,6 +323,11 @@ def _rounded(e: Efficiency) -> Efficiency:
                       round(e.request_overhead_s, 4), round(e.chunk_overhead_s, 4))
 
 
+
+def _along(a: list[float], b: list[float], t: float) -> list[float]:
+    """The point ``a + t * (b - a)`` (Nelder-Mead's reflections, expansions and contractions)."""
+    return [x + t * (y - x) for x, y in zip(a, b)]
+
 def _nelder_mead(f: Callable[[Sequence[float]], float], x0: Sequence[float], *, step: float,
                  max_evals: int, tol: float = 1e-7) -> list[float]:
     """Minimise ``f`` from ``x0`` with the Nelder-Mead simplex (standard coefficients)."""
@@ -339,21 +344,18 @@ def _nelder_mead(f: Callable[[Sequence[float]], float], x0: Sequence[float], *, 
         centroid = [sum(x[j] for x in simplex[:-1]) / n for j in range(n)]
         worst = simplex[-1]
 
-        def toward(t: float) -> list[float]:
-            return [c + t * (w - c) for c, w in zip(centroid, worst)]
-
-        xr = toward(-1.0)
+        xr = _along(centroid, worst, -1.0)
         fr = f(xr)
         evals += 1
         if fr < values[0]:
-            xe = toward(-2.0)
+            xe = _along(centroid, worst, -2.0)
             fe = f(xe)
             evals += 1
             simplex[-1], values[-1] = (xe, fe) if fe < fr else (xr, fr)
         elif fr < values[-2]:
             simplex[-1], values[-1] = xr, fr
         else:
-            xc = toward(-0.5 if fr < values[-1] else 0.5)
+            xc = _along(centroid, worst, -0.5 if fr < values[-1] else 0.5)
             fc = f(xc)
             evals += 1
             if fc < min(fr, values[-1]):

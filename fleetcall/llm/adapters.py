@@ -161,7 +161,7 @@ def _no_model(model: str | None, obj: object, role: str) -> None:
 
 def _return_hint(fn: Any) -> Any:
     """The resolved return annotation of ``fn`` (or of its ``__call__``), None if there is none."""
-    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)  # noqa: B004 - the method itself, to read its hints
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # unresolvable forward references: read the raw annotation

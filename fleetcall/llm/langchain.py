@@ -28,7 +28,6 @@ Any failure of the model is raised as :class:`~fleetcall.errors.LLMError` naming
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -45,7 +44,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata, add_usage
 
 from fleetcall.errors import ConfigError, LLMError
-from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, Usage, count_tokens
+from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, Usage, closing, count_tokens
 
 __all__ = ["LangChainLLM", "to_langchain_messages"]
 
@@ -129,7 +128,7 @@ class LangChainLLM:
         usage: UsageMetadata | None = None
         produced: list[str] = []
         # aclosing: a caller that stops early (the planner at <END_OF_PLAN>) closes the model's stream now
-        async with contextlib.aclosing(self.model.astream(messages, **kwargs)) as pieces:
+        async with closing(self.model.astream(messages, **kwargs)) as pieces:
             async for piece in pieces:
                 if isinstance(piece, BaseMessageChunk):
                     reported = getattr(piece, "usage_metadata", None)
@@ -147,9 +146,10 @@ class LangChainLLM:
                           schema: dict[str, Any]) -> Chunk:
         runnable = self.model.with_structured_output(schema, include_raw=True)
         out = await runnable.ainvoke(messages)
-        with_raw = isinstance(out, dict) and {"raw", "parsed"} <= out.keys()
-        raw = out["raw"] if with_raw else None          # a model that ignored include_raw: no usage
-        parsed = out["parsed"] if with_raw else out
+        if isinstance(out, dict) and {"raw", "parsed"} <= out.keys():
+            raw, parsed = out["raw"], out["parsed"]
+        else:                                            # a model that ignored include_raw: no usage
+            raw, parsed = None, out
         if parsed is not None:
             value = parsed.model_dump() if hasattr(parsed, "model_dump") else parsed
             text = json.dumps(value, ensure_ascii=False)

@@ -111,7 +111,7 @@ def _without_action_mark(head: str) -> str:
 
 def _thought(text: str) -> str:
     m = None
-    for m in _THOUGHT_MARK.finditer(text):
+    for m in _THOUGHT_MARK.finditer(text):  # noqa: B007 - the last match is the one wanted
         pass
     return (text[m.end():] if m is not None else text).strip()
 

@@ -139,7 +139,7 @@ class JsonPlanParser:
         scanner = self._scanner
         if not scanner.list_closed:
             out.append(self._incomplete())
-        self._issues.extend(out)
+        self._issues.extend(i for i in out if isinstance(i, PlanIssue))
         return out
 
     # -- internals -------------------------------------------------------------------------------

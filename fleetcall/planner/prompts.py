@@ -172,7 +172,8 @@ def _read_params(tool: Tool) -> tuple[dict[str, dict[str, Any]], list[str]]:
         return {}, []
     props = schema.get("properties") if isinstance(schema, dict) else None
     props = {k: v for k, v in props.items() if isinstance(v, dict)} if isinstance(props, dict) else {}
-    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    required = schema.get("required")
+    required = required if isinstance(required, list) else []
     return props, [p for p in props if p in required]
 
 

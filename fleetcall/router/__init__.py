@@ -1,1 +1,2 @@
-"""Production scheduling of LLM calls over model endpoints: config, views, queues, dispatcher, predictor, health, client, pool."""
+"""Production scheduling of LLM calls over model endpoints: config, views, queues, dispatcher,
+predictor, health, the scheduler core, client, pool."""

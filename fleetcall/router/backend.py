@@ -115,4 +115,4 @@ def resolve_backend(url: str) -> BackendFactory | None:
     loaded = entry.load()
     if not callable(loaded):
         raise ConfigError(f"entry point {entry.value!r} for {scheme}:// is not callable")
-    return loaded  # type: ignore[no-any-return]  # an entry point's target is untyped
+    return loaded

@@ -275,7 +275,7 @@ def _register_catalog_entries(data: Any) -> None:
             try:
                 known = get(entry.name)
             except ConfigError:
-                register(entry)
+                register(entry)  # type: ignore[arg-type]  # each row pairs register with its config_cls
                 continue
             if known != wanted:
                 raise ConfigError(f"{kind[:-1]} {entry.name!r} is already in the catalog with other "

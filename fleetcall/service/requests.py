@@ -104,7 +104,8 @@ class RunRequest(BaseModel):
 
 # -- run ids -----------------------------------------------------------------------------------
 RUN_ID_CHARS = 22   # secrets.token_urlsafe(16): 128 random bits, base64url
-_RUN_ID: TypeAdapter[str] = TypeAdapter(Annotated[str, StringConstraints(pattern=rf"^[A-Za-z0-9_-]{{{RUN_ID_CHARS}}}$")])
+_RUN_ID: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, StringConstraints(pattern=rf"^[A-Za-z0-9_-]{{{RUN_ID_CHARS}}}$")])
 
 
 def new_run_id() -> str:

@@ -375,7 +375,7 @@ def to_number(value: Any) -> Number:
     if isinstance(value, int):
         return _check_int(value)
     if isinstance(value, Real) or (isinstance(value, AnyNumber) and not isinstance(value, Complex)):
-        return float(value)
+        return float(value)  # type: ignore[arg-type]  # a Number that is not Complex converts with float()
     if not isinstance(value, str):
         raise ValueError(f"no number in {type(value).__name__} {str(value)[:60]!r}")
     match = _NUMBER.search(value[:MAX_LENGTH])

@@ -34,7 +34,7 @@ from fleetcall.errors import ConfigError
 from fleetcall.tools.base import ToolContext, ToolOptions, check_options
 from fleetcall.tools.docstring import arg_descriptions, summary
 from fleetcall.tools.schema import SchemaBackedTool
-from fleetcall.tools.schema import ArgumentSchema, Param, render_params, type_name
+from fleetcall.tools.schema import ArgumentSchema, Param
 
 _MODEL_CONFIG = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -55,7 +55,7 @@ def _callable_name(fn: Callable[..., Any]) -> str:
 def _is_async(fn: Callable[..., Any]) -> bool:
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(fn, "__call__", None)  # callable objects with ``async def __call__``
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with ``async def __call__``
     return call is not None and inspect.iscoroutinefunction(call)
 
 
@@ -65,7 +65,7 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     while isinstance(target, functools.partial):
         target = target.func
     if not (inspect.isfunction(target) or inspect.ismethod(target)):
-        target = getattr(target, "__call__", target)
+        target = getattr(target, "__call__", target)  # noqa: B004 - the method, to read its hints
     try:
         return typing.get_type_hints(target, include_extras=True)
     except Exception:

@@ -31,9 +31,7 @@ from fleetcall.tools.schema import SchemaBackedTool
 from fleetcall.tools.schema import (
     ArgumentSchema,
     model_from_json_schema,
-    render_params,
     strip_titles,
-    type_name,
 )
 
 SINGLE_INPUT = "tool_input"  # the one argument of a plain (string-input) LangChain ``Tool``
@@ -47,7 +45,7 @@ def _schema_source(lc_tool: BaseTool) -> type[BaseModel] | dict[str, Any] | None
         schema = lc_tool.tool_call_schema
     except Exception:  # older or unusual tools: fall back to the declared schema
         schema = lc_tool.args_schema
-    return schema
+    return schema  # type: ignore[return-value]  # a pydantic.v1 model is read through its own schema()
 
 
 def _build_schema(name: str, lc_tool: BaseTool) -> tuple[ArgumentSchema, bool]:

@@ -296,7 +296,7 @@ def json_type(schema: Any) -> Any:
     if kind in _JSON_TYPES:
         return _JSON_TYPES[kind]
     if kind == "array":
-        return list[json_type(schema.get("items"))] if schema.get("items") else list
+        return list[json_type(schema.get("items"))] if schema.get("items") else list  # type: ignore[misc]  # a type built at run time
     if kind == "object":
         return dict[str, Any]
     return Any
