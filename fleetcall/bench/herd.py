@@ -1,4 +1,5 @@
-"""``fleetcall bench scheduler --replicas K``: the herd, on the virtual clock.
+"""``fleetcall bench scheduler --replicas K``: the herd, on the virtual clock (``--clock real``:
+on a local Ray cluster, :mod:`fleetcall.bench.herd_ray`).
 
 K service replicas share one cluster of (emulated, in-process) endpoints; each replica runs
 its own pool shell and serves its share of the workload (query ``i`` goes to replica
@@ -197,6 +198,11 @@ def format_herd(runs: Sequence[dict[str, Any]]) -> str:
 def main(args: argparse.Namespace, setup: Any, policy: str, options: dict[str, Any]) -> int:
     counts = parse_replicas(args.replicas)
     modes = ["shared"] if args.shared else ["independent"] if args.independent else list(MODES)
+    if getattr(args, "clock", "virtual") == "real":  # on a local Ray cluster
+        from fleetcall.bench import herd_ray
+        return herd_ray.main(args, setup, policy, options, counts, modes)
+    from fleetcall.bench.realclock import check_virtual
+    check_virtual(args)
     if args.rtt_ms < 0:
         raise ConfigError("--rtt-ms must be >= 0")
     rate = args.rate

@@ -46,13 +46,15 @@ def start_scheduler(policy: str = "slack", policy_options: dict[str, Any] | None
                     max_queued_per_slot: int = 64, endpoints: Sequence[EndpointSpec] = (),
                     name: str = DEFAULT_NAME, namespace: str = NAMESPACE,
                     max_restarts: int = -1, detached: bool = False,
-                    lease_s: float = DEFAULT_LEASE_S) -> Any:
+                    lease_s: float = DEFAULT_LEASE_S, speed: float = 1.0) -> Any:
     """The handle of the shared scheduler actor ``name`` (in ``namespace``), started now with
     these settings unless it is already running (then it is returned as it is).
 
     max_restarts: how often Ray restarts it when its process dies (-1: always).
     detached: outlive this process (else the actor lives as long as the process that started
         it; stop it with ``ray.kill(handle)``).
+    speed: >1 only for benchmarks on a dilated clock (:mod:`fleetcall.bench.dilation`): the actor
+        decides on ``time.time() * speed``; its replicas' :class:`RayChannel` pass the same speed.
     """
     ray = import_ray()
     actor = ray.remote(SchedulerServer)
@@ -60,7 +62,18 @@ def start_scheduler(policy: str = "slack", policy_options: dict[str, Any] | None
                          lifetime="detached" if detached else None, max_restarts=max_restarts,
                          max_task_retries=0, num_cpus=0).remote(
         policy, policy_options, retry=retry, breaker=breaker,
-        max_queued_per_slot=max_queued_per_slot, endpoints=list(endpoints), lease_s=lease_s)
+        max_queued_per_slot=max_queued_per_slot, endpoints=list(endpoints), lease_s=lease_s,
+        clock=None if speed == 1.0 else _Dilated(speed), speed=speed)
+
+
+class _Dilated:
+    """``time.time() * speed`` (a picklable clock for the actor)."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+
+    def __call__(self) -> float:
+        return time.time() * self.speed
 
 
 def find_scheduler(name: str = DEFAULT_NAME, namespace: str = NAMESPACE) -> Any:
@@ -77,14 +90,16 @@ class RayChannel:
     """A replica's way to the scheduler actor (see :class:`~fleetcall.distributed.remote.SchedulerChannel`).
 
     Times: the actor decides on ``time.time()``; this loop's times are converted by the
-    offset between the two clocks, read at each conversion."""
+    offset between the two clocks, read at each conversion. ``speed``: the actor's (see
+    :func:`start_scheduler`), for replicas on a dilated loop running as fast."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, speed: float = 1.0) -> None:
         self.handle = handle
+        self.speed = speed
         self._errors = import_ray().exceptions.RayError
 
     def clock_offset(self) -> float:
-        return time.time() - asyncio.get_running_loop().time()
+        return time.time() * self.speed - asyncio.get_running_loop().time()
 
     async def _call(self, method: str, *args: Any) -> Reply:
         try:

@@ -43,6 +43,7 @@ class RayPool(EndpointPool):
         pool's policy, retry, breaker and admission settings if none runs).
     replica: this replica's name (default: host, pid and a random suffix).
     rpc_timeout_s: a round trip not answered within this is a lost scheduler.
+    speed: the scheduler's (:func:`~fleetcall.distributed.actor.start_scheduler`; benchmarks only).
     Every other argument is :class:`EndpointPool`'s; ``policy`` and its settings also make
     the local core used while the actor is unreachable.
     """
@@ -52,16 +53,16 @@ class RayPool(EndpointPool):
                  replica: str | None = None, rpc_timeout_s: float = 5.0, poll_s: float = 5.0,
                  policy: str = "slack", policy_options: dict[str, Any] | None = None,
                  retry: RetryConfig | None = None, breaker: BreakerConfig | None = None,
-                 max_queued_per_slot: int = 64, **pool_kwargs: Any) -> None:
+                 max_queued_per_slot: int = 64, speed: float = 1.0, **pool_kwargs: Any) -> None:
         retry, breaker = retry or RetryConfig(), breaker or BreakerConfig()
         if isinstance(scheduler, str):
             scheduler = start_scheduler(policy, policy_options, retry=retry, breaker=breaker,
                                         max_queued_per_slot=max_queued_per_slot, name=scheduler,
-                                        namespace=namespace)
+                                        namespace=namespace, speed=speed)
         self.scheduler = scheduler
         local = SchedulerCore(policy, policy_options, retry=retry, breaker=breaker,
                               max_queued_per_slot=max_queued_per_slot)
-        self.remote = RemoteCore(RayChannel(scheduler), local, replica=replica,
+        self.remote = RemoteCore(RayChannel(scheduler, speed), local, replica=replica,
                                  rpc_timeout_s=rpc_timeout_s, poll_s=poll_s)
         super().__init__(endpoints, policy=policy, policy_options=policy_options, retry=retry,
                          breaker=breaker, max_queued_per_slot=max_queued_per_slot,

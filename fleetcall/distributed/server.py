@@ -71,16 +71,20 @@ class SchedulerServer:
     endpoints: endpoints known from the start (replicas register theirs with ``hello``).
     clock: seconds, the server's time base (default ``time.time``; see the module docstring).
     lease_s: a replica that makes no request for this long is forgotten, its calls cancelled.
+    speed: the server's seconds per second of its own loop (default 1; a benchmark whose
+        replicas run on a dilated clock, :mod:`fleetcall.bench.dilation`, passes theirs with a
+        ``clock`` that runs as fast); its timers wait ``1/speed`` loop seconds per second.
     """
 
     def __init__(self, policy: str = "slack", policy_options: dict[str, Any] | None = None, *,
                  retry: RetryConfig | None = None, breaker: BreakerConfig | None = None,
                  max_queued_per_slot: int = 64, endpoints: Sequence[EndpointSpec] = (),
                  clock: Callable[[], float] | None = None, lease_s: float = DEFAULT_LEASE_S,
-                 hint_interval_s: float = DEFAULT_HINT_INTERVAL_S) -> None:
-        if lease_s <= 0 or hint_interval_s < 0:
-            raise ConfigError("lease_s must be > 0 and hint_interval_s >= 0")
+                 hint_interval_s: float = DEFAULT_HINT_INTERVAL_S, speed: float = 1.0) -> None:
+        if lease_s <= 0 or hint_interval_s < 0 or not speed > 0:
+            raise ConfigError("lease_s and speed must be > 0 and hint_interval_s >= 0")
         self.clock = clock or time.time
+        self.speed = speed
         self.incarnation = uuid.uuid4().hex[:12]
         self.lease_s = lease_s
         self.hint_interval_s = hint_interval_s
@@ -219,7 +223,8 @@ class SchedulerServer:
         self._timer, self._timer_at = None, due
         if due is not None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + max(due - now, 0.0), self._on_timer)
+            self._timer = loop.call_at(loop.time() + max(due - now, 0.0) / self.speed,
+                                       self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, None
