@@ -129,6 +129,32 @@ def test_killing_the_scheduler_actor_mid_run_loses_no_call(caplog: pytest.LogCap
     assert "placing calls locally" in caplog.text and "rejoined" in caplog.text
 
 
+def test_the_herd_benchmark_runs_replicas_as_actors_over_http() -> None:
+    """``bench scheduler --replicas K --clock real``'s run: emulated GPUs over HTTP on 127.0.0.1,
+    two replica actors (processes of their own), independent then sharing one scheduler actor."""
+    from fleetcall.bench.herd_ray import run_herd
+    from fleetcall.bench.live import LiveEndpoint
+    from fleetcall.bench.procs import Children, EmulatorSpec, start_emulators
+    from fleetcall.bench.scheduler import Setup
+    from fleetcall.bench.workloads import independent_calls, load_workload, repeat_queries
+
+    queries = tuple(repeat_queries(independent_calls(load_workload("trace1")), 6))
+    setup = Setup(queries, ("A100-80G", "A100-80G"), "llama-3.1-8b", slots=4)
+    specs = [EmulatorSpec(f"A100-80G-{i}", "A100-80G", "llama-3.1-8b", 1, ("--responder", "lengths"))
+             for i in range(2)]
+    with Children() as children:
+        started = start_emulators(children, specs, speed=20.0)
+        endpoints = [LiveEndpoint(s.name, c.url, s.gpu, 1) for s, c in zip(specs, started, strict=True)]
+        runs = {mode: run_herd(ray, endpoints, setup, 2, mode, "slack", 2.0, {}, 20.0)
+                for mode in ("independent", "shared")}
+    for run in runs.values():
+        assert run["completed"] == run["queries"] == 6, run.get("first_error")
+        assert run["clock"] == "real" and run["latency_s"]["p95"] > 0
+    assert runs["shared"]["scheduler"]["replicas"] == ["r0", "r1"]  # both placed through it
+    assert runs["shared"]["scheduler"]["requests"] >= 6
+    assert "scheduler" not in runs["independent"]
+
+
 def crunch(n: int) -> dict[str, int]:
     """Sum the squares below n, in a Ray worker.
 
