@@ -58,6 +58,7 @@ LOCAL = 0                 # a call's home: the replica's own core (else the sess
 RETRY_FIRST_S = 0.25      # first wait before trying the server again, then doubled ...
 RETRY_MAX_S = 5.0         # ... up to this
 MAX_IN_FLIGHT = 8         # exchanges awaiting their reply at once
+LINGER_S = 0.001          # other events wait this long for one a call waits on, to ride along
 _URGENT = frozenset({"submit", "failed"})  # events a call is waiting on (for its grant)
 
 
@@ -494,9 +495,10 @@ class RemoteCore:
     # -- the two tasks ---------------------------------------------------------------------
     async def _send_loop(self) -> None:
         """Hello, retries, and the exchanges: each batch is sent as soon as an event a call
-        waits on (a submit, a failure) is queued, or when nothing is in flight (the other
-        events ride along); up to :data:`MAX_IN_FLIGHT` at once, numbered, so the server
-        applies them in order whatever order they arrive in."""
+        waits on (a submit, a failure) is queued, or when nothing is in flight and the other
+        events have waited :data:`LINGER_S` (the next call's submit often comes meanwhile: one
+        round trip instead of two); up to :data:`MAX_IN_FLIGHT` at once, numbered, so the
+        server applies them in order whatever order they arrive in."""
         assert self._wake is not None
         async with asyncio.TaskGroup() as exchanges:  # owns the exchanges in flight
             while True:
@@ -506,6 +508,8 @@ class RemoteCore:
                     await self._retry()
                 elif self._hello_due:
                     await self._join(self._session)
+                elif self._outbox and not self._urgent and self._inflight == 0:
+                    await self._linger()
                 while self._up and not self._hello_due and self._outbox \
                         and (self._inflight == 0 or self._urgent) \
                         and self._inflight < MAX_IN_FLIGHT:
@@ -513,6 +517,23 @@ class RemoteCore:
                     seq, self._seq = self._seq, self._seq + 1
                     self._inflight += 1
                     exchanges.create_task(self._exchange(self._session, seq, batch))
+
+    async def _linger(self) -> None:
+        """Wait up to :data:`LINGER_S` for an urgent event (or a switch)."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + LINGER_S
+        while not self._urgent and self._up and not self._hello_due:
+            left = end - loop.time()
+            if left <= 0:
+                break
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
+            except TimeoutError:
+                break
+        self._wake.set()  # whatever woke it is looked at by the send loop
 
     async def _exchange(self, session: int, seq: int, batch: list[Event]) -> None:
         try:

@@ -47,3 +47,14 @@ def test_bad_herd_options_are_named(extra: list[str], words: str,
     with pytest.raises(SystemExit) as info:
         cli([*SMALL, *extra])
     assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_the_core_cost_part_of_ray_overhead_runs_without_ray(tmp_path: Path) -> None:
+    out = tmp_path / "cost.json"
+    assert cli(["bench", "ray-overhead", "--no-ray", "--core-calls", "300", "--queued", "20",
+                "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert "ray" not in rep
+    for shape in ("sequential", "queued"):
+        assert rep["core"][shape]["us_per_call"] > rep["core"][shape]["us_per_event"] > 0
+    assert rep["shared_core"]["us_per_call"] > 0

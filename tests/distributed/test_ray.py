@@ -155,6 +155,25 @@ def test_the_herd_benchmark_runs_replicas_as_actors_over_http() -> None:
     assert "scheduler" not in runs["independent"]
 
 
+def test_the_overhead_benchmark_measures_the_actor() -> None:
+    from fleetcall.bench.ray_overhead import _specs, capacity, per_call, round_trip
+
+    scheduler = _scheduler("overhead")
+    try:
+        trip = asyncio.run(round_trip(scheduler, 20))
+        call = asyncio.run(per_call(scheduler, 10, 2, 4))
+    finally:
+        ray.kill(scheduler)
+    assert 0 < trip["p50_ms"] <= trip["p95_ms"]
+    assert call["ray_ms_per_call"] > 0 and call["local_ms_per_call"] > 0
+    scheduler = start_scheduler("slack", name="capacity", endpoints=_specs(2, 16))
+    try:
+        cap = asyncio.run(capacity(scheduler, 2, 4, 1.0))
+    finally:
+        ray.kill(scheduler)
+    assert cap["calls"] > 0 and cap["actor_cpu_us_per_call"] > 0
+
+
 def crunch(n: int) -> dict[str, int]:
     """Sum the squares below n, in a Ray worker.
 
