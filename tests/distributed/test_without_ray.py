@@ -54,6 +54,7 @@ def test_fleetcall_and_the_shared_scheduler_run_without_ray() -> None:
 
 def test_using_fleetcall_does_not_import_ray() -> None:
     code = ("import sys, fleetcall, fleetcall.distributed, fleetcall.bench.herd\n"
+            "import fleetcall.bench.herd_ray, fleetcall.bench.ray_overhead, fleetcall.cli\n"
             "from fleetcall.distributed import RayPool, ray_tool, start_scheduler\n"
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
