@@ -10,7 +10,8 @@ Four measurements, real clock (the last three on a local Ray cluster this comman
    as the actor applies them (events batched, call ids namespaced). CPU microseconds per call
    and per event.
 2. **The round trip** to the scheduler actor: an empty exchange, awaited on an asyncio loop
-   (what a replica pays to hear back): mean and p50/p95 milliseconds.
+   (what a replica pays to hear back): mean and p50/p95 milliseconds; and the actor process's
+   CPU per such request (Ray's own cost per request).
 3. **Per-call overhead**: calls one after another through a
    :class:`~fleetcall.distributed.pool.RayPool` and through a plain
    :class:`~fleetcall.router.pool.EndpointPool` over the same instant in-process endpoints
@@ -99,18 +100,22 @@ def shared_cost(policy: str, calls: int, endpoints: int, slots: int) -> dict[str
 
 
 async def round_trip(handle: Any, trips: int) -> dict[str, float]:
-    """Wall ms of an empty exchange with the actor, awaited on this loop."""
+    """Wall ms of an empty exchange with the actor, awaited on this loop, and the actor's CPU
+    us per such request (Ray's own per-request cost, the scheduler's work being nil)."""
     from fleetcall.distributed.actor import RayChannel
     channel = RayChannel(handle)
     await channel.hello("rtt", 1, [])
+    before = await handle.stats.remote()
     times = []
     for seq in range(trips):
         t0 = time.perf_counter()
         await channel.exchange("rtt", 1, seq, [])
         times.append((time.perf_counter() - t0) * 1e3)
+    after = await handle.stats.remote()
     times.sort()
     return {"mean_ms": statistics.fmean(times), "p50_ms": times[len(times) // 2],
-            "p95_ms": times[int(len(times) * 0.95)]}
+            "p95_ms": times[int(len(times) * 0.95)],
+            "actor_cpu_us_per_request": (after["cpu_s"] - before["cpu_s"]) / (trips + 1) * 1e6}
 
 
 async def per_call(handle: Any, calls: int, endpoints: int, slots: int) -> dict[str, float]:
@@ -200,7 +205,8 @@ def format_report(rep: dict[str, Any]) -> str:
     if ray:
         t, c, k = ray["round_trip"], ray["per_call"], ray["capacity"]
         lines += [f"actor round trip: {t['mean_ms']:.2f} ms mean, p50 {t['p50_ms']:.2f}, "
-                  f"p95 {t['p95_ms']:.2f}",
+                  f"p95 {t['p95_ms']:.2f}; the actor's CPU {t['actor_cpu_us_per_request']:.0f} us "
+                  f"per empty request",
                   f"per call: {c['ray_ms_per_call']:.2f} ms through RayPool, "
                   f"{c['local_ms_per_call']:.2f} ms local: overhead "
                   f"{c['overhead_ms_per_call']:.2f} ms (target < {TARGET_MS_PER_CALL} ms)",
