@@ -26,7 +26,7 @@ from fleetcall.planner.prompts import MAX_OBSERVATION_CHARS
 
 
 _FINISH = re.compile(r"(?:^|\n)\s*(?:Action:\s*)?(Finish\s*\()", re.IGNORECASE)
-_ACTION = re.compile(r"^\s*(?:Action:\s*|\d+\.\s*)(?!Finish\b)([A-Za-z_][\w.-]*\s*\(.*)$", re.IGNORECASE)
+_ACTION = re.compile(r"^\s*(?:Action:\s*|\d+\.\s*)(?!Finish\b)([^\W\d][\w.-]*\s*\(.*)$", re.IGNORECASE)
 
 REACT_SYSTEM = """Answer the question by reasoning and acting one step at a time.
 Tools:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fleetcall.router.predict import PrefixIndex, ServicePredictor
+
+if TYPE_CHECKING:
+    from fleetcall.router.queue import Discipline
 
 __all__ = ["CallId", "CallView", "EndpointView"]
 
@@ -69,6 +73,10 @@ class EndpointView:
                                               # here (a decode step then waits for a chunk)
     typical_prefill_tokens: int = 0           # recent mean of uncached prompt tokens computed
                                               # here (0: unknown, assume full chunks)
+    # (discipline, now): ``queued`` is sorted by that discipline's key at that loop time, ties
+    # in push order (the local queue's own snapshot); None: no such promise. A dispatcher of
+    # that discipline deciding at that time may then find a key's place by bisection.
+    queued_order: tuple[Discipline, float] | None = None
 
     def __post_init__(self) -> None:
         if self.slots < 1:
