@@ -18,6 +18,9 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "scheduler": ("fleetcall.bench.scheduler", "dispatch policies side by side on emulated GPUs (virtual clock)"),
     "pool": ("fleetcall.bench.pool", "the pool's orchestration cost per LLM call (real clock)"),
     "llamacpp": ("fleetcall.bench.llamacpp", "llama.cpp CPU servers: profile to CSV, or policy ranks real vs emulated"),
+    "ray-overhead": ("fleetcall.bench.ray_overhead",
+                     "the shared scheduler: the core's cost per decision, the Ray actor's round "
+                     "trip and capacity (local Ray cluster)"),
 
 }
 

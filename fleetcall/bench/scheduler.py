@@ -28,7 +28,7 @@ from typing import Any
 
 from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
-from fleetcall.bench import realclock
+from fleetcall.bench import herd, realclock
 from fleetcall.bench.replay import replay
 from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
@@ -161,6 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="PATH",
                         help="write latency and SLO attainment charts, titled with the trace and cluster "
                              "(.png with matplotlib, .svg or .html)")
+    herd.add_arguments(parser)
     realclock.add_arguments(parser)
 
 
@@ -189,11 +190,15 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
 
 def main(args: argparse.Namespace) -> int:
     setup = setup_from_args(args)
-    policies = args.policy or list(DEFAULT_POLICIES)
+    policies = args.policy or (["slack"] if args.replicas is not None else list(DEFAULT_POLICIES))
     unknown = sorted(set(policies) - set(dispatcher_names()))
     if unknown:
         raise ConfigError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(dispatcher_names())}")
     options = parse_options(args.set)
+    if args.replicas is not None:  # the herd: K replicas, shared vs independent scheduling
+        if len(policies) != 1 or args.rates:
+            raise ConfigError("--replicas compares one policy at one --rate (name it with --policy)")
+        return herd.main(args, setup, policies[0], options.get(policies[0], {}))
     if getattr(args, "clock", "virtual") == "real":
         return realclock.main(args, setup, options, policies)
     realclock.check_virtual(args)

@@ -76,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="fleetcall's logs on stderr (run start and end, rejected plans, failed tools, "
                         "retries, cooldowns), with time, level and logger (default: info, unless "
                         "the --app module configured logging itself)")
+    ray = p.add_argument_group("Ray Serve (the [ray] extra; see fleetcall.distributed.serve)")
+    ray.add_argument("--ray", action="store_true",
+                     help="serve N replicas with Ray Serve, all placing through one shared scheduler")
+    ray.add_argument("--replicas", type=int, default=None, metavar="N", help="with --ray: replicas (1)")
+    ray.add_argument("--autoscaling", default=None, metavar="JSON",
+                     help="with --ray: Ray Serve's autoscaling_config instead of --replicas, e.g. "
+                          "'{\"min_replicas\": 1, \"max_replicas\": 4}'")
+    ray.add_argument("--ray-address", default=None,
+                     help="with --ray: the cluster to join ('auto': the one `ray start` runs; "
+                          "default: start a local one)")
+    ray.add_argument("--replica-cpus", type=float, default=0.5,
+                     help="with --ray: CPUs each replica reserves (0.5)")
     return p
 
 
@@ -205,6 +217,9 @@ def main(argv: list[str]) -> int:
     except (ConfigError, ValidationError, ValueError, OSError) as exc:
         print(f"fleetcall serve: error: {exc}", file=sys.stderr)
         return 2
+    if args.ray or args.replicas is not None or args.autoscaling is not None:
+        from fleetcall.distributed.serve import run_cli
+        return run_cli(args, token)
     try:
         sock = socket.create_server((args.host, args.port))
     except OSError as exc:

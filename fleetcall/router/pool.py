@@ -49,6 +49,7 @@ from fleetcall.router.client import EndpointClient, RoutingTransport, emulated_h
 from fleetcall.router.config import (BreakerConfig, EndpointConfig, PoolConfig, RetryConfig,
                                       load_pool_config)
 from fleetcall.router.core import Action, Grant, Outcome, Retired, SchedulerCore
+from fleetcall.router.coreclient import AsyncCoreClient, CoreClient
 from fleetcall.router.dispatcher import Dispatcher
 from fleetcall.router.faults import (Fail, FailWhy, Failure, FaultKind, NoEndpointError,
                                      OverloadedError, classify)
@@ -61,6 +62,9 @@ from fleetcall.throttle import LoopThrottler, TokenWindow
 __all__ = ["EndpointPool", "NoEndpointError", "OverloadedError", "script_responder"]
 
 DEFAULT_PREFIX_CAPACITY_TOKENS = 200_000  # prefix index size of an endpoint of unknown memory
+# An http endpoint tagged so gets each call's context in the body's ``metadata``, as in-process
+# emulated ones do (an emulated server over HTTP whose script tells planner from joiner)
+CALL_METADATA_TAG = "call-metadata"
 
 
 @dataclass(slots=True)
@@ -97,6 +101,11 @@ class EndpointPool:
         as they are (the emulated one: what answers say, injected faults, their seed, engine
         seconds between streamed chunks); ``backend_options`` adds any other.
     http: the shared client (default: one over a RoutingTransport the pool owns).
+    core: where scheduling happens (a :class:`~fleetcall.router.coreclient.CoreClient`; default:
+        a :class:`SchedulerCore` of ``policy``, ``retry``, ``breaker`` in this process). An
+        :class:`~fleetcall.router.coreclient.AsyncCoreClient` (a core shared by several
+        processes, :mod:`fleetcall.distributed`) is started with the pool's first call and
+        closed with the pool.
 
     Use ``async with pool:`` or ``await pool.aclose()`` to stop backends, the health loop and
     HTTP connections.
@@ -109,7 +118,7 @@ class EndpointPool:
                  block_tokens: int = 16, responder: Callable[[dict[str, Any]], Any] | None = None,
                  faults: Any = None, seed: int = 0, stream_interval_s: float | None = None,
                  backend_options: dict[str, Any] | None = None,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, core: CoreClient | None = None) -> None:
         if max_queued_per_slot < 1 or block_tokens < 1:
             raise ConfigError("max_queued_per_slot and block_tokens must be >= 1")
         self.retry = retry or RetryConfig()
@@ -120,8 +129,13 @@ class EndpointPool:
         options = {"responder": responder, "faults": faults, "seed": seed or None,
                    "stream_interval_s": stream_interval_s, **(backend_options or {})}
         self._backend_options = {k: v for k, v in options.items() if v is not None}
-        self._core = SchedulerCore(policy, policy_options, retry=self.retry, breaker=self.breaker,
-                                   max_queued_per_slot=max_queued_per_slot)
+        self._core: CoreClient = core if core is not None else SchedulerCore(
+            policy, policy_options, retry=self.retry, breaker=self.breaker,
+            max_queued_per_slot=max_queued_per_slot)
+        # a core that answers later: its actions come back through _apply
+        self._async_core = core if isinstance(core, AsyncCoreClient) else None
+        if self._async_core is not None:
+            self._async_core.connect(self._apply)
         self._routing = RoutingTransport()
         self._http = http or make_http_client(self._routing, retry=self.retry)
         self._own_http = http is None
@@ -207,7 +221,7 @@ class EndpointPool:
         return self._core.dispatcher
 
     @property
-    def core(self) -> SchedulerCore:
+    def core(self) -> CoreClient:
         """The scheduler core (read its state; change it only through the pool)."""
         return self._core
 
@@ -233,6 +247,8 @@ class EndpointPool:
             raise NoEndpointError("the pool is closed (aclose() was called): the call was not sent")
         self._bind(loop)
         self._start_health(loop)
+        if self._async_core is not None:
+            self._async_core.start()
         call = _Call(self._call_view(request, loop.time()), loop.create_future())
         self._calls[call.view.call_id] = call
         try:
@@ -267,7 +283,8 @@ class EndpointPool:
             return
         started, first_token_s, yielded = loop.time(), None, False
         try:
-            if link.backend is not None and link.backend.call_metadata:
+            if (link.backend is not None and link.backend.call_metadata) \
+                    or CALL_METADATA_TAG in link.config.tags:
                 request = _with_metadata(request)
             chunks = link.client.stream(request, timeout_s=self.retry.attempt_timeout_s)
             async with closing(chunks):
@@ -509,6 +526,8 @@ class EndpointPool:
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, None
+        if self._async_core is not None:
+            await self._async_core.aclose()
         self._closing += [link.backend for link in self._links.values() if link.backend is not None]
         self._links = {n: replace(link, backend=None) for n, link in self._links.items()}
         await self._close_retired()

@@ -1,0 +1,275 @@
+"""The service on Ray Serve: N replicas of the same ASGI app, all placing through one scheduler.
+
+Each Serve replica (a Ray actor process) builds its agent with a
+:class:`~fleetcall.distributed.pool.RayPool` on the shared scheduler actor and serves
+:func:`fleetcall.service.app.create_app` behind Ray Serve's HTTP proxy (a late-bound
+``@serve.ingress`` deployment: the app is built in the replica, on its loop). The app's
+lifespan is the service's own (runs cancelled at shutdown), then the orchestrator and the pool
+are closed. ``fleetcall serve --ray --replicas N`` is :func:`serve_main`.
+
+    ray start --head --num-cpus 8                                  # or let the command start one
+    fleetcall serve --ray --replicas 4 --pool pool.toml --port 8080
+
+A :class:`Recipe` says how a replica builds its agent: the user's ``--app module:attribute``
+(its factory makes its own ``RayPool``: with no arguments but the endpoints, it finds the
+scheduler this command started), or the parallelqa demo on the endpoints of a pool config.
+With ``--pool emulated`` (the demo's default) the command itself serves emulated GPUs over
+HTTP on 127.0.0.1 for the replicas (one machine: every replica must reach the same endpoints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetcall.distributed.actor import DEFAULT_NAME, NAMESPACE, import_ray, start_scheduler
+from fleetcall.errors import ConfigError
+from fleetcall.router.config import EndpointConfig, PoolConfig
+
+__all__ = ["Recipe", "deploy", "hosted_endpoints", "serve_main"]
+
+APP_NAME = "fleetcall"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How each replica builds its agent and app (picklable: it travels to the replicas)."""
+
+    app: str | None = None                     # "module:attribute" (the user's agent), or ...
+    pool: PoolConfig | None = None             # ... the demo on these endpoints
+    scheduler: str = DEFAULT_NAME              # the shared scheduler actor's name
+    namespace: str = NAMESPACE
+    token: str | None = None                   # bearer token the service requires
+    max_in_flight: int | None = None
+    name: str = "fleetcall"                    # the agent's model name (OpenAI facade)
+    scheduler_options: dict[str, Any] = field(default_factory=dict)  # RayPool keywords
+
+    async def build(self) -> tuple[Any, Any]:
+        """``(orchestrator, pool)`` of one replica, on its loop."""
+        if self.app is not None:
+            from fleetcall.cli.serve import build_app, load_app
+            return await build_app(load_app(self.app))
+        if self.pool is None:
+            raise ConfigError("a Recipe needs app= or pool=")
+        from fleetcall.demos import parallelqa
+        from fleetcall.distributed.pool import RayPool
+        from fleetcall.executor.orchestrator import Orchestrator
+        pool = RayPool.from_config(self.pool, scheduler=self.scheduler, namespace=self.namespace,
+                                   **self.scheduler_options)
+        return Orchestrator(tools=[parallelqa.make_search()], llm=pool), pool
+
+    async def asgi_app(self) -> Any:
+        """The service app of one replica; closing its lifespan closes the agent too."""
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        from fleetcall.service.app import create_app
+        orchestrator, pool = await self.build()
+        fleet = create_app(orchestrator, pool=pool, token=self.token,
+                           max_in_flight=self.max_in_flight, name=self.name)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Any) -> AsyncIterator[None]:
+            try:
+                async with fleet.router.lifespan_context(fleet):
+                    yield
+            finally:
+                await orchestrator.aclose()
+                if pool is not None:
+                    await pool.aclose()
+
+        return Starlette(routes=[Mount("/", app=fleet)], lifespan=lifespan)
+
+
+def deployment(recipe: Recipe, *, replicas: int | None = 1,
+               autoscaling: dict[str, Any] | None = None, replica_cpus: float = 0.5) -> Any:
+    """The Serve application: a deployment of ``replicas`` (or autoscaled) replicas serving
+    ``recipe``'s app. Imports Ray Serve."""
+    import_ray()
+    from ray import serve
+
+    @serve.ingress()
+    class FleetcallService:
+        """One replica: its agent and app, built on the replica's loop."""
+
+        def __init__(self, recipe: Recipe) -> None:
+            self.recipe = recipe
+
+        async def __serve_build_asgi_app__(self) -> Any:
+            return await self.recipe.asgi_app()
+
+    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": replica_cpus},
+                               "name": "FleetcallService"}
+    if autoscaling is not None:
+        options["autoscaling_config"] = autoscaling
+    else:
+        options["num_replicas"] = replicas
+    return serve.deployment(**options)(FleetcallService).bind(recipe)
+
+
+def deploy(recipe: Recipe, *, host: str = "127.0.0.1", port: int = 8000,
+           replicas: int | None = 1, autoscaling: dict[str, Any] | None = None,
+           replica_cpus: float = 0.5) -> None:
+    """Start Serve's proxy on ``host:port`` and deploy (blocks until the replicas are up;
+    Ray must be initialised)."""
+    from ray import serve
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(deployment(recipe, replicas=replicas, autoscaling=autoscaling,
+                         replica_cpus=replica_cpus), name=APP_NAME, route_prefix="/")
+
+
+@contextlib.asynccontextmanager
+async def hosted_endpoints(gpus: Sequence[str], model: str, responder: Any, *,
+                           host: str = "127.0.0.1", slots: int = 8
+                           ) -> AsyncIterator[list[EndpointConfig]]:
+    """Emulated GPUs served over HTTP by this process (uvicorn on its loop), one per GPU named,
+    answering with ``responder``; yields their endpoint configs (tagged ``call-metadata``, so
+    a script responder learns each call's kind)."""
+    import uvicorn
+
+    from fleetcall.sim.emulator import EmulatedEndpoint
+    from fleetcall.sim.fronts import create_app
+
+    class QuietServer(uvicorn.Server):
+        """Leaves SIGINT/SIGTERM to the caller (the command's own stop handlers)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    endpoints, servers, tasks, configs = [], [], [], []
+    try:
+        for i, gpu in enumerate(gpus):
+            endpoint = EmulatedEndpoint(gpu, model, name=f"{gpu}-{i}", responder=responder)
+            endpoints.append(endpoint)
+            sock = socket.create_server((host, 0))
+            port = sock.getsockname()[1]
+            server = QuietServer(uvicorn.Config(create_app(endpoint), log_level="warning",
+                                                lifespan="off"))
+            servers.append(server)
+            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            configs.append(EndpointConfig(
+                name=endpoint.name, base_url=f"http://{host}:{port}/v1", model=endpoint.model_name,
+                gpu=gpu, tp=endpoint.deployment.tp, slots=slots, tags=["call-metadata"]))
+        for server in servers:
+            while not server.started:
+                await asyncio.sleep(0.01)
+        yield configs
+    finally:
+        for server in servers:
+            server.should_exit = True
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+        for endpoint in endpoints:
+            await endpoint.aclose()
+
+
+def free_port(host: str) -> int:
+    with socket.create_server((host, 0)) as sock:
+        return int(sock.getsockname()[1])
+
+
+async def serve_main(recipe: Recipe, *, host: str, port: int, replicas: int | None,
+                     autoscaling: dict[str, Any] | None, replica_cpus: float,
+                     demo_gpus: Sequence[str] = (), demo_model: str = "",
+                     ready: Any = print) -> None:
+    """``fleetcall serve --ray``: (host the demo's emulated GPUs,) start the shared scheduler,
+    deploy, serve until SIGINT/SIGTERM, then delete the deployment and stop the scheduler.
+    Ray must be initialised."""
+    ray = import_ray()
+    from ray import serve
+    async with contextlib.AsyncExitStack() as stack:
+        if demo_gpus:
+            from fleetcall.demos import parallelqa
+            from fleetcall.router.pool import script_responder
+            configs = await stack.enter_async_context(hosted_endpoints(
+                demo_gpus, demo_model, script_responder(parallelqa.respond), host="127.0.0.1"))
+            recipe = _with_endpoints(recipe, configs)
+        pool = recipe.pool or PoolConfig(endpoints=[])
+        scheduler = start_scheduler(pool.policy, pool.policy_options, retry=pool.retry,
+                                    breaker=pool.breaker,
+                                    max_queued_per_slot=pool.max_queued_per_slot,
+                                    name=recipe.scheduler, namespace=recipe.namespace)
+        stack.callback(ray.kill, scheduler)
+        port = port or free_port(host)
+        stack.push_async_callback(asyncio.to_thread, serve.shutdown)
+        await asyncio.to_thread(deploy, recipe, host=host, port=port, replicas=replicas,
+                                autoscaling=autoscaling, replica_cpus=replica_cpus)
+        ready(f"fleetcall serve: on Ray Serve ({_scale(replicas, autoscaling)}, one shared "
+              f"scheduler) at http://{host}:{port}")
+        await _until_stopped()
+
+
+def _with_endpoints(recipe: Recipe, configs: list[EndpointConfig]) -> Recipe:
+    from dataclasses import replace
+    base = recipe.pool or PoolConfig(endpoints=[])
+    return replace(recipe, pool=base.model_copy(update={"endpoints": configs}))
+
+
+def _scale(replicas: int | None, autoscaling: dict[str, Any] | None) -> str:
+    return f"autoscaling {autoscaling}" if autoscaling is not None else f"{replicas} replica(s)"
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_cli(args: Any, token: str | None) -> int:
+    """``fleetcall serve --ray ...`` (arguments already checked by ``fleetcall serve``, but
+    those of Ray); exit code 0 after a stop signal, 2 for bad arguments."""
+    import json
+    import sys
+
+    from fleetcall.demos.common import EMBEDDED_GPUS, EMBEDDED_MODEL
+    from fleetcall.router.config import load_pool_config
+    try:
+        if not args.ray:
+            raise ConfigError("--replicas and --autoscaling need --ray")
+        autoscaling = json.loads(args.autoscaling) if args.autoscaling is not None else None
+        if autoscaling is not None and (not isinstance(autoscaling, dict) or args.replicas is not None):
+            raise ConfigError("--autoscaling wants a JSON object, and replaces --replicas")
+        replicas = None if autoscaling is not None else (args.replicas or 1)
+        if replicas is not None and replicas < 1:
+            raise ConfigError(f"--replicas must be >= 1, got {replicas}")
+        if args.replica_cpus < 0:
+            raise ConfigError("--replica-cpus must be >= 0")
+        ray = import_ray()
+    except (ConfigError, json.JSONDecodeError) as exc:
+        print(f"fleetcall serve: error: {exc}", file=sys.stderr)
+        return 2
+    demo = args.app is None and args.pool in (None, "emulated")
+    pool = None if args.app is not None or demo else load_pool_config(args.pool)
+    inside = [e.name for e in (pool.endpoints if pool is not None else []) if e.emulated]
+    if inside:
+        print(f"fleetcall serve: error: with --ray every replica must reach the same endpoints, "
+              f"and emulated:// ones ({', '.join(inside)}) live inside each process; use http "
+              "endpoints (e.g. fleetcall emulate), or --pool emulated (served over HTTP by this "
+              "command)", file=sys.stderr)
+        return 2
+    recipe = Recipe(app=args.app, pool=pool, token=token, max_in_flight=args.max_in_flight,
+                    name=args.name)
+    ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    try:
+        asyncio.run(serve_main(recipe, host=args.host, port=args.port, replicas=replicas,
+                               autoscaling=autoscaling, replica_cpus=args.replica_cpus,
+                               demo_gpus=EMBEDDED_GPUS if demo else (),
+                               demo_model=EMBEDDED_MODEL,
+                               ready=lambda text: print(text, flush=True)))
+    finally:
+        ray.shutdown()
+    print("fleetcall serve: stopped", flush=True)
+    return 0

@@ -1,0 +1,206 @@
+"""One scheduler core for many replicas: the shared scheduler's state, as plain bookkeeping.
+
+:class:`SharedCore` wraps a :class:`~fleetcall.router.core.SchedulerCore` so that several
+replicas (processes, each running its own pool shell) place their calls from one global view:
+every call waits in the same local queues, every slot is counted once, every measurement
+teaches the same predictors. It adds to the core only what sharing needs:
+
+* **Names.** A replica's call ``n`` is the core's call ``(replica, n)``; each action the core
+  returns is routed to the replica whose call it names, with the replica's own id back
+  (:meth:`SharedCore.take`). A call's grant may thus come from another replica's event: the
+  slot its finished call freed.
+* **Sessions.** A replica says :meth:`SharedCore.hello` when it (re)connects: whatever the
+  core still held of its earlier session (calls queued or running, undelivered actions) is
+  cancelled, and its endpoints are registered (the same spec again is a no-op; a different
+  one is refused). Events of an older session are ignored, so a late message cannot act on
+  the new one.
+* **Leases.** A replica not heard from for ``lease_s`` is forgotten (:meth:`SharedCore.expired`
+  lists them; :meth:`SharedCore.forget` cancels its calls), so a replica that died cannot
+  hold slots for ever.
+* **Events as data.** :class:`Event` tuples, applied in order by :meth:`SharedCore.apply`. An
+  event naming a call the core no longer knows (it ended there first, or the scheduler
+  restarted) is ignored and counted, never an error: the replica's view may lag by a message.
+
+No I/O, no clock (every method takes ``now`` on the scheduler's clock), no asyncio:
+:class:`~fleetcall.distributed.server.SchedulerServer` is its asyncio shell.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple, cast
+
+from fleetcall.errors import ConfigError
+from fleetcall.router.actions import Action, Grant, Retired
+from fleetcall.router.core import SchedulerCore
+from fleetcall.router.faults import Fail
+from fleetcall.router.health import EndpointSnapshot
+from fleetcall.router.state import EndpointSpec
+from fleetcall.router.views import CallView
+
+__all__ = ["Event", "Hints", "SharedCore"]
+
+log = logging.getLogger("fleetcall.distributed")
+
+
+class Event(NamedTuple):
+    """One event of a replica for the shared core (cheap to pickle).
+
+    ``op`` -> ``subject`` / ``arg``: ``submit`` -> CallView (the replica's own id) / None;
+    ``started``, ``first_token``, ``cancelled`` -> call id / None; ``finished`` -> call id /
+    :class:`~fleetcall.router.actions.Outcome`; ``failed`` -> call id /
+    :class:`~fleetcall.router.faults.Failure`; ``healthy`` -> endpoint name / None;
+    ``rate_limited`` -> endpoint name / (until on the scheduler's clock, status).
+    """
+
+    op: str
+    subject: Any
+    arg: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """What a replica's shell reads of the shared core between its own calls (refreshed with
+    the replies): expected output tokens per kind, the mean call, the endpoints' live state."""
+
+    mean_call_s: float                        # EWMA of calls' service seconds
+    output_tokens: tuple[tuple[str, int], ...]  # (call kind, expected output tokens)
+    snapshot: tuple[EndpointSnapshot, ...]    # every endpoint, as EndpointPool.snapshot()
+
+
+class SharedCore:
+    """A :class:`SchedulerCore` shared by named replicas (see the module docstring)."""
+
+    def __init__(self, core: SchedulerCore) -> None:
+        self.core = core
+        self.ignored = 0                                 # events naming calls no longer live
+        self._sessions: dict[str, int] = {}              # replica -> its current session
+        self._live: dict[str, set[Any]] = {}             # replica -> its live calls (own ids)
+        self._mail: dict[str, list[Action]] = {}         # replica -> actions not yet taken
+        self._seen: dict[str, float] = {}                # replica -> when last heard from
+        self._ops: dict[str, Callable[..., list[Action]]] = {"started": core.started, "first_token": core.first_token,
+                     "finished": core.finished, "failed": core.failed}
+
+    # -- replicas --------------------------------------------------------------------------
+    @property
+    def replicas(self) -> list[str]:
+        return list(self._sessions)
+
+    def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec],
+              now: float) -> None:
+        """``replica`` (re)connects as ``session``: its earlier calls are cancelled, its
+        endpoints registered. ConfigError if an endpoint's spec differs from the one the core
+        has under that name (nothing is changed then)."""
+        known = {name: self.core.endpoint(name).spec for name in self.core.endpoints}
+        clash = [f"{s.name!r}" for s in specs if s.name in known and known[s.name] != s]
+        if clash:
+            raise ConfigError(f"replica {replica}: endpoint(s) {', '.join(clash)} differ from "
+                              "those the shared scheduler already has under the same names")
+        if replica in self._sessions:
+            self.forget(replica, now)
+        self._sessions[replica] = session
+        self._live[replica] = set()
+        self._mail[replica] = []
+        self._seen[replica] = now
+        for spec in specs:
+            if spec.name not in known:
+                known[spec.name] = spec
+                self._route(self.core.add_endpoint(spec, now))
+
+    def knows(self, replica: str, session: int) -> bool:
+        return self._sessions.get(replica) == session
+
+    def forget(self, replica: str, now: float) -> None:
+        """Cancel everything ``replica`` still has in the core; drop its mailbox."""
+        live = self._live.pop(replica, set())
+        self._sessions.pop(replica, None)
+        self._mail.pop(replica, None)
+        self._seen.pop(replica, None)
+        for call_id in live:
+            self._route(self.core.cancelled((replica, call_id), now))
+        if live:
+            log.info("shared scheduler: replica %s forgotten, %d call(s) of it cancelled",
+                     replica, len(live))
+
+    def expired(self, now: float, lease_s: float) -> list[str]:
+        """Replicas not heard from for ``lease_s`` seconds (forget them). Compared as
+        :meth:`lease_due` computes it, so a timer set for that time finds them expired."""
+        return [r for r, seen in self._seen.items() if now >= seen + lease_s]
+
+    def touch(self, replica: str, now: float) -> None:
+        if replica in self._seen:
+            self._seen[replica] = now
+
+    def lease_due(self, lease_s: float) -> float | None:
+        """When the next lease runs out if nobody is heard from (None: no replica)."""
+        return min(self._seen.values()) + lease_s if self._seen else None
+
+    # -- events ----------------------------------------------------------------------------
+    def apply(self, replica: str, session: int, events: Iterable[Event], now: float) -> bool:
+        """Apply ``replica``'s events in order; False (nothing applied) if ``session`` is not
+        its current one: the replica must say hello again."""
+        if not self.knows(replica, session):
+            return False
+        self._seen[replica] = now
+        live = self._live[replica]
+        for event in events:
+            op, subject, arg = event
+            try:
+                if op == "submit":
+                    view: CallView = subject
+                    live.add(view.call_id)
+                    self._route(self.core.submit(replace(view, call_id=(replica, view.call_id)),
+                                                 now))
+                elif op == "cancelled":
+                    live.discard(subject)
+                    self._route(self.core.cancelled((replica, subject), now))
+                elif op == "healthy":
+                    self._route(self.core.healthy(subject, now))
+                elif op == "rate_limited":
+                    until, status = arg
+                    self._route(self.core.rate_limited(subject, now, until, status))
+                else:
+                    if op == "finished":
+                        live.discard(subject)
+                    method = self._ops[op]
+                    args = (now,) if arg is None else (now, arg)
+                    self._route(method((replica, subject), *args))
+            except (KeyError, ValueError, ConfigError):
+                self.ignored += 1   # it ended here first, or the scheduler restarted
+        return True
+
+    def advance(self, now: float) -> None:
+        self._route(self.core.advance(now))
+
+    def take(self, replica: str) -> list[Action]:
+        """The actions waiting for ``replica`` (with its own call ids), oldest first."""
+        mail = self._mail.get(replica)
+        if not mail:
+            return []
+        self._mail[replica] = []
+        return mail
+
+    def has_mail(self, replica: str) -> bool:
+        return bool(self._mail.get(replica))
+
+    def _route(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Retired):
+                continue  # endpoints are registered by replicas and never removed here
+            owner, call_id = cast(tuple[str, Any], action.call_id)  # ids are (replica, n) here
+            mail = self._mail.get(owner)
+            if mail is None:
+                continue  # a forgotten replica's call: cancelled with it
+            if isinstance(action, Fail):
+                self._live[owner].discard(call_id)
+                mail.append(replace(action, call_id=call_id))
+            elif isinstance(action, Grant):
+                mail.append(replace(action, call_id=call_id))
+
+    # -- reads -----------------------------------------------------------------------------
+    def hints(self, now: float) -> Hints:
+        lengths = self.core.output_lengths.kinds()
+        return Hints(self.core.mean_call_s, tuple(lengths.items()),
+                     tuple(self.core.snapshot(now)))

@@ -1,0 +1,319 @@
+"""fleetcall on a real local Ray cluster: the shared scheduler actor, tools as Ray tasks.
+
+One cluster for the module (``ray.init(num_cpus=2)``, shut down after); every test is marked
+``ray`` and bounded in time. The replicas here are pools in this process, each its own session
+at the actor (the Serve test runs replicas in separate processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from fleetcall import Orchestrator, ScriptedLLM  # noqa: E402
+from fleetcall.distributed.actor import start_scheduler  # noqa: E402
+from fleetcall.distributed.pool import RayPool  # noqa: E402
+from fleetcall.distributed.tools import ray_tool  # noqa: E402
+from fleetcall.llm.base import complete  # noqa: E402
+from fleetcall.router.client import RoutingTransport, make_http_client  # noqa: E402
+from fleetcall.router.config import EndpointConfig, RetryConfig  # noqa: E402
+from fleetcall.sim.emulator import EmulatedEndpoint  # noqa: E402
+from fleetcall.sim.fronts import EmulatorTransport  # noqa: E402
+from fleetcall.sim.responders import LengthsResponder  # noqa: E402
+from tests.router.helpers import MODEL, ask  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class Replicas:
+    """K RayPools (replicas r0..) on one scheduler actor, over in-process emulated endpoints
+    they share (one HTTP client: the same engines for every replica)."""
+
+    def __init__(self, k: int, scheduler: Any, names: tuple[str, ...] = ("a", "b"),
+                 slots: int = 1, **pool_kwargs: Any) -> None:
+        routing = RoutingTransport()
+        self.endpoints = [EmulatedEndpoint("A100-80G", MODEL, name=n, responder=LengthsResponder())
+                          for n in names]
+        for ep in self.endpoints:
+            routing.add(f"{ep.name}.test", EmulatorTransport(ep))
+        configs = [EndpointConfig(name=n, base_url=f"http://{n}.test/v1", model=MODEL,
+                                  gpu="A100-80G", slots=slots) for n in names]
+        self.http = make_http_client(routing)
+        self.pools = [RayPool(configs, scheduler=scheduler, replica=f"r{i}", http=self.http,
+                              policy="least-busy", retry=RetryConfig(backoff_s=0.0),
+                              **pool_kwargs) for i in range(k)]
+
+    async def __aenter__(self) -> Replicas:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for pool in self.pools:
+            await pool.aclose()
+        await self.http.aclose()
+        for ep in self.endpoints:
+            await ep.aclose()
+
+
+def _scheduler(name: str) -> Any:
+    return start_scheduler("least-busy", name=name, retry=RetryConfig(backoff_s=0.0))
+
+
+def test_the_actor_balances_two_replicas_by_global_state() -> None:
+    scheduler = _scheduler("balance")
+
+    async def main() -> list[str]:
+        async with Replicas(2, scheduler) as herd:
+            calls = [complete(pool, ask(f"r{i}", query=f"q{i}", max_tokens=200))
+                     for i, pool in enumerate(herd.pools)]
+            done = await asyncio.wait_for(asyncio.gather(*calls), 30)
+            stats = await herd.pools[0].scheduler_stats()
+            assert sorted(stats["replicas"]) == ["r0", "r1"]
+            return [str(c.info["endpoint"]) for c in done]
+
+    try:
+        # each replica alone would take "a" (both idle); sharing the actor, the second sees
+        # the first's call and takes "b"
+        assert sorted(asyncio.run(main())) == ["a", "b"]
+    finally:
+        ray.kill(scheduler)
+
+
+def test_killing_the_scheduler_actor_mid_run_loses_no_call(caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = _scheduler("killed")
+
+    async def main() -> tuple[int, int, int]:
+        async with Replicas(2, scheduler, rpc_timeout_s=2.0) as herd:
+            for pool in herd.pools:                       # both replicas joined the actor
+                await asyncio.wait_for(complete(pool, ask("hi", query="warm-up")), 30)
+            calls = [asyncio.create_task(complete(herd.pools[i % 2], ask(
+                f"c{i}", query=f"q{i}", max_tokens=60))) for i in range(10)]
+            await asyncio.sleep(0.3)                      # 2 running, 8 waiting at the actor
+            ray.kill(scheduler, no_restart=False)         # the actor dies; Ray restarts it
+            done = await asyncio.wait_for(asyncio.gather(*calls), 60)
+            for _ in range(300):                          # the replicas rejoin the restarted actor
+                if all(pool.remote.connected for pool in herd.pools):
+                    break
+                await asyncio.sleep(0.1)
+            after = await asyncio.wait_for(complete(herd.pools[0], ask("after", query="z")), 30)
+            assert after.text
+            stats = await herd.pools[0].scheduler_stats()  # the new incarnation knows both
+            assert sorted(stats["replicas"]) == ["r0", "r1"]
+            cores = [pool.remote for pool in herd.pools]
+            return len(done), sum(c.switches for c in cores), sum(c.rejoins for c in cores)
+
+    try:
+        with caplog.at_level(logging.INFO, logger="fleetcall.distributed"):
+            finished, switches, rejoins = asyncio.run(main())
+    finally:
+        ray.kill(scheduler)
+    assert finished == 10
+    assert switches >= 1 and rejoins >= 3   # replicas lost it, placed locally, came back
+    assert "placing calls locally" in caplog.text and "rejoined" in caplog.text
+
+
+def test_the_herd_benchmark_runs_replicas_as_actors_over_http() -> None:
+    """``bench scheduler --replicas K --clock real``'s run: emulated GPUs over HTTP on 127.0.0.1,
+    two replica actors (processes of their own), independent then sharing one scheduler actor."""
+    from fleetcall.bench.herd_ray import run_herd
+    from fleetcall.bench.live import LiveEndpoint
+    from fleetcall.bench.procs import Children, EmulatorSpec, start_emulators
+    from fleetcall.bench.scheduler import Setup
+    from fleetcall.bench.workloads import independent_calls, load_workload, repeat_queries
+
+    queries = tuple(repeat_queries(independent_calls(load_workload("trace1")), 6))
+    setup = Setup(queries, ("A100-80G", "A100-80G"), "llama-3.1-8b", slots=4)
+    specs = [EmulatorSpec(f"A100-80G-{i}", "A100-80G", "llama-3.1-8b", 1, ("--responder", "lengths"))
+             for i in range(2)]
+    with Children() as children:
+        started = start_emulators(children, specs, speed=20.0)
+        endpoints = [LiveEndpoint(s.name, c.url, s.gpu, 1) for s, c in zip(specs, started, strict=True)]
+        runs = {mode: run_herd(ray, endpoints, setup, 2, mode, "slack", 2.0, {}, 20.0)
+                for mode in ("independent", "shared")}
+    for run in runs.values():
+        assert run["completed"] == run["queries"] == 6, run.get("first_error")
+        assert run["clock"] == "real" and run["latency_s"]["p95"] > 0
+    assert runs["shared"]["scheduler"]["replicas"] == ["r0", "r1"]  # both placed through it
+    assert runs["shared"]["scheduler"]["requests"] >= 6
+    assert "scheduler" not in runs["independent"]
+
+
+def test_the_overhead_benchmark_measures_the_actor() -> None:
+    from fleetcall.bench.ray_overhead import _specs, capacity, per_call, round_trip
+
+    scheduler = _scheduler("overhead")
+    try:
+        trip = asyncio.run(round_trip(scheduler, 20))
+        call = asyncio.run(per_call(scheduler, 10, 2, 4))
+    finally:
+        ray.kill(scheduler)
+    assert 0 < trip["p50_ms"] <= trip["p95_ms"]
+    assert call["ray_ms_per_call"] > 0 and call["local_ms_per_call"] > 0
+    scheduler = start_scheduler("slack", name="capacity", endpoints=_specs(2, 16))
+    try:
+        cap = asyncio.run(capacity(scheduler, 2, 4, 1.0))
+    finally:
+        ray.kill(scheduler)
+    assert cap["calls"] > 0 and cap["actor_cpu_us_per_call"] > 0
+
+
+def crunch(n: int) -> dict[str, int]:
+    """Sum the squares below n, in a Ray worker.
+
+    Args:
+        n: how many squares.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return {"sum": sum(i * i for i in range(n)), "pid": os.getpid()}
+
+
+def test_a_tool_runs_as_a_ray_task_and_its_error_is_an_observation() -> None:
+    tool = ray_tool(num_cpus=1)(crunch)
+    plan = "1. crunch(10)\n2. crunch(-1)\n3. join()"
+    llm = ScriptedLLM([plan, "Finish(done)"])
+    result = asyncio.run(Orchestrator(tools=[tool], llm=llm).run("crunch", deadline=60))
+    ok, bad = result.tasks[0], result.tasks[1]
+    assert ok.status == "ok" and ok.observation["sum"] == 285
+    assert ok.observation["pid"] != os.getpid()          # it ran in a Ray worker
+    assert bad.status == "error" and bad.error == "ValueError: n must be >= 0, got -1"
+
+
+def _wait_for(check: Any, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def spin(marker: str) -> int:
+    """Count for a minute in pure Python, noting an interruption.
+
+    Args:
+        marker: a file to write when interrupted.
+    """
+    Path(marker + ".started").write_text(str(os.getpid()))
+    end, n = time.monotonic() + 60, 0
+    try:
+        while time.monotonic() < end:
+            n += 1
+    except KeyboardInterrupt:
+        Path(marker).write_text("interrupted")
+        raise
+    return n
+
+
+def stubborn(marker: str) -> str:
+    """Sleep a minute, ignoring interruptions.
+
+    Args:
+        marker: a file to write the worker's pid to.
+    """
+    Path(marker).write_text(str(os.getpid()))
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            time.sleep(end - time.monotonic())
+        except KeyboardInterrupt:
+            pass
+    return "slept"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _run_until_cancelled(tool: Any, marker: Path, started: Path) -> Any:
+    plan = f'1. {tool.name}("{marker}")\n2. join()'
+    orch = Orchestrator(tools=[tool], llm=ScriptedLLM([plan, "Finish(x)"]), grace_s=0.5)
+
+    async def main() -> Any:
+        handle = orch.start("sleep")
+        assert await asyncio.to_thread(_wait_for, started.exists, 30), "the task never started"
+        handle.cancel()
+        return await asyncio.wait_for(handle.result(), 10)
+
+    return asyncio.run(main())
+
+
+def test_cancelling_the_run_kills_the_ray_task_even_if_it_ignores_interrupts(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    result = _run_until_cancelled(ray_tool(stubborn), marker, marker)
+    assert result.status.value == "cancelled"
+    pid = int(marker.read_text())
+    assert _wait_for(lambda: not _alive(pid), 15), "the worker running the task is still alive"
+
+
+def test_a_gentle_cancel_interrupts_the_task_s_python_code(tmp_path: Path) -> None:
+    marker = tmp_path / "spin"
+    result = _run_until_cancelled(ray_tool(force_cancel=False)(spin), marker,
+                                  Path(str(marker) + ".started"))
+    assert result.status.value == "cancelled"
+    assert _wait_for(marker.exists, 15), "the Ray task was not interrupted"
+
+
+def test_fleetcall_serve_on_ray_answers_a_run_over_http() -> None:
+    """``fleetcall serve --ray --replicas 2`` joined to this cluster: the demo's emulated GPUs
+    served over HTTP by the command, two Serve replicas sharing one scheduler, a run answered
+    through Serve's proxy on 127.0.0.1; SIGINT stops it cleanly."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from fleetcall.distributed.serve import free_port
+
+    port = free_port("127.0.0.1")
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "fleetcall.cli", "serve", "--ray", "--replicas", "2",
+               "--replica-cpus", "0", "--port", str(port), "--ray-address", address]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:                       # until it says where it serves
+            lines.append(line)
+            if "fleetcall serve: on Ray Serve" in line or proc.poll() is not None:
+                break
+        assert f"at http://127.0.0.1:{port}" in lines[-1], "".join(lines)
+        answers = set()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for _ in range(4):
+                reply = client.post("/v1/runs", json={"query": "Which is densest?"})
+                assert reply.status_code == 200, reply.text
+                body = reply.json()
+                assert body["status"] == "answered", body
+                answers.add(body["answer"])
+            assert client.get("/healthz").json() == {"status": "ok"}
+        assert answers == {"Germany, with about 236 people per km2"}
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "fleetcall serve: stopped" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
