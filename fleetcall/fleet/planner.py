@@ -20,6 +20,7 @@ the same deadlines.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,10 @@ def check(question: Question) -> None:
         if name not in question.prices:
             raise ConfigError(f"no price for {name} in the prices file (priced: "
                               f"{', '.join(sorted(question.prices))})")
+    if not (question.rate > 0 and math.isfinite(question.rate)):
+        raise ConfigError(f"--rate must be a positive number of queries/s, got {question.rate}")
+    if not (question.slo_scale > 0 and math.isfinite(question.slo_scale)):
+        raise ConfigError(f"--slo-scale must be a positive number, got {question.slo_scale}")
     if not 0.0 < question.target <= 1.0:
         raise ConfigError(f"--attainment must be in (0, 1], got {question.target}")
     if question.max_gpus < 1 or question.search_queries < 1 or question.max_sims < 1:
