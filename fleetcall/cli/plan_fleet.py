@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--validate", type=int, default=0, metavar="QUERIES",
                    help="also run full-length simulations of this many queries (no early stop) of the "
                         "choice, the next cheaper frontier mix and the simple rules' mixes")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes running the validation runs at once (1; 2 on a 2-core machine)")
     p.add_argument("--slots", type=int, default=16, help="calls in flight per endpoint (16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the plan and its frontier as JSON")
@@ -87,7 +89,7 @@ def question_from_args(args: argparse.Namespace) -> Question:
                     gpus, load_prices(args.prices), args.model, max_gpus=args.max_gpus,
                     policy=args.policy, policy_options=options, reference=args.reference,
                     slots=args.slots, seed=args.seed, search_queries=args.queries,
-                    validate_queries=args.validate, max_sims=args.max_sims,
+                    validate_queries=args.validate, jobs=args.jobs, max_sims=args.max_sims,
                     tp_degrees=_degrees(args.tp))
 
 

@@ -21,7 +21,9 @@ the same deadlines.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +60,7 @@ class Question:
     seed: int = 0
     search_queries: int = 200            # queries per search simulation
     validate_queries: int = 0            # queries per validation run (0: no validation)
+    jobs: int = 1                        # processes running the validation runs at once
     max_sims: int = 40                   # new simulations the main search may run
     tp_degrees: tuple[int, ...] = (1, 2, 4, 8)
 
@@ -110,8 +113,8 @@ def check(question: Question) -> None:
         raise ConfigError(f"--attainment must be in (0, 1], got {question.target}")
     if question.max_gpus < 1 or question.search_queries < 1 or question.max_sims < 1:
         raise ConfigError("--max-gpus, --queries and --max-sims must be >= 1")
-    if question.validate_queries < 0:
-        raise ConfigError("--validate-queries must be >= 0")
+    if question.validate_queries < 0 or question.jobs < 1:
+        raise ConfigError("--validate must be >= 0 and --jobs >= 1")
 
 
 def reference_deployment(question: Question) -> Deployment:
@@ -242,25 +245,49 @@ def plan_fleet(question: Question, progress: Progress | None = None) -> FleetPla
     plan = FleetPlan(question, caps, skipped, result, list(memo.runs), rules,
                      wall_s=time.perf_counter() - started)
     if question.validate_queries:
-        validate(plan, progress)
+        validate(plan, progress, question.jobs)
     return plan
 
 
-def validate(plan: FleetPlan, progress: Progress) -> None:
+def validate(plan: FleetPlan, progress: Progress, jobs: int = 1) -> None:
     """Full-length runs (``validate_queries``, no early stop) of the chosen mix, the next cheaper
-    frontier mix and the simple rules' mixes, into ``plan.validation``."""
+    frontier mix and the simple rules' mixes, into ``plan.validation``; ``jobs`` > 1 runs them in
+    that many processes at once (each a whole simulation, no progress bar of its own)."""
     question = plan.question
     started = time.perf_counter()
     work = _workload(question, question.validate_queries, reference_deployment(question))
-    simulator = _Simulator(question, work, progress, stop=None)
-    named: dict[str, Mix | None] = {"chosen": plan.best, "next cheaper": plan.next_cheaper(),
-                                    **plan.rules}
+    named = {name: mix for name, mix in {"chosen": plan.best, "next cheaper": plan.next_cheaper(),
+                                         **plan.rules}.items() if mix is not None}
+    distinct = list({mix.counts: mix for mix in named.values()}.values())
     done: dict[tuple[tuple[EndpointKind, int], ...], Outcome] = {}
-    for name, mix in named.items():
-        if mix is None:
-            continue
-        out = done.get(mix.counts)
-        if out is None:
-            out = done[mix.counts] = simulator(mix)
-        plan.validation[name] = (mix, out)
+    if jobs > 1 and len(distinct) > 1:
+        with progress.task(f"validation: {len(distinct)} runs of {len(work.queries)} queries in "
+                           f"{min(jobs, len(distinct))} processes", queries=len(distinct)) as advance:
+            done = _in_processes(question, work, distinct, jobs, advance, progress)
+    else:
+        simulator = _Simulator(question, work, progress, stop=None)
+        done = {mix.counts: simulator(mix) for mix in distinct}
+    plan.validation = {name: (mix, done[mix.counts]) for name, mix in named.items()}
     plan.validation_wall_s = time.perf_counter() - started
+
+
+def _whole_run(work: Workload, cluster: list[tuple[str, int]], policy: str,
+               options: dict[str, Any]) -> SimResult:
+    """One validation run in a worker process."""
+    return simulate(work, cluster, policy=policy, options=options)
+
+
+def _in_processes(question: Question, work: Workload, mixes: Sequence[Mix], jobs: int,
+                  advance: Any, progress: Progress) -> dict[tuple[tuple[EndpointKind, int], ...], Outcome]:
+    """Simulate ``mixes`` whole in ``jobs`` spawned processes; their outcomes by mix."""
+    done: dict[tuple[tuple[EndpointKind, int], ...], Outcome] = {}
+    context = multiprocessing.get_context("spawn")  # no fork of a process with threads (rich)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(mixes)), mp_context=context) as pool:
+        futures = {pool.submit(_whole_run, work, mix.endpoints, question.policy,
+                               dict(question.policy_options)): mix for mix in mixes}
+        for future in as_completed(futures):
+            mix = futures[future]
+            out = done[mix.counts] = to_outcome(future.result(), question.target)
+            advance()
+            progress.note(f"  {mix.label}: {describe(out)}")
+    return done

@@ -85,3 +85,20 @@ def test_bad_input_is_named_and_exits_2(tmp_path, capsys, change, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_validation_in_processes_matches_validation_in_process():
+    from fleetcall.bench.workloads import load_workload
+    from fleetcall.fleet.planner import Question, plan_fleet
+    from fleetcall.fleet.prices import load_prices
+
+    def plan(jobs: int):
+        q = Question(tuple(load_workload("trace1")), 0.02, 3.0, 0.95, ("A100-80G", "L40S"),
+                     load_prices("example"), "llama-3.1-8b", max_gpus=2, search_queries=8,
+                     validate_queries=10, jobs=jobs)
+        return plan_fleet(q)
+
+    one, two = plan(1), plan(2)
+    assert len(one.validation) >= 2
+    assert {k: (m.counts, o.attainment, o.p95_s) for k, (m, o) in one.validation.items()} == \
+        {k: (m.counts, o.attainment, o.p95_s) for k, (m, o) in two.validation.items()}
