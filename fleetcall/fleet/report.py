@@ -142,6 +142,27 @@ def format_plan(plan: FleetPlan) -> str:
     return "\n".join(lines)
 
 
+def _mark_named(ax: Any, plan: FleetPlan) -> None:
+    """The chosen mix (a star) and the rules' mixes (squares), labelled; one label per mix."""
+    named: dict[tuple[Any, ...], tuple[Mix, list[str]]] = {}  # mix -> (mix, its names)
+    for name, mix in [("chosen", plan.best), *plan.rules.items()]:
+        if mix is not None:
+            named.setdefault(mix.counts, (mix, []))[1].append(name)
+    costs = [m.cost for m, _ in plan.runs] or [0.0]
+    middle = (min(costs) + max(costs)) / 2
+    for i, (mix, names) in enumerate(named.values()):
+        out = plan.outcome(mix)
+        y = (out.attainment_max if out is not None else plan.question.target) * 100
+        chosen = "chosen" in names
+        ax.scatter([mix.cost], [y], marker="*" if chosen else "s", s=200 if chosen else 70,
+                   color="#228833" if chosen else "#ee7733", zorder=5 if chosen else 4)
+        left = mix.cost > middle  # label towards the middle of the chart
+        ax.annotate(f"{' = '.join(names)}: {mix.label}, ${mix.cost:.2f}/h", (mix.cost, y),
+                    textcoords="offset points", xytext=(-10 if left else 10, -16 - 14 * i),
+                    ha="right" if left else "left", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6})
+
+
 def plot_frontier(plan: FleetPlan, path: str | Path, *, title: str = "") -> Path:
     """Draw cost ($/hour) against SLO attainment to ``path`` (PNG, PDF or SVG by matplotlib)."""
     from matplotlib.figure import Figure
@@ -160,22 +181,15 @@ def plot_frontier(plan: FleetPlan, path: str | Path, *, title: str = "") -> Path
             color="#4477aa", alpha=0.6, label="frontier")
     ax.axhline(q.target * 100, color="#cc3311", linestyle="--", linewidth=1,
                label=f"target {q.target:.0%}")
-    named: dict[tuple[Any, ...], tuple[Mix, list[str]]] = {}  # mix -> (mix, its names)
-    for name, mix in [("chosen", plan.best), *plan.rules.items()]:
-        if mix is not None:
-            named.setdefault(mix.counts, (mix, []))[1].append(name)
-    for i, (mix, names) in enumerate(named.values()):
-        out = plan.outcome(mix)
-        y = (out.attainment_max if out is not None else q.target) * 100
-        chosen = "chosen" in names
-        ax.scatter([mix.cost], [y], marker="*" if chosen else "s", s=200 if chosen else 70,
-                   color="#228833" if chosen else "#ee7733", zorder=5 if chosen else 4)
-        ax.annotate(f"{' = '.join(names)}: {mix.label}, ${mix.cost:.2f}/h", (mix.cost, y),
-                    textcoords="offset points", xytext=(-10, -16 - 14 * i), ha="right", fontsize=8,
-                    arrowprops={"arrowstyle": "-", "color": "#888888", "linewidth": 0.6})
-    ax.margins(x=0.08)
-    lows = [o.attainment_max * 100 for _, o in plan.runs] or [q.target * 100]
+    _mark_named(ax, plan)
+    checked = list(plan.validation.values())
+    if checked:
+        ax.scatter([m.cost for m, _ in checked], [o.attainment_max * 100 for _, o in checked], marker="D",
+                   facecolors="none", edgecolors="#aa3377", s=60, zorder=6,
+                   label=f"validated ({q.validate_queries} queries)")
+    lows = [o.attainment_max * 100 for _, o in [*plan.runs, *checked]] or [q.target * 100]
     ax.set_ylim(max(0.0, min(min(lows), q.target * 100) - 3), 100.5)
+    ax.margins(x=0.08)
     ax.set(xlabel="cost ($/hour)", ylabel="SLO attainment (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
