@@ -101,7 +101,8 @@ def main(argv: list[str]) -> int:
         print(f"plan-fleet: {args.trace}, {question.rate:g} q/s, deadline {question.slo_scale:g} x "
               f"unloaded latency on {question.reference}, target {question.target:.0%}, "
               f"{question.model}, policy {question.policy}, prices {args.prices}", flush=True)
-        with Progress(enabled=not args.no_progress and sys.stderr.isatty()) as progress:
+        with Progress(enabled=not args.no_progress and sys.stderr.isatty(),
+                      notes=not args.no_progress) as progress:
             plan = plan_fleet(question, progress)
     except (FleetcallError, UnknownNameError) as exc:
         parser.exit(2, f"fleetcall plan-fleet: {exc}\n")

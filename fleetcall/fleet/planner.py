@@ -118,8 +118,13 @@ def check(question: Question) -> None:
 
 
 def reference_deployment(question: Question) -> Deployment:
+    """The deadlines' reference: ``question.reference`` at its usual tensor-parallel degree."""
     gpu = get_gpu(question.reference).name
-    return Deployment.of(gpu, question.model, tp=default_tp(gpu, question.model))
+    try:
+        return Deployment.of(gpu, question.model, tp=default_tp(gpu, question.model))
+    except ConfigError as exc:
+        raise ConfigError(f"the deadlines' reference GPU cannot serve the model ({exc}); "
+                          f"name another with --reference") from exc
 
 
 def first_cut(question: Question, reference: Deployment) -> tuple[list[Capacity], list[str]]:

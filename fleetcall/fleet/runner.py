@@ -249,14 +249,16 @@ def simulate(work: Workload, cluster: Cluster, *, policy: str = "slack",
 
 
 class Progress:
-    """A rich progress bar per simulation on stderr (``enabled=False``: silent).
+    """A rich progress bar per simulation on stderr (``enabled=False``: none); ``notes`` prints
+    the one-line results of :meth:`note` to stderr when there are no bars (a log, not a terminal).
 
         with Progress() as progress:
             with progress.task("2 x A100-80G/tp4", queries=200) as advance:
                 simulate(work, cluster, on_query=advance)
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, *, notes: bool = False) -> None:
+        self._notes = notes
         self._bar: Any = None
         if enabled:
             from rich.console import Console
@@ -292,3 +294,5 @@ class Progress:
         """Print a line above the bars (or to stderr without them)."""
         if self._bar is not None:
             self._bar.console.print(task_text, highlight=False, markup=False)
+        elif self._notes:
+            print(task_text, file=sys.stderr, flush=True)

@@ -47,9 +47,12 @@ def test_the_plot_is_drawn(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_no_mix_within_max_gpus_meeting_the_target_exits_1(capsys):
-    assert cli([*TINY[:4], "0.5", *TINY[5:], "--max-gpus", "1"]) == 1
-    assert "no mix within 1 GPUs met" in capsys.readouterr().out
+def test_no_mix_within_max_gpus_meeting_the_target_exits_1_and_each_simulation_is_logged(capsys):
+    args = [a for a in TINY if a != "--no-progress"]  # stderr is no terminal here: lines, no bars
+    assert cli([*args[:4], "0.5", *args[5:], "--max-gpus", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "no mix within 1 GPUs met" in captured.out
+    assert "missed: stopped early after" in captured.err
 
 
 @pytest.mark.parametrize("change, message", [
@@ -67,6 +70,7 @@ def test_no_mix_within_max_gpus_meeting_the_target_exits_1(capsys):
     (["--slo-scale", "0"], "--slo-scale must be a positive"),
     (["--trace", "no-such-trace.json"], "no such file"),
     (["--tp", "four"], "--tp wants"),
+    (["--model", "llama-3.1-70b@fp32", "--reference", "L4"], "name another with --reference"),
 ])
 def test_bad_input_is_named_and_exits_2(tmp_path, capsys, change, message):
     (tmp_path / "bad.toml").write_text('"A100" = ')
