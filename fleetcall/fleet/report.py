@@ -125,7 +125,8 @@ def format_plan(plan: FleetPlan) -> str:
     saved = savings(plan)
     for name, mix in plan.rules.items():
         if mix is None:
-            lines.append(f"  {name:<22} none meets the target within {q.max_gpus} GPUs (or no price)")
+            lines.append(f"  {name:<22} none: no mix of it within {q.max_gpus} GPUs met the target "
+                         f"(or its GPU is not among --gpus)")
             continue
         share = saved[name]
         lines.append(f"  {name:<22} {mix.label:<28} ${mix.cost:.2f}/h"
