@@ -2,9 +2,10 @@
 
 The HEXGEN-TEXT2SQL paper picks its ``alpha`` by simulating the workload; this does the same
 for any policy: every combination of the knob values given (or the policy's default grid) runs
-on the same arrivals under the virtual clock (:func:`fleetcall.bench.scheduler.run_policy`), and
-the best setting -- highest SLO attainment, then lowest p95 latency -- is printed, with the
-whole table. ``fleetcall tune --policy hexgen --trace trace1 --rate 0.05``.
+on the same arrivals under the virtual clock (:func:`fleetcall.fleet.runner.simulate`, the runner
+``fleetcall plan-fleet`` uses, with a progress bar per run), and the best setting -- highest SLO
+attainment, then lowest p95 latency -- is printed, with the whole table.
+``fleetcall tune --policy hexgen --trace trace1 --rate 0.05``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 from typing import Any
 
-from fleetcall.bench.scheduler import add_setup_arguments, run_policy, setup_from_args
+from fleetcall.bench import arrivals as arrival_processes
+from fleetcall.bench.scheduler import Setup, add_setup_arguments, setup_from_args
 from fleetcall.errors import ConfigError
+from fleetcall.fleet.runner import Progress, Workload, simulate
+from fleetcall.gpumodel.perf import default_tp
 
 # policy -> knob -> values tried when the command line names none
 DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -41,13 +46,29 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def search(setup, policy: str, rate: float, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+def workload(setup: Setup, rate: float) -> tuple[Workload, list[tuple[str, int]]]:
+    """The runner's workload and cluster of a :class:`Setup` at ``rate``: the same arrivals,
+    deadlines and endpoints as ``fleetcall bench scheduler`` gives it."""
+    times = arrival_processes.make_arrivals(setup.arrivals, rate, len(setup.queries), setup.seed,
+                                            setup.cv, queries=setup.queries)
+    work = Workload(setup.queries, tuple(times), tuple(setup.budgets()), rate, setup.slo_scale,
+                    setup.model, setup.slots, setup.seed, setup.timeout_s)
+    return work, [(g, setup.tp or default_tp(g, setup.model)) for g in setup.gpus]
+
+
+def search(setup: Setup, policy: str, rate: float, grid: dict[str, list[Any]],
+           progress: Progress | None = None) -> list[dict[str, Any]]:
     """Run every setting of ``grid``; return the runs, best first."""
     names = list(grid)
     runs = []
+    work, cluster = workload(setup, rate)
+    progress = progress or Progress(enabled=False)
     for values in itertools.product(*(grid[n] for n in names)):
         options = dict(zip(names, values))
-        run = run_policy(setup, policy, rate, options)
+        with progress.task(f"{policy} {options}", queries=len(work.queries)) as advance:
+            result = simulate(work, cluster, policy=policy, options=options, on_query=advance)
+        assert result.summary is not None  # no stop rule: the run is whole
+        run = result.summary
         run["policy_options"] = options
         runs.append(run)
         print(f"  {options}: SLO {run['slo_attainment']:.1%}, p95 {run['latency_s']['p95'] or 0:.1f}s", flush=True)
@@ -62,13 +83,15 @@ def main(argv: list[str]) -> int:
                         help="values to try for a knob (default grid per policy)")
     add_setup_arguments(parser, rate=0.05)
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
         grid = parse_grid(args.grid) or DEFAULT_GRIDS.get(args.policy)
         if not grid:
             raise ConfigError(f"policy {args.policy!r} has no default grid; give --grid KNOB=V1,V2")
         setup = setup_from_args(args)
-        runs = search(setup, args.policy, args.rate, grid)
+        with Progress(enabled=not args.no_progress and sys.stderr.isatty()) as progress:
+            runs = search(setup, args.policy, args.rate, grid, progress)
     except ConfigError as exc:
         parser.exit(2, f"fleetcall tune: {exc}\n")
     best = runs[0]

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("fleetcall.gpumodel.calibrate", "fit / check the GPU performance model against profiles"),
     "emulate": ("fleetcall.cli.emulate", "serve emulated GPUs as an OpenAI-compatible endpoint"),
     "tune": ("fleetcall.bench.tune", "search a dispatch policy's knobs on a workload by simulation"),
+    "plan-fleet": ("fleetcall.cli.plan_fleet", "the cheapest GPU mix serving a workload within its SLO, by simulation"),
     "bench": ("fleetcall.bench.cli", "run a benchmark: executor, overhead, ..."),
     "serve": ("fleetcall.cli.serve", "run fleetcall as an HTTP service"),
     "local-pool": ("fleetcall.cli.local_pool",
