@@ -210,3 +210,21 @@ def test_a_checkpointed_node_keeps_any_observation(tool_name, shown):
     assert isinstance(observation, (_Handle, bytes))
     saved = app.get_state(config).values["result"]            # the checkpoint's: shown by observe's rule
     assert saved.status is RunStatus.ANSWERED and saved.tasks[0].observation == shown
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "bogus"}, "mode must be one of compiled, react, parallel_calls"),
+    ({"deadline": -1}, "deadline must be a positive number"),
+    ({"deadline": float("nan")}, "deadline must be a positive number"),
+    ({"deadline": "30"}, "deadline must be a positive number"),
+    ({"input_key": ""}, "input_key must be a non-empty string"),
+    ({"result_key": None}, "result_key must be a non-empty string"),
+    ({"output_key": 3}, "output_key must be a non-empty string"),
+])
+def test_bad_runnable_options_are_refused_when_it_is_made(kwargs, message):
+    # before: as_runnable(mode="bogus") or deadline=-1 was accepted, and every invoke of the
+    # graph's node raised; result_key=None put the RunResult under the key None
+    with pytest.raises(ValueError, match=message):
+        orchestrator().as_runnable(**kwargs)
+    assert orchestrator().as_runnable(deadline=None, mode="compiled").invoke("People in Oslo?")["answer"] == \
+        "Oslo has 4 million people"
