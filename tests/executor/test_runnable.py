@@ -228,3 +228,24 @@ def test_bad_runnable_options_are_refused_when_it_is_made(kwargs, message):
         orchestrator().as_runnable(**kwargs)
     assert orchestrator().as_runnable(deadline=None, mode="compiled").invoke("People in Oslo?")["answer"] == \
         "Oslo has 4 million people"
+
+
+def test_a_graph_streaming_messages_does_not_show_the_plan_or_the_joiners_text():
+    # before: with a LangChain chat model as the orchestrator's LLM, stream_mode="messages"
+    # (what LangGraph chat front ends stream) showed the plan ('1. lookup("Paris")...') and the
+    # joiner's 'Finish(...)' token by token as the node's messages
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    model = FakeListChatModel(responses=['1. lookup("Paris")\n2. join()', "Finish(Paris has 5 million people)"])
+    graph = StateGraph(State)
+    graph.add_node("research", Orchestrator(tools=[lookup], llm=model).as_runnable())
+    graph.add_edge(START, "research")
+    graph.add_edge("research", END)
+
+    async def main() -> list[Any]:
+        return [c async for c in graph.compile().astream({"query": "People in Paris?"}, stream_mode=["messages", "updates"])]
+
+    chunks = asyncio.run(main())
+    assert [data for kind, data in chunks if kind == "messages"] == []
+    (update,) = [data["research"] for kind, data in chunks if kind == "updates"]
+    assert update["answer"] == "Paris has 5 million people"
