@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from fleetcall.executor import events as ev
-from fleetcall.executor.orchestrator import DEFAULT, Deadline
+from fleetcall.executor.orchestrator import DEFAULT, MODES, Deadline
 from fleetcall.executor.result import RunResult
 
 if TYPE_CHECKING:
@@ -52,12 +52,25 @@ class OrchestratorRunnable(Runnable[RunnableInput, dict[str, Any]]):
         deadline: each run's budget in seconds (not given: the orchestrator's ``default_deadline``;
             None: no deadline).
         mode: ``compiled`` (default), ``react`` or ``parallel_calls``.
+
+    Raises:
+        ValueError: a key that is not a non-empty string, the same output and result key, an
+            unknown mode or a deadline that is not positive seconds (here, not at the first call).
     """
 
     def __init__(self, orchestrator: "Orchestrator", *, input_key: str = "query", output_key: str = "answer",
                  result_key: str = "result", deadline: Deadline = DEFAULT, mode: "Mode" = "compiled") -> None:
+        # checked here, not at the first invoke: a bad node fails when the graph is built
+        for which, key in (("input_key", input_key), ("output_key", output_key), ("result_key", result_key)):
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"{which} must be a non-empty string, got {key!r}")
         if output_key == result_key:
             raise ValueError(f"output_key and result_key must differ, both are {output_key!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if deadline is not DEFAULT and deadline is not None and (
+                isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0):
+            raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
         self.orchestrator = orchestrator
         self.input_key = input_key
         self.output_key = output_key

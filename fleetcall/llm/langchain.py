@@ -20,6 +20,8 @@ yielded. Requests that ask for structure use the model's own means where it has 
   ``bind_tools`` cannot serve that mode, which :attr:`LangChainLLM.supports_tool_calls` tells the
   orchestrator at construction.
 
+Each call is tagged ``nostream`` (a LangGraph graph streaming ``messages`` does not show the
+plan's or the joiner's raw text as its node's tokens) and ``fleetcall:<kind>``.
 Temperature and ``max_tokens`` are the chat model's own settings (LangChain has no portable
 per-call argument for them); ``LLMRequest.temperature`` and ``max_tokens`` are not passed on.
 Any failure of the model is raised as :class:`~fleetcall.errors.LLMError` naming the model.
@@ -46,11 +48,14 @@ from langchain_core.messages import (
     SystemMessage,
 )
 from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.runnables import RunnableConfig
 
 from fleetcall.errors import ConfigError, LLMError
 from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, Usage, closing, estimate_usage
 
 __all__ = ["LangChainLLM", "to_langchain_messages"]
+
+TAG_NOSTREAM = "nostream"   # langgraph.constants.TAG_NOSTREAM (LangGraph is not a dependency here)
 
 
 def to_langchain_messages(messages: Sequence[Message]) -> list[BaseMessage]:
@@ -138,7 +143,7 @@ class LangChainLLM:
         served: str | None = None
         produced: list[str] = []
         # aclosing: a caller that stops early (the planner at <END_OF_PLAN>) closes the model's stream now
-        async with closing(self.model.astream(messages, **kwargs)) as pieces:
+        async with closing(self.model.astream(messages, _config(request), **kwargs)) as pieces:
             async for piece in pieces:
                 if isinstance(piece, BaseMessage):
                     # chunks as they stream; a whole AIMessage from a model that cannot stream
@@ -162,7 +167,7 @@ class LangChainLLM:
     async def _structured(self, messages: list[BaseMessage], request: LLMRequest,
                           schema: dict[str, Any]) -> Chunk:
         runnable = self.model.with_structured_output(schema, include_raw=True)
-        out = await runnable.ainvoke(messages)
+        out = await runnable.ainvoke(messages, _config(request))
         if isinstance(out, dict) and {"raw", "parsed"} <= out.keys():
             raw, parsed = out["raw"], out["parsed"]
         else:                                            # a model that ignored include_raw: no usage
@@ -184,7 +189,7 @@ class LangChainLLM:
         if not self.supports_tool_calls:
             raise LLMError(f"LangChain model {self.name} has no bind_tools: it cannot make tool calls")
         bound = self.model.bind_tools(list(request.tools), tool_choice=_tool_choice(request.tool_choice))
-        message = await bound.ainvoke(messages)
+        message = await bound.ainvoke(messages, _config(request))
         if not isinstance(message, AIMessage):
             raise LLMError(f"LangChain model {self.name} answered a tool call with a "
                            f"{type(message).__name__}, not an AIMessage")
@@ -213,6 +218,14 @@ class LangChainLLM:
 
     def __repr__(self) -> str:
         return f"<LangChainLLM {self.name}>"
+
+
+def _config(request: LLMRequest) -> RunnableConfig:
+    """The LangChain config of a call: tagged ``nostream`` (LangGraph's ``stream_mode="messages"``
+    then does not show a plan's or a joiner's raw text as the node's message tokens) and with
+    the call's kind (``fleetcall:planner``, ...) for callbacks and traces."""
+    return {"tags": [TAG_NOSTREAM, "fleetcall", f"fleetcall:{request.context.kind}"],
+            "run_name": f"fleetcall {request.context.kind}"}
 
 
 def _served_model(message: BaseMessage) -> str | None:

@@ -71,6 +71,49 @@ def tool_name(remote: str, prefix: str = "") -> str:
     return name
 
 
+def _checked_prefix(prefix: object) -> str:
+    """``prefix`` if it can start identifiers (letters, digits, "_"); a ConfigError if not."""
+    if not isinstance(prefix, str) or not re.fullmatch(r"\w*", prefix):
+        raise ConfigError(f"prefix must be letters, digits or '_' (it starts every tool's name), got {prefix!r}")
+    return prefix
+
+
+def _checked_include(include: object) -> tuple[str, ...] | None:
+    """``include`` as a tuple of tool names; a ConfigError for a single string or a non-name."""
+    if include is None:
+        return None
+    if isinstance(include, str):
+        raise ConfigError(f"include is a list of the server's tool names, got the string {include!r} "
+                          f"(include=[{include!r}])")
+    if not isinstance(include, Iterable):
+        raise ConfigError(f"include is a list of the server's tool names, got {include!r}")
+    names = tuple(include)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise ConfigError(f"include is a list of the server's tool names, got {bad[0]!r} in it")
+    return names
+
+
+def _checked_options(options: object) -> ToolOptions | Mapping[str, ToolOptions] | None:
+    """``options`` if it is None, ToolOptions or a mapping of names to ToolOptions (each checked)."""
+    if options is None:
+        return None
+    if isinstance(options, ToolOptions):
+        return check_options(options)
+    if isinstance(options, Mapping) and all(isinstance(k, str) and isinstance(v, ToolOptions)
+                                            for k, v in options.items()):
+        for value in options.values():
+            check_options(value)
+        return options
+    raise ConfigError(f"options must be ToolOptions or a mapping from tool name to ToolOptions, got {options!r}")
+
+
+def _checked_seconds(name: str, value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
 def _is_result_wrapper(schema: Mapping[str, Any] | None) -> bool:
     """True for the SDK's wrapper of a non-object return: ``{"result": value}``, titled
     ``<function>Output``, with ``result`` its only (required) property."""
@@ -191,7 +234,10 @@ class McpToolset(Sequence[McpTool]):
     Use ``async with McpToolset(...) as toolset`` or ``await McpToolset(...).open()`` /
     ``await toolset.aclose()``. Opening raises :class:`~fleetcall.errors.ToolServerError` when
     the server cannot be reached, :class:`~fleetcall.errors.ConfigError` when its tools cannot be
-    turned into fleetcall tools (two names that clash once made identifiers, an invalid schema).
+    turned into fleetcall tools (two names that clash once made identifiers, an invalid schema)
+    or ``include``/``options`` name a tool the server does not have. The arguments themselves
+    (a prefix that cannot start a name, ``include`` given as one string, timeouts that are not
+    positive seconds, options that are not ``ToolOptions``) are a ConfigError at construction.
     """
 
     def __init__(self, server: object, *, prefix: str = "", include: Iterable[str] | None = None,
@@ -200,12 +246,12 @@ class McpToolset(Sequence[McpTool]):
                  close_timeout_s: float = 10.0) -> None:
         self._server = server
         self.server_name = f"MCP server {_describe(server)!r}"
-        self._prefix = prefix
-        self._include = None if include is None else tuple(include)
-        self._options = options
-        self._connect_timeout_s = connect_timeout_s
-        self._call_timeout_s = call_timeout_s
-        self._close_timeout_s = close_timeout_s
+        self._prefix = _checked_prefix(prefix)
+        self._include = _checked_include(include)
+        self._options = _checked_options(options)
+        self._connect_timeout_s = _checked_seconds("connect_timeout_s", connect_timeout_s)
+        self._call_timeout_s = None if call_timeout_s is None else _checked_seconds("call_timeout_s", call_timeout_s)
+        self._close_timeout_s = _checked_seconds("close_timeout_s", close_timeout_s)
         self._tools: tuple[McpTool, ...] = ()
         self._client: mcp.Client | None = None       # the open session; None before open and after it ends
         self._owner: asyncio.Task[None] | None = None  # the session owner task, once opened
@@ -317,6 +363,12 @@ class McpToolset(Sequence[McpTool]):
                 raise ConfigError(f"{self.server_name} has no tool {', '.join(map(repr, unknown))}; "
                                   f"its tools: {', '.join(by_remote) or '(none)'}")
             specs = [by_remote[n] for n in self._include]
+        if isinstance(self._options, Mapping):   # a name in options= that is no tool of the server
+            known = {*by_remote, *(tool_name(n, self._prefix) for n in by_remote)}
+            unknown = [n for n in self._options if n not in known]
+            if unknown:
+                raise ConfigError(f"{self.server_name}: options= names no tool of the server: "
+                                  f"{', '.join(map(repr, unknown))}; its tools: {', '.join(by_remote) or '(none)'}")
         tools: list[McpTool] = []
         taken: dict[str, str] = {}   # fleetcall name -> the server's name it was made from
         for spec in specs:

@@ -210,3 +210,42 @@ def test_a_checkpointed_node_keeps_any_observation(tool_name, shown):
     assert isinstance(observation, (_Handle, bytes))
     saved = app.get_state(config).values["result"]            # the checkpoint's: shown by observe's rule
     assert saved.status is RunStatus.ANSWERED and saved.tasks[0].observation == shown
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "bogus"}, "mode must be one of compiled, react, parallel_calls"),
+    ({"deadline": -1}, "deadline must be a positive number"),
+    ({"deadline": float("nan")}, "deadline must be a positive number"),
+    ({"deadline": "30"}, "deadline must be a positive number"),
+    ({"input_key": ""}, "input_key must be a non-empty string"),
+    ({"result_key": None}, "result_key must be a non-empty string"),
+    ({"output_key": 3}, "output_key must be a non-empty string"),
+])
+def test_bad_runnable_options_are_refused_when_it_is_made(kwargs, message):
+    # before: as_runnable(mode="bogus") or deadline=-1 was accepted, and every invoke of the
+    # graph's node raised; result_key=None put the RunResult under the key None
+    with pytest.raises(ValueError, match=message):
+        orchestrator().as_runnable(**kwargs)
+    assert orchestrator().as_runnable(deadline=None, mode="compiled").invoke("People in Oslo?")["answer"] == \
+        "Oslo has 4 million people"
+
+
+def test_a_graph_streaming_messages_does_not_show_the_plan_or_the_joiners_text():
+    # before: with a LangChain chat model as the orchestrator's LLM, stream_mode="messages"
+    # (what LangGraph chat front ends stream) showed the plan ('1. lookup("Paris")...') and the
+    # joiner's 'Finish(...)' token by token as the node's messages
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    model = FakeListChatModel(responses=['1. lookup("Paris")\n2. join()', "Finish(Paris has 5 million people)"])
+    graph = StateGraph(State)
+    graph.add_node("research", Orchestrator(tools=[lookup], llm=model).as_runnable())
+    graph.add_edge(START, "research")
+    graph.add_edge("research", END)
+
+    async def main() -> list[Any]:
+        return [c async for c in graph.compile().astream({"query": "People in Paris?"}, stream_mode=["messages", "updates"])]
+
+    chunks = asyncio.run(main())
+    assert [data for kind, data in chunks if kind == "messages"] == []
+    (update,) = [data["research"] for kind, data in chunks if kind == "updates"]
+    assert update["answer"] == "Paris has 5 million people"

@@ -230,3 +230,36 @@ def test_credentials_in_the_servers_url_are_not_shown_in_errors():
     with pytest.raises(ToolServerError, match=f"'http://127.0.0.1:{port}/mcp'") as raised:
         run(mcp_tools(f"http://me:pw-s3cret@127.0.0.1:{port}/mcp?api_key=k-s3cret", connect_timeout_s=30))
     assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prefix": "web tools "}, "prefix must be letters, digits or '_'"),
+    ({"include": "add"}, r"got the string 'add' \(include=\['add'\]\)"),
+    ({"include": ["add", 3]}, "got 3 in it"),
+    ({"options": {"add": 5}}, "options must be ToolOptions or a mapping"),
+    ({"options": ToolOptions(timeout_s=-1)}, "ToolOptions.timeout_s"),
+    ({"connect_timeout_s": 0}, "connect_timeout_s must be a positive number"),
+    ({"connect_timeout_s": float("nan")}, "connect_timeout_s must be a positive number"),
+    ({"call_timeout_s": 0}, "call_timeout_s must be a positive number"),
+    ({"close_timeout_s": -1}, "close_timeout_s must be a positive number"),
+])
+def test_bad_toolset_arguments_are_config_errors_at_construction(kwargs, message):
+    # before: a prefix with a space made tools no registry takes, include="add" was read letter
+    # by letter ("no tool 'a', 'd'"), and zero timeouts went to the SDK (a ToolServerError after
+    # starting the server, "Request 'tools/list' timed out")
+    with pytest.raises(ConfigError, match=message):
+        McpToolset(STDIO, **kwargs)
+
+
+def test_options_for_a_tool_the_server_does_not_have_are_a_config_error_at_open():
+    # before: options={"ad": ...} (a typo) was ignored without a word
+    with pytest.raises(ConfigError, match="options= names no tool of the server: 'ad'; its tools: country, add"):
+        run(mcp_tools(STDIO, options={"ad": ToolOptions(timeout_s=1)}))
+
+    async def by_either_name() -> tuple[float | None, int]:
+        async with McpToolset(STDIO, options={"add": ToolOptions(timeout_s=2), "greet_person": ToolOptions(retries=1)},
+                              prefix="") as toolset:
+            tools = {t.name: t for t in toolset.tools}
+            return tools["add"].options.timeout_s, tools["greet_person"].options.retries
+
+    assert run(by_either_name()) == (2, 1)
