@@ -549,7 +549,13 @@ class EndpointClient:
                                            content=encode_body(body), headers=headers)
         try:
             async with asyncio.timeout_at(attempt.deadline):
-                response = await self._http.send(request, stream=True)
+                try:
+                    response = await self._http.send(request, stream=True)
+                except httpx.RemoteProtocolError:
+                    # The server closed the connection without a word: a kept-alive connection
+                    # it had just timed out (llama.cpp's and uvicorn's idle timeout race the
+                    # reuse). Sent once more, on a fresh connection, within the same attempt.
+                    response = await self._http.send(request, stream=True)
         except (TimeoutError, httpx.HTTPError) as exc:
             self._fail_transport(exc, attempt, yielded=False)
         if response.is_success:
