@@ -15,16 +15,15 @@ import os
 import re
 import socket
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 import uvicorn
 
 from fleetcall.errors import LLMError
 from fleetcall.llm.base import CallContext, Completion, LLMRequest, Message, complete
-from fleetcall.router.client import RoutingTransport, make_http_client
 from fleetcall.router.config import BreakerConfig, EndpointConfig, RetryConfig
 from fleetcall.sim.emulator import EmulatedEndpoint, Faults
 from fleetcall.sim.fronts import create_app
@@ -325,44 +324,12 @@ def test_every_endpoint_down_is_an_llm_error_naming_endpoint_and_attempts() -> N
         run(main())
 
 
-class _Connections(httpx.AsyncBaseTransport):
-    """Real HTTP, noting the network stream (the TCP connection) each answer came on."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.streams: list[object] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.inner.handle_async_request(request)
-        self.streams.append(response.extensions["network_stream"])
-        return response
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-def test_calls_one_after_another_reuse_one_connection() -> None:
-    """The client reads a streamed answer to its end after ``[DONE]``, so the connection goes
-    back to the pool (issue 12, CPU per call): before, every call opened and closed a TCP
-    connection of its own."""
-    wire = _Connections()
-
-    async def main() -> list[str]:
-        http = make_http_client(RoutingTransport(lambda: wire))
-        async with serving(emulated("gpu")) as url, http_pool({"gpu": url}, http=http) as pool:
-            return [(await complete(pool, ask(f"call {i}"))).text for i in range(5)]
-
-    texts = run(main())
-    assert texts == [f"Emulated answer to: call {i}" for i in range(5)]
-    assert len(wire.streams) == 5 and len({id(s) for s in wire.streams}) == 1
-
-
 @contextlib.asynccontextmanager
 async def _dropping_first(url: str, drops: int) -> AsyncIterator[tuple[str, list[int]]]:
     """A TCP relay to ``url``'s server whose first ``drops`` connections read the request and
     close without a word (as a server does to a kept-alive connection it has just timed out);
     later ones are relayed. Yields its ``/v1`` URL and the bytes each connection brought."""
-    target = httpx.URL(url)
+    target = urllib.parse.urlsplit(url)
     seen: list[int] = []
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -378,7 +345,7 @@ async def _dropping_first(url: str, drops: int) -> AsyncIterator[tuple[str, list
             writer.close()
             return
         seen.append(-1)
-        up_reader, up_writer = await asyncio.open_connection(target.host, target.port)
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
