@@ -71,9 +71,9 @@ def predicted_service_s(call: CallView, endpoint: EndpointView, batch: int | Non
 def slot_free_times(endpoint: EndpointView) -> list[float]:
     """Heap of seconds from now until each slot frees, from the running calls' remainders (an
     endpoint running more calls than its slots, after a resize, counts them all as slots)."""
-    times = sorted(max(r, 0.0) for r in endpoint.running)
-    times += [0.0] * (endpoint.slots - len(times))
-    return times  # sorted, so already a heap
+    times = [0.0] * (endpoint.slots - len(endpoint.running))
+    times += sorted(max(r, 0.0) for r in endpoint.running)
+    return times  # ascending (the free slots first), so already a heap
 
 
 def queued_finish_offsets(endpoint: EndpointView) -> list[float]:
@@ -96,6 +96,33 @@ def wait_offset(endpoint: EndpointView, ahead_services: Sequence[float]) -> floa
     for service in ahead_services:
         heapq.heappush(free, heapq.heappop(free) + service)
     return free[0]
+
+
+def decode_interference_s(tokens: int, tpot_s: float, chunk_s: float, prefill_load: float) -> float:
+    """Seconds that other prompts' prefill adds to decoding ``tokens`` tokens.
+
+    An engine with continuous batching runs a prefill chunk (``chunk_s`` seconds) in the same
+    iteration as every running call's decode step. If prompts are in prefill a fraction
+    ``prefill_load`` (0..1) of the time, the decoding call spends that fraction of its wall time
+    in chunk-long iterations (one token each) and the rest in plain decode steps (``tpot_s``
+    each), so its tokens come at ``load / chunk_s + (1 - load) / tpot_s`` per second::
+
+        >>> decode_interference_s(100, 0.01, 1.0, 0.0), decode_interference_s(100, 0.01, 1.0, 1.0)
+        (0.0, 99.0)
+        >>> round(decode_interference_s(100, 0.01, 1.0, 0.5), 2)  # half the time: twice as long
+        0.98
+
+    ``prefill_load`` is a fraction of *time*, not of iterations: charging every token a chunk
+    with probability ``prefill_load`` over-counts by ``chunk_s / tpot_s`` (tens of times on a
+    large model), which made a fast GPU that had just prefilled look slower than an idle slow
+    one. A chunk never shortens a step (an iteration takes at least ``tpot_s``).
+    """
+    load = min(max(prefill_load, 0.0), 1.0)
+    if tokens <= 0 or load <= 0.0 or tpot_s <= 0.0:
+        return 0.0
+    chunk = max(chunk_s, tpot_s)
+    per_token = 1.0 / (load / chunk + (1.0 - load) / tpot_s)
+    return tokens * max(per_token - tpot_s, 0.0)
 
 
 class _Turns:
@@ -198,8 +225,8 @@ class SlackKnobs(_Knobs):
     chunk_tokens, interference: a decode step that shares its iteration with another prompt's
         prefill chunk waits for it (a chunk is the endpoint's typical prompt, at most
         ``chunk_tokens``, the engines' chunked-prefill size); a call's predicted decode time grows
-        by ``interference`` x its output tokens x the endpoint's measured prefill load x that
-        chunk's time. 0 turns the term off.
+        by ``interference`` x :func:`decode_interference_s` at the endpoint's measured prefill
+        load (the fraction of recent time a prompt was in prefill there). 0 turns the term off.
     """
 
     affinity_max_delay_s: float = Field(default=0.5, ge=0.0)
@@ -395,15 +422,16 @@ class Slack:
             endpoint.predictor.predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead)
         start = max(slot_wait, prefill_wait) if self.prefill_slots is not None else slot_wait
         # Continuous batching runs a prefill chunk in the same iteration as a decode step: while
-        # other prompts prefill here (a fraction ``prefill_load`` of the time), each output token
-        # of this call also waits for a chunk -- as long as the prompts this endpoint computes
-        # (``typical_prefill_tokens``), at most the engine's chunk size.
+        # other prompts prefill here, this call's tokens come one per chunk -- as long as the
+        # prompts this endpoint computes (``typical_prefill_tokens``), at most the engine's
+        # chunk size.
         chunk = self.knobs.chunk_tokens
         if endpoint.typical_prefill_tokens > 0:
             chunk = min(chunk, endpoint.typical_prefill_tokens)
         chunk_s = endpoint.predictor.predict(chunk, 1).ttft_s
-        interference = (call.output_tokens - 1) * endpoint.prefill_load * chunk_s
-        service = own.total_s + interference * self.knobs.interference
+        slowed = decode_interference_s(call.output_tokens - 1, own.tpot_s, chunk_s,
+                                       endpoint.prefill_load)
+        service = own.total_s + slowed * self.knobs.interference
         return Placement(endpoint.name, now + start + service, service, cached)
 
     def _allowed_delay(self, best: Placement, now: float) -> float:
