@@ -320,10 +320,21 @@ class SchedulerCore:
             for name in [n for n in self._down if self._endpoints[n].available(now)]:
                 self._refresh(self._endpoints[name], now, out)
             self._unpark(now, out)
+            if self.dispatcher.prefill_slots is not None:  # prefill gates that opened by time
+                self._stale = True
+                for ep in [ep for ep in self._endpoints.values() if ep.queue]:
+                    self._pump(ep, now, out)
         return out
 
     def _compute_wakeup(self) -> float | None:
         times = [self._endpoints[n].available_at(-math.inf) for n in self._down]
+        gate, chunk = self.dispatcher.prefill_slots, self.dispatcher.prefill_chunk_tokens
+        if gate is not None:  # a closed prefill gate with calls behind it opens by prediction
+            for ep in self._endpoints.values():
+                if ep.queue and ep.free_slots() > 0:
+                    opens = ep.prefill_gate_opens_at(-math.inf, gate, chunk)
+                    if opens is not None:
+                        times.append(opens)
         for call_id in self._parked:
             c = self._calls[call_id]
             times.append(self._limit(c))
@@ -423,8 +434,12 @@ class SchedulerCore:
         """Give ``ep``'s free slots to its queue's most urgent calls; steal work when idle."""
         if not ep.available(now):
             return
-        gate = self.dispatcher.prefill_slots
-        while ep.free_slots() > 0 and (gate is None or ep.in_prefill() < gate):
+        gate, chunk = self.dispatcher.prefill_slots, self.dispatcher.prefill_chunk_tokens
+        while ep.free_slots() > 0:
+            if not ep.prefill_gate_open(now, gate, chunk):
+                if ep.queue:
+                    self._stale = True  # the gate opens at a predicted time: wake up then
+                return
             entry = ep.queue.pop_entry(now)
             if entry is not None:
                 self._grant(ep, self._calls[entry.call.call_id], entry.service_s, now, out)

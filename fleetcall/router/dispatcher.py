@@ -41,6 +41,7 @@ from fleetcall.router.queue import Discipline, LocalQueue, QueueOrder, SortKey
 from fleetcall.router.views import CallId, CallView, EndpointView
 
 DEFAULT_DISPATCHER = "slack"
+DEFAULT_CHUNK_TOKENS = 2048  # prompt tokens an engine prefills per iteration (vLLM's default)
 
 
 class NoEndpointAvailable(LLMError):
@@ -170,7 +171,9 @@ class Dispatcher(Protocol):
     name: str                 # its registry name
     queue_order: QueueOrder   # the local queue order it pairs with
     discipline: Discipline    # that order with its knobs
-    prefill_slots: int | None  # most calls in prefill per endpoint before the queue holds the next
+    prefill_slots: int | None  # prefill chunks of prompt in flight per endpoint before its
+                               # queue holds the next call (None: no prefill gate)
+    prefill_chunk_tokens: int  # tokens of one such chunk (the engines' chunked-prefill size)
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
         """Name of the available endpoint ``call`` goes to (NoEndpointAvailable if none)."""
@@ -213,11 +216,15 @@ class SlackKnobs(_Knobs):
     aging_per_s, demote_hopeless, no_deadline_slack_s: the urgency queue's (see queue.py).
     steal_min_gain_s: a waiting call moves only if it finishes at least this much sooner
         (hysteresis against ping-pong on noisy predictions).
-    prefill_slots: calls an endpoint may have in prefill (sent, no first token yet) at once;
-        the next waits in the local queue even if a slot is free. Prefill is compute-bound and
-        runs one chunk after another, so calls sent to an engine early wait inside it in FCFS
-        order anyway; holding them in the pool keeps the choice of which prompt runs next with
-        the urgency queue, while decoding calls keep batching. None: slots only.
+    prefill_slots: prefill chunks (``chunk_tokens`` each) of prompt an endpoint may have in
+        prefill at once (sent, no first token yet, its predicted prefill not over; a prompt
+        counts its uncached tokens, at most one chunk); the next call waits in the local queue
+        even if a slot is free. Prefill is compute-bound and runs one chunk after another, so
+        calls sent to an engine early wait inside it in FCFS order anyway; holding them in the
+        pool keeps the choice of which prompt runs next with the urgency queue, while decoding
+        calls keep batching. Short prompts that share a chunk go together, and a held prompt
+        waits at most until the prefill ahead of it is predicted to be over (see
+        ``EndpointState.prefill_gate_open``). None: slots only.
     tie_tolerance: predicted finishes within this fraction of the earliest one's latency are
         ties, taken in turn. 0 (exact ties): idle twins tie exactly (twins share a predictor),
         and the prefill load measured at the endpoint last used already sends the next call
@@ -237,7 +244,7 @@ class SlackKnobs(_Knobs):
     no_deadline_slack_s: float | None = Field(default=None, ge=0.0)
     steal_min_gain_s: float = Field(default=0.05, ge=0.0)
     prefill_slots: int | None = Field(default=1, ge=1)
-    chunk_tokens: int = Field(default=2048, ge=1)
+    chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, ge=1)
     interference: float = Field(default=1.0, ge=0.0)
     tie_tolerance: float = Field(default=0.0, ge=0.0)
 
@@ -250,6 +257,7 @@ class _Baseline:
     queue_order: QueueOrder
     discipline: Discipline
     prefill_slots: int | None = None
+    prefill_chunk_tokens: int = DEFAULT_CHUNK_TOKENS
 
     def new_queue(self) -> LocalQueue:
         return LocalQueue.of(self.discipline)
@@ -372,12 +380,14 @@ class Slack:
     name: str = field(default="slack", init=False)
     queue_order: QueueOrder = field(default="urgency", init=False)
     prefill_slots: int | None = field(default=None, init=False)
+    prefill_chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, init=False)
 
     _turns: _Turns = field(default_factory=_Turns, init=False, repr=False)
 
     def __post_init__(self) -> None:
         k = self.knobs
         self.prefill_slots = k.prefill_slots
+        self.prefill_chunk_tokens = k.chunk_tokens
         self.discipline = Discipline("urgency", k.aging_per_s, k.demote_hopeless,
                                      k.no_deadline_slack_s)
 

@@ -50,6 +50,9 @@ class Running:
     backlog_s: float = 0.0    # predicted prefill owed to calls ahead of it when granted
     decoding: bool = False    # True once its first token came back
     batch: int = 0            # calls running here when it started (for the predictor)
+    prefill_tokens: int = 1   # prompt tokens it computes here (uncached; at least one)
+    prefill_end: float = math.inf  # predicted loop time of its first token: granted_at +
+                                   # backlog_s + prefill_s (when it stops holding the gate)
 
 
 @dataclass(slots=True)
@@ -132,6 +135,43 @@ class EndpointState:
         """Running calls without a first token yet."""
         return sum(1 for r in self.running.values() if not r.decoding)
 
+    def gate_holders(self, now: float) -> list[Running]:
+        """Running calls that hold the prefill gate at ``now``: no first token yet, and their
+        predicted prefill not over (a call that overruns its prediction stops holding it)."""
+        return [r for r in self.running.values() if not r.decoding and r.prefill_end > now]
+
+    def prefill_gate_open(self, now: float, chunks: int | None, chunk_tokens: int) -> bool:
+        """True iff a queued call may be sent now as far as prefill goes.
+
+        The engine computes prefill ``chunk_tokens`` at a time, one chunk after another: the
+        gate lets prompts in until those in prefill fill ``chunks`` chunks (each holding its
+        uncached tokens, a long prompt at most one chunk), so prompts that would share a chunk
+        go together and a long one holds the next back. A holder lets go at its first token
+        or when its predicted prefill is over, whichever comes first: holding a prompt never
+        costs more than the prefill ahead of it is predicted to take. ``chunks`` None: no gate.
+        """
+        if chunks is None:
+            return True
+        held = sum(min(r.prefill_tokens, chunk_tokens) for r in self.gate_holders(now))
+        return held < chunks * chunk_tokens
+
+    def prefill_gate_opens_at(self, now: float, chunks: int | None,
+                              chunk_tokens: int) -> float | None:
+        """Loop time the gate, closed at ``now``, opens by prediction alone (holders' predicted
+        prefills running out); None if it is open (or there is no gate)."""
+        if chunks is None:
+            return None
+        holders = sorted(self.gate_holders(now), key=lambda r: r.prefill_end)
+        held = sum(min(r.prefill_tokens, chunk_tokens) for r in holders)
+        limit = chunks * chunk_tokens
+        if held < limit:
+            return None
+        for r in holders:
+            held -= min(r.prefill_tokens, chunk_tokens)
+            if held < limit:
+                return r.prefill_end
+        raise AssertionError("unreachable: with every holder gone the gate is open")
+
     def prefill_load_at(self, now: float) -> float:
         """Fraction of the last ~:data:`LOAD_WINDOW_S` seconds this endpoint had a prompt in
         prefill: how often a decode step here shares its iteration with a prefill chunk."""
@@ -145,13 +185,20 @@ class EndpointState:
         self.load_at = now
 
     def prefill_backlog_s(self, now: float) -> float:
-        """Predicted prefill seconds still owed to running calls without a first token: they
-        run one after another from the earliest grant (each owes at least a little)."""
+        """Predicted prefill seconds still owed to running calls without a first token: the
+        engine computes their prompt tokens together, a chunk an iteration, from the earliest
+        grant on -- the compute of that many tokens, without the fixed per-request cost that
+        each call pays in parallel (so prompts that share a chunk owe about one iteration, not
+        a round trip each). At least a little while any is waiting."""
         waiting = [r for r in self.running.values() if not r.decoding]
         if not waiting:
             return 0.0
-        owed = sum(r.prefill_s for r in waiting) - (now - min(r.granted_at for r in waiting))
-        return max(owed, OVERRUN_FLOOR_S * len(waiting))
+        tokens = sum(r.prefill_tokens for r in waiting)
+        predict = self.predictor.predict
+        compute = predict(tokens, 1).ttft_s - predict(1, 1).ttft_s
+        owed = compute - (now - min(r.granted_at for r in waiting))
+        return max(owed, OVERRUN_FLOOR_S)
+
 
     def hold(self, call: CallView, service_s: float, now: float) -> Running:
         """Give ``call`` a slot here (the caller checked one is free)."""
@@ -165,7 +212,9 @@ class EndpointState:
         uncached = call.prompt_tokens - cached
         self.prefill_tokens = (uncached if self.prefill_tokens == 0
                                else self.prefill_tokens + 0.1 * (uncached - self.prefill_tokens))
-        running = Running(now + service_s, prefill, now, self.prefill_backlog_s(now))
+        backlog = self.prefill_backlog_s(now)
+        running = Running(now + service_s, prefill, now, backlog,
+                          prefill_tokens=max(uncached, 1), prefill_end=now + backlog + prefill)
         self.running[call.call_id] = running
         return running
 
