@@ -51,11 +51,12 @@ from typing import Any
 from fleetcall.errors import ConfigError
 from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
-from fleetcall.router.dispatcher import Dispatcher, make_dispatcher, predicted_service_s
+from fleetcall.router.dispatcher import (Dispatcher, make_dispatcher, predicted_service_s,
+                                         prefill_chunk_s, undo_interference_s)
 from fleetcall.router.faults import CallId, Fail, Failure, FailWhy, FaultKind, describe_streak
 from fleetcall.router.health import CircuitBreaker, EndpointSnapshot, EndpointStats
 from fleetcall.router.predict import OutputLengths, PrefixIndex, ServicePredictor
-from fleetcall.router.state import EndpointSpec, EndpointState
+from fleetcall.router.state import EndpointSpec, EndpointState, Running
 from fleetcall.router.views import CallView, EndpointView
 
 __all__ = ["Action", "Grant", "Outcome", "Retired", "SchedulerCore"]
@@ -234,6 +235,7 @@ class SchedulerCore:
         if not running.decoding:
             ep.note_prefill_change(now)
             running.decoding = True
+            running.decode_at, running.busy_at_decode = now, ep.prefill_busy_s
             if not ep.removed:
                 self._pump(ep, now, out)
         return out
@@ -247,7 +249,7 @@ class SchedulerCore:
         was = ep.breaker.state(now)
         if outcome.complete:
             ep.stats.succeeded(now, ttft_s=outcome.ttft_s, tpot_s=outcome.tpot_s)
-            self._learn(ep, c.view, running.backlog_s, running.batch, outcome)
+            self._learn(ep, c.view, running, outcome, now)
         else:
             ep.stats.succeeded(now, ttft_s=outcome.ttft_s)
         if ep.breaker.state(now) == "closed":
@@ -556,16 +558,24 @@ class SchedulerCore:
             self._evict(ep, now, out, "its breaker opened")
 
     # -- endings ---------------------------------------------------------------------------
-    def _learn(self, ep: EndpointState, view: CallView, backlog_s: float, batch: int,
-               outcome: Outcome) -> None:
+    def _learn(self, ep: EndpointState, view: CallView, running: Running, outcome: Outcome,
+               now: float) -> None:
         """Feed a finished call's measurements back (predictor, output lengths, prefixes)."""
         ttft, out = outcome.ttft_s, outcome.completion_tokens
         if ttft is not None:
             # The predictor models a prompt computed alone; the prefill that was still owed to
             # calls ahead of this one is the dispatcher's backlog term, not this call's cost.
-            own_ttft = max(ttft - backlog_s, 0.25 * ttft)
-            ep.predictor.observe(view.prompt_tokens, max(out, 1), own_ttft, outcome.tpot_s or 0.0,
-                                 max(batch + 1, 1), cached_tokens=outcome.cached_tokens)
+            own_ttft = max(ttft - running.backlog_s, 0.25 * ttft)
+            # Likewise its decode alone: other prompts' prefill chunks that shared its
+            # iterations are the dispatcher's interference term (learning them into the TPOT
+            # ratio counted them twice and made a GPU that had been busy look slow when idle).
+            tpot = undo_interference_s(
+                outcome.tpot_s or 0.0,
+                prefill_chunk_s(ep.predictor, self.dispatcher.prefill_chunk_tokens,
+                                int(ep.prefill_tokens)),
+                ep.decode_prefill_load(running, now))
+            ep.predictor.observe(view.prompt_tokens, max(out, 1), own_ttft, tpot,
+                                 max(running.batch + 1, 1), cached_tokens=outcome.cached_tokens)
             for twin in self._endpoints.values():  # unmeasured twins start from this one
                 if twin.spec.twin_key == ep.spec.twin_key and twin.predictor.samples == 0:
                     twin.predictor.adopt(ep.predictor)  # (profiled twins share one predictor)

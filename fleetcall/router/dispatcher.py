@@ -37,6 +37,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetcall.errors import ConfigError, LLMError
+from fleetcall.router.predict import ServicePredictor
 from fleetcall.router.queue import Discipline, LocalQueue, QueueOrder, SortKey
 from fleetcall.router.views import CallId, CallView, EndpointView
 
@@ -124,6 +125,42 @@ def decode_interference_s(tokens: int, tpot_s: float, chunk_s: float, prefill_lo
     chunk = max(chunk_s, tpot_s)
     per_token = 1.0 / (load / chunk + (1.0 - load) / tpot_s)
     return tokens * max(per_token - tpot_s, 0.0)
+
+
+# A decode measured while other prompts' prefill took more than this fraction of its time says
+# too little about the endpoint's own decode speed to learn from (see undo_interference_s).
+MAX_LEARNABLE_LOAD = 0.8
+
+
+def undo_interference_s(tpot_s: float, chunk_s: float, prefill_load: float) -> float:
+    """The inverse of :func:`decode_interference_s`: the seconds per output token a call would
+    have taken alone, from the ``tpot_s`` it took while other prompts were in prefill a
+    fraction ``prefill_load`` of its decode (their chunks ``chunk_s`` each). 0.0 (no usable
+    sample, which the predictor ignores) when that load is above :data:`MAX_LEARNABLE_LOAD` or
+    the measurement cannot be explained by it.
+
+        >>> slowed = 0.01 + decode_interference_s(100, 0.01, 1.0, 0.3) / 100
+        >>> round(undo_interference_s(slowed, 1.0, 0.3), 6)
+        0.01
+    """
+    load = min(max(prefill_load, 0.0), 1.0)
+    if tpot_s <= 0.0 or load <= 0.0 or chunk_s <= tpot_s:
+        return tpot_s
+    if load > MAX_LEARNABLE_LOAD:
+        return 0.0
+    rate = 1.0 / tpot_s - load / chunk_s  # tokens a second of the plain decode steps
+    alone = (1.0 - load) / rate if rate > 0.0 else 0.0
+    return alone if 0.25 * tpot_s <= alone <= tpot_s else 0.0
+
+
+def prefill_chunk_s(predictor: ServicePredictor, chunk_tokens: int,
+                    typical_prefill_tokens: int) -> float:
+    """Seconds of one prefill chunk at an endpoint: as long as the prompts it computes
+    (``typical_prefill_tokens``, 0 if unknown), at most the engine's ``chunk_tokens``."""
+    chunk = chunk_tokens
+    if typical_prefill_tokens > 0:
+        chunk = min(chunk, typical_prefill_tokens)
+    return predictor.predict(chunk, 1).ttft_s
 
 
 class _Turns:
@@ -435,10 +472,8 @@ class Slack:
         # other prompts prefill here, this call's tokens come one per chunk -- as long as the
         # prompts this endpoint computes (``typical_prefill_tokens``), at most the engine's
         # chunk size.
-        chunk = self.knobs.chunk_tokens
-        if endpoint.typical_prefill_tokens > 0:
-            chunk = min(chunk, endpoint.typical_prefill_tokens)
-        chunk_s = endpoint.predictor.predict(chunk, 1).ttft_s
+        chunk_s = prefill_chunk_s(endpoint.predictor, self.knobs.chunk_tokens,
+                                  endpoint.typical_prefill_tokens)
         slowed = decode_interference_s(call.output_tokens - 1, own.tpot_s, chunk_s,
                                        endpoint.prefill_load)
         service = own.total_s + slowed * self.knobs.interference

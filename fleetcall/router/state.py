@@ -53,6 +53,8 @@ class Running:
     prefill_tokens: int = 1   # prompt tokens it computes here (uncached; at least one)
     prefill_end: float = math.inf  # predicted loop time of its first token: granted_at +
                                    # backlog_s + prefill_s (when it stops holding the gate)
+    decode_at: float | None = None  # loop time its first token came back (None: not yet)
+    busy_at_decode: float = 0.0     # the endpoint's prefill_busy_at() then
 
 
 @dataclass(slots=True)
@@ -78,6 +80,7 @@ class EndpointState:
     prefill_load: float = 0.0          # decayed fraction of recent time with a prompt in prefill
     prefill_tokens: float = 0.0        # EWMA of the uncached prompt tokens of calls granted here
     load_at: float = 0.0               # loop time prefill_load was last brought up to date
+    prefill_busy_s: float = 0.0        # loop seconds with a prompt in prefill, up to load_at
 
     @property
     def name(self) -> str:
@@ -181,8 +184,23 @@ class EndpointState:
 
     def note_prefill_change(self, now: float) -> None:
         """Bring :attr:`prefill_load` up to ``now``; call just before the prefill state changes."""
+        self.prefill_busy_s = self.prefill_busy_at(now)
         self.prefill_load = self.prefill_load_at(now)
         self.load_at = now
+
+    def prefill_busy_at(self, now: float) -> float:
+        """Loop seconds, ever, this endpoint had a prompt in prefill, up to ``now``: the
+        difference over a call's decode is how long other prompts' prefill shared it."""
+        busy = any(not r.decoding for r in self.running.values())
+        return self.prefill_busy_s + (max(now - self.load_at, 0.0) if busy else 0.0)
+
+    def decode_prefill_load(self, running: Running, now: float) -> float:
+        """Fraction of ``running``'s decode so far (first token to ``now``) that other prompts
+        were in prefill here (0 if it has not decoded for any time)."""
+        if running.decode_at is None or now <= running.decode_at:
+            return 0.0
+        shared = self.prefill_busy_at(now) - running.busy_at_decode
+        return min(max(shared / (now - running.decode_at), 0.0), 1.0)
 
     def prefill_backlog_s(self, now: float) -> float:
         """Predicted prefill seconds still owed to running calls without a first token: the
@@ -198,7 +216,6 @@ class EndpointState:
         compute = predict(tokens, 1).ttft_s - predict(1, 1).ttft_s
         owed = compute - (now - min(r.granted_at for r in waiting))
         return max(owed, OVERRUN_FLOOR_S)
-
 
     def hold(self, call: CallView, service_s: float, now: float) -> Running:
         """Give ``call`` a slot here (the caller checked one is free)."""

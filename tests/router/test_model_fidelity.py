@@ -168,3 +168,37 @@ def test_small_calls_through_slack_are_as_fast_as_without_a_gate() -> None:
     ungated = run_virtual(_burst("least-busy"))
     gated = run_virtual(_burst("slack"))
     assert gated <= 1.10 * ungated, (gated, ungated)
+
+
+# -- learning from a decode that other prompts' prefill slowed down -------------------------
+
+def test_a_decode_slowed_by_other_prompts_does_not_teach_a_slower_gpu() -> None:
+    """A call decodes 1000 tokens while another prompt prefills for 40% of that time, and comes
+    back as slow as the engine makes it. That slowness is the interference term's to predict;
+    learned into the endpoint's TPOT ratio it was counted twice, and the GPU looked up to 3.6x
+    slower than it is whenever it next sat idle (issue 12's repro: the A100s' ratio)."""
+    core = SchedulerCore("slack")
+    core.add_endpoint(EndpointSpec("a100", 16, "A100-80G", "llama-3.1-70b", tp=4), 0.0)
+    predictor = core.endpoint("a100").predictor
+    alone = predictor.predict(1000, 1001)
+    chunk_s = predictor.predict(2048, 1).ttft_s  # the endpoint's prompts are long ones
+    for k in range(20):
+        t0 = 1000.0 * k
+        [long_call] = core.submit(_call(2 * k, 1000, 1001), t0)
+        assert isinstance(long_call, Grant)
+        core.started(2 * k, t0)
+        core.first_token(2 * k, t0 + alone.ttft_s)
+        # 40% of the decode in chunk-long iterations, 60% in plain steps
+        decode_s = 1000 / (0.4 / chunk_s + 0.6 / alone.tpot_s)
+        other = t0 + alone.ttft_s + 1.0
+        core.submit(_call(2 * k + 1, 8000, 1, "other"), other)
+        core.started(2 * k + 1, other)
+        core.first_token(2 * k + 1, other + 0.4 * decode_s)
+        core.finished(2 * k + 1, other + 0.4 * decode_s,
+                      Outcome(ttft_s=0.4 * decode_s, tpot_s=None, total_s=0.4 * decode_s,
+                              completion_tokens=1))
+        end = t0 + alone.ttft_s + decode_s
+        core.finished(2 * k, end, Outcome(ttft_s=alone.ttft_s, tpot_s=decode_s / 1000,
+                                          total_s=end - t0, completion_tokens=1001))
+        core.check(end)
+    assert predictor.tpot_ratio == pytest.approx(1.0, abs=0.05)
