@@ -266,6 +266,9 @@ class SlackKnobs(_Knobs):
         ties, taken in turn. 0 (exact ties): idle twins tie exactly (twins share a predictor),
         and the prefill load measured at the endpoint last used already sends the next call
         to another; a wider band measurably cost deadlines on trace2.
+    externality: weight of the delay a call's prefill imposes on the calls already running
+        at an endpoint (its cost there is its own finish + this x that delay; 0: its finish
+        alone). 1 counts every second of anyone's latency alike.
     chunk_tokens, interference: a decode step that shares its iteration with another prompt's
         prefill chunk waits for it (a chunk is the endpoint's typical prompt, at most
         ``chunk_tokens``, the engines' chunked-prefill size); a call's predicted decode time grows
@@ -284,6 +287,7 @@ class SlackKnobs(_Knobs):
     chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, ge=1)
     interference: float = Field(default=1.0, ge=0.0)
     tie_tolerance: float = Field(default=0.0, ge=0.0)
+    externality: float = Field(default=1.0, ge=0.0)  # see the Slack docstring
 
 
 class _Baseline:
@@ -390,6 +394,7 @@ class Placement:
     finish: float        # predicted absolute finish time of the call there
     service_s: float     # its own predicted service time there
     cached_tokens: int   # prompt tokens probably cached there
+    cost: float          # what choose() minimises: finish + the delay it imposes on others
 
 
 @dataclass(slots=True)
@@ -403,11 +408,18 @@ class Slack:
     free slot for its predicted service. Its own service time counts its cached prefix there
     and the batch it will share (:func:`expected_batch`).
 
-    Affinity: the endpoint with the longest cached prefix (at least ``affinity_min_tokens``)
-    wins if its finish is within the allowed delay of the earliest -- keeping a prefix on one
-    endpoint saves the next calls that share it too, which the finish time alone does not see.
+    Cost: the endpoint with the lowest *cost* wins: the call's finish there plus the delay its
+    prefill imposes on the calls already running there (``externality`` x, per running call,
+    the compute of this prompt's prefill, or that call's remainder after this one starts if
+    shorter: its chunks share their iterations). The finish alone is myopic: on an idle
+    cluster it put a query's short call beside its own sibling's long decode on the fastest
+    GPU, a second sooner for the short call and seconds later for the stage.
 
-    Ties: finishes within ``tie_tolerance`` of the earliest (as a fraction of its predicted
+    Affinity: the endpoint with the longest cached prefix (at least ``affinity_min_tokens``)
+    wins if its cost is within the allowed delay of the lowest -- keeping a prefix on one
+    endpoint saves the next calls that share it too, which the cost alone does not see.
+
+    Ties: costs within ``tie_tolerance`` of the lowest (as a fraction of its predicted
     latency) are equal; among them the longest cached prefix wins, then the endpoints take
     turns, so idle twins share the work and every prefix cache warms up.
     """
@@ -430,14 +442,14 @@ class Slack:
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
         placements = self.placements(call, endpoints, now)
-        earliest = min(placements, key=lambda p: (p.finish, -p.cached_tokens))
+        earliest = min(placements, key=lambda p: (p.cost, -p.cached_tokens))
         rank = self._turns.ranks(placements)
-        close = earliest.finish + self.knobs.tie_tolerance * max(earliest.finish - now, 0.0)
-        best = min((p for p in placements if p.finish <= close),
+        close = earliest.cost + self.knobs.tie_tolerance * max(earliest.finish - now, 0.0)
+        best = min((p for p in placements if p.cost <= close),
                    key=lambda p: (-p.cached_tokens, rank[p.endpoint]))
-        sticky = max(placements, key=lambda p: (p.cached_tokens, -p.finish))
+        sticky = max(placements, key=lambda p: (p.cached_tokens, -p.cost))
         if sticky.cached_tokens >= self.knobs.affinity_min_tokens and sticky is not best:
-            if sticky.finish <= best.finish + self._allowed_delay(best, now):
+            if sticky.cost <= best.cost + self._allowed_delay(best, now):
                 return sticky.endpoint
         return best.endpoint
 
@@ -477,7 +489,15 @@ class Slack:
         slowed = decode_interference_s(call.output_tokens - 1, own.tpot_s, chunk_s,
                                        endpoint.prefill_load)
         service = own.total_s + slowed * self.knobs.interference
-        return Placement(endpoint.name, now + start + service, service, cached)
+        finish = now + start + service
+        # Its prefill chunks share their iterations with every call running here, each of
+        # which then waits about the chunks' compute time (if it is still running by then).
+        harm = 0.0
+        if self.knobs.externality > 0.0 and endpoint.running:
+            compute = own.ttft_s - endpoint.predictor.predict(1, 1).ttft_s
+            harm = sum(min(max(r - start, 0.0), compute) for r in endpoint.running)
+        cost = finish + self.knobs.externality * harm
+        return Placement(endpoint.name, finish, service, cached, cost)
 
     def _allowed_delay(self, best: Placement, now: float) -> float:
         allowed = self.knobs.affinity_max_delay_s

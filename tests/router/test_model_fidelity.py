@@ -202,3 +202,31 @@ def test_a_decode_slowed_by_other_prompts_does_not_teach_a_slower_gpu() -> None:
                                           total_s=end - t0, completion_tokens=1001))
         core.check(end)
     assert predictor.tpot_ratio == pytest.approx(1.0, abs=0.05)
+
+
+# -- what a placement costs the calls already there -----------------------------------------
+
+def test_a_prompt_goes_where_its_prefill_delays_no_one_if_that_costs_less() -> None:
+    """A 6000-token prompt would finish 1.4 s sooner on the A100 than on the idle L40S, but its
+    prefill there stalls the 40 s decode running beside it by about 3.2 s: the L40S costs the
+    cluster less. With nothing running on the A100, the A100 wins."""
+    a100 = ServicePredictor("A100-80G", "llama-3.1-70b", 4)
+    l40s = ServicePredictor("L40S", "llama-3.1-70b", 4)
+    prompt = _call(1, 6000, 30)
+    busy = EndpointView("a100", 16, (40.0,), (), a100)
+    idle = EndpointView("l40s", 16, (), (), l40s)
+    by_name = {p.endpoint: p for p in Slack().placements(prompt, [busy, idle], 0.0)}
+    assert by_name["a100"].finish < by_name["l40s"].finish
+    stall = a100.predict(6000, 1).ttft_s - a100.predict(1, 1).ttft_s
+    assert by_name["a100"].cost == pytest.approx(by_name["a100"].finish + stall)
+    assert by_name["l40s"].cost == by_name["l40s"].finish
+    assert Slack().choose(prompt, [busy, idle], 0.0) == "l40s"
+    myopic = Slack()
+    myopic.knobs = myopic.knobs.model_copy(update={"externality": 0.0})
+    assert myopic.choose(prompt, [busy, idle], 0.0) == "a100"
+    free = EndpointView("a100", 16, (), (), a100)
+    assert Slack().choose(prompt, [free, idle], 0.0) == "a100"
+    # a call that ends before this prompt's prefill starts is not delayed by it
+    ending = EndpointView("a100", 16, (0.5,), (), a100, prefill_backlog_s=1.0)
+    [placed] = Slack().placements(prompt, [ending], 0.0)
+    assert placed.cost == placed.finish
