@@ -4,8 +4,11 @@ Each named policy runs the same workload with the same arrivals and deadlines on
 in-process emulated endpoints (:meth:`EndpointPool.emulated`), under the virtual clock: the real
 pool, dispatcher, local queues, HTTP client and emulated engines, as a discrete-event
 simulation. Reported per policy and rate: completed queries, end-to-end latency
-(mean/p50/p95/p99), SLO attainment, throughput, time to first token, prefix-cache hit rate and
-per-endpoint utilisation; with ``--rates`` the highest rate each policy serves at 95% attainment.
+(mean/p50/p95/p99), stretch (latency over the query's unloaded latency on the fastest endpoint:
+1.0 is the physical limit; mean/p50/p95), SLO attainment, throughput, time to first token,
+prefix-cache hit rate and per-endpoint utilisation; with several policies, ``slack``'s p95 over
+the best other's at each rate (its regret); with ``--rates`` the highest rate each policy
+serves at 95% attainment.
 
 Deadlines (``--deadline``): ``unloaded`` (default) = scale x the query's own latency alone on the
 pool's fastest endpoint; ``paper`` = scale x the sum of the standard workflow's mean step
@@ -24,7 +27,7 @@ from typing import Any
 from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
 from fleetcall.bench.replay import replay
-from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, summarize
+from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, regret, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
 from fleetcall.router.config import RetryConfig
@@ -176,12 +179,18 @@ def main(args: argparse.Namespace) -> int:
             summary = run_policy(setup, policy, rate, options.get(policy))
             runs.append(summary)
             print(f"  {policy:<10} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
+                  f"stretch mean {summary['stretch']['mean'] or 0:.3f}, "
                   f"SLO {summary['slo_attainment']:.1%}, {summary['wall_s']:.1f}s wall", flush=True)
     print(format_table(runs))
     report: dict[str, Any] = {"benchmark": "scheduler", "trace": args.trace, "queries": len(setup.queries),
                               "gpus": list(setup.gpus), "model": setup.model, "slots": setup.slots,
                               "slo_scale": setup.slo_scale, "deadline": setup.deadline,
                               "arrivals": setup.arrivals, "seed": setup.seed, "runs": runs}
+    excess = regret(runs)
+    if excess:
+        report["regret_p95"] = {str(rate): r for rate, r in excess.items()}
+        print("slack's p95 latency over the best other policy's: " + ", ".join(
+            f"{rate:g}/s {r['excess']:+.1%} ({r['best_other']})" for rate, r in excess.items()))
     if len(rates) > 1:
         report["max_rate_at_95"] = max_rate_at_95(runs)
         print("highest rate at 95% SLO attainment: "
