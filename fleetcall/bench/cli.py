@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "overhead": ("fleetcall.bench.overhead", "orchestration cost per task and per run (real clock)"),
     "scheduler": ("fleetcall.bench.scheduler", "dispatch policies side by side on emulated GPUs (virtual clock)"),
     "pool": ("fleetcall.bench.pool", "the pool's orchestration cost per LLM call (real clock)"),
+    "burst": ("fleetcall.bench.burst", "many tiny calls at one real endpoint: calls/s direct vs via the pool"),
 
 }
 
