@@ -456,7 +456,11 @@ class Slack:
     def placements(self, call: CallView, endpoints: Sequence[EndpointView],
                    now: float) -> list[Placement]:
         """The predicted finish of ``call`` on every available endpoint, in their order."""
-        return [self._place(call, e, now) for e in available_endpoints(endpoints, call)]
+        usable = available_endpoints(endpoints, call)
+        ends = {e.name: _sibling_end(call, e, now) for e in endpoints}
+        return [self._place(call, e, now, max((t for n, t in ends.items() if n != e.name),
+                                              default=-math.inf))
+                for e in usable]
 
     def new_queue(self) -> LocalQueue:
         return LocalQueue.of(self.discipline)
@@ -466,7 +470,8 @@ class Slack:
         return pick_steal(idle, others, now, discipline=self.discipline,
                           min_gain_s=self.knobs.steal_min_gain_s)
 
-    def _place(self, call: CallView, endpoint: EndpointView, now: float) -> Placement:
+    def _place(self, call: CallView, endpoint: EndpointView, now: float,
+               siblings_end: float = -math.inf) -> Placement:
         cached = cached_tokens(call, endpoint)
         own = endpoint.predictor.predict(call.prompt_tokens, call.output_tokens,
                                          cached_tokens=cached, batch=expected_batch(endpoint))
@@ -490,13 +495,22 @@ class Slack:
                                        endpoint.prefill_load)
         service = own.total_s + slowed * self.knobs.interference
         finish = now + start + service
+        if self.knobs.externality <= 0.0:
+            return Placement(endpoint.name, finish, service, cached, finish)
         # Its prefill chunks share their iterations with every call running here, each of
         # which then waits about the chunks' compute time (if it is still running by then).
-        harm = 0.0
-        if self.knobs.externality > 0.0 and endpoint.running:
-            compute = own.ttft_s - endpoint.predictor.predict(1, 1).ttft_s
-            harm = sum(min(max(r - start, 0.0), compute) for r in endpoint.running)
-        cost = finish + self.knobs.externality * harm
+        # Its own query's calls (siblings of a parallel stage) end the stage together: what
+        # counts for them is the last one's finish; for the others, the seconds lost.
+        compute = own.ttft_s - endpoint.predictor.predict(1, 1).ttft_s
+        harm, stage_end = 0.0, siblings_end
+        queries = endpoint.running_queries or ("",) * len(endpoint.running)
+        for remaining, query in zip(endpoint.running, queries):
+            delay = min(max(remaining - start, 0.0), compute)
+            if query and query == call.query_id:
+                stage_end = max(stage_end, now + remaining + delay)
+            else:
+                harm += delay
+        cost = max(finish, stage_end) + self.knobs.externality * harm
         return Placement(endpoint.name, finish, service, cached, cost)
 
     def _allowed_delay(self, best: Placement, now: float) -> float:
@@ -504,6 +518,15 @@ class Slack:
         if self.knobs.affinity_max_delay_frac is not None:
             allowed = min(allowed, self.knobs.affinity_max_delay_frac * (best.finish - now))
         return allowed
+
+
+def _sibling_end(call: CallView, endpoint: EndpointView, now: float) -> float:
+    """Predicted loop time the last call of ``call``'s query running at ``endpoint`` ends
+    (-inf if none does)."""
+    if not call.query_id:
+        return -math.inf
+    return max((now + r for r, q in zip(endpoint.running, endpoint.running_queries)
+                if q == call.query_id), default=-math.inf)
 
 
 def pick_steal(idle: EndpointView, others: Sequence[EndpointView], now: float, *,

@@ -44,7 +44,7 @@ class EndpointSpec:
 class Running:
     """A call holding a slot at an endpoint."""
 
-    end: float                # predicted finish, loop time
+    end: float                # predicted finish, loop time (after the prefill owed ahead of it)
     prefill_s: float          # predicted seconds to its first token, alone
     granted_at: float         # loop time the slot was granted
     backlog_s: float = 0.0    # predicted prefill owed to calls ahead of it when granted
@@ -53,6 +53,7 @@ class Running:
     prefill_tokens: int = 1   # prompt tokens it computes here (uncached; at least one)
     prefill_end: float = math.inf  # predicted loop time of its first token: granted_at +
                                    # backlog_s + prefill_s (when it stops holding the gate)
+    query_id: str = ""              # the query it belongs to ("": none given)
     decode_at: float | None = None  # loop time its first token came back (None: not yet)
     busy_at_decode: float = 0.0     # the endpoint's prefill_busy_at() then
 
@@ -127,6 +128,7 @@ class EndpointState:
         return EndpointView(
             name=self.name, slots=self.spec.slots,
             running=tuple(max(r.end - now, OVERRUN_FLOOR_S) for r in self.running.values()),
+            running_queries=tuple(r.query_id for r in self.running.values()),
             queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
             queued_service_s=services, prefill_backlog_s=self.prefill_backlog_s(now),
             prefill_load=self.prefill_load_at(now), typical_prefill_tokens=int(self.prefill_tokens))
@@ -230,8 +232,9 @@ class EndpointState:
         self.prefill_tokens = (uncached if self.prefill_tokens == 0
                                else self.prefill_tokens + 0.1 * (uncached - self.prefill_tokens))
         backlog = self.prefill_backlog_s(now)
-        running = Running(now + service_s, prefill, now, backlog,
-                          prefill_tokens=max(uncached, 1), prefill_end=now + backlog + prefill)
+        running = Running(now + backlog + service_s, prefill, now, backlog,
+                          prefill_tokens=max(uncached, 1), prefill_end=now + backlog + prefill,
+                          query_id=call.query_id)
         self.running[call.call_id] = running
         return running
 

@@ -65,6 +65,8 @@ class EndpointView:
                                               # here (a decode step then waits for a chunk)
     typical_prefill_tokens: int = 0           # recent mean of uncached prompt tokens computed
                                               # here (0: unknown, assume full chunks)
+    running_queries: tuple[str, ...] = ()     # the query of each running call, same order as
+                                              # ``running`` (empty: unknown)
 
     def __post_init__(self) -> None:
         if self.slots < 1:

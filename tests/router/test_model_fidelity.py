@@ -230,3 +230,28 @@ def test_a_prompt_goes_where_its_prefill_delays_no_one_if_that_costs_less() -> N
     ending = EndpointView("a100", 16, (0.5,), (), a100, prefill_backlog_s=1.0)
     [placed] = Slack().placements(prompt, [ending], 0.0)
     assert placed.cost == placed.finish
+
+
+def test_a_sibling_that_ends_before_its_stage_does_not_delay_the_stage() -> None:
+    """A query's evaluate stage: its long call decodes 8 s more on the A100; a short sibling
+    takes 1.4 s there or 4 s on the idle A6000. Beside the long one its prefill would push the
+    stage's end back by half a second; on the A6000 it ends well before the stage does. The
+    stage's end is what the query waits for, so the A6000 wins; a call of another query there
+    would have taken the A100 (its own seconds plus those it costs the long call are fewer)."""
+    a100 = ServicePredictor("A100-80G", "llama-3.1-70b", 4)
+    a6000 = ServicePredictor("A6000", "llama-3.1-70b", 4)
+    short = _call(2, 1000, 22, "q")
+    beside = EndpointView("a100", 16, (8.0,), (), a100, running_queries=("q",))
+    idle = EndpointView("a6000", 16, (), (), a6000)
+    by_name = {p.endpoint: p for p in Slack().placements(short, [beside, idle], 0.0)}
+    assert by_name["a100"].finish < by_name["a6000"].finish < 8.0
+    assert by_name["a100"].cost > 8.0 and by_name["a6000"].cost == pytest.approx(8.0)
+    assert Slack().choose(short, [beside, idle], 0.0) == "a6000"
+    stranger = EndpointView("a100", 16, (8.0,), (), a100, running_queries=("other",))
+    assert Slack().choose(short, [stranger, idle], 0.0) == "a100"
+    # siblings elsewhere set the stage's end too: an idle A100 is as good as any
+    elsewhere = EndpointView("a100-b", 16, (8.0,), (), a100, running_queries=("q",))
+    free = EndpointView("a100", 16, (), (), a100)
+    [on_free] = [p for p in Slack().placements(short, [free, elsewhere], 0.0)
+                 if p.endpoint == "a100"]
+    assert on_free.cost == pytest.approx(8.0)
