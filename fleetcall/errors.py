@@ -13,7 +13,9 @@ fails inside a run is not an exception but an error observation (see ``executor`
     ├── PlanError            a plan failed to parse or validate; carries every PlanIssue at once
     ├── LLMError             a model call failed (endpoint, attempts and cause in the message)
     │   └── EndpointError    one attempt at one endpoint failed (retryable or not)
-    └── VirtualClockError    something not allowed under the virtual clock (threads, sockets)
+    ├── VirtualClockError    something not allowed under the virtual clock (threads, sockets)
+    └── ServerStartError     a server a benchmark starts (emulated endpoint, router) did not
+                             come up: names it, with the end of its log
 
     UnknownNameError (a KeyError) is the shared base of UnknownToolError and the catalogs'
     UnknownGPUError and UnknownModelError (both ConfigErrors): the name, and the known names.
@@ -101,17 +103,25 @@ class EndpointError(LLMError):
     5xx, 408, 429 and a stream that broke before anything was yielded to the caller; false for
     other 4xx (the request itself is wrong) and for a stream that broke after text was yielded
     (a retry would repeat it). ``retry_after_s`` is the server's Retry-After (429/503), in
-    seconds. The message names the endpoint and never contains an API key.
+    seconds; ``retry_after_header`` the header as sent, even when it says no number of seconds
+    (an HTTP date without a Date header, ``soon``): a 503 with one is a rate limit all the same.
+    The message names the endpoint and never contains an API key.
     """
 
     def __init__(self, endpoint: str, cause: str, *, status: int | None = None,
                  retryable: bool, retry_after_s: float | None = None,
-                 first_token_seen: bool = False) -> None:
+                 first_token_seen: bool = False, retry_after_header: str | None = None) -> None:
         self.endpoint = endpoint                  # EndpointConfig.name
         self.status = status                      # HTTP status, None if no response came
         self.cause = cause                        # what went wrong, one line
         self.retryable = retryable
         self.retry_after_s = retry_after_s        # seconds the server asked to wait, if it did
         self.first_token_seen = first_token_seen  # True iff output was already yielded
+        self.retry_after_header = retry_after_header  # the Retry-After header, if one came
         status_text = f"HTTP {status}: " if status is not None else ""
         super().__init__(f"endpoint {endpoint!r}: {status_text}{cause}")
+
+
+class ServerStartError(FleetcallError):
+    """A server process a benchmark starts did not come up in time, or exited: the message names
+    the server, its command and the end of its log."""

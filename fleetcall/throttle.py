@@ -51,6 +51,20 @@ class LoopThrottler(Throttler):
         while self._task_logs and now >= self._task_logs[0] + self.period:
             self._task_logs.popleft()
 
+    def free_at(self) -> float:
+        """Loop time a start is allowed (the current time if one is allowed now), without
+        waiting or recording one: for a caller that goes elsewhere instead of waiting."""
+        self._bind_loop()
+        self.flush()
+        if len(self._task_logs) < self.rate_limit:
+            return asyncio.get_running_loop().time()
+        return self._task_logs[0] + self.period  # the sum flush() compares with
+
+    def record(self) -> None:
+        """Count a start now (when :meth:`free_at` allows one), without waiting."""
+        self._bind_loop()
+        self._task_logs.append(asyncio.get_running_loop().time())
+
     async def acquire(self) -> None:
         """Wait until a start is allowed, then record it; waiters go in arrival order."""
         async with self._bind_loop():
@@ -98,6 +112,29 @@ class TokenWindow:
     def _flush(self, now: float) -> None:
         while self._log and now >= self._log[0][0] + self.period:  # as LoopThrottler.flush
             self._used -= self._log.popleft()[1]
+
+    def free_at(self, tokens: int) -> float:
+        """Loop time ``tokens`` more fit in the window (the current time if they fit now),
+        without waiting or counting them; a call bigger than the whole limit waits for an
+        empty window."""
+        self._bind_loop()
+        now = asyncio.get_running_loop().time()
+        self._flush(now)
+        tokens, used = max(int(tokens), 0), self._used
+        if not self._log or used + tokens <= self.limit:
+            return now
+        for left, (at, n) in enumerate(self._log, start=1):  # the window frees in log order
+            used -= n
+            if left == len(self._log) or used + tokens <= self.limit:
+                return at + self.period  # the sum _flush() compares with
+        raise AssertionError("unreachable: the last start leaving empties the window")
+
+    def record(self, tokens: int) -> None:
+        """Count ``tokens`` now (when :meth:`free_at` lets them in), without waiting."""
+        self._bind_loop()
+        tokens = max(int(tokens), 0)
+        self._log.append((asyncio.get_running_loop().time(), tokens))
+        self._used += tokens
 
     async def acquire(self, tokens: int) -> None:
         """Wait until ``tokens`` more fit in the window, then count them."""

@@ -216,6 +216,17 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
             raise error
         return super().call_soon_threadsafe(callback, *args, context=context)
 
+    def _asyncgen_finalizer_hook(self, agen: Any) -> None:
+        """asyncio's (close a dropped async generator in a task of its own), minus the write to
+        the self-pipe that ``call_soon_threadsafe`` makes to wake a selector from another thread:
+        this loop's selector never sleeps, and other threads are refused anyway."""
+        if self._thread_id is not None and threading.get_ident() != self._thread_id:
+            super()._asyncgen_finalizer_hook(agen)  # type: ignore[misc]  # asyncio's own hook;
+            return                                    # its call_soon_threadsafe refuses
+        self._asyncgens.discard(agen)
+        if not self.is_closed():
+            self.call_soon(self.create_task, agen.aclose())
+
     def run_in_executor(self, executor: Any, func: Callable[..., _T], *args: Any) -> Any:
         """Refused: raises at once so the error surfaces in the task (``asyncio.to_thread`` too)."""
         raise VirtualClockError(f"run_in_executor({func!r}): {_THREADS}")

@@ -25,6 +25,16 @@ def test_ci_runs_the_readme_test_command() -> None:
         f"{pytest_part!r} is not a line of .ci/run")
 
 
+def test_ci_installs_the_extras_the_readme_test_command_installs() -> None:
+    """The README's installs are .ci/run's (e.g. the ``routers`` extra the real-router test
+    needs): a test that runs in CI but is skipped for a reader, or the reverse, is a surprise."""
+    ci = [shlex.split(line.removeprefix("python3 -m ")) for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.startswith("python3 -m pip install")]
+    for install in _readme_test_command().split("&&")[:-1]:
+        args = shlex.split(install)
+        assert args[:2] + ["-q"] + args[2:] in ci, f"{install.strip()!r} is not (quietly) a line of .ci/run"
+
+
 def _quietness(args: list[str]) -> int:
     level = 0
     for arg in args:

@@ -391,3 +391,26 @@ def test_a_hundred_thousand_sleeps_complete() -> None:
         return now()
 
     assert run_virtual(main()) == pytest.approx(10.0)
+
+
+def test_a_dropped_async_generator_is_still_closed_in_a_task() -> None:
+    """An async generator left unfinished and dropped is closed by the loop (its finally runs,
+    and may await), as asyncio does, though without waking the selector through its pipe."""
+    closed: list[float] = []
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            await asyncio.sleep(1.0)
+            closed.append(asyncio.get_running_loop().time())
+
+    async def main() -> None:
+        gen = numbers()
+        assert await anext(gen) == 1
+        del gen  # dropped mid-way: the loop's finalizer hook takes over
+        await asyncio.sleep(5.0)
+
+    run_virtual(main())
+    assert closed == [1.0]

@@ -10,6 +10,10 @@ prefix-cache hit rate and per-endpoint utilisation; with several policies, ``sla
 the best other's at each rate (its regret); with ``--rates`` the highest rate each policy
 serves at 95% attainment.
 
+``--clock real`` runs the same comparison over real HTTP instead, against external routers
+too (sglang-router, vllm-router), on ``fleetcall emulate --speed K`` processes: see
+:mod:`fleetcall.bench.realclock`.
+
 Deadlines (``--deadline``): ``unloaded`` (default) = scale x the query's own latency alone on the
 pool's fastest endpoint; ``paper`` = scale x the sum of the standard workflow's mean step
 latencies (HEXGEN-TEXT2SQL's definition, the same for every query).
@@ -26,6 +30,7 @@ from typing import Any
 
 from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
+from fleetcall.bench import realclock
 from fleetcall.bench.replay import replay
 from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, regret, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
@@ -148,6 +153,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", metavar="PATH",
                         help="write latency and SLO attainment charts, titled with the trace and cluster "
                              "(.png with matplotlib, .svg or .html)")
+    realclock.add_arguments(parser)
 
 
 def setup_from_args(args: argparse.Namespace) -> Setup:
@@ -172,11 +178,14 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(dispatcher_names())}")
     options = parse_options(args.set)
+    if getattr(args, "clock", "virtual") == "real":
+        return realclock.main(args, setup, options, policies)
+    realclock.check_virtual(args)
     rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
     runs = []
     for rate in rates:
         for policy in policies:
-            summary = run_policy(setup, policy, rate, options.get(policy))
+            summary = run_policy(realclock.setup_at(args, setup, rate), policy, rate, options.get(policy))
             runs.append(summary)
             print(f"  {policy:<10} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
                   f"stretch mean {summary['stretch']['mean'] or 0:.3f}, "

@@ -420,3 +420,17 @@ def to_messages(call: CallSpec, query_id: str, index: int) -> tuple[Message, ...
     as one user message; unrelated calls never share a prefix, calls with equal leading
     ``prefix_ids`` do."""
     return (Message("user", call_text(call, f"{query_id}/{index}")),)
+
+
+def independent_calls(queries: Sequence[QuerySpec]) -> list[QuerySpec]:
+    """Every call of ``queries`` as a query of its own (one stage of one call), in order: the
+    traces' call lengths without their workflows, as a router serving single requests sees
+    them. Ids are ``<query id>/<index in QuerySpec.calls>``; the tenant is kept, recorded
+    arrivals are not (a call has none of its own).
+
+        >>> calls = independent_calls(load_workload("trace1"))
+        >>> len(calls), calls[0].query_id, calls[0].n_calls
+        (1732, 'trace1-0/0', 1)
+    """
+    return [QuerySpec(f"{query.query_id}/{i}", ((call,),), tenant=query.tenant)
+            for query in queries for i, call in enumerate(query.calls)]

@@ -7,6 +7,11 @@ until Ctrl-C or SIGTERM (uvicorn's graceful shutdown; exit code 0). ``--port 0``
 port (the printed URL names it). With ``--crash-after N`` the process exits with code 3 on the
 request after the N-th chat completion, so clients really see their connections break.
 Unknown GPU or model names, or a model that does not fit, exit with code 2.
+
+``--speed K`` runs the emulated GPU K times faster than real (every duration divided by K), so
+real-clock experiments take 1/K of the time; everything it reports (``/metrics``: TTFT, time
+per output token, latency, busy seconds; ``Retry-After``) stays in the real GPU's seconds.
+``fleetcall bench scheduler --clock real --speed K`` runs its own clock K times faster to match.
 """
 
 from __future__ import annotations
@@ -49,7 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="echo: short answers; lengths: max_tokens tokens of filler")
     p.add_argument("--block-tokens", type=int, default=16, help="KV block size, tokens")
     p.add_argument("--stream-interval", type=float, default=DEFAULT_STREAM_INTERVAL_S,
-                   help="seconds between streamed chunks (0: every iteration)")
+                   help="emulated-GPU seconds between streamed chunks (0: every iteration)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="run K times faster than the real GPU (durations / K; reported figures "
+                        "stay the GPU's)")
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--error-status", type=int, default=500)
     p.add_argument("--rate-limit-rate", type=float, default=0.0)
@@ -83,7 +91,7 @@ def main(argv: list[str]) -> int:
         endpoint = EmulatedEndpoint(args.gpu, args.model, tp=args.tp, name=args.name,
                                     responder=responder, faults=_faults(args), seed=args.seed,
                                     block_tokens=args.block_tokens,
-                                    stream_interval_s=args.stream_interval)
+                                    stream_interval_s=args.stream_interval, speed=args.speed)
     except (ConfigError, ValidationError, ValueError) as exc:
         print(f"fleetcall emulate: error: {exc}", file=sys.stderr)
         return 2
@@ -96,8 +104,8 @@ def main(argv: list[str]) -> int:
     host, port = sock.getsockname()[:2]
     d = endpoint.deployment
     print(f"fleetcall emulate: {endpoint.name}: {d.model.name} on {d.tp}x {d.gpu.name} "
-          f"(tp={d.tp}, KV cache {d.kv_capacity_tokens()} tokens) at http://{host}:{port}",
-          flush=True)
+          f"(tp={d.tp}, KV cache {d.kv_capacity_tokens()} tokens) at http://{host}:{port}"
+          + (f", speed {endpoint.speed:g}x" if endpoint.speed != 1.0 else ""), flush=True)
     app = create_app(endpoint, on_crash=_crash)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     with quiet_stop_signals(), sock:

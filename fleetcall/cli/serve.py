@@ -16,7 +16,8 @@ serving llama-3.1-8b), or the endpoints of a pool file (``--pool pool.toml``).
 
 Prints the URL once the socket is bound, serves until Ctrl-C or SIGTERM (in-flight runs are
 cancelled and listed), then closes the pool; exit code 0. Bad arguments, an ``--app`` that cannot
-be imported or gives no orchestrator, a missing token variable or an unusable port exit with code 2.
+be imported, raises or gives no orchestrator, a missing token variable or an unusable port exit
+with code 2. Ctrl-C while the factory still runs exits with 130, SIGTERM then ends the process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import inspect
 import os
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,7 @@ from pydantic import ValidationError
 from fleetcall.service.app import create_app
 from fleetcall.cli import quiet_stop_signals
 from fleetcall.demos import parallelqa
+from fleetcall.observe import describe_exception
 from fleetcall.demos.common import embedded_pool
 from fleetcall.errors import ConfigError
 from fleetcall.executor.orchestrator import Orchestrator
@@ -120,9 +123,12 @@ async def build_app(app: AppSpec) -> tuple[Orchestrator, EndpointPool | None]:
     awaiting) it returns; ConfigError if that is not an Orchestrator or (Orchestrator, pool)."""
     made: Any = app.target
     if not isinstance(made, Orchestrator):
-        made = made()
-        if inspect.isawaitable(made):
-            made = await made
+        try:
+            made = made()
+            if inspect.isawaitable(made):
+                made = await made
+        except Exception as exc:   # noqa: BLE001  # any bug of the user's factory
+            raise ConfigError(f"--app {app.spec!r} raised {describe_exception(exc)}") from exc
     if isinstance(made, Orchestrator):
         return made, None
     if (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], Orchestrator)
@@ -144,12 +150,13 @@ async def serve(args: argparse.Namespace, token: str | None, sock: socket.socket
                 app_spec: AppSpec | None = None) -> None:
     """Build pool and orchestrator on the serving loop, serve until a signal, close both (the
     orchestrator's tool threads are not waited for; see its ``aclose``)."""
-    orchestrator, pool = await _agent(args, app_spec)
+    orchestrator, pool = await _agent(args, app_spec)   # (Ctrl-C and SIGTERM stop a factory that hangs)
     try:
         app = create_app(orchestrator, pool=pool, token=token, max_in_flight=args.max_in_flight, name=args.name)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
                                                timeout_keep_alive=30))
-        await server.serve(sockets=[sock])
+        with quiet_stop_signals():
+            await server.serve(sockets=[sock])
         cancelled = app.state.shutdown_report
         if cancelled:
             print(f"fleetcall serve: cancelled {len(cancelled)} run(s) in flight: {', '.join(cancelled)}", flush=True)
@@ -186,12 +193,17 @@ def main(argv: list[str]) -> int:
     what = f"app {args.app}" if app_spec is not None else f"demo on pool {args.pool or 'emulated'}"
     print(f"fleetcall serve: {what} as {args.name!r}, auth {'on' if token else 'off'}, at http://{host}:{port}",
           flush=True)
-    with quiet_stop_signals(), sock:
+    with sock:
         try:
             asyncio.run(serve(args, token, sock, app_spec))
-        except ConfigError as exc:   # the --app factory gave no orchestrator
+        except ConfigError as exc:   # the --app factory raised, or gave no orchestrator
+            if exc.__cause__ is not None:
+                traceback.print_exception(exc.__cause__, file=sys.stderr)
             print(f"fleetcall serve: error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:    # Ctrl-C before the server started (a factory still running)
+            print("fleetcall serve: interrupted before the server started", file=sys.stderr)
+            return 130
     print("fleetcall serve: stopped", flush=True)
     return 0
 

@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fleetcall.executor.resolve import ResolveError, substitute
+from fleetcall.observe import describe_exception
 from fleetcall.plan import Observation, ObservationStatus, Task
 
 Execute = Callable[[Task, tuple[Any, ...], dict[str, Any]], Awaitable[Observation]]
 OnSkip = Callable[[Task, Observation], None]
-OnUnresolved = Callable[[Task, Observation], None]   # a reference could not be followed: the task failed
+OnUnresolved = Callable[[Task, Observation], None]   # the task failed without its tool's observation:
+                                                     # a reference could not be followed, a GeneratorExit
 
 
 class TaskFetchingUnit:
@@ -93,7 +95,15 @@ class TaskFetchingUnit:
             if self._on_unresolved is not None:
                 self._on_unresolved(task, obs)
         else:
-            obs = await self._execute(task, args, kwargs)
+            try:
+                obs = await self._execute(task, args, kwargs)
+            except GeneratorExit as exc:
+                # A future the tool awaited held GeneratorExit (a sync tool's thread raised it):
+                # asyncio throws it into this, the task's outermost coroutine, and a thrown
+                # GeneratorExit closes every coroutine under it (PEP 380): only here is it seen.
+                obs = Observation(task.id, task.tool, ObservationStatus.ERROR, error=describe_exception(exc))
+                if self._on_unresolved is not None:
+                    self._on_unresolved(task, obs)
         self._finish(task.id, obs)
 
     def _finish(self, task_id: int, obs: Observation) -> None:

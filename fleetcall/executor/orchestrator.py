@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -33,6 +32,7 @@ from fleetcall.llm.adapters import as_llm, require_tool_calls
 from fleetcall.llm.base import LLM, ModelInfo, model_info
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
 from fleetcall.tools.base import Tool, Toolset
+from fleetcall.tracing import Tracing
 
 if TYPE_CHECKING:
     from fleetcall.executor.runnable import OrchestratorRunnable
@@ -120,6 +120,9 @@ class Orchestrator:
             (a sync tool's threads are its own: see "What fleetcall guarantees" in the README).
         slow_step_s: a tool step holding the event loop this long (wall seconds) is logged on
             ``fleetcall.executor`` and recorded in the task's ``loop_blocked_s``; ``None``: off.
+        tracer_provider: an OpenTelemetry ``TracerProvider`` for the runs' spans (default: the
+            global one; see :mod:`fleetcall.tracing`; nothing is traced without
+            ``opentelemetry-api``).
 
     ``async with Orchestrator(...) as orch:`` (or ``await orch.aclose()``) cancels the runs still
     in flight from :meth:`start`, closes the tools' threads without waiting for them and closes
@@ -147,6 +150,7 @@ class Orchestrator:
         grace_s: float = 1.0,
         sync_threads: int = DEFAULT_SYNC_THREADS,
         slow_step_s: float | None = 0.1,
+        tracer_provider: object | None = None,
     ) -> None:
         tools, self._toolsets = _take_toolsets(tools)   # toolsets (MCP sessions) closed by aclose()
         given = [as_tool(t) for t in tools]
@@ -188,8 +192,8 @@ class Orchestrator:
             raise ConfigError(f"sync_threads must be a positive integer, got {sync_threads!r}")
         self.sync_threads = sync_threads
         self.slow_step_s = None if slow_step_s is None else _seconds("slow_step_s", slow_step_s)
+        self.tracing = Tracing(tracer_provider)    # where the runs' spans go
         self._limits: dict[str, ToolLimits] = {}   # tool name -> limits shared by every run
-        self._ids = itertools.count(1)
         self._runs: set[RunHandle] = set()         # runs from start() still in flight
         self._closed = False                       # True once aclose() began: no new runs
 
@@ -248,7 +252,7 @@ class Orchestrator:
             raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
         loop = asyncio.get_running_loop()
         at = None if deadline is None else loop.time() + deadline
-        qid = query_id or f"{uuid.uuid4().hex[:12]}-{next(self._ids)}"
+        qid = query_id or uuid.uuid4().hex   # random: reveals nothing of how many runs came before
         emit = emit or (lambda _e: None)
         if mode == "compiled":
             return Run(self, query, qid, at, emit)

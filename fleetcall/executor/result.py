@@ -92,6 +92,8 @@ class LLMCallRecord(BaseModel):
     finish_reason: str | None = None            # stop | length (cut at max_tokens) | tool_calls | None
     info: Annotated[dict[str, Any] | None, _AS_JSON] = None
                                                 # serving details: endpoint, queue wait, ttft
+    abandoned: bool = False                     # True iff its stream ignored its cancellation (or
+                                                # its close) past the grace period and was stopped
 
 
 class UsageRecord(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -25,20 +26,24 @@ from fleetcall.executor.resolve import show_call
 from fleetcall.executor.result import (
     LLMCallRecord, PlanRecord, ReplanRecord, RunResult, RunStatus, TaskRecord, UsageRecord,
 )
-from fleetcall.executor.runner import call_tool
+from fleetcall.executor.runner import Attempted, call_tool
 from fleetcall.llm.base import CallContext, LLMRequest, Usage, closing, complete, count_tokens
+from fleetcall.logs import EXECUTOR, event, fields
 from fleetcall.planner import (
     Finish, Replan, build_joiner_messages, build_planner_messages, check_task, parse_joiner,
     parse_joiner_json, plan_json_schema, plan_tool_definition, validate_plan,
 )
 from fleetcall.plan import IssueKind, Join, Observation, ObservationStatus, Plan, PlanIssue, Round, Task
 from fleetcall.tools.base import ToolContext
+from fleetcall.tracing import NO_TRACE, NoTrace, RunTrace
 
 if TYPE_CHECKING:
     from fleetcall.executor.orchestrator import Orchestrator
 
 Emit = ev.Emit
 PROMPT_MARGIN = 0.9   # share of the context's room a prompt may fill by the model-free token estimate
+
+log = logging.getLogger(EXECUTOR)
 
 
 @dataclass(slots=True)
@@ -53,7 +58,14 @@ class _RoundState:
 
 
 class Run:
-    """State and logic of one query's run; see :meth:`Orchestrator.run`."""
+    """State and logic of one query's run; see :meth:`Orchestrator.run`.
+
+    Logged on ``fleetcall.executor`` (:mod:`fleetcall.logs`): ``run.start`` and ``run.end``
+    (INFO), ``plan.rejected`` (WARNING, with the plan's text cut short), ``plan.replan`` (INFO),
+    ``task.failed`` (WARNING); traced with OpenTelemetry if configured (:mod:`fleetcall.tracing`).
+    """
+
+    mode = "compiled"
 
     def __init__(self, orch: "Orchestrator", query: str, query_id: str, deadline: float | None, emit: Emit) -> None:
         self.orch = orch
@@ -71,13 +83,21 @@ class Run:
         self.usage = Usage()
         self.cancel_requested = False             # True iff the run was cancelled through its handle
         self.executing = False                    # True once execute() has begun
+        self.task: asyncio.Task[Any] | None = None  # the task execute() runs in, once it has begun
         self._llm_cache: dict[int, RecordingLLM] = {}
+        self.trace: RunTrace | NoTrace = NO_TRACE  # the run's spans, once it executes
 
     def _llm(self, llm: Any) -> RecordingLLM:
         wrapped = self._llm_cache.get(id(llm))
         if wrapped is None:
-            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round)
+            wrapped = self._llm_cache[id(llm)] = RecordingLLM(llm, self.calls, self.usage, lambda: self.round,
+                                                              self._llm_watch, self.trace)
         return wrapped
+
+    def _llm_watch(self, kind: str) -> CallWatch:
+        """How one LLM call of this run is contained (its grace period, its slow-step report)."""
+        return CallWatch(kind, fields(query_id=self.query_id, round=self.round), self.orch.slow_step_s,
+                         self.orch.grace_s, kind="LLM call")
 
     def _ctx(self, kind: str) -> CallContext:
         # The planner's call is followed at least by the joiner's; the joiner is the last.
@@ -112,8 +132,30 @@ class Run:
 
     # -- the run as a whole ------------------------------------------------------------------
     async def execute(self) -> RunResult:
+        """Run the query to its result (see :meth:`Orchestrator.run`), logged and traced."""
+        now = self.loop.time()
+        budget = None if self.deadline is None else self.deadline - now
+        event(log, logging.INFO, "run.start", query_id=self.query_id, mode=self.mode, deadline_s=budget)
+        self.trace = self.orch.tracing.start(self.query_id, self.mode, self.deadline, self.loop)
+        try:
+            with self.trace.run():
+                result = await self._execute()
+                self.trace.run_done(result)
+        except BaseException as exc:   # cancelled from outside its handle, or a bug: still logged
+            status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            event(log, logging.INFO, "run.end", query_id=self.query_id, mode=self.mode, status=status,
+                  latency_s=self.loop.time() - now, error=f"{type(exc).__name__}: {exc}")
+            raise
+        event(log, logging.INFO, "run.end", query_id=self.query_id, mode=self.mode, status=result.status.value,
+              latency_s=result.latency, plans=len(result.plans), replans=len(result.replans),
+              tasks=len(result.tasks), llm_calls=len(result.llm_calls), prompt_tokens=result.usage.prompt_tokens,
+              completion_tokens=result.usage.completion_tokens, **({"error": result.error} if result.error else {}))
+        return result
+
+    async def _execute(self) -> RunResult:
         started = self.loop.time()
         self.executing = True
+        self.task = asyncio.current_task()   # the run's own: while it is cancelled, so are its tools
         status, answer, error = RunStatus.FAILED, None, None
         try:
             if self.cancel_requested:   # cancelled through its handle before its first step
@@ -156,11 +198,19 @@ class Run:
                 return None, f"no answer after {len(self.replans)} replan(s); last reason: {reason}"
             now = self.loop.time()
             self.replans.append(ReplanRecord(round=self.round, reason=reason, time=now))
+            event(log, logging.INFO, "plan.replan", query_id=self.query_id, round=self.round, reason=reason)
             self.emit(ev.Replanning(self.round, reason, now))
             self.round += 1
 
     # -- planning and executing one round ------------------------------------------------------
     async def _plan_and_execute(self, history: Sequence[Round]) -> Round:
+        """One round: its plan streamed, its tasks run (under the plan's span)."""
+        with self.trace.plan(self.round, self.orch.plan_format) as span:
+            done = await self._plan_round(history)
+            span.done(done)
+        return done
+
+    async def _plan_round(self, history: Sequence[Round]) -> Round:
         state = self._state = _RoundState(self.round)
         plan_record = PlanRecord(round=self.round, text="", started_at=self.loop.time())
         self.plans.append(plan_record)
@@ -171,10 +221,13 @@ class Run:
                 await self._stream_plan(history, state, tfu)
             except LLMError as exc:
                 failure = exc
-            plan_record.text = state.text
+            finally:   # (also when the deadline or a cancel stops the plan: what was read is kept)
+                plan_record.text = state.text
+                plan_record.issues = [str(i) for i in state.issues]
             plan_record.finished_at = self.loop.time()
-            plan_record.issues = [str(i) for i in state.issues]
             if state.issues:
+                event(log, logging.WARNING, "plan.rejected", query_id=self.query_id, round=self.round,
+                      issues=len(state.issues), first=str(state.issues[0]), text=state.text)
                 self.emit(ev.PlanRejected(self.round, tuple(state.issues), self.loop.time()))
             await tfu.wait_idle()
         if failure is not None:
@@ -341,13 +394,32 @@ class Run:
         self.emit(ev.TaskSkipped(self.round, task.id, obs, self.loop.time()))
 
     def _on_unresolved(self, task: Task, obs: Observation) -> None:
-        """A task whose reference could not be followed: it failed without running."""
+        """A task that failed without an observation from its tool: a reference could not be
+        followed (it never ran), or its task was thrown a ``GeneratorExit`` (see the unit)."""
         record = self.records[(self.round, task.id)]
         record.status, record.error = obs.status.value, obs.error
-        now = self.loop.time()
-        self.emit(ev.TaskFailed(self.round, task.id, obs, now, now))
+        self._log_failed(record)
+        now = record.end = self.loop.time()
+        self.emit(ev.TaskFailed(self.round, task.id, obs, record.start if record.start is not None else now, now))
+
+    def _stopping(self) -> bool:
+        """Whether the run is being cancelled (its deadline, a cancel): then so are its tools."""
+        return self.cancel_requested or (self.task is not None and self.task.cancelling() > 0)
 
     async def _execute_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
+        """Run one task's tool call (under the task's span); a failure is logged."""
+        record = self.records[(self.round, task.id)]
+        with self.trace.task(record):
+            obs = await self._run_task(task, args, kwargs)
+        if obs.status is not ObservationStatus.OK:
+            self._log_failed(record)
+        return obs
+
+    def _log_failed(self, record: TaskRecord) -> None:
+        event(log, logging.WARNING, "task.failed", query_id=self.query_id, round=record.round, task_id=record.id,
+              tool=record.tool, attempts=record.attempts, error=record.error)
+
+    async def _run_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
         tool = self.orch.tools[task.tool]
         limits = self.orch.limits_for(tool)
         round_no = self.round
@@ -356,17 +428,21 @@ class Run:
         record.status = "running"
         shown = dict(zip(tool.parameter_names(), args)) | kwargs
         self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
-        watch = self.orch.watch_for(tool, f"query {self.query_id}, round {round_no}, task {task.id}")
+        watch = self.orch.watch_for(tool, fields(query_id=self.query_id, round=round_no, task_id=task.id))
+        watch.owner = self.task
         ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline,
                           plan_position=lambda: self._calls_after(task), threads=limits.runner(watch))
         try:
             attempted = await call_tool(tool, task.id, args, kwargs, ctx, limits, watch)
         except asyncio.CancelledError:
-            _note_watch(record, watch, self.loop.time())
-            record.status = "cancelled"
-            if why := watch.why_stopped():
-                record.error = f"cancelled; {why}"
-            raise
+            if not self._stopping():   # the tool cancelled its own task: its failure, not the run's end
+                attempted = _cancelled_by_the_tool(task)
+            else:
+                _note_watch(record, watch, self.loop.time())
+                record.status = "cancelled"
+                if why := watch.why_stopped():
+                    record.error = f"cancelled; {why}"
+                raise
         obs = replace(attempted.observation, call=show_call(task.tool, attempted.arguments or shown))
         end = self.loop.time()
         _note_watch(record, watch, end)
@@ -410,6 +486,16 @@ class Run:
                               completion_tokens=self.usage.completion_tokens, calls=self.usage.calls,
                               estimated_calls=self.usage.estimated_calls),
         )
+
+
+def _cancelled_by_the_tool(task: Task) -> Attempted:
+    """A tool's call whose task was cancelled while the run was not: the tool (or code it called)
+    cancelled its own task. The cancellation is taken back; the call failed."""
+    current = asyncio.current_task()
+    while current is not None and current.cancelling():
+        current.uncancel()
+    return Attempted(Observation(task.id, task.tool, ObservationStatus.ERROR,
+                                 error="the tool's task was cancelled, and not by the run (by the tool itself?)"), 1)
 
 
 def _note_watch(record: TaskRecord, watch: CallWatch, end: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +20,15 @@ from typing import Any
 from fleetcall.errors import ToolArgumentError
 from fleetcall.executor.containment import CallWatch, contained
 from fleetcall.executor.threads import LaneRunner, ThreadLane
+from fleetcall.logs import EXECUTOR, event
 from fleetcall.observe import describe_exception
 from fleetcall.plan import Observation, ObservationStatus
 from fleetcall.throttle import LoopThrottler
 from fleetcall.tools.base import Tool, ToolContext
 
 DEFAULT_SYNC_THREADS = 8   # threads of a sync tool's lane when its max_concurrency is not set
+
+log = logging.getLogger(EXECUTOR)
 
 
 @dataclass(slots=True)
@@ -102,7 +106,8 @@ async def call_tool(
 ) -> Attempted:
     """Bind, then call with up to ``1 + retries`` attempts; never raises but a real
     ``CancelledError`` and ``KeyboardInterrupt``. ``watch`` collects what the record should say
-    (an abandoned thread, a loop-blocking step)."""
+    (an abandoned thread, a loop-blocking step). A failed attempt that is retried is logged
+    (``task.retry``, INFO, on ``fleetcall.executor``)."""
     watch = watch if watch is not None else CallWatch(tool.name, f"task {task_id}")
     try:
         arguments = tool.bind(tuple(args), dict(kwargs))
@@ -116,12 +121,16 @@ async def call_tool(
         return Attempted(obs, 0)
     error = ""
     attempts = 0
-    for _ in range(1 + max(0, tool.options.retries)):
+    most = 1 + max(0, tool.options.retries)
+    for _ in range(most):
         attempts += 1
         try:
             value = await _attempt(tool, arguments, ctx, limits, watch)
         except BaseException as exc:  # a tool's failure is an observation, not a crash of the run
             error = _failure(exc, tool, watch)
+            if attempts < most:
+                event(log, logging.INFO, "task.retry", watch.label, tool=tool.name, attempt=attempts,
+                      attempts=most, error=error)
         else:
             return Attempted(Observation(task_id, tool.name, ObservationStatus.OK, value=value), attempts, arguments)
     if attempts > 1:

@@ -31,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("fleetcall.executor")
+from fleetcall.logs import EXECUTOR, event
+
+log = logging.getLogger(EXECUTOR)
 
 IDLE_THREAD_S = 5.0   # a worker thread with nothing to do for this long (wall seconds) ends
 
@@ -89,7 +91,7 @@ class _Job:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     context: contextvars.Context
-    label: str                                  # who called, for the log: "query q1, task 3"
+    label: str                                  # who called, for the log: "query_id=q1 round=0 task_id=3"
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     started: float = field(default_factory=time.monotonic)   # wall time (s) it was handed over
     abandoned: bool = False                     # True once its caller stopped waiting
@@ -192,8 +194,8 @@ class ThreadLane:
         for _ in range(stopping):
             self._jobs.put(None)
         if still:
-            log.warning("tool %r: %d call(s) still running in threads at close, abandoned: %s",
-                        self.name, len(still), "; ".join(still))
+            event(log, logging.WARNING, "tool.threads_abandoned", tool=self.name, calls=len(still),
+                  running="; ".join(still))
 
     def _submit(self, job: _Job) -> None:   # (called by the handover, in the loop's thread)
         with self._lock:
@@ -236,8 +238,8 @@ class ThreadLane:
         with self._lock:
             self._running.discard(job)
         if job.abandoned:
-            log.info("tool %r: abandoned call finished after %.1fs (%s)", self.name,
-                     time.monotonic() - job.started, job.label)
+            event(log, logging.INFO, "tool.abandoned_call_done", job.label, tool=self.name,
+                  after_s=time.monotonic() - job.started)
         self._slots.release()
 
 

@@ -8,7 +8,8 @@ successful attempt's measurements) and :class:`~fleetcall.router.faults.Failure`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 from fleetcall.router.faults import CallId, Fail
 
@@ -45,3 +46,16 @@ class Outcome:
     completion_tokens: int = 0
     cached_tokens: int = 0        # prompt tokens the endpoint served from its prefix cache
     complete: bool = True         # False: the caller stopped reading early (nothing learned)
+
+    def measured(self) -> Outcome:
+        """This outcome without the measurements no clock or server could give (a NaN, an
+        infinity, a negative time or count): those are taken as not measured, so one bad
+        report cannot poison what the scheduler learns."""
+        def seconds(value: float | None) -> float | None:
+            ok = value is not None and math.isfinite(value) and value >= 0
+            return value if ok else None
+
+        return replace(self, ttft_s=seconds(self.ttft_s), tpot_s=seconds(self.tpot_s),
+                       total_s=seconds(self.total_s),
+                       completion_tokens=max(self.completion_tokens, 0),
+                       cached_tokens=max(self.cached_tokens, 0))

@@ -13,7 +13,7 @@ emulated GPU under the virtual clock, with no second code path::
         async for chunk in client.stream(request, timeout_s=30):
             ...
 
-Every call is measured on the loop's clock; the last chunk's ``info`` holds ``endpoint``,
+Every call is measured on the loop's clock; the last chunk's ``info`` holds ``endpoint``, ``model``,
 ``ttft_s``, ``tpot_s``, ``total_s``, ``prompt_tokens``, ``completion_tokens``, ``cached_tokens``,
 ``finish_reason`` and ``usage_reported`` (False when the server sent no usage, nor llama.cpp's
 ``timings``, and the token counts are estimates). Streamed tool calls come out piece by piece as
@@ -28,9 +28,11 @@ The per-attempt deadline is enforced with ``asyncio.timeout_at`` around each rea
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import hashlib
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ from fleetcall.llm.base import (
     Chunk, Completion, LLMRequest, ModelInfo, ToolCall, ToolCallDelta, Usage, closing, count_tokens, prompt_tokens,
 )
 from fleetcall.router.config import EndpointConfig, RetryConfig
+from fleetcall.router.sse import LineSplitter, SSEDecoder
 from fleetcall.vclock import is_virtual
 
 __all__ = [
@@ -107,6 +110,33 @@ class RoutingTransport(httpx.AsyncBaseTransport):
             await transport.aclose()
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookies, minus their cost on answers that set none: ``extract_cookies`` first
+    dresses the request and response up for ``http.cookiejar`` (a urllib request, an email
+    message of every header), then finds no ``Set-Cookie`` to read. Same cookies either way."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class _PoolClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` whose cookie jar is :class:`_Cookies`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cookies = self.cookies  # through the setter below: the same cookies, in a _Cookies
+
+    @property  # httpx's property, with a setter that keeps the jar a _Cookies
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._cookies = _Cookies(cookies)
+
+
 def make_http_client(routing: RoutingTransport, *,
                      retry: RetryConfig | None = None) -> httpx.AsyncClient:
     """The pool's shared client over ``routing``, with explicit timeouts from ``retry``.
@@ -116,7 +146,7 @@ def make_http_client(routing: RoutingTransport, *,
     client closes ``routing`` and all it routes to."""
     retry = retry or RetryConfig()
     timeout = httpx.Timeout(retry.attempt_timeout_s, connect=retry.connect_timeout_s)
-    return httpx.AsyncClient(transport=routing, timeout=timeout)
+    return _PoolClient(transport=routing, timeout=timeout)
 
 
 def emulated_host(name: str) -> str:
@@ -135,44 +165,13 @@ def emulated_host(name: str) -> str:
 # ----------------------------------------------------------------------------- pure parsing
 
 
-class SSEDecoder:
-    """Server-sent events, line by line: returns the ``data`` of each completed event.
-
-    ``data:`` lines of one event are joined with newlines; a blank line ends the event; lines
-    starting with ``:`` (keep-alive comments) and other fields (``event``, ``id``, ``retry``) are
-    skipped. Call :meth:`flush` at the end of the stream for an event without a final blank line.
-    """
-
-    __slots__ = ("_data",)
-
-    def __init__(self) -> None:
-        self._data: list[str] = []  # data lines of the event being read
-
-    def feed(self, line: str) -> list[str]:
-        line = line.rstrip("\r\n")
-        if not line:
-            return self.flush()
-        if line.startswith(":"):
-            return []
-        name, _, value = line.partition(":")
-        if name == "data":
-            self._data.append(value.removeprefix(" "))
-        return []
-
-    def flush(self) -> list[str]:
-        if not self._data:
-            return []
-        event = "\n".join(self._data)
-        self._data = []
-        return [event]
-
-
 def parse_retry_after(value: str | None, *, date: str | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delay seconds, or an HTTP date.
 
     An HTTP date is measured against the response's own ``Date`` header (the server's clock),
     so no wall clock is read; without one, a date cannot be turned into a delay and None is
-    returned. Negative waits become 0.
+    returned, as for anything else that is no finite number of seconds (``nan``, ``inf``,
+    ``soon``). Negative waits become 0.
 
         >>> parse_retry_after("2.5")
         2.5
@@ -183,9 +182,11 @@ def parse_retry_after(value: str | None, *, date: str | None = None) -> float | 
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     if date is None:
         return None
     try:
@@ -322,14 +323,14 @@ class _Answer:
         """(prompt, completion) tokens as the server counted them: its usage, else llama.cpp's
         ``timings`` (cached + computed prompt tokens, predicted tokens)."""
         usage = self.usage or {}
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        prompt = _count(usage.get("prompt_tokens"))
+        completion = _count(usage.get("completion_tokens"))
         timings = self.timings or {}
-        if prompt is None and isinstance(timings.get("prompt_n"), int):
-            prompt = timings["prompt_n"] + int(timings.get("cache_n") or 0)
-        if completion is None and isinstance(timings.get("predicted_n"), int):
-            completion = timings["predicted_n"]
-        return (prompt if isinstance(prompt, int) else None,
-                completion if isinstance(completion, int) else None)
+        if prompt is None and _count(timings.get("prompt_n")) is not None:
+            prompt = timings["prompt_n"] + (_count(timings.get("cache_n")) or 0)
+        if completion is None:
+            completion = _count(timings.get("predicted_n"))
+        return prompt, completion
 
     def result(self, endpoint: str, request: LLMRequest, now: float,
                *, streamed: bool) -> tuple[Usage, dict[str, Any]]:
@@ -342,7 +343,7 @@ class _Answer:
         if completion is None:
             completion = self.deltas if streamed else count_tokens("".join(self.text))
         details = usage.get("prompt_tokens_details") or {}
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
         ttft = tpot = None
         if streamed and self.first_at is not None and self.last_at is not None:
             ttft = self.first_at - self.started
@@ -351,6 +352,13 @@ class _Answer:
                 "prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached,
                 "finish_reason": self.finish_reason, "usage_reported": reported}
         return Usage(prompt, completion, 1, 0 if reported else 1), info
+
+
+def _count(value: Any) -> int | None:
+    """A token count a server reported: a non-negative int, else None (not reported). JSON
+    readers take NaN, Infinity, floats, booleans and negative numbers too."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if ok else None
 
 
 def _text_of(content: Any) -> str:
@@ -447,6 +455,16 @@ class EndpointClient:
         self.base_url = base_url.rstrip("/")
 
     @property
+    def base_url(self) -> str:
+        """The endpoint's OpenAI-compatible base URL (``.../v1``, no trailing slash)."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, url: str) -> None:
+        self._base_url = url
+        self._chat_url = httpx.URL(f"{url}/chat/completions")  # parsed once, not per call
+
+    @property
     def name(self) -> str:
         return self.config.name
 
@@ -485,6 +503,7 @@ class EndpointClient:
             await response.aclose()
         now = asyncio.get_running_loop().time()
         usage, info = answer.result(self.name, request, now, streamed=True)
+        info["model"] = self.config.model   # the name the request sent
         yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info,
                     finish_reason=answer.finish_reason)
 
@@ -500,6 +519,7 @@ class EndpointClient:
             await response.aclose()
         now = asyncio.get_running_loop().time()
         usage, info = answer.result(self.name, request, now, streamed=False)
+        info["model"] = self.config.model
         return Completion("".join(answer.text), usage, answer.tool_calls(), info, answer.finish_reason)
 
     # -- I/O, each read bounded by the attempt's deadline
@@ -510,7 +530,7 @@ class EndpointClient:
         headers = {"accept": accept, "content-type": "application/json"}
         if attempt.key is not None:
             headers["authorization"] = f"Bearer {attempt.key.get_secret_value()}"
-        request = self._http.build_request("POST", f"{self.base_url}/chat/completions",
+        request = self._http.build_request("POST", self._chat_url,
                                            content=encode_body(body), headers=headers)
         try:
             async with asyncio.timeout_at(attempt.deadline):
@@ -531,7 +551,8 @@ class EndpointClient:
             self.name, attempt.scrub(_server_message(response) or response.reason_phrase),
             status=status, retryable=status >= 500 or status in _RETRYABLE_4XX,
             retry_after_s=parse_retry_after(response.headers.get("retry-after"),
-                                            date=response.headers.get("date")))
+                                            date=response.headers.get("date")),
+            retry_after_header=response.headers.get("retry-after"))
 
     async def _read_json(self, response: httpx.Response, attempt: _Attempt,
                          answer: _Answer) -> None:
@@ -553,23 +574,37 @@ class EndpointClient:
     async def _read_events(self, response: httpx.Response, attempt: _Attempt,
                            answer: _Answer) -> AsyncIterator[tuple[str, tuple[ToolCallDelta, ...]]]:
         """Yield the text and tool-call pieces of each streamed delta until ``[DONE]``; fold the
-        rest into ``answer``."""
+        rest into ``answer``. One bounded read per chunk the server sends; its lines are split
+        here as ``aiter_lines`` splits them, from UTF-8 (what SSE is; a declared charset is
+        decoded by httpx, as before)."""
         loop = asyncio.get_running_loop()
-        decoder = SSEDecoder()
+        splitter, decoder = LineSplitter(), SSEDecoder()
+        declared = "charset" in response.headers.get("content-type", "").lower()
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # unless declared
         yielded = False  # True iff text went out to the caller: a retry would repeat it
-        async with closing(response.aiter_lines()) as lines:
+        source: AsyncIterator[str | bytes] = response.aiter_text() if declared else response.aiter_bytes()
+        async with closing(source) as reads:
             while not answer.done:
                 try:
                     async with asyncio.timeout_at(attempt.deadline):
-                        line = await anext(lines, None)
+                        read = await anext(reads, None)
                 except (TimeoutError, httpx.HTTPError) as exc:
                     self._fail_transport(exc, attempt, yielded=yielded)
-                for data in decoder.feed(line) if line is not None else decoder.flush():
-                    text, pieces = self._fold_event(data, answer, attempt, loop.time(), yielded=yielded)
-                    if text or pieces:
-                        yielded = True
-                        yield text, pieces
-                if line is None:
+                if read is None:
+                    tail = "" if declared else utf8.decode(b"", True)
+                    lines: list[str | None] = [*splitter.decode(tail), *splitter.flush(), None]
+                else:
+                    lines = [*splitter.decode(read if isinstance(read, str) else utf8.decode(read))]
+                for line in lines:
+                    for data in decoder.feed(line) if line is not None else decoder.flush():
+                        got, pieces = self._fold_event(data, answer, attempt, loop.time(),
+                                                       yielded=yielded)
+                        if got or pieces:
+                            yielded = True
+                            yield got, pieces
+                    if answer.done:
+                        break
+                if read is None:
                     break
         if not answer.done and answer.finish_reason is None:
             raise EndpointError(self.name, "stream ended before the answer was complete",

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetcall.errors import ConfigError
+from fleetcall.logs import ROUTER, event
 from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.dispatcher import (Dispatcher, make_dispatcher, predicted_service_s,
@@ -61,7 +62,7 @@ from fleetcall.router.views import CallView, EndpointView
 
 __all__ = ["Action", "Grant", "Outcome", "Retired", "SchedulerCore"]
 
-log = logging.getLogger("fleetcall.router")
+log = logging.getLogger(ROUTER)
 
 DEFAULT_CALL_S = 1.0       # an LLM call's service time before any was measured
 _QUERIES_REMEMBERED = 100_000  # admitted query ids kept to tell a new query from a known one
@@ -85,6 +86,7 @@ class _Call:
     excluded: dict[str, float] = field(default_factory=dict)  # endpoint that failed it ->
                                                               # loop time it may be retried there
     tried: dict[str, str] = field(default_factory=dict)  # endpoint -> what happened there, last
+    avoided: frozenset[str] = frozenset()  # endpoints unavailable when it was last placed
 
 
 class SchedulerCore:
@@ -115,12 +117,18 @@ class SchedulerCore:
         self._queries: OrderedDict[str, None] = OrderedDict()  # recently admitted query ids
         self._wakeup: float | None = None                # cached next_wakeup()
         self._stale = False                              # True iff _wakeup must be recomputed
+        self._clock = -math.inf                          # the latest event's time
 
     # -- endpoints -------------------------------------------------------------------------
     @property
     def endpoints(self) -> list[str]:
         """Names of the live endpoints, in the order they were added."""
         return list(self._endpoints)
+
+    @property
+    def clock(self) -> float:
+        """The latest event's time (-inf before the first): no event may come earlier."""
+        return self._clock
 
     def endpoint(self, name: str) -> EndpointState:
         """A live or retiring endpoint's state (read it, do not write it); ConfigError if none."""
@@ -134,7 +142,7 @@ class SchedulerCore:
         """A new endpoint (ConfigError if the name is taken, or still finishing calls)."""
         out = self._begin(now)
         if spec.name in self._endpoints or spec.name in self._retiring:
-            raise ConfigError(f"the pool already has an endpoint named {spec.name!r}")
+            raise ConfigError(self.name_taken(spec.name))
         ep = EndpointState(
             spec=spec, predictor=self._predictor(spec),
             prefixes=PrefixIndex(spec.prefix_capacity_blocks), queue=self.dispatcher.new_queue(),
@@ -144,6 +152,14 @@ class SchedulerCore:
         self._unpark(now, out)
         self._pump(ep, now, out)
         return out
+
+    def name_taken(self, name: str) -> str:
+        """Why an endpoint named ``name`` cannot be added now (call when it cannot)."""
+        retiring = self._retiring.get(name)
+        if retiring is None:
+            return f"the pool already has an endpoint named {name!r}"
+        return (f"endpoint {name!r} was removed and is still finishing {len(retiring.running)} "
+                f"call(s): add it again once they end")
 
     def _predictor(self, spec: EndpointSpec) -> ServicePredictor:
         """A profiled endpoint shares the predictor of its twins (the same GPU, model and
@@ -178,8 +194,12 @@ class SchedulerCore:
         return out
 
     def rate_limited(self, name: str, now: float, until: float,
-                     status: int | None = 429) -> list[Action]:
-        """The endpoint asked for no calls until ``until`` (loop time)."""
+                     status: int | str | None = 429) -> list[Action]:
+        """The endpoint asked for no calls until ``until`` (loop time); ``status``: the HTTP
+        status that said so, or the limit that did (``"rpm"``, ``"tpm"``: the pool's own).
+        ValueError if ``until`` is NaN."""
+        if math.isnan(until):
+            raise ValueError(f"endpoint {name!r}: rate-limited until NaN")
         out = self._begin(now)
         self._cool(self.endpoint(name), until, status, now, out)
         return out
@@ -188,8 +208,8 @@ class SchedulerCore:
         """A fault of the endpoint seen outside a call (counts toward its breaker)."""
         out = self._begin(now)
         ep = self.endpoint(name)
-        if failure.kind is FaultKind.RATE_LIMITED:
-            self._cool(ep, now + self._cooldown_s(failure), failure.status, now, out)
+        if failure.rate_limit:
+            self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
         return out
@@ -201,7 +221,7 @@ class SchedulerCore:
         if ep.breaker.state(now) != "closed":
             ep.breaker.reset()
             ep.streak.clear()
-            log.info("endpoint %s: breaker closed (health check passed)", name)
+            event(log, logging.INFO, "endpoint.breaker_closed", endpoint=name, by="health_check")
         self._refresh(ep, now, out)
         return out
 
@@ -244,6 +264,7 @@ class SchedulerCore:
         """The running call succeeded: learn from its measurements, free its slot."""
         out = self._begin(now)
         c, ep = self._running(call_id)
+        outcome = outcome.measured()
         del self._calls[call_id]
         running = ep.running[call_id]
         was = ep.breaker.state(now)
@@ -255,7 +276,7 @@ class SchedulerCore:
         if ep.breaker.state(now) == "closed":
             ep.streak.clear()
             if was != "closed":
-                log.info("endpoint %s: breaker closed (probe call succeeded)", ep.name)
+                event(log, logging.INFO, "endpoint.breaker_closed", endpoint=ep.name, by="probe_call")
         self._free(ep, call_id, now, out)
         return out
 
@@ -265,9 +286,11 @@ class SchedulerCore:
         c, ep = self._running(call_id)
         c.running, c.endpoint = False, None
         c.tried[ep.name] = failure.describe()
-        if failure.kind is FaultKind.RATE_LIMITED:  # first the endpoint's verdict: the slot
-            ep.stats.rate_limited(failure.cause)    # freed below must not go to a queued call
-            self._cool(ep, now + self._cooldown_s(failure), failure.status, now, out)
+        if failure.rate_limit:                    # first the endpoint's verdict: the slot
+            ep.stats.rate_limited(failure.cause)  # freed below must not go to a queued call
+            if ep.probe_call == call_id:  # no verdict on its health: probe again after this
+                ep.breaker.probe_abandoned(now)
+            self._cool(ep, self._cooled_until(failure, now), failure.status, now, out)
         else:
             self._judge(ep, failure, now, out)
         self._free(ep, call_id, now, out)
@@ -278,6 +301,8 @@ class SchedulerCore:
                 out.append(self._exhausted(c, ep.name, failure))
                 return out
             c.excluded[ep.name] = now + self.retry.backoff_s * 2 ** (c.faults - 1)
+            event(log, logging.INFO, "call.retry", call_id=call_id, query_id=c.view.query_id or None,
+                  kind=c.view.kind, endpoint=ep.name, attempt=c.attempts, error=failure.describe())
         c.wait_from = now
         self._place(c, now, out)
         return out
@@ -315,7 +340,13 @@ class SchedulerCore:
         return self._wakeup
 
     def _begin(self, now: float, *, force: bool = False) -> list[Action]:
-        """Every event starts here: timed transitions due by ``now`` happen first."""
+        """Every event starts here: ``now`` is checked (ValueError, before any change: a NaN,
+        an infinity, or a time before the latest event's), then timed transitions due by
+        ``now`` happen first."""
+        if not math.isfinite(now) or now < self._clock:
+            raise ValueError(f"an event's time must be a finite loop time, never going "
+                             f"backwards: got {now!r} after {self._clock!r}")
+        self._clock = now
         out: list[Action] = []
         due = self.next_wakeup()
         if force or (due is not None and now >= due):
@@ -395,6 +426,7 @@ class SchedulerCore:
         chosen = next(v for v in views if v.name == name)
         ep = self._endpoints[name]
         c.endpoint, c.service_s = name, predicted_service_s(c.view, chosen)
+        c.avoided = frozenset(self._down) if self._down else frozenset()
         ep.queue.push(c.view, c.service_s)
         self._pump(ep, now, out)
 
@@ -497,13 +529,33 @@ class SchedulerCore:
             if ep.name in self._down:
                 self._stale = True  # a closed breaker may bring its available time forward
             return
-        if ep.name in self._down:
+        back = ep.name in self._down
+        if back:
             self._down.discard(ep.name)
             self._stale = True
-            log.info("endpoint %s is available again", ep.name)
+            event(log, logging.INFO, "endpoint.available", endpoint=ep.name)
         if self._parked:
             self._unpark(now, out)
+        if back:
+            self._recall(ep, now, out)
         self._pump(ep, now, out)
+
+    def _recall(self, ep: EndpointState, now: float, out: list[Action]) -> None:
+        """``ep`` is back: the calls queued elsewhere because it was down are placed again,
+        oldest first, so the policy chooses as if it had not been down (a fault must not leave
+        a recovered endpoint idle while calls it would have taken wait in another's queue)."""
+        moved = [c for c in self._calls.values()
+                 if not c.running and c.endpoint is not None and c.endpoint != ep.name
+                 and ep.name in c.avoided]
+        if not moved:
+            return
+        event(log, logging.INFO, "endpoint.recall", endpoint=ep.name, calls=len(moved))
+        for c in moved:
+            assert c.endpoint is not None
+            self._endpoints[c.endpoint].queue.remove(c.view.call_id)
+            c.endpoint = None
+        for c in moved:
+            self._place(c, now, out)
 
     def _mark_down(self, ep: EndpointState, now: float) -> None:
         """``ep`` may have become unavailable, or unavailable for longer: re-time the wakeup."""
@@ -516,24 +568,30 @@ class SchedulerCore:
         entries = ep.queue.ordered()
         if not entries:
             return
-        log.info("re-dispatching %d call(s) queued at %s (%s)", len(entries), ep.name, why)
+        event(log, logging.INFO, "endpoint.redispatch", endpoint=ep.name, calls=len(entries), why=why)
         for entry in entries:
             ep.queue.remove(entry.call.call_id)
         for entry in entries:
             self._place(self._calls[entry.call.call_id], now, out)
 
     # -- endpoint health -------------------------------------------------------------------
-    def _cooldown_s(self, failure: Failure) -> float:
+    def _cooled_until(self, failure: Failure, now: float) -> float:
+        """Loop time a rate-limited endpoint may be used again."""
+        if failure.retry_at is not None:
+            return max(failure.retry_at, now)
         after = failure.retry_after_s
-        return max(self.retry.rate_limit_s if after is None else after, _MIN_COOLDOWN_S)
+        return now + max(self.retry.rate_limit_s if after is None else after, _MIN_COOLDOWN_S)
 
-    def _cool(self, ep: EndpointState, until: float, status: int | None, now: float,
+    def _cool(self, ep: EndpointState, until: float, status: int | str | None, now: float,
               out: list[Action]) -> None:
         """A rate limit: ``ep`` takes no call until ``until``; its queue goes elsewhere."""
+        cooling = now < ep.cooling_until
         if until <= now or not ep.cool_down(until, status) or ep.removed:
             return
-        log.info("endpoint %s rate-limited (%s): cooling down for %.1f s", ep.name,
-                 status or "Retry-After", until - now)
+        if not cooling:
+            ep.stats.cooldowns += 1
+        event(log, logging.INFO, "endpoint.cooldown", endpoint=ep.name, status=status or "Retry-After",
+              cooldown_s=until - now, extended=cooling)
         self._stale = True
         self._mark_down(ep, now)
         self._evict(ep, now, out, "it is rate-limited")
@@ -552,8 +610,9 @@ class SchedulerCore:
         if was == "closed" or (was == "half-open" and now_state == "open"):
             ep.streak[failure.kind] = ep.streak.get(failure.kind, 0) + 1
         if now_state == "open" and was != "open":
-            log.warning("endpoint %s: breaker opened after %s; probe in %.1f s", ep.name,
-                        describe_streak(ep.streak), (ep.breaker.probe_at() or now) - now)
+            ep.stats.breaker_trips += 1
+            event(log, logging.WARNING, "endpoint.breaker_open", endpoint=ep.name,
+                  after=describe_streak(ep.streak), probe_in_s=(ep.breaker.probe_at() or now) - now)
             self._mark_down(ep, now)
             self._evict(ep, now, out, "its breaker opened")
 
@@ -590,6 +649,8 @@ class SchedulerCore:
         tried = "; ".join(f"{name}: {why}" for name, why in reasons)
         message = (f"LLM call failed at endpoint {endpoint!r} after {c.attempts} attempt(s): "
                    f"{failure.cause} (endpoints tried: {tried})")
+        event(log, logging.WARNING, "call.failed", call_id=c.view.call_id, query_id=c.view.query_id or None,
+              kind=c.view.kind, endpoint=endpoint, attempts=c.attempts, error=failure.describe())
         return Fail(c.view.call_id, FailWhy.ATTEMPTS, message, reasons)
 
     def _no_endpoint(self, c: _Call, now: float) -> Fail:
@@ -603,7 +664,8 @@ class SchedulerCore:
               else f"within {self.retry.max_unavailable_s:g} s")
         message = (f"no endpoint could take {what} {by}: "
                    + "; ".join(f"{name}: {why}" for name, why in reasons))
-        log.warning("%s", message)
+        event(log, logging.WARNING, "call.no_endpoint", call_id=v.call_id, query_id=v.query_id or None,
+              kind=v.kind, error=message)
         return Fail(v.call_id, FailWhy.NO_ENDPOINT, message, reasons)
 
     def _why_not(self, ep: EndpointState, c: _Call, now: float) -> str:

@@ -6,13 +6,19 @@ does depends only on the kind:
 ================ ====================================== ========== ======== ==============
 kind             what came back                         retried    breaker  endpoint
 ================ ====================================== ========== ======== ==============
-RATE_LIMITED     429, or 503 with Retry-After           yes, free  no       cools down
+RATE_LIMITED     429, or 503 with a Retry-After header  yes, free  no       cools down
 CONNECTION       connect/read error, malformed stream   yes        counts
 SERVER_ERROR     5xx (503 without Retry-After)          yes        counts
 TIMEOUT          the attempt's time ran out, or 408     yes        counts
 CLIENT_ERROR     other 4xx: the request itself is wrong no         no (up)
 BROKEN_STREAM    the stream broke after text went out   no         counts
 ================ ====================================== ========== ======== ==============
+
+A rate-limit error inside a stream whose text already went out (an in-band 429) is a broken
+stream for the call, but a rate limit for the endpoint (:attr:`Failure.rate_limit`): it cools
+down and its breaker is not charged. A Retry-After that gives no usable number of seconds (an
+HTTP date without a Date header, ``soon``, ``nan``) cools the endpoint for
+``RetryConfig.rate_limit_s``.
 
 A rate limit is not a fault: the endpoint cools down until its Retry-After (a later one extends
 the cooldown, an earlier one never shortens it), the call goes elsewhere at once, and the
@@ -72,6 +78,15 @@ class Failure:
     cause: str                          # one line, names no secret
     status: int | None = None           # HTTP status, None if no response came
     retry_after_s: float | None = None  # seconds the endpoint asked to wait (rate limits)
+    retry_at: float | None = None       # or the loop time it may be used again, exactly (the
+                                        # pool's own rpm/tpm window: when it frees)
+
+    @property
+    def rate_limit(self) -> bool:
+        """The endpoint said it is rate limiting: it cools down and its breaker is not
+        charged, whatever happens to the call (a 429 inside a stream whose text already went
+        out is a broken stream for the call, not retried, yet a rate limit for the endpoint)."""
+        return self.kind is FaultKind.RATE_LIMITED or self.status == 429
 
     def describe(self) -> str:
         return f"HTTP {self.status}: {self.cause}" if self.status is not None else self.cause
@@ -82,7 +97,8 @@ def classify(exc: EndpointError) -> Failure:
     status, after = exc.status, exc.retry_after_s
     if exc.first_token_seen:
         kind = FaultKind.BROKEN_STREAM
-    elif status == 429 or (status == 503 and after is not None):
+    elif status == 429 or (status == 503 and (after is not None
+                                               or exc.retry_after_header is not None)):
         kind = FaultKind.RATE_LIMITED
     elif status == 408:
         kind = FaultKind.TIMEOUT

@@ -136,6 +136,9 @@ class EndpointSnapshot:
     last_error: str | None    # cause of the latest failure
     rate_limited: int = 0     # attempts answered with a rate limit (429, 503 + Retry-After)
     cooling_s: float = 0.0    # seconds until its rate-limit cooldown ends (0: not cooling)
+    cooldowns: int = 0        # cooldowns begun (a rate limit while not cooling; extending one
+                              # is not a new one)
+    breaker_trips: int = 0    # times its breaker opened (from closed, or again after a failed probe)
 
 
 class EndpointStats:
@@ -147,7 +150,8 @@ class EndpointStats:
     """
 
     __slots__ = ("name", "breaker", "alpha", "in_flight", "queued", "calls", "failures",
-                 "ttft_s", "tpot_s", "error_rate", "last_error", "rate_limits")
+                 "ttft_s", "tpot_s", "error_rate", "last_error", "rate_limits", "cooldowns",
+                 "breaker_trips")
 
     def __init__(self, name: str, breaker: CircuitBreaker | None = None, *,
                  alpha: float = 0.2) -> None:
@@ -165,6 +169,8 @@ class EndpointStats:
         self.error_rate = 0.0               # EWMA of 0 (success) / 1 (failure)
         self.last_error: str | None = None
         self.rate_limits = 0                # attempts answered with a rate limit
+        self.cooldowns = 0                  # cooldowns begun (the core counts them)
+        self.breaker_trips = 0              # breaker openings (the core counts them)
 
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else old + self.alpha * (new - old)
@@ -212,7 +218,7 @@ class EndpointStats:
         return EndpointSnapshot(self.name, self.in_flight, self.queued, self.calls, self.failures,
                                 self.ttft_s, self.tpot_s, self.error_rate,
                                 self.breaker.state(now), self.last_error, self.rate_limits,
-                                cooling_s)
+                                cooling_s, self.cooldowns, self.breaker_trips)
 
 
 def _root_health_url(base_url: str) -> str:

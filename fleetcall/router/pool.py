@@ -22,10 +22,10 @@ by URL scheme (``emulated://GPU/model?tp=N``, see :mod:`fleetcall.router.backend
 the same client through :class:`~fleetcall.router.client.RoutingTransport`, so a pool of
 emulated endpoints runs unchanged under the virtual clock.
 
-Every call's final chunk carries ``info``: ``endpoint``, ``gpu``, ``queue_s`` (waiting for a slot,
+Every call's final chunk carries ``info``: ``endpoint``, ``gpu``, ``model``, ``queue_s`` (waiting for a slot,
 all attempts), ``attempts``, ``ttft_s``, ``tpot_s``, ``total_s``, ``prompt_tokens``,
 ``completion_tokens``, ``cached_tokens``. The first text chunk carries the placement part
-(``endpoint``, ``gpu``, ``queue_s``, ``attempts``, ``ttft_s``), for callers that stop reading
+(``endpoint``, ``gpu``, ``model``, ``queue_s``, ``attempts``, ``ttft_s``), for callers that stop reading
 early, as the planner does at ``join()``.
 """
 
@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from fleetcall.errors import ConfigError, EndpointError
+from fleetcall.errors import ConfigError, EndpointError, LLMError
 from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, ModelInfo, closing, count_tokens
 from fleetcall.router import prefix
 from fleetcall.router.backend import Backend, BackendSpec, resolve_backend
@@ -50,7 +50,8 @@ from fleetcall.router.config import (BreakerConfig, EndpointConfig, PoolConfig, 
                                       load_pool_config)
 from fleetcall.router.core import Action, Grant, Outcome, Retired, SchedulerCore
 from fleetcall.router.dispatcher import Dispatcher
-from fleetcall.router.faults import Fail, FailWhy, NoEndpointError, OverloadedError, classify
+from fleetcall.router.faults import (Fail, FailWhy, Failure, FaultKind, NoEndpointError,
+                                     OverloadedError, classify)
 from fleetcall.router.health import EndpointSnapshot, probe
 from fleetcall.router.predict import OutputLengths
 from fleetcall.router.state import EndpointSpec
@@ -133,6 +134,8 @@ class EndpointPool:
         self._timer_at: float | None = None
         self._now = 0.0  # latest loop time seen (for changes made outside a running loop)
         self._closed = False  # True once aclose() began: no timer is armed any more
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop its calls run on
+        self._in_process = False  # True once an endpoint served in-process was added
         for config in endpoints:
             self.add(config)
 
@@ -164,11 +167,14 @@ class EndpointPool:
         return cls(configs, **kwargs)
 
     def add(self, config: EndpointConfig | dict[str, Any]) -> None:
-        """Add an endpoint (also while calls run); ConfigError if the name is taken."""
+        """Add an endpoint (also while calls run); ConfigError if the name is taken, or the
+        pool is closed."""
+        if self._closed:
+            raise ConfigError("the pool is closed (aclose() was called): no endpoint can be added")
         if isinstance(config, dict):
             config = EndpointConfig(**config)
-        if config.name in self._links:
-            raise ConfigError(f"the pool already has an endpoint named {config.name!r}")
+        if config.name in self._links:  # live, or removed and still finishing calls
+            raise ConfigError(self._core.name_taken(config.name))
         factory = resolve_backend(config.base_url)
         backend = None if factory is None else factory(BackendSpec(
             config, len(self._core.endpoints), self.block_tokens, self._backend_options))
@@ -178,6 +184,7 @@ class EndpointPool:
             gpu, model, tp = backend.gpu, backend.model, backend.tp
             capacity = backend.capacity_tokens or capacity
             self._routing.add(emulated_host(config.name), backend.transport)
+            self._in_process = True
         spec = EndpointSpec(config.name, config.slots, gpu, model, tp,
                             max(capacity // self.block_tokens, 1), f"{gpu}|{model}|{tp}")
         self._links[config.name] = _Link(
@@ -218,8 +225,13 @@ class EndpointPool:
     # -- the LLM protocol ------------------------------------------------------------------
     async def stream(self, request: LLMRequest) -> AsyncIterator[Chunk]:
         """Serve one call: submitted to the core, streamed from each endpoint it grants, until
-        it succeeds or the core fails it (OverloadedError, NoEndpointError, AttemptsExhausted)."""
+        it succeeds or the core fails it (OverloadedError, NoEndpointError, AttemptsExhausted;
+        NoEndpointError at once once the pool is closed; LLMError while another event loop's
+        calls run)."""
         loop = asyncio.get_running_loop()
+        if self._closed:
+            raise NoEndpointError("the pool is closed (aclose() was called): the call was not sent")
+        self._bind(loop)
         self._start_health(loop)
         call = _Call(self._call_view(request, loop.time()), loop.create_future())
         self._calls[call.view.call_id] = call
@@ -240,6 +252,9 @@ class EndpointPool:
         call.future = asyncio.get_running_loop().create_future()
         if isinstance(action, Fail):
             raise action.error() from call.last_error
+        if self._closed:  # granted as the pool closed (its failed attempt was placed again)
+            self._end(call, self._core.cancelled(call.view.call_id, self._time()))
+            raise self._closed_fail(call).error() from call.last_error
         return action
 
     async def _attempt(self, call: _Call, grant: Grant,
@@ -248,12 +263,10 @@ class EndpointPool:
         loop = asyncio.get_running_loop()
         link = self._links[grant.endpoint]
         self._apply(self._core.started(call.view.call_id, loop.time()))
+        if not self._within_limits(call, link, loop.time()):
+            return
         started, first_token_s, yielded = loop.time(), None, False
         try:
-            if link.throttle is not None:
-                await link.throttle.acquire()
-            if link.tokens is not None:
-                await link.tokens.acquire(call.view.prompt_tokens + call.view.output_tokens)
             if link.backend is not None and link.backend.call_metadata:
                 request = _with_metadata(request)
             chunks = link.client.stream(request, timeout_s=self.retry.attempt_timeout_s)
@@ -266,7 +279,7 @@ class EndpointPool:
                         # placement on the first text chunk too: a caller that stops reading
                         # early (the planner, at join()) still learns where the call ran
                         chunk = replace(chunk, info={
-                            "endpoint": grant.endpoint, "gpu": link.config.gpu,
+                            "endpoint": grant.endpoint, "gpu": link.config.gpu, "model": link.config.model,
                             "queue_s": grant.queue_s, "attempts": grant.attempt,
                             "ttft_s": first_token_s})
                         self._apply(self._core.first_token(call.view.call_id, loop.time()))
@@ -283,6 +296,28 @@ class EndpointPool:
                                                     Outcome(ttft_s=first_token_s, complete=False)),
                           served=True)
             raise
+
+    def _within_limits(self, call: _Call, link: _Link, now: float) -> bool:
+        """Count the attempt in the endpoint's own rpm/tpm windows; when one is full, the
+        endpoint is rate-limited until it frees (as by a 429 with that Retry-After: the call
+        goes elsewhere at once, or waits) and the attempt is not sent: False."""
+        tokens = call.view.prompt_tokens + call.view.output_tokens
+        rpm_at = link.throttle.free_at() if link.throttle is not None else now
+        tpm_at = link.tokens.free_at(tokens) if link.tokens is not None else now
+        if max(rpm_at, tpm_at) <= now:
+            if link.throttle is not None:
+                link.throttle.record()
+            if link.tokens is not None:
+                link.tokens.record(tokens)
+            return True
+        limit, until = ("rpm", rpm_at) if rpm_at >= tpm_at else ("tpm", tpm_at)
+        name, config = link.config.name, link.config
+        cause = (f"its {limit} limit ({config.rpm if limit == 'rpm' else config.tpm} per minute) "
+                 f"is reached")
+        self._apply(self._core.rate_limited(name, now, until, status=limit))
+        self._apply(self._core.failed(call.view.call_id, now,
+                                      Failure(FaultKind.RATE_LIMITED, cause, retry_at=until)))
+        return False
 
     def _finish(self, call: _Call, grant: Grant, link: _Link, chunk: Chunk,
                 started: float) -> Chunk:
@@ -313,7 +348,11 @@ class EndpointPool:
     def _call_view(self, request: LLMRequest, now: float) -> CallView:
         ctx = request.context
         text = prefix.prompt_text(request.messages)
-        hashes = request.prefix_hashes or prefix.block_hashes(text, self.block_tokens)
+        hashes = request.prefix_hashes
+        if not hashes:
+            hashes = prefix.block_hashes(text, self.block_tokens)
+            if self._in_process:  # an emulated endpoint here will hash the same text again
+                prefix.HANDOFF.put(text, self.block_tokens, hashes)
         expected = request.max_tokens or self._core.output_lengths.expect(ctx.kind)
         remaining = ctx.remaining_work_s
         if remaining <= 0 and ctx.remaining_calls > 0:
@@ -343,7 +382,38 @@ class EndpointPool:
                 del self._calls[action.call_id]
             if not call.future.done():  # done: cancelled while waiting; its task reports
                 call.future.set_result(action)
+        if self._closed:
+            self._end_waiting()  # a call placed again after aclose() (its attempt failed)
         self._rearm()
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve ``loop`` (one at a time): a pool used again under a new loop (``asyncio.run``
+        once more) leaves the old loop's timer and health task behind, and the calls the old
+        loop closed on (they can never report). LLMError while the old loop still runs calls,
+        or if the new loop's clock is behind the pool's (the core keeps one clock)."""
+        old = self._loop
+        if old is loop:
+            return
+        if old is not None and not old.is_closed() and self._calls:
+            raise LLMError("the pool is serving calls on another event loop: use one pool per "
+                           "event loop, or let those calls end first")
+        if loop.time() < max(self._now, self._core.clock):
+            raise LLMError(f"this event loop's clock ({loop.time():.3f} s) is behind the pool's "
+                           f"({max(self._now, self._core.clock):.3f} s): a pool cannot move to "
+                           f"an earlier clock")
+        self._loop = loop
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, None
+        if self._health is not None and not self._health.get_loop().is_closed():
+            self._health.cancel()
+        self._health = None
+        stale, self._calls = list(self._calls.values()), {}
+        actions: list[Action] = []
+        for call in stale:
+            if self._core.where(call.view.call_id) is not None:
+                actions += self._core.cancelled(call.view.call_id, loop.time())
+        self._apply(actions)
 
     def _time(self) -> float:
         """The running loop's time (the latest seen when there is no running loop)."""
@@ -425,7 +495,10 @@ class EndpointPool:
 
     async def aclose(self) -> None:
         """Stop the health loop and the timer, end the calls still waiting for an endpoint
-        (LLMError: the pool was closed), close backends and the HTTP client."""
+        (LLMError: the pool was closed), close backends and the HTTP client. Calls made or
+        placed again afterwards fail at once (NoEndpointError)."""
+        with contextlib.suppress(LLMError):  # closed from a new loop: drop the old loop's parts
+            self._bind(asyncio.get_running_loop())
         self._closed = True
         self._end_waiting()
         if self._health is not None:
@@ -452,9 +525,12 @@ class EndpointPool:
             call.ended = True
             del self._calls[call.view.call_id]
             if not call.future.done():
-                call.future.set_result(Fail(call.view.call_id, FailWhy.NO_ENDPOINT,
-                                            f"the pool was closed while call "
-                                            f"{call.view.call_id} waited for an endpoint"))
+                call.future.set_result(self._closed_fail(call))
+
+    @staticmethod
+    def _closed_fail(call: _Call) -> Fail:
+        return Fail(call.view.call_id, FailWhy.NO_ENDPOINT,
+                    f"the pool was closed while call {call.view.call_id} waited for an endpoint")
 
     async def __aenter__(self) -> EndpointPool:
         return self

@@ -22,9 +22,10 @@ predictions out. Three small objects:
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -295,13 +296,21 @@ class PrefixIndex:
     def add(self, hashes: Sequence[int]) -> None:
         """Record that the endpoint served (and so probably cached) a prompt of these blocks."""
         blocks = self._blocks
-        for h in reversed(hashes):
-            if h in blocks:
-                blocks.move_to_end(h)
-            else:
-                blocks[h] = None
-        while len(blocks) > self.capacity_blocks:
-            blocks.popitem(last=False)
+        newest = dict.fromkeys(reversed(hashes))
+        if len(newest) == len(hashes):
+            # No repeats (chained hashes never repeat): the loop below in C -- the blocks it
+            # would move to the end leave, then all go to the end, last block first.
+            _each(blocks.__delitem__, blocks.keys() & newest.keys())
+            blocks.update(newest)
+        else:
+            for h in reversed(hashes):
+                if h in blocks:
+                    blocks.move_to_end(h)
+                else:
+                    blocks[h] = None
+        excess = len(blocks) - self.capacity_blocks
+        if excess > 0:  # the least recently used go, oldest first
+            _each(blocks.__delitem__, list(itertools.islice(blocks, excess)))
 
     def match(self, hashes: Iterable[int]) -> int:
         """How many leading blocks of a prompt are probably cached here (does not touch LRU)."""
@@ -321,3 +330,8 @@ class PrefixIndex:
     def clear(self) -> None:
         """Forget everything (the endpoint restarted, so its cache is empty)."""
         self._blocks.clear()
+
+
+def _each(fn: Callable[[int], object], items: Iterable[int]) -> None:
+    """``fn(item)`` for every item, looped in C (bulk deletes of blocks)."""
+    deque(map(fn, items), maxlen=0)

@@ -13,6 +13,8 @@ Prompts made of filler text for trace replay live in :mod:`fleetcall.sim.filler`
 from __future__ import annotations
 
 import hashlib
+import struct
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from fleetcall.llm.base import Message
@@ -31,8 +33,6 @@ def block_hashes(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[i
     if block_tokens < 1:
         raise ValueError("block_tokens must be >= 1")
     size = block_tokens * CHARS_PER_TOKEN
-    out: list[int] = []
-    prev = b""
     data = text.encode("utf-8", "surrogatepass")
     # Cut on characters, not bytes, so non-ASCII text keeps block boundaries on token counts.
     if len(data) != len(text):
@@ -40,7 +40,66 @@ def block_hashes(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[i
                   for i in range(0, len(text) - size + 1, size)]
     else:
         pieces = [data[i:i + size] for i in range(0, len(data) - size + 1, size)]
+    # Each digest chains the one before; the 8-byte digests are read as big-endian integers
+    # all at once (this runs on both sides of an endpoint, for every call).
+    blake2b, prev = hashlib.blake2b, b""
+    digests = []
     for piece in pieces:
-        prev = hashlib.blake2b(prev + piece, digest_size=8).digest()
-        out.append(int.from_bytes(prev, "big"))
-    return tuple(out)
+        prev = blake2b(prev + piece, digest_size=8).digest()
+        digests.append(prev)
+    return struct.unpack(f">{len(digests)}Q", b"".join(digests))
+
+
+class HashHandoff:
+    """Block hashes of prompts on their way to an in-process endpoint, by prompt text.
+
+    The pool hashes every prompt it places; an emulated endpoint in the same process hashes the
+    same text again when the request arrives. The pool :meth:`put` s its hashes here and the
+    endpoint :meth:`take` s them (equal text, equal hashes: the result is what hashing again
+    gives). Entries not taken (a request that never arrived, or went to a real server) leave
+    oldest first once they hold more than ``max_chars`` characters of text.
+
+        >>> handoff = HashHandoff()
+        >>> handoff.put("x" * 64, 16, (7,))
+        >>> handoff.take("x" * 64, 16), handoff.take("x" * 64, 16)
+        ((7,), None)
+    """
+
+    __slots__ = ("max_chars", "_chars", "_entries")
+
+    def __init__(self, max_chars: int = 32_000_000) -> None:
+        self.max_chars = max_chars
+        self._chars = 0  # characters of the texts held
+        # (text, block_tokens) -> its hashes, oldest first
+        self._entries: OrderedDict[tuple[str, int], tuple[int, ...]] = OrderedDict()
+
+    def put(self, text: str, block_tokens: int, hashes: tuple[int, ...]) -> None:
+        """Hold ``hashes`` (``block_hashes(text, block_tokens)``) until taken."""
+        key = (text, block_tokens)
+        if key in self._entries:
+            return
+        self._entries[key] = hashes
+        self._chars += len(text)
+        while self._chars > self.max_chars:
+            (old, _), _ = self._entries.popitem(last=False)
+            self._chars -= len(old)
+
+    def take(self, text: str, block_tokens: int) -> tuple[int, ...] | None:
+        """The hashes held for ``text`` (no longer held), or None."""
+        hashes = self._entries.pop((text, block_tokens), None)
+        if hashes is not None:
+            self._chars -= len(text)
+        return hashes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# The handoff between a pool and the emulated endpoints of this process (see HashHandoff).
+HANDOFF = HashHandoff()
+
+
+def hashes_for_endpoint(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[int, ...]:
+    """``block_hashes(text, block_tokens)``, taken from :data:`HANDOFF` if the pool left them."""
+    hashes = HANDOFF.take(text, block_tokens)
+    return block_hashes(text, block_tokens) if hashes is None else hashes

@@ -73,7 +73,8 @@ class EndpointState:
     running: dict[CallId, Running] = field(default_factory=dict)  # call id -> its slot
     removed: bool = False
     cooling_until: float = -math.inf   # loop time a rate limit ends (Retry-After)
-    cooling_status: int | None = None  # HTTP status of the answer that set it
+    cooling_status: int | str | None = None  # HTTP status of the answer that set it, or the
+                                             # pool's own limit ("rpm", "tpm")
     streak: dict[FaultKind, int] = field(default_factory=dict)  # breaker faults in a row, by kind
     probe_call: CallId | None = None   # the call a half-open breaker let through, until it ends
     busy_since: float | None = None    # loop time it last went from idle to busy
@@ -250,7 +251,7 @@ class EndpointState:
     def busy_seconds(self, now: float) -> float:
         return self.busy_s + (now - self.busy_since if self.busy_since is not None else 0.0)
 
-    def cool_down(self, until: float, status: int | None) -> bool:
+    def cool_down(self, until: float, status: int | str | None) -> bool:
         """Stay unavailable until ``until``; a later time extends, an earlier one never
         shortens. True iff the cooldown grew."""
         if until <= self.cooling_until:

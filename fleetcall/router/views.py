@@ -6,6 +6,7 @@ their own so that none of those imports another to name them. Times are loop sec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -36,8 +37,11 @@ class CallView:
         if self.prompt_tokens < 0 or self.output_tokens < 1 or self.block_tokens < 1:
             raise ValueError(f"call {self.call_id}: prompt_tokens must be >= 0, output_tokens "
                              "and block_tokens >= 1")
-        if self.remaining_work_s < 0:
-            raise ValueError(f"call {self.call_id}: remaining_work_s must be >= 0")
+        if not self.remaining_work_s >= 0:  # also NaN
+            raise ValueError(f"call {self.call_id}: remaining_work_s must be >= 0, "
+                             f"got {self.remaining_work_s!r}")
+        if self.deadline is not None and math.isnan(self.deadline):
+            raise ValueError(f"call {self.call_id}: the deadline is NaN (a loop time, or None)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,9 @@ required as ``Authorization: Bearer <token>`` (401 otherwise, on every route but
 Runs are tasks owned by the app (its :class:`RunRegistry`): a streamed run whose client goes
 away is cancelled, and the app's lifespan shutdown cancels every run still in flight, waits for
 each to settle, and lists their ids in ``app.state.shutdown_report``. Run ids are 128 random
-bits. Each run logs its start and end at INFO on ``logging.getLogger("fleetcall.service")``.
+bits. Each run logs its start and end at INFO on ``logging.getLogger("fleetcall.executor")``
+(``run.start`` / ``run.end``, the run id as ``query_id``, see :mod:`fleetcall.logs`); the service
+itself logs only a shutdown that cancelled runs (``service.shutdown``, WARNING).
 
 Embedding in an existing Starlette or FastAPI app, on its event loop and inside its lifespan
 (a mounted app's own lifespan is not run by the parent, so enter it from the parent's)::
@@ -68,6 +70,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from fleetcall import logs
 from fleetcall.executor import events as ev
 from fleetcall.executor.orchestrator import Orchestrator, RunHandle
 from fleetcall.executor.result import RunResult
@@ -80,7 +83,7 @@ from fleetcall.service.runs import RunRegistry
 
 __all__ = ["create_app", "ApiError", "RunRegistry", "ServiceMetrics", "event_json", "jsonable"]
 
-log = logging.getLogger("fleetcall.service")
+log = logging.getLogger(logs.SERVICE)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -255,8 +258,7 @@ def create_app(orchestrator: Orchestrator, *, pool: EndpointPool | None = None, 
             cancelled = await registry.shutdown()
             app.state.shutdown_report = cancelled
             if cancelled:
-                log.warning("fleetcall: shutdown cancelled %d run(s) in flight: %s",
-                            len(cancelled), ", ".join(cancelled))
+                logs.event(log, logging.WARNING, "service.shutdown", cancelled=len(cancelled), runs=",".join(cancelled))
 
     handlers = {HTTPException: _http_error, Exception: _internal_error}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -17,6 +17,9 @@ pool's live state is read at scrape time (:class:`PoolCollector`)::
     fleetcall_endpoint_queued{endpoint}               gauge     calls waiting in its local queue
     fleetcall_endpoint_calls_total{endpoint}          counter   attempts finished there
     fleetcall_endpoint_errors_total{endpoint}         counter   failed attempts there
+    fleetcall_endpoint_rate_limited_total{endpoint}   counter   attempts answered with a rate limit
+    fleetcall_endpoint_cooldowns_total{endpoint}      counter   rate-limit cooldowns begun there
+    fleetcall_endpoint_breaker_trips_total{endpoint}  counter   times its circuit breaker opened
     fleetcall_endpoint_ttft_ewma_seconds{endpoint}    gauge     the pool's EWMA TTFT
     fleetcall_endpoint_breaker{endpoint,fleetcall_endpoint_breaker}  stateset  closed|open|half-open
 
@@ -127,13 +130,10 @@ def _seconds(value: object) -> float | None:
 
 class PoolCollector(Collector):
     """The pool's live state per endpoint, read from ``snapshot`` (:meth:`EndpointPool.snapshot`)
-    at scrape time.
-
-    TODO(pool core): breaker trips and cooldowns are not counted by the pool today (its snapshot
-    gives the breaker's current state only). When the scheduler core exposes them (e.g.
-    ``EndpointSnapshot.breaker_trips`` / ``cooldowns``), export them here as
-    ``fleetcall_endpoint_breaker_trips_total`` and ``fleetcall_endpoint_cooldowns_total``.
-    """
+    at scrape time. The counters (calls, errors, rate limits, cooldowns, breaker trips) are the
+    scheduler core's own counts (:class:`~fleetcall.router.health.EndpointSnapshot`): a cooldown
+    is counted when it begins (a later Retry-After extending it is not a new one), a breaker
+    trip each time it opens (a failed half-open probe re-opens it: one more trip)."""
 
     def __init__(self, snapshot: Callable[[], Iterable[EndpointSnapshot]]) -> None:
         self.snapshot = snapshot   # EndpointPool.snapshot: needs the running loop
@@ -144,12 +144,15 @@ class PoolCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         families = self._families()
-        in_flight, queued, calls, errors, ttft, breaker = families
+        in_flight, queued, calls, errors, ttft, breaker, limited, cooldowns, trips = families
         for s in self.snapshot():
             in_flight.add_metric([s.name], s.in_flight)
             queued.add_metric([s.name], s.queued)
             calls.add_metric([s.name], s.calls)
             errors.add_metric([s.name], s.failures)
+            limited.add_metric([s.name], s.rate_limited)
+            cooldowns.add_metric([s.name], s.cooldowns)
+            trips.add_metric([s.name], s.breaker_trips)
             if s.ttft_s is not None:
                 ttft.add_metric([s.name], s.ttft_s)
             breaker.add_metric([s.name], {state: state == s.breaker for state in BREAKER_STATES})
@@ -157,7 +160,8 @@ class PoolCollector(Collector):
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily,
-                             GaugeMetricFamily, StateSetMetricFamily]:
+                             GaugeMetricFamily, StateSetMetricFamily, CounterMetricFamily,
+                             CounterMetricFamily, CounterMetricFamily]:
         labels = ["endpoint"]
         return (
             GaugeMetricFamily("fleetcall_endpoint_in_flight", "Calls running at the endpoint.", labels=labels),
@@ -168,4 +172,10 @@ class PoolCollector(Collector):
                               labels=labels),
             StateSetMetricFamily("fleetcall_endpoint_breaker", "The endpoint's circuit breaker state.",
                                  labels=labels),
+            CounterMetricFamily("fleetcall_endpoint_rate_limited", "Attempts the endpoint answered with a "
+                                "rate limit (429, or 503 with Retry-After).", labels=labels),
+            CounterMetricFamily("fleetcall_endpoint_cooldowns", "Rate-limit cooldowns the endpoint began.",
+                                labels=labels),
+            CounterMetricFamily("fleetcall_endpoint_breaker_trips", "Times the endpoint's circuit breaker opened.",
+                                labels=labels),
         )

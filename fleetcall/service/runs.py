@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import OrderedDict
 
 from fleetcall.executor import events as ev
@@ -15,8 +14,6 @@ from fleetcall.service.metrics import ServiceMetrics
 from fleetcall.service.requests import ApiError, Mode, new_run_id
 
 __all__ = ["RunRegistry"]
-
-log = logging.getLogger("fleetcall.service")
 
 
 def _drop(event: ev.Event) -> None:
@@ -30,8 +27,8 @@ class RunRegistry:
     whoever (if anyone) is awaiting it, so ``GET /v1/runs/{id}`` sees every run settle. Run ids
     are :func:`~fleetcall.service.requests.new_run_id`: random, revealing nothing of other runs.
 
-    Logs (logger ``fleetcall.service``, INFO) one line when a run starts and one when it ends:
-    its id, mode, status and latency; never the query text.
+    Its runs are logged by the executor (``run.start`` and ``run.end`` on
+    ``fleetcall.executor``, the run id as ``query_id``; never the query text), not again here.
     """
 
     def __init__(self, orchestrator: Orchestrator, max_runs: int, max_in_flight: int | None = None,
@@ -60,8 +57,6 @@ class RunRegistry:
         handle.add_done_callback(lambda t: self._settled(run_id, query, mode, sink, t))
         self.running[run_id] = handle
         self.metrics.started()
-        budget = self.orchestrator.default_deadline if deadline_s is None else deadline_s
-        log.info("run %s started: mode %s, deadline %s", run_id, mode, "none" if budget is None else f"{budget:g} s")
         return handle
 
     def _settled(self, run_id: str, query: str, mode: str, emit: ev.Emit, task: "asyncio.Task[RunResult]") -> None:
@@ -83,7 +78,6 @@ class RunRegistry:
         while len(self.finished) > self.max_runs:
             self.finished.popitem(last=False)
         self.metrics.record(result)
-        log.info("run %s %s in %.3f s", run_id, result.status.value, result.latency)
 
     async def outcome(self, handle: RunHandle) -> RunResult:
         """The run's result; if the caller is cancelled meanwhile, the run is cancelled too."""

@@ -3,7 +3,8 @@
 :class:`EmulatedEndpoint` wraps an :class:`~fleetcall.sim.engine.Engine` in what a vLLM
 server answers: ``POST /v1/chat/completions`` (plain or SSE streamed, usage with cached prompt
 tokens), ``GET /v1/models``, ``GET /health`` and ``GET /metrics`` (Prometheus text with vLLM's
-metric names). One core handler, :meth:`EmulatedEndpoint.handle`, serves two fronts:
+metric names), vLLM's ``POST /reset_prefix_cache`` and SGLang's ``GET /get_load``. One core
+handler, :meth:`EmulatedEndpoint.handle`, serves two fronts:
 
 * :class:`~fleetcall.sim.fronts.EmulatorTransport`, an ``httpx`` transport: no sockets, no threads, so a whole fleet
   runs in-process under :func:`fleetcall.vclock.run_virtual`; SSE bytes come out as the engine
@@ -17,6 +18,13 @@ What the answer says comes from a *responder* (``request body -> Reply``,
 :mod:`fleetcall.sim.responders`); how long it takes comes
 from the engine. :class:`Faults` injects errors, 429s, latency spikes, hangs, cut streams and
 crashes, drawn from ``random.Random(seed)`` in request order, so runs are reproducible.
+
+``speed=K`` runs the emulated GPU K times faster than the loop's clock (its engine's clock and
+every duration it owns, latency spikes included, divided by K), while every figure it reports
+stays the real GPU's: ``/metrics`` (TTFT, time per output token, request latency, busy
+seconds) is measured on the engine's clock, and ``Retry-After`` is in emulated seconds. A client
+that wants real-GPU figures from its own measurements runs its clock K times faster
+(:mod:`fleetcall.bench.dilation`) or multiplies them by K.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from fleetcall.gpumodel import perf
 from fleetcall.router import prefix
 from fleetcall.sim import filler
 from fleetcall.sim.engine import DEFAULT_STREAM_INTERVAL_S, Engine, EngineRequest
+from fleetcall.sim.timings import RequestTimings
 from fleetcall.gpumodel.models import get_model
 from fleetcall.sim.responders import (EchoResponder, LengthsResponder, Reply, Responder,
                                           ScriptedResponder, content_text as _content_text)
@@ -212,6 +221,7 @@ class _Counters:
     requests: dict[int, int] = field(default_factory=dict)   # HTTP status -> chat requests
     faults: dict[str, int] = field(default_factory=dict)     # fault kind -> times injected
     generation_tokens: int = 0                               # output tokens of finished answers
+    timings: RequestTimings = field(default_factory=RequestTimings)  # of answered requests
 
 
 class _EndpointCollector(Collector):
@@ -238,11 +248,13 @@ class EmulatedEndpoint:
     def __init__(self, gpu: str, model: str, *, tp: int | None = None, name: str | None = None,
                  responder: Responder | None = None, faults: Faults | None = None,
                  seed: int = 0, block_tokens: int = 16, max_batch: int = 256,
-                 stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S) -> None:
+                 stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S,
+                 speed: float = 1.0) -> None:
         tp = perf.default_tp(gpu, model) if tp is None else tp
         self.deployment = perf.Deployment.of(gpu, model, tp=tp)
         self.engine = Engine(self.deployment, block_tokens=block_tokens, max_batch=max_batch,
-                             stream_interval_s=stream_interval_s)
+                             stream_interval_s=stream_interval_s, speed=speed)
+        self.speed = self.engine.speed  # emulated-GPU seconds per loop second
         self.model_name = self.deployment.model.name
         self.name = name or f"emulated-{tp}x{self.deployment.gpu.name}-{self.model_name}"
         self.block_tokens = block_tokens
@@ -259,6 +271,8 @@ class EmulatedEndpoint:
         self._routes: dict[tuple[str, str], Callable[[bytes], Awaitable[HTTPReply]]] = {
             ("POST", "/v1/chat/completions"): self._chat, ("GET", "/v1/models"): self._models,
             ("GET", "/health"): self._health, ("GET", "/metrics"): self._metrics,
+            ("POST", "/reset_prefix_cache"): self._reset_prefix_cache,
+            ("GET", "/get_load"): self._get_load,
         }
 
     async def __aenter__(self) -> EmulatedEndpoint:
@@ -293,6 +307,21 @@ class EmulatedEndpoint:
                 "owned_by": "fleetcall-emulator", "root": self.model_name,
                 "max_model_len": self.engine.stats().kv_capacity_tokens}
         return HTTPReply(200, dict(_JSON), json.dumps({"object": "list", "data": [card]}).encode())
+
+    async def _get_load(self, body: bytes) -> HTTPReply:
+        """SGLang's ``GET /get_load`` (one entry per data-parallel rank; here one): what
+        sglang-router's ``power_of_two`` polls. ``num_tokens``: KV tokens of the running
+        requests plus the prompt and output tokens of the waiting ones."""
+        s = self.engine.stats()
+        load = {"dp_rank": 0, "num_reqs": s.running, "num_waiting_reqs": s.waiting + s.arriving,
+                "num_tokens": s.kv_used_tokens + s.waiting_tokens}
+        return HTTPReply(200, dict(_JSON), json.dumps([load]).encode())
+
+    async def _reset_prefix_cache(self, body: bytes) -> HTTPReply:
+        """vLLM's ``POST /reset_prefix_cache``: later requests find nothing cached (blocks of
+        running requests stay theirs)."""
+        dropped = self.engine.reset_prefix_cache()
+        return HTTPReply(200, dict(_JSON), json.dumps({"dropped_tokens": dropped}).encode())
 
     async def _metrics(self, body: bytes) -> HTTPReply:
         return HTTPReply(200, {"content-type": _METRICS}, self.metrics_text().encode())
@@ -332,7 +361,15 @@ class EmulatedEndpoint:
                                        labels=["model_name", "kind"])
         for kind, n in sorted(c.faults.items()):
             by_fault.add_metric([self.model_name, kind], n)
-        return [*out, by_code, by_fault]
+        busy = CounterMetricFamily("fleetcall_emulator_busy_seconds",
+                                   "Seconds the engine had work (emulated-GPU seconds).",
+                                   labels=["model_name"])
+        busy.add_metric(model, s.busy_s)
+        speed = GaugeMetricFamily("fleetcall_emulator_speed",
+                                  "Emulated-GPU seconds per real second (--speed).",
+                                  labels=["model_name"])
+        speed.add_metric(model, self.speed)
+        return [*out, *c.timings.families(self.model_name), by_code, by_fault, busy, speed]
 
     def _count(self, status: int, fault: str | None = None) -> None:
         self._counters.requests[status] = self._counters.requests.get(status, 0) + 1
@@ -369,7 +406,7 @@ class EmulatedEndpoint:
             await self._hang()
         if draw.spike:
             self._fault("spike")
-            await asyncio.sleep(self.faults.spike_s)
+            await asyncio.sleep(self.faults.spike_s / self.speed)
         return await self._serve(raw, req, draw.drop)
 
     def _parse(self, body: bytes) -> tuple[dict[str, Any], _ChatRequest] | HTTPReply:
@@ -429,14 +466,14 @@ class EmulatedEndpoint:
                                   for m in req.messages)
         try:
             sub = self.engine.submit(max(1, count_tokens(text)), answer.tokens,
-                                     prefix.block_hashes(text, self.block_tokens), req.stream)
+                                     prefix.hashes_for_endpoint(text, self.block_tokens), req.stream)
         except ValueError as exc:
             self._count(400)
             return _error(400, str(exc), "BadRequestError", "messages")
         except LLMError as exc:  # the engine was shut down: nobody is listening any more
             raise _Crashed(f"{self.name} is closed") from exc
         meta = _Meta(f"chatcmpl-emu-{self._next_id()}", int(asyncio.get_running_loop().time()),
-                     self.model_name, sub.prompt)
+                     self.model_name, sub.prompt, self.engine.now())
         if req.stream:
             return HTTPReply(200, dict(_SSE), stream=self._sse(sub, answer, meta, drop))
         return await self._whole(sub, answer, meta, drop)
@@ -447,6 +484,8 @@ class EmulatedEndpoint:
         try:
             async for event in sub:
                 cached = event.cached_tokens
+                if event.first:
+                    meta.first_token_at = self.engine.now()
                 if drop:
                     self._fault("drop")
                     raise _Dropped("connection cut after the first token")
@@ -454,7 +493,7 @@ class EmulatedEndpoint:
             raise _Dropped(str(exc)) from exc
         finally:
             sub.cancel()
-        self._finished(answer)
+        self._finished(answer, meta)
         message: dict[str, Any] = {"role": "assistant", "content": answer.text or None}
         if answer.tool_calls:
             message["tool_calls"] = list(answer.tool_calls)
@@ -473,6 +512,7 @@ class EmulatedEndpoint:
             async for event in sub:
                 parts: list[bytes] = []
                 if event.first:
+                    meta.first_token_at = self.engine.now()
                     parts.append(meta.chunk({"role": "assistant", "content": ""}))
                 end = len(text) if event.done else len(text) * event.tokens // answer.tokens
                 if end > sent:
@@ -491,7 +531,7 @@ class EmulatedEndpoint:
             sub.cancel()
 
     def _closing(self, answer: _Answer, meta: _Meta, cached: int) -> list[bytes]:
-        self._finished(answer)
+        self._finished(answer, meta)
         parts = []
         if answer.tool_calls:
             calls = [{"index": i, **c} for i, c in enumerate(answer.tool_calls)]
@@ -503,22 +543,27 @@ class EmulatedEndpoint:
         parts.append(b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n")
         return parts
 
-    def _finished(self, answer: _Answer) -> None:
+    def _finished(self, answer: _Answer, meta: _Meta) -> None:
         self._count(200)
         self._counters.generation_tokens += answer.tokens
+        done = self.engine.now()
+        first = done if meta.first_token_at is None else meta.first_token_at
+        self._counters.timings.record(first - meta.arrived, done - meta.arrived, answer.tokens)
 
 
 class _Meta:
     """The fields every chunk of one completion repeats (the chunk's JSON around its delta is
     built once: streaming is the hot path)."""
 
-    __slots__ = ("id", "created", "model", "prompt", "_head")
+    __slots__ = ("id", "created", "model", "prompt", "arrived", "first_token_at", "_head")
 
-    def __init__(self, id: str, created: int, model: str, prompt: int) -> None:
+    def __init__(self, id: str, created: int, model: str, prompt: int, arrived: float) -> None:
         self.id = id
         self.created = created  # loop seconds (virtual under the virtual clock), not wall time
         self.model = model
         self.prompt = prompt    # prompt tokens
+        self.arrived = arrived  # engine seconds when the request was submitted
+        self.first_token_at: float | None = None  # engine seconds of its first token
         self._head = ('data: {"id": %s, "object": "chat.completion.chunk", "created": %d, '
                       '"model": %s, "choices": [{"index": 0, "delta": '
                       % (json.dumps(id), created, json.dumps(model))).encode()

@@ -31,6 +31,12 @@ The fixed per-request cost of the GPU's ``request_overhead_s`` (HTTP, tokenizing
 request reaches the waiting list, so a lone request takes exactly
 :meth:`~fleetcall.gpumodel.perf.Deployment.single_request_latency`.
 
+Speed: the engine keeps its own clock, *engine time* = the loop's time x ``speed``, and every
+figure it computes or reports (iteration and request costs, stream intervals, ``busy_s``,
+:meth:`Engine.now`) is in engine seconds, i.e. the emulated GPU's. Only its timers convert,
+in :meth:`Engine._call_at`: at ``speed=K`` a request takes 1/K of the loop time it would take at
+speed 1 and reports the same figures, so real-clock experiments run K times faster.
+
     >>> # async with Engine(Deployment.of("A100", "llama-3.1-8b")) as engine:
     >>> #     async for ev in engine.generate(1000, 100):
     >>> #         ...  # TokenEvent(tokens=1, first=True, ...), then the done event
@@ -40,9 +46,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import math
+import operator
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -79,6 +87,7 @@ class EngineStats:
     iterations: int          # engine iterations run
     kv_cached_tokens: int = 0  # KV memory holding unreferenced cached prefix blocks, tokens
     arriving: int = 0        # requests still in the per-request front-end overhead
+    waiting_tokens: int = 0  # prompt + output tokens of the waiting requests
 
 
 class _State(Enum):
@@ -194,9 +203,10 @@ class _BlockCache:
             if refs[h] == 0:
                 del lru[h]
             refs[h] += 1
-        for _ in range(need - free):
-            evicted, _ = lru.popitem(last=False)
-            del refs[evicted]
+        if need > free:  # the least recently used blocks go, oldest first
+            evicted = list(itertools.islice(lru, need - free))
+            _each(lru.__delitem__, evicted)
+            _each(refs.__delitem__, evicted)
         self.private += need
         return True
 
@@ -205,21 +215,45 @@ class _BlockCache:
         request computed meanwhile is shared, and the private copy freed)."""
         self.private -= len(hashes)
         refs, lru = self.refs, self.lru
+        if refs.keys().isdisjoint(hashes):  # all new (the common case): one C-level update
+            new = dict.fromkeys(hashes, 1)
+            if len(new) == len(hashes):
+                refs.update(new)
+                return
         for h in hashes:
             count = refs.get(h)
             if count == 0:
                 del lru[h]
             refs[h] = 1 if count is None else count + 1
 
+    def drop_unreferenced(self) -> int:
+        """Evict every cached block no running request uses; returns how many."""
+        for h in self.lru:
+            del self.refs[h]
+        dropped = len(self.lru)
+        self.lru.clear()
+        return dropped
+
     def release(self, held: Sequence[int], private: int) -> None:
         """Drop a request's blocks; its hashed blocks stay cached, tail first in eviction order."""
         self.private -= private
         refs, lru = self.refs, self.lru
+        if len(held) > 1:
+            counts = operator.itemgetter(*held)(refs)
+            if counts.count(1) == len(held):  # no other user (so no repeats): one update each
+                refs.update(dict.fromkeys(held, 0))
+                lru.update(dict.fromkeys(reversed(held)))
+                return
         for h in reversed(held):
             count = refs[h] - 1
             refs[h] = count
             if count == 0:
                 lru[h] = None
+
+
+def _each(fn: Callable[[int], object], items: Iterable[int]) -> None:
+    """``fn(item)`` for every item, looped in C (bulk deletes of blocks)."""
+    deque(map(fn, items), maxlen=0)
 
 
 # ---- requests ------------------------------------------------------------------------------------
@@ -323,10 +357,13 @@ class Engine:
 
     def __init__(self, deployment: perf.Deployment, *, block_tokens: int = 16,
                  max_batch: int = 256,
-                 stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S) -> None:
+                 stream_interval_s: float = DEFAULT_STREAM_INTERVAL_S,
+                 speed: float = 1.0) -> None:
         if block_tokens < 1 or max_batch < 1 or stream_interval_s < 0:
             raise ValueError("block_tokens and max_batch must be >= 1, stream_interval_s >= 0")
+        check_speed(speed)
         self.deployment = deployment
+        self.speed = speed                        # engine seconds per loop second
         self.block_tokens = block_tokens
         self.max_batch = max_batch                # vLLM's max_num_seqs
         self.stream_interval_s = stream_interval_s  # engine seconds between progress events
@@ -346,7 +383,7 @@ class Engine:
         self._batch = 0        # decoding requests
         self._context = 0      # their prompt + generated tokens, summed
         self._iter = 0         # iterations run so far (the decode clock of every request)
-        self._t = 0.0          # engine time of the current state, loop seconds
+        self._t = 0.0          # engine time of the current state, engine seconds
         self._segment: _Segment | None = None  # the stretch being run, while the driver sleeps
         self._wake: asyncio.Future[bool] | None = None  # resolves the driver's sleep (True: cut)
         self._driver: asyncio.Task[None] | None = None
@@ -382,7 +419,7 @@ class Engine:
         req = EngineRequest(self, self._seq, prompt_tokens, output_tokens, hashes, stream)
         self._live[req.seq] = req
         self._arriving += 1
-        req._arrival = self._loop.call_at(self._loop.time() + self._overhead, self._arrive, req)
+        req._arrival = self._call_at(self._clock() + self._overhead, self._arrive, req)
         return req
 
     async def generate(self, prompt_tokens: int, output_tokens: int,
@@ -398,6 +435,11 @@ class Engine:
         finally:
             req.cancel()
 
+    def now(self) -> float:
+        """Engine time, seconds: the running loop's time x ``speed`` (the emulated GPU's clock,
+        which every figure of the engine is measured on)."""
+        return asyncio.get_running_loop().time() * self.speed
+
     def stats(self) -> EngineStats:
         cache, bt = self._cache, self.block_tokens
         return EngineStats(
@@ -406,7 +448,13 @@ class Engine:
             kv_capacity_tokens=cache.capacity * bt, requests_done=self._done,
             prompt_tokens=self._prompt_tokens, cached_prompt_tokens=self._cached_tokens,
             busy_s=self._busy, iterations=self._iter, kv_cached_tokens=len(cache.lru) * bt,
-            arriving=self._arriving)
+            arriving=self._arriving,
+            waiting_tokens=sum(r.prompt + r.output for r in self._waiting))
+
+    def reset_prefix_cache(self) -> int:
+        """Forget the cached prefix blocks no running request uses (vLLM's
+        ``reset_prefix_cache``), so the next requests start cold; returns the tokens dropped."""
+        return self._cache.drop_unreferenced() * self.block_tokens
 
     async def aclose(self) -> None:
         """Stop the driver and end every request with an LLMError; later submits fail."""
@@ -425,7 +473,17 @@ class Engine:
             return
         if self._live:
             raise LLMError("engine has requests on another event loop")
-        self._loop, self._t = loop, loop.time()
+        self._loop, self._t = loop, loop.time() * self.speed
+
+    def _clock(self) -> float:
+        """Engine time on the bound loop (see :meth:`now`)."""
+        return self._loop.time() * self.speed
+
+    def _call_at(self, engine_t: float, callback: Callable[..., object],
+                 *args: object) -> asyncio.TimerHandle:
+        """Schedule ``callback`` at engine time ``engine_t``: the one place engine seconds
+        become loop seconds (exact at speed 1)."""
+        return self._loop.call_at(engine_t / self.speed, callback, *args)
 
     def _arrive(self, req: EngineRequest) -> None:
         req._arrival = None
@@ -534,8 +592,7 @@ class Engine:
     # ---- the driver ----
 
     async def _drive(self) -> None:
-        loop = self._loop
-        self._t = max(self._t, loop.time())
+        self._t = max(self._t, self._clock())
         try:
             while (segment := self._plan()) is not None:
                 await self._sleep_through(segment)
@@ -602,7 +659,7 @@ class Engine:
         while True:
             wake: asyncio.Future[bool] = loop.create_future()
             self._wake = wake
-            timer = loop.call_at(segment.t0 + segment.duration, _resolve, wake)
+            timer = self._call_at(segment.t0 + segment.duration, _resolve, wake)
             try:
                 cut = await wake
             finally:
@@ -610,7 +667,7 @@ class Engine:
                 self._wake = None
             if not cut:
                 break
-            self._cut(segment, loop.time())
+            self._cut(segment, self._clock())
         self._segment = None
 
     def _cut(self, segment: _Segment, now: float) -> None:
@@ -648,6 +705,15 @@ class Engine:
             if req.sent_t <= due and tokens > req.sent:
                 req.sent_t = self._t
                 req._push(TokenEvent(tokens, False, False, req.cached))
+
+
+def check_speed(speed: float) -> float:
+    """``speed`` if it is a finite number > 0, else ValueError naming it."""
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) \
+            or not (math.isfinite(speed) and speed > 0):
+        raise ValueError(f"speed must be a finite number > 0 (emulated-GPU seconds per real "
+                         f"second), got {speed!r}")
+    return float(speed)
 
 
 def _resolve(wake: asyncio.Future[bool]) -> None:

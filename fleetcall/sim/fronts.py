@@ -63,30 +63,32 @@ class EmulatorTransport(httpx.AsyncBaseTransport):
 
 
 class _ReplyStream(httpx.AsyncByteStream):
+    """The reply's SSE bytes for httpx, each read bounded by the read timeout. Its own async
+    iterator (not an async generator): a client that stops reading at ``[DONE]`` leaves nothing
+    for the loop to finalize."""
+
     def __init__(self, chunks: AsyncIterator[bytes], timeout: float | None,
                  request: httpx.Request) -> None:
         self._chunks = chunks
         self._timeout = timeout  # read timeout per chunk, seconds; None: unbounded
         self._request = request
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                if self._timeout is None:
-                    chunk = await anext(self._chunks)
-                else:
-                    async with asyncio.timeout(self._timeout):
-                        chunk = await anext(self._chunks)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise httpx.ReadTimeout(f"no data for {self._timeout} s",
-                                        request=self._request) from None
-            except _Dropped as exc:
-                raise httpx.RemoteProtocolError(
-                    "peer closed connection without sending complete message body "
-                    "(incomplete chunked read)", request=self._request) from exc
-            yield chunk
+    def __aiter__(self) -> _ReplyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            if self._timeout is None:
+                return await anext(self._chunks)
+            async with asyncio.timeout(self._timeout):
+                return await anext(self._chunks)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no data for {self._timeout} s",
+                                    request=self._request) from None
+        except _Dropped as exc:
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body "
+                "(incomplete chunked read)", request=self._request) from exc
 
     async def aclose(self) -> None:
         await self._chunks.aclose()  # type: ignore[attr-defined]  # an async generator

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import pytest
@@ -215,6 +216,103 @@ def test_cancelling_a_run_through_its_handle_also_stops_a_deaf_tool():
     assert result.tasks[0].abandoned and not left
 
 
+# -- cancellations that are the tool's own ---------------------------------------------------------
+def test_a_tool_using_its_own_timeout_keeps_its_answer():
+    """asyncio.timeout inside a tool cancels the tool's task and takes the cancellation back: the
+    tool's fallback answer used to be replaced by "the tool raised CancelledError although nothing
+    cancelled it" (and an anyio cancel scope in a model's client made the planner's call fail)."""
+    @tool
+    async def patient(x: int) -> str:
+        """Gives up on a slow source after 0.1 s and answers from a fallback."""
+        try:
+            async with asyncio.timeout(0.1):
+                await asyncio.sleep(10)
+        except TimeoutError:
+            return "fallback"
+        return "fast"
+
+    @tool
+    async def strict(x: int) -> str:
+        """Lets its own timeout's TimeoutError out."""
+        async with asyncio.timeout(0.1):
+            await asyncio.sleep(10)
+        return "fast"
+
+    plan = ["1. patient(1)\n2. strict(2)\n3. join()", "Finish(done)"]
+    result = vrun(within(Orchestrator([patient, strict], ScriptedLLM(plan)).run("q", deadline=None)))
+    by_tool = {t.tool: t for t in result.tasks}
+    assert by_tool["patient"].status == "ok" and by_tool["patient"].observation == "fallback"
+    assert by_tool["strict"].status == "error" and by_tool["strict"].error == "TimeoutError"
+    assert not any(t.abandoned for t in result.tasks)
+
+
+@pytest.mark.parametrize("then", ["raise", "swallow"])
+def test_a_tool_cancelling_its_own_task_is_a_failed_task_not_a_hang(then):
+    """current_task().cancel() from inside a tool: the run (no deadline) used to wait forever,
+    and with a deadline until it passed."""
+    @tool
+    async def quits(x: int) -> int:
+        """Cancels the task it runs in."""
+        asyncio.current_task().cancel()
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            if then == "raise":
+                raise
+        return x
+
+    result = vrun(within(Orchestrator([quits], ScriptedLLM(one_task("quits"))).run("q", deadline=None)))
+    assert result.status is RunStatus.ANSWERED and result.latency == pytest.approx(0.0)
+    record = result.tasks[0]
+    assert record.status == "error" and "cancelled, and not by the run" in record.error
+
+
+def test_a_tool_that_takes_back_the_runs_cancellation_is_still_stopped():
+    """Calling uncancel() on its task does not make a tool immune to its run's deadline."""
+    @tool
+    async def defiant(x: int) -> int:
+        """Takes every cancellation back and goes on."""
+        for _ in range(4):
+            try:
+                await asyncio.sleep(1e6)
+            except asyncio.CancelledError:
+                asyncio.current_task().uncancel()
+        return x
+
+    orch = Orchestrator([defiant], ScriptedLLM(one_task("defiant")), grace_s=1.0)
+    result = vrun(within(orch.run("q", deadline=5.0)))
+    assert result.status is RunStatus.TIMED_OUT and result.latency == pytest.approx(6.0)
+    assert result.tasks[0].abandoned
+
+
+def test_a_future_holding_generator_exit_is_the_tools_failure():
+    """An exception an awaited future holds is thrown into the task's outermost coroutine; a
+    thrown GeneratorExit closes every coroutine under it, so no handler of the tool's call saw
+    it and it came out of run() in a BaseExceptionGroup (a sync tool raising it in its thread
+    does this; see test_sync_tools)."""
+    @tool
+    async def relay(x: int) -> int:
+        """Awaits a future that gets GeneratorExit while the tool waits for it."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        loop.call_later(0.1, future.set_exception, GeneratorExit())
+        return await future
+
+    @tool
+    async def fine(x: int) -> int:
+        """A sibling that must finish."""
+        await asyncio.sleep(0.5)
+        return x
+
+    plan = ["1. relay(1)\n2. fine(2)\n3. join()", "Finish(done)"]
+    result = vrun(within(Orchestrator([relay, fine], ScriptedLLM(plan)).run("q")))
+    assert result.status is RunStatus.ANSWERED
+    by_tool = {t.tool: t for t in result.tasks}
+    assert by_tool["relay"].status == "error" and by_tool["relay"].error == "GeneratorExit"
+    assert by_tool["relay"].end is not None
+    assert by_tool["fine"].status == "ok"
+
+
 # -- blocking the loop: real time, small blocks, generous bounds ---------------------------------------
 def test_a_loop_blocking_tool_is_reported_by_name(caplog):
     @tool
@@ -231,7 +329,10 @@ def test_a_loop_blocking_tool_is_reported_by_name(caplog):
         result = asyncio.run(main())
     record = result.tasks[0]
     assert record.status == "ok" and record.loop_blocked_s is not None and record.loop_blocked_s >= 0.29
-    assert any("'hog' blocked the event loop" in r.getMessage() for r in caplog.records)
+    (blocked,) = [r for r in caplog.records if getattr(r, "event", None) == "tool.loop_blocked"]
+    assert blocked.levelno == logging.WARNING and blocked.fields["tool"] == "hog"
+    assert re.match(rf"tool\.loop_blocked query_id={result.query_id} round=0 task_id=1 tool=hog blocked_s=0\.[3-9]",
+                    blocked.getMessage())
 
 
 def test_a_loop_blocking_tool_that_ignores_cancellation_cannot_hold_its_run():

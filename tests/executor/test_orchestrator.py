@@ -329,3 +329,22 @@ def test_a_json_plan_whose_task_refers_to_itself_is_rejected_not_a_crash(tools):
     by_id = {t.id: t for t in result.tasks}
     assert by_id[1].status == "invalid" and "its own result" in by_id[1].error
     assert by_id[2].status == "ok"
+
+
+def test_query_ids_are_random_and_reveal_no_count():
+    """A run's default id is a random UUID (128 bits): no counter of the runs before it."""
+    import uuid
+
+    async def main():
+        orch = Orchestrator(tools=[], llm=ScriptedLLM([]))
+        handles = [orch.start(f"q{i}") for i in range(3)]
+        for handle in handles:
+            handle.cancel()
+            await handle.result()
+        return [h.query_id for h in handles]
+
+    ids = asyncio.run(main())
+    assert len(set(ids)) == 3
+    for qid in ids:
+        assert uuid.UUID(qid).version == 4
+        assert "-" not in qid

@@ -168,10 +168,15 @@ def test_base_exceptions_in_a_sync_tool_are_failed_tasks():
         """Raises StopIteration (a future cannot hold it)."""
         raise StopIteration
 
-    plan = "1. leave(1)\n2. cancel_itself(2)\n3. stop(3)\n4. join()"
+    @tool
+    def close(x: int) -> int:
+        """Raises GeneratorExit (it came out of run() in a BaseExceptionGroup)."""
+        raise GeneratorExit
+
+    plan = "1. leave(1)\n2. cancel_itself(2)\n3. stop(3)\n4. close(4)\n5. join()"
 
     async def main():
-        async with Orchestrator([leave, cancel_itself, stop], ScriptedLLM([plan, "Finish(ok)"])) as orch:
+        async with Orchestrator([leave, cancel_itself, stop, close], ScriptedLLM([plan, "Finish(ok)"])) as orch:
             return await orch.run("q", deadline=10)
 
     result = asyncio.run(main())
@@ -181,6 +186,7 @@ def test_base_exceptions_in_a_sync_tool_are_failed_tasks():
     assert errors["leave"] == "SystemExit: 3"
     assert "CancelledError although nothing cancelled it" in errors["cancel_itself"]
     assert "StopIteration" in errors["stop"]
+    assert errors["close"] == "GeneratorExit"
 
 
 def test_a_deadline_abandons_the_running_thread_and_the_record_says_so():

@@ -596,3 +596,69 @@ def test_emulated_host_is_a_distinct_valid_hostname() -> None:
     for host in hosts:
         assert all(0 < len(label) <= 63 for label in host.split("."))
         assert httpx.URL(f"http://{host}/v1").host == host
+
+
+def test_the_pool_client_keeps_cookies_a_server_sets() -> None:
+    """make_http_client's cookie jar skips its work on answers without Set-Cookie, and still
+    keeps and sends back the cookies a server (a sticky load balancer) does set."""
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        headers = {"content-type": "text/event-stream"}
+        if len(seen) == 1:
+            headers["set-cookie"] = "route=gpu-7; Path=/"
+        return httpx.Response(200, content=sse(delta("ok", finish="stop"), "[DONE]"), headers=headers)
+
+    async def main() -> None:
+        routing = RoutingTransport()
+        routing.add("gpu-box", httpx.MockTransport(handler))
+        async with make_http_client(routing) as http:
+            client = EndpointClient(config(), http, environ={})
+            for _ in range(3):
+                await complete(client, REQUEST)
+            assert http.cookies.get("route") == "gpu-7"
+            http.cookies = {"other": "1"}
+            await complete(client, REQUEST)
+
+    vrun(main())
+    assert seen == [None, "route=gpu-7", "route=gpu-7", "other=1"]
+
+
+def test_lines_split_across_chunks_stream_the_same_answer() -> None:
+    """The client reads a chunk at a time and splits lines itself: events cut anywhere (even
+    between a CR and its LF) read the same."""
+    body = sse(delta("one"), delta(" two"), delta(finish="stop"), usage_event(3, 2), "[DONE]")
+    body = body.replace(b"\n", b"\r\n")
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 7):
+            yield body[i:i + 7]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return sse_response(pieces())
+
+    chunks = vrun(collect(make_client(handler)))
+    assert "".join(c.text for c in chunks) == "one two"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+
+
+@pytest.mark.parametrize("content_type, body, text", [
+    # UTF-8 (what SSE is), a character split between two reads, a bad byte replaced
+    ("text/event-stream", sse(delta("héllo €"), delta(finish="stop"), "[DONE]")
+     .replace(b"\\u00e9", "é".encode()).replace(b"\\u20ac", "€".encode()), "héllo €"),
+    ("text/event-stream", sse(delta("a"), "[DONE]").replace(b'"a"', b'"a\xff"'), "a\ufffd"),
+    # a declared charset is honoured, as httpx decodes it
+    ("text/event-stream; charset=latin-1", sse(delta("caf\u00e9"), "[DONE]").replace(b"\\u00e9", b"\xe9"),
+     "caf\u00e9"),
+])
+def test_streamed_text_is_decoded_across_reads(content_type: str, body: bytes, text: str) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(len(body)):  # one byte a read: multi-byte characters are cut
+            yield body[i:i + 1]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=pieces(), headers={"content-type": content_type})
+
+    chunks = vrun(collect(make_client(handler)))
+    assert "".join(c.text for c in chunks) == text

@@ -306,6 +306,41 @@ def test_a_health_check_closes_the_breaker_and_parked_calls_run() -> None:
     assert h.where(call_id) == ("running", "a")
 
 
+def test_cooldowns_begun_are_counted_an_extension_is_not_a_new_one() -> None:
+    h = Harness({"a": 4, "b": 4})
+    call_id = h.submit()
+    h.fail(call_id, Failure(FaultKind.RATE_LIMITED, "", 429, 2.0))   # a cools until 2
+    h.now = 1.0
+    h.apply(h.core.rate_limited("a", h.now, 3.0))                     # extended: the same one
+    h.apply(h.core.faulted("a", h.now, RATE_LIMITED))                 # within it: the same one
+    assert h.core.snapshot(h.now)[0].cooldowns == 1
+    h.at(3.0)                                                         # over
+    h.apply(h.core.faulted("a", h.now, RATE_LIMITED))                 # a second one
+    h.at(10.0)
+    h.apply(h.core.rate_limited("a", h.now, 12.0))                    # a third
+    snaps = {s.name: s for s in h.core.snapshot(h.now)}
+    assert (snaps["a"].cooldowns, snaps["b"].cooldowns) == (3, 0)
+    assert (snaps["a"].breaker_trips, snaps["a"].rate_limited) == (0, 1)
+
+
+def test_breaker_trips_count_each_opening_a_failed_probe_included() -> None:
+    h = Harness({"a": 1}, breaker=BreakerConfig(failures=2, cooldown_s=5.0))
+    h.apply(h.core.faulted("a", h.now, CONNECTION))
+    assert h.core.snapshot(h.now)[0].breaker_trips == 0               # one failure: still closed
+    h.apply(h.core.faulted("a", h.now, CONNECTION))                   # opens: trip 1
+    h.apply(h.core.faulted("a", h.now, CONNECTION))                   # while open: no new trip
+    assert h.core.snapshot(h.now)[0].breaker_trips == 1
+    h.at(5.0)
+    probe = h.submit()
+    assert h.where(probe) == ("running", "a")
+    h.fail(probe, CONNECTION)                                         # the probe fails: trip 2
+    assert h.core.snapshot(h.now)[0].breaker_trips == 2
+    h.at(10.0)
+    h.finish(probe)                                                   # its retry probes, closes
+    snap = h.core.snapshot(h.now)[0]
+    assert (snap.breaker, snap.breaker_trips, snap.cooldowns) == ("closed", 2, 0)
+
+
 # ---- endpoints come and go -----------------------------------------------------------------------
 
 

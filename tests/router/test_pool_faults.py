@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -306,10 +307,16 @@ def test_cooldowns_breaker_changes_and_redispatches_are_logged_without_secrets(
 
     with caplog.at_level(logging.INFO, logger="fleetcall.router"):
         vrun(main())
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("fleetcall.router"))
-    assert "limited" in text and "rate-limited" in text and "cooling down" in text
-    assert "breaker opened" in text and "breaker closed" in text
-    assert "re-dispatch" in text and "hung" in text
+    records = [r for r in caplog.records if r.name == "fleetcall.router"]
+    text = "\n".join(r.getMessage() for r in records)
+    seen = {(r.event, r.fields.get("endpoint")) for r in records}
+    assert ("endpoint.cooldown", "limited") in seen
+    assert ("endpoint.breaker_open", "hung") in seen and ("endpoint.breaker_closed", "hung") in seen
+    assert ("endpoint.redispatch", "hung") in seen
+    assert re.search(r"^endpoint\.cooldown endpoint=limited status=429 cooldown_s=2\.000 extended=false$", text, re.M)
+    assert re.search(r"^endpoint\.breaker_open endpoint=hung after=\"1 timeout\" probe_in_s=1\.000$", text, re.M)
+    assert all(r.levelno == (logging.WARNING if r.event == "endpoint.breaker_open" else logging.INFO)
+               for r in records if r.event.startswith("endpoint."))
     assert "sk-secret" not in text
     assert len(caplog.records) < 30, "logged per token or per call"
 

@@ -48,3 +48,21 @@ NOT_AN_APP = 42
 
 def returns_junk() -> str:
     return "not an orchestrator"
+
+
+def raises() -> Orchestrator:
+    """A factory with a bug."""
+    raise RuntimeError("the user's factory failed")
+
+
+async def raises_async() -> Orchestrator:
+    raise LookupError("no such model")
+
+
+async def hangs() -> Orchestrator:
+    """A factory that never returns (a model that never loads): says so, then waits forever."""
+    import asyncio
+
+    print("factory started", flush=True)
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")

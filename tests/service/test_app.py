@@ -416,13 +416,16 @@ def test_runs_log_start_and_end_at_info_and_never_the_token(caplog: pytest.LogCa
 
     with caplog.at_level(logging.DEBUG, logger="fleetcall"):
         first, second = vrun(main())
-    records = [r for r in caplog.records if r.name == "fleetcall.service"]
+    records = [r for r in caplog.records if r.name.startswith("fleetcall")]
     lines = [r.getMessage() for r in records]
-    assert all(r.levelno == logging.INFO for r in records)
-    assert len(lines) == 4   # a start and an end per run: nothing per event or token
-    assert lines[0].startswith(f"run {first} started: mode compiled, deadline 30 s")
-    assert re.fullmatch(rf"run {first} answered in \d+\.\d{{3}} s", lines[1])
-    assert lines[2].startswith(f"run {second} started") and lines[3].startswith(f"run {second} answered")
+    # once each, by the executor (the service does not log them again): nothing per event or token
+    assert [(r.name, r.levelno, r.event) for r in records] == [("fleetcall.executor", logging.INFO, e)
+                                                              for e in ("run.start", "run.end") * 2]
+    assert lines[0] == f"run.start query_id={first} mode=compiled deadline_s=30.000"
+    assert re.fullmatch(rf"run\.end query_id={first} mode=compiled status=answered latency_s=\d+\.\d{{3}} "
+                        r"plans=1 replans=0 tasks=\d+ llm_calls=2 prompt_tokens=\d+ completion_tokens=\d+", lines[1])
+    assert lines[2] == f"run.start query_id={second} mode=compiled deadline_s=300.000"
+    assert lines[3].startswith(f"run.end query_id={second} mode=compiled status=answered")
     assert "s3cre" not in caplog.text and parallelqa.QUESTION not in caplog.text
 
 

@@ -121,7 +121,8 @@ def test_label_values_are_escaped_and_parse_back() -> None:
 
 
 def test_pool_collector_reports_each_breaker_state() -> None:
-    snaps = [EndpointSnapshot(name, 2, 3, 10, 4, 0.25, 0.01, 0.5, state, "HTTP 500")
+    snaps = [EndpointSnapshot(name, 2, 3, 10, 4, 0.25, 0.01, 0.5, state, "HTTP 500", rate_limited=5,
+                              cooldowns=6, breaker_trips=7)
              for name, state in (("a", "closed"), ("b", "open"), (WEIRD, "half-open"))]
     registry = prometheus_client.CollectorRegistry()
     registry.register(PoolCollector(lambda: snaps))
@@ -137,3 +138,49 @@ def test_pool_collector_reports_each_breaker_state() -> None:
         assert sample(s, "fleetcall_endpoint_calls_total", endpoint=name) == 10
         assert sample(s, "fleetcall_endpoint_errors_total", endpoint=name) == 4
         assert sample(s, "fleetcall_endpoint_ttft_ewma_seconds", endpoint=name) == 0.25
+        assert sample(s, "fleetcall_endpoint_rate_limited_total", endpoint=name) == 5
+        assert sample(s, "fleetcall_endpoint_cooldowns_total", endpoint=name) == 6
+        assert sample(s, "fleetcall_endpoint_breaker_trips_total", endpoint=name) == 7
+
+
+def _plan_or_finish(body: dict) -> str:
+    """An emulated endpoint's answers for a run: the joiner's prompt offers Replan(, the planner's not."""
+    if "Replan(" in body["messages"][0]["content"]:
+        return "Thought: done.\nAction: Finish(2)"
+    return '1. math("1 + 1")\n2. join()\n<END_OF_PLAN>'
+
+
+def test_cooldowns_and_breaker_trips_of_a_faulty_pool_are_counted_per_endpoint() -> None:
+    """Runs over a pool with an endpoint that answers every request with a 429 (Retry-After
+    1,000 s: one cooldown that outlasts the test) and one that answers with a 500 (breaker of one
+    failure, cooldown 1,000 s: one trip), beside a good one. Every run still answers, and
+    /metrics counts exactly one cooldown and one trip, each at its endpoint."""
+    from fleetcall import Orchestrator
+    from fleetcall.router.config import BreakerConfig
+    from fleetcall.sim.emulator import Faults
+    from tests.router.helpers import Server, fleet
+
+    async def main() -> str:
+        servers = (Server("limited", Faults(rate_limit_rate=1.0, retry_after_s=1000.0), responder=_plan_or_finish),
+                   Server("broken", Faults(error_rate=1.0), responder=_plan_or_finish),
+                   Server("good", responder=_plan_or_finish))
+        async with fleet(*servers, policy="rr-fcfs", breaker=BreakerConfig(failures=1, cooldown_s=1000.0)) \
+                as (pool, _):
+            app = create_app(Orchestrator(llm=pool), pool=pool)
+            async with client(app) as c:
+                for _ in range(3):
+                    r = await c.post("/v1/runs", json={"query": "What is 1 + 1?"})
+                    assert r.json()["answer"] == "2", r.json()
+                return (await c.get("/metrics")).text
+
+    text = run_virtual(main())
+    s = metric_samples(text)
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert families["fleetcall_endpoint_cooldowns"] == families["fleetcall_endpoint_breaker_trips"] == "counter"
+    cooldowns = {n: sample(s, "fleetcall_endpoint_cooldowns_total", endpoint=n) for n in ("limited", "broken", "good")}
+    trips = {n: sample(s, "fleetcall_endpoint_breaker_trips_total", endpoint=n) for n in ("limited", "broken", "good")}
+    assert cooldowns == {"limited": 1, "broken": 0, "good": 0}
+    assert trips == {"limited": 0, "broken": 1, "good": 0}
+    assert sample(s, "fleetcall_endpoint_rate_limited_total", endpoint="limited") == 1
+    assert sample(s, "fleetcall_endpoint_breaker", endpoint="broken", fleetcall_endpoint_breaker="open") == 1
+    assert sample(s, "fleetcall_endpoint_errors_total", endpoint="broken") == 1

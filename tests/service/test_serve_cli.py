@@ -102,6 +102,40 @@ def test_app_factories_of_each_shape() -> None:
     asyncio.run(main_())
 
 
+@pytest.mark.parametrize(("attribute", "words"), [
+    ("raises", "raised RuntimeError: the user's factory failed"),
+    ("raises_async", "raised LookupError: no such model"),
+])
+def test_a_factory_that_raises_exits_2_naming_it(attribute: str, words: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to end in a bare traceback (exit 1); the traceback is still shown, above the error."""
+    assert main(["--app", f"tests.service.served_app:{attribute}", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"fleetcall serve: error: --app 'tests.service.served_app:{attribute}'") and words in last
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_factory_that_hangs_can_be_stopped(sig: int) -> None:
+    """Ctrl-C and SIGTERM were ignored until uvicorn started, so a factory that never returned
+    left a process that only SIGKILL could end."""
+    cmd = [sys.executable, "-m", "fleetcall.cli", "serve", "--app", "tests.service.served_app:hangs", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert lines[1].strip() == "factory started", lines
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGTERM
+
+
 def test_serve_app_runs_the_users_agent_in_a_real_process() -> None:
     openai = pytest.importorskip("openai")
     env = {**os.environ, "FLEETCALL_TOKEN": "app-token"}

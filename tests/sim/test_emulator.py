@@ -472,3 +472,86 @@ def test_cli_serves_over_real_http_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---- speed --------------------------------------------------------------------------------------
+
+
+def _served_at(speed: float, spike_s: float = 0.0) -> tuple[list[float], str]:
+    """Loop seconds to the first and last SSE event and to a whole answer (two concurrent
+    requests, one a second later), and /metrics after them, at ``speed``."""
+    ep = endpoint(responder=LengthsResponder(), speed=speed,
+                  faults=Faults(spike_rate=1.0 if spike_s else 0.0, spike_s=spike_s))
+
+    async def test(client: httpx.AsyncClient) -> tuple[list[float], str]:
+        async def whole() -> float:
+            await asyncio.sleep(1.0 / speed)
+            start = now()
+            await client.post(CHAT, json=body("a second prompt " * 40, max_tokens=30))
+            return now() - start
+
+        chunks, whole_s = await asyncio.gather(stream_chunks(client, body(max_tokens=120)), whole())
+        return [chunks[0][0], chunks[-1][0], whole_s], (await client.get("/metrics")).text
+
+    return run(ep, test)
+
+
+def test_at_speed_k_the_endpoint_answers_k_times_sooner_and_reports_real_gpu_figures() -> None:
+    """``fleetcall emulate --speed 4``: the same requests take 1/4 of the loop time; /metrics
+    (TTFT, time per output token, latency, busy seconds) reads as at speed 1."""
+    slow_times, slow = _served_at(1.0)
+    fast_times, fast = _served_at(4.0)
+    assert fast_times == pytest.approx([t / 4 for t in slow_times], rel=1e-9)
+    model = {"model_name": "llama-3.1-8b"}
+    for name in ("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
+                 "vllm:e2e_request_latency_seconds_sum", "vllm:time_per_output_token_seconds_sum",
+                 "fleetcall_emulator_busy_seconds_total"):
+        assert metric(fast, name, **model) == pytest.approx(metric(slow, name, **model), rel=1e-9), name
+    assert metric(slow, "vllm:time_to_first_token_seconds_count", **model) == 2
+    assert metric(slow, "vllm:e2e_request_latency_seconds_sum", **model) == pytest.approx(
+        slow_times[1] + slow_times[2], rel=1e-6)
+    assert metric(slow, "vllm:time_to_first_token_seconds_bucket", le="+Inf", **model) == 2
+    assert (metric(slow, "fleetcall_emulator_speed", **model),
+            metric(fast, "fleetcall_emulator_speed", **model)) == (1.0, 4.0)
+
+
+def test_at_speed_k_a_latency_spike_is_k_times_shorter() -> None:
+    calm, _ = _served_at(4.0)
+    spiked, _ = _served_at(4.0, spike_s=2.0)
+    assert spiked[2] == pytest.approx(calm[2] + 0.5, rel=1e-6)
+
+
+def test_reset_prefix_cache_makes_the_next_request_cold() -> None:
+    async def test(client: httpx.AsyncClient) -> tuple[int, dict, int]:
+        await client.post(CHAT, json=body(max_tokens=2))
+        warm = (await client.post(CHAT, json=body(max_tokens=2))).json()
+        reset = await client.post("/reset_prefix_cache")
+        cold = (await client.post(CHAT, json=body(max_tokens=2))).json()
+        return (warm["usage"]["prompt_tokens_details"]["cached_tokens"], reset.json(),
+                cold["usage"]["prompt_tokens_details"]["cached_tokens"])
+
+    warm, reset, cold = run(endpoint(), test)
+    assert warm > 1000 and reset["dropped_tokens"] >= warm and cold == 0
+
+
+def test_cli_rejects_a_speed_that_is_not_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("0", "-2", "nan"):
+        assert emulate_main(["--gpu", "A100", "--model", "llama-3.1-8b", "--speed", bad]) == 2
+        assert "speed must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_get_load_reports_running_waiting_and_tokens_as_sglang_does() -> None:
+    """sglang-router's power_of_two polls SGLang's /get_load; without it every worker's load
+    reads -1 and the policy picks at random."""
+    async def test(client: httpx.AsyncClient) -> tuple[list[dict[str, int]], list[dict[str, int]]]:
+        idle = (await client.get("/get_load")).json()
+        calls = [asyncio.create_task(client.post(CHAT, json=body(max_tokens=200))) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        busy = (await client.get("/get_load")).json()
+        await asyncio.gather(*calls)
+        return idle, busy
+
+    idle, busy = run(endpoint(max_batch=2), test)
+    assert idle == [{"dp_rank": 0, "num_reqs": 0, "num_waiting_reqs": 0, "num_tokens": 0}]
+    assert busy[0]["num_reqs"] == 2 and busy[0]["num_waiting_reqs"] == 1
+    assert busy[0]["num_tokens"] > 3 * 1000

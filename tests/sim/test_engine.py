@@ -336,3 +336,62 @@ def test_default_tp_picks_1_when_a_model_fits_and_refuses_giants() -> None:
                        head_dim=128, vocab=128256)
     with pytest.raises(ConfigError, match="giant"):
         perf.default_tp("A100", giant)
+
+
+# ---- speed -------------------------------------------------------------------------------------
+
+
+async def _mixed_load(engine: Engine) -> list[tuple[float, float, int]]:
+    """Overlapping requests (prefill chunks, decode stretches cut by arrivals, streams),
+    arriving at the same engine times whatever the engine's speed."""
+    async def later(delay: float, prompt: int, output: int, stream: bool) -> tuple[float, float, int]:
+        await asyncio.sleep(delay / engine.speed)
+        return await timed(engine, prompt, output, stream=stream)
+
+    return list(await asyncio.gather(later(0.0, 3000, 200, True), later(0.05, 9000, 40, False),
+                                     later(0.3, 500, 500, True), later(1.1, 20, 1, False)))
+
+
+@pytest.mark.parametrize("speed", [4.0, 2.5])
+def test_at_speed_k_requests_take_1_over_k_of_the_loop_time_and_report_the_same(speed: float) -> None:
+    """``fleetcall emulate --speed K``: every duration / K on the loop's clock; the engine's own
+    figures (its clock, busy seconds, iterations, tokens) are those of speed 1."""
+    def measure(k: float) -> tuple[list[tuple[float, float, int]], float, object, float]:
+        async def main() -> tuple[list[tuple[float, float, int]], float, object, float]:
+            async with Engine(D8, speed=k, stream_interval_s=0.1) as engine:
+                timings = await _mixed_load(engine)  # loop seconds
+                return timings, now(), engine.stats(), engine.now()
+        return run_virtual(main())
+
+    base, base_end, base_stats, base_clock = measure(1.0)
+    fast, fast_end, fast_stats, fast_clock = measure(speed)
+    for (t1, total1, cached1), (tk, totalk, cachedk) in zip(base, fast):
+        assert tk == pytest.approx(t1 / speed, rel=1e-9)
+        assert totalk == pytest.approx(total1 / speed, rel=1e-9)
+        assert cachedk == cached1
+    assert fast_end == pytest.approx(base_end / speed, rel=1e-9)
+    assert fast_clock == pytest.approx(base_clock, rel=1e-9)       # engine seconds
+    assert fast_stats.busy_s == pytest.approx(base_stats.busy_s, rel=1e-9)
+    assert (fast_stats.iterations, fast_stats.requests_done) == (base_stats.iterations,
+                                                                 base_stats.requests_done)
+
+
+@pytest.mark.parametrize("speed", [0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_a_speed_that_is_not_a_positive_number_is_refused(speed: object) -> None:
+    with pytest.raises(ValueError, match="speed must be a finite number > 0"):
+        Engine(D8, speed=speed)  # type: ignore[arg-type]
+
+
+def test_reset_prefix_cache_forgets_cached_blocks_only() -> None:
+    hashes = tuple(range(100, 164))
+
+    async def main() -> tuple[int, int, int, int]:
+        async with Engine(D8) as engine:
+            await timed(engine, 1024, 4, hashes)
+            _, _, warm = await timed(engine, 1024, 4, hashes)
+            dropped = engine.reset_prefix_cache()
+            _, _, cold = await timed(engine, 1024, 4, hashes)
+            return warm, dropped, cold, engine.stats().kv_cached_tokens
+
+    warm, dropped, cold, cached_after = run_virtual(main())
+    assert warm == 1008 and dropped == 1024 and cold == 0 and cached_after == 1024

@@ -1,0 +1,30 @@
+"""``fleetcall.llm.base``'s token estimate: the fast word count is ``len(text.split())`` exactly."""
+
+from __future__ import annotations
+
+import random
+
+from fleetcall.llm.base import count_tokens, count_words
+
+
+def test_word_count_splits_on_exactly_what_str_split_splits_on() -> None:
+    for code in range(0x110000):
+        text = f"a{chr(code)}b{chr(code)}"
+        assert count_words(text) == len(text.split()), hex(code)
+
+
+def test_word_count_equals_split_on_random_text() -> None:
+    rng = random.Random(12)
+    alphabet = " \t\n\r\x0b\x0c\x1c\x1fab.\x00\x7f\xa0\u2003é"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(14)))
+        assert count_words(text) == len(text.split()), repr(text)
+    for text in ("", " ", "x", "  lead", "trail  ", "one two  three\tfour\n", "a" * 999):
+        assert count_words(text) == len(text.split()), repr(text)
+
+
+def test_token_estimate_is_words_or_a_quarter_of_the_characters() -> None:
+    assert count_tokens("") == 0
+    assert count_tokens("a b c d e") == 5            # words win
+    assert count_tokens("abcdefghijkl") == 3         # characters / 4 win
+    assert count_tokens("x" * 4001) == 1001
