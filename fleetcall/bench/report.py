@@ -96,12 +96,17 @@ def slo_curve(records: Sequence[QueryRecord], slo_scale: float,
 def summarize(records: Sequence[QueryRecord], *, policy: str, rate: float | None,
               duration_s: float | None = None,
               endpoints_busy: Mapping[str, float] | None = None,
-              slo_scale: float | None = None) -> dict[str, Any]:
+              slo_scale: float | None = None,
+              endpoints_cost_per_hour: Mapping[str, float | None] | None = None) -> dict[str, Any]:
     """One run's figures, as a JSON-ready dict (see the module doc for the conventions).
 
     duration_s: the makespan to divide by (default: first arrival to last finish).
     endpoints_busy: endpoint -> busy seconds, reported as ``utilisation`` (busy / makespan).
     slo_scale: the deadline scale the run used; adds ``slo_curve`` (attainment at other scales).
+    endpoints_cost_per_hour: endpoint -> its price an hour (None: unknown); with
+        ``endpoints_busy``, adds ``gpu_cost`` (price x busy hours, summed over the endpoints of
+        known price: the GPU time the run used, as billed per use) and ``cost_per_slo_query``
+        (that over the queries that met their deadline; None if none did).
     """
     done = [r for r in records if not r.failed and r.finish is not None]
     makespan = _makespan(records, duration_s)
@@ -125,10 +130,22 @@ def summarize(records: Sequence[QueryRecord], *, policy: str, rate: float | None
     if endpoints_busy is not None:
         out["utilisation"] = {name: busy / makespan if makespan else 0.0
                               for name, busy in sorted(endpoints_busy.items())}
+    if endpoints_busy is not None and endpoints_cost_per_hour is not None:
+        out.update(_gpu_cost(records, endpoints_busy, endpoints_cost_per_hour))
     if slo_scale is not None:
         out["slo_scale"] = slo_scale
         out["slo_curve"] = slo_curve(records, slo_scale)
     return out
+
+
+def _gpu_cost(records: Sequence[QueryRecord], busy: Mapping[str, float],
+              prices: Mapping[str, float | None]) -> dict[str, Any]:
+    priced = {name: price for name, price in prices.items() if price is not None}
+    if not priced:
+        return {}
+    cost = sum(price * busy.get(name, 0.0) / 3600.0 for name, price in priced.items())
+    met = sum(1 for r in records if r.met)
+    return {"gpu_cost": cost, "cost_per_slo_query": cost / met if met else None}
 
 
 def max_rate_at_95(runs: Iterable[Run], target: float = SLO_TARGET) -> dict[str, float]:
@@ -196,6 +213,7 @@ _ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("SLO attainment", ("slo_attainment",)), ("throughput (q/s)", ("throughput_qps",)),
     ("TTFT p50 (s)", ("ttft_s", "p50")), ("TTFT p95 (s)", ("ttft_s", "p95")),
     ("prefix hit rate", ("prefix_hit_rate",)),
+    ("GPU cost / query in SLO", ("cost_per_slo_query",)),
 )
 
 

@@ -37,6 +37,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetcall.errors import ConfigError, LLMError
+from fleetcall.router.cost import cheapest_in_time
 from fleetcall.router.predict import ServicePredictor
 from fleetcall.router.queue import Discipline, LocalQueue, QueueOrder, SortKey
 from fleetcall.router.views import CallId, CallView, EndpointView
@@ -269,6 +270,12 @@ class SlackKnobs(_Knobs):
     externality: weight of the delay a call's prefill imposes on the calls already running
         at an endpoint (its cost there is its own finish + this x that delay; 0: its finish
         alone). 1 counts every second of anyone's latency alike.
+    prefer_cheap, cheap_margin: with ``prefer_cheap``, a call with a deadline goes to the
+        endpoint where it adds the least to the GPU bill (``cost_per_hour`` x the seconds it
+        extends the endpoint's busy period) among those where its predicted latency x
+        (1 + ``cheap_margin``) fits its share of the time left to its deadline; see
+        :mod:`fleetcall.router.cost`. Off by default: it trades latency within the deadline
+        for cost.
     chunk_tokens, interference: a decode step that shares its iteration with another prompt's
         prefill chunk waits for it (a chunk is the endpoint's typical prompt, at most
         ``chunk_tokens``, the engines' chunked-prefill size); a call's predicted decode time grows
@@ -288,6 +295,8 @@ class SlackKnobs(_Knobs):
     interference: float = Field(default=1.0, ge=0.0)
     tie_tolerance: float = Field(default=0.0, ge=0.0)
     externality: float = Field(default=1.0, ge=0.0)  # see the Slack docstring
+    prefer_cheap: bool = False
+    cheap_margin: float = Field(default=0.5, ge=0.0)
 
 
 class _Baseline:
@@ -419,6 +428,9 @@ class Slack:
     wins if its cost is within the allowed delay of the lowest -- keeping a prefix on one
     endpoint saves the next calls that share it too, which the cost alone does not see.
 
+    Cost (``prefer_cheap``): among the endpoints fast enough for the call's share of its
+    deadline, the one it adds the least to the GPU bill (:mod:`fleetcall.router.cost`).
+
     Ties: costs within ``tie_tolerance`` of the lowest (as a fraction of its predicted
     latency) are equal; among them the longest cached prefix wins, then the endpoints take
     turns, so idle twins share the work and every prefix cache warms up.
@@ -442,6 +454,10 @@ class Slack:
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
         placements = self.placements(call, endpoints, now)
+        if self.knobs.prefer_cheap:
+            cheap = cheapest_in_time(call, placements, endpoints, now, self.knobs.cheap_margin)
+            if cheap is not None:
+                return cheap.endpoint
         earliest = min(placements, key=lambda p: (p.cost, -p.cached_tokens))
         rank = self._turns.ranks(placements)
         close = earliest.cost + self.knobs.tie_tolerance * max(earliest.finish - now, 0.0)

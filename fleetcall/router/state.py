@@ -34,6 +34,7 @@ class EndpointSpec:
     prefix_capacity_blocks: int = 12_500  # prefix blocks its cache probably holds
     twin_key: str = ""              # endpoints with equal keys declare the same hardware,
                                     # model and parallelism ("": no twins)
+    cost_per_hour: float | None = None  # what an hour of the endpoint costs (None: unknown)
 
     def __post_init__(self) -> None:
         if self.slots < 1 or self.tp < 1 or self.prefix_capacity_blocks < 1:
@@ -130,6 +131,7 @@ class EndpointState:
             name=self.name, slots=self.spec.slots,
             running=tuple(max(r.end - now, OVERRUN_FLOOR_S) for r in self.running.values()),
             running_queries=tuple(r.query_id for r in self.running.values()),
+            cost_per_hour=self.spec.cost_per_hour,
             queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
             queued_service_s=services, prefill_backlog_s=self.prefill_backlog_s(now),
             prefill_load=self.prefill_load_at(now), typical_prefill_tokens=int(self.prefill_tokens))

@@ -71,6 +71,7 @@ class EndpointView:
                                               # here (0: unknown, assume full chunks)
     running_queries: tuple[str, ...] = ()     # the query of each running call, same order as
                                               # ``running`` (empty: unknown)
+    cost_per_hour: float | None = None        # what an hour of this endpoint costs (None: unknown)
 
     def __post_init__(self) -> None:
         if self.slots < 1:
