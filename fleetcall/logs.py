@@ -34,9 +34,10 @@ import json
 import logging
 import math
 import re
+import urllib.parse
 from collections.abc import Mapping
 
-__all__ = ["EXECUTOR", "ROUTER", "SERVICE", "MAX_VALUE_CHARS", "event", "fields", "value"]
+__all__ = ["EXECUTOR", "ROUTER", "SERVICE", "MAX_VALUE_CHARS", "event", "fields", "shown_url", "value"]
 
 EXECUTOR = "fleetcall.executor"
 ROUTER = "fleetcall.router"
@@ -98,3 +99,28 @@ def event(logger: logging.Logger, level: int, name: str, where: str = "", /, **v
     parts = [name, where, fields(**shown)] if where else [name, fields(**shown)]
     logger.log(level, " ".join(p for p in parts if p),
                extra={"event": name, "fields": dict(shown), "where": where}, stacklevel=2)
+
+
+_USERINFO = re.compile(r"//[^/?#]*@")
+
+
+def shown_url(url: object) -> str:
+    """``url`` as errors and logs may show it: without its user info, query and fragment, where
+    credentials ride (``http://user:pw@host/v1?api_key=...`` -> ``http://host/v1``). Text that
+    is not a URL with a host is returned as it is.
+
+    >>> shown_url("https://me:s3cret@mcp.example.com:8443/mcp?token=abc#x")
+    'https://mcp.example.com:8443/mcp'
+    """
+    text = str(url)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:   # unparsable (a bad port, an unclosed "["): cut what could be secret
+        return _USERINFO.sub("//", text).split("?")[0].split("#")[0]
+    if not parts.scheme or host is None:
+        return text
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{port}" if port is not None else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))

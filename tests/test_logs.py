@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from fleetcall import Orchestrator, tool
+from fleetcall import logs
 from fleetcall.logs import MAX_VALUE_CHARS, event, fields, value
 from fleetcall.router.client import RoutingTransport, make_http_client
 from fleetcall.router.config import BreakerConfig, EndpointConfig, RetryConfig
@@ -132,3 +133,14 @@ def test_no_record_holds_the_api_key_or_the_service_token(caplog: pytest.LogCapt
         shown = f"{record.getMessage()} {vars(record)!r} {record.exc_text or ''}"
         for secret in (KEY, TOKEN, TOKEN[:-1]):
             assert secret not in shown, f"{record.name}: {record.getMessage()}"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://me:s3cret@mcp.example.com:8443/mcp?token=s3cret#s3cret", "https://mcp.example.com:8443/mcp"),
+    ("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1/"),
+    ("http://[::1]:9/v1?key=s3cret", "http://[::1]:9/v1"),
+    ("http://me:s3cret@host:99999/v1?k=s3cret", "http://host:99999/v1"),   # unparsable port
+    ("stdio: python server.py", "stdio: python server.py"),                 # not a URL: as it is
+])
+def test_shown_urls_carry_no_credentials(url, shown):
+    assert logs.shown_url(url) == shown

@@ -34,6 +34,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetcall.bench import arrivals as arrival_processes
@@ -43,7 +44,7 @@ from fleetcall.bench.live import CallerTimed, LiveEndpoint, busy_seconds, check_
 from fleetcall.bench.overheads import OverheadShape, format_overheads, measure_overheads
 from fleetcall.bench.procs import Children, EmulatorSpec, start_emulators
 from fleetcall.bench.replay import QueryRecord, replay
-from fleetcall.bench.report import format_table, summarize
+from fleetcall.bench.report import format_table, percentile, summarize
 from fleetcall.bench.targets import Running, Target, open_llm, parse_targets, serving
 from fleetcall.bench.workloads import independent_calls, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
@@ -52,7 +53,7 @@ from fleetcall.gpumodel.perf import default_tp
 if TYPE_CHECKING:
     from fleetcall.bench.scheduler import Setup
 
-__all__ = ["add_arguments", "check_virtual", "main", "setup_at"]
+__all__ = ["add_arguments", "check_virtual", "main", "parse_rates", "setup_at"]
 
 DEFAULT_QUERY_TIMEOUT_S = 600.0   # a query not done this long after its arrival fails (GPU s)
 # Trace replay reads no text: after the first token (always on time), a chunk every 30 s of
@@ -112,6 +113,23 @@ def setup_at(args: argparse.Namespace, setup: Setup, rate: float) -> Setup:
     return dataclasses.replace(setup, queries=tuple(queries))
 
 
+def parse_rates(args: argparse.Namespace) -> list[float]:
+    """The rates of ``--rates`` (comma-separated) or ``--rate``, queries/s; ConfigError naming a
+    value that is not a finite number > 0."""
+    texts = args.rates.split(",") if args.rates else [str(args.rate)]
+    rates = []
+    for text in texts:
+        try:
+            rate = float(text)
+        except ValueError:
+            rate = math.nan
+        if not (math.isfinite(rate) and rate > 0):
+            raise ConfigError(f"{'--rates' if args.rates else '--rate'} wants arrival rates in "
+                              f"queries/s, each a finite number > 0; got {text.strip()!r}")
+        rates.append(rate)
+    return rates
+
+
 def check_virtual(args: argparse.Namespace) -> None:
     """ConfigError naming a real-clock-only option given without ``--clock real``."""
     given = [name for name, on in (("--router", bool(getattr(args, "router", None))),
@@ -130,6 +148,8 @@ def _check_args(args: argparse.Namespace, targets: Sequence[Target]) -> None:
     if args.overhead_calls < 0 or min(args.overhead_concurrency, args.overhead_repeat) < 1:
         raise ConfigError("--overhead-calls must be >= 0, --overhead-concurrency and "
                           "--overhead-repeat >= 1")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise ConfigError(f"--json {args.json}: its directory does not exist")
     if any(t.kind == "url" for t in targets) and not args.endpoints:
         raise ConfigError("a running router (--router URL) routes to endpoints this benchmark "
                           "cannot start for it: pass --endpoints with the URLs it routes to, or let "
@@ -168,11 +188,30 @@ class _Outcome:
     router_cpu_s: float | None      # the router process's, if one ran for it
 
 
-async def _replay_target(running: Running, endpoints: Sequence[LiveEndpoint], setup: Setup,
-                         rate: float, options: dict[str, Any], speed: float) -> _Outcome:
-    times = arrival_processes.make_arrivals(setup.arrivals, rate, len(setup.queries), setup.seed,
-                                            setup.cv, queries=setup.queries)
-    budgets = setup.budgets()
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One rate's run, the same for every target: its queries, arrival times and deadlines."""
+
+    rate: float
+    setup: Setup
+    times: list[float]      # arrival times, GPU seconds from the start
+    budgets: list[float]    # each query's deadline, GPU seconds after its arrival
+
+
+def _plans(args: argparse.Namespace, setup: Setup) -> list[_Plan]:
+    """Every rate's run, computed before any server starts (so bad input fails first)."""
+    plans = []
+    for rate in parse_rates(args):
+        at = setup_at(args, setup, rate)
+        times = arrival_processes.make_arrivals(at.arrivals, rate, len(at.queries), at.seed,
+                                                at.cv, queries=at.queries)
+        plans.append(_Plan(rate, at, times, at.budgets()))
+    return plans
+
+
+async def _replay_target(running: Running, endpoints: Sequence[LiveEndpoint], plan: _Plan,
+                         options: dict[str, Any], speed: float) -> _Outcome:
+    setup = plan.setup
     reference = deadline_rules.fastest_deployment(setup.deployments(), setup.queries)
     router = running.router
     async with http_client(speed) as http:
@@ -181,7 +220,7 @@ async def _replay_target(running: Running, endpoints: Sequence[LiveEndpoint], se
         llm, owned = open_llm(running, endpoints, setup, http, options, speed)
         router0, cpu0 = router.cpu_seconds() if router else None, time.process_time()
         try:
-            records = await replay(CallerTimed(llm), setup.queries, times, budgets,
+            records = await replay(CallerTimed(llm), setup.queries, plan.times, plan.budgets,
                                    timeout_s=setup.timeout_s or DEFAULT_QUERY_TIMEOUT_S,
                                    reference=reference)
         finally:
@@ -200,6 +239,8 @@ def _summary(out: _Outcome, target: Target, rate: float, setup: Setup, speed: fl
     summary = summarize(out.records, policy=target.label, rate=rate, endpoints_busy=out.busy,
                         slo_scale=setup.slo_scale)
     calls = sum(len(r.calls) for r in out.records) or 1
+    ttfts = [c.ttft_s for r in out.records for c in r.calls if c.ttft_s is not None]
+    summary["ttft_s"]["p99"] = percentile(ttfts, 99)  # the tail a router's queue shows
     summary.update(
         clock="real", speed=speed, wall_s=wall, cold_start=out.cold,
         target={"kind": target.kind, "policy": target.policy, "gpus_known": target.gpus_known,
@@ -213,14 +254,15 @@ def _summary(out: _Outcome, target: Target, rate: float, setup: Setup, speed: fl
 
 
 def _run_target(children: Children, target: Target, endpoints: Sequence[LiveEndpoint],
-                setup: Setup, rate: float, options: dict[str, Any], speed: float,
+                plan: _Plan, options: dict[str, Any], speed: float,
                 then: Callable[[Running], None] | None = None) -> dict[str, Any]:
     """One target at one rate, on a fresh router if it is one, on the dilated clock; ``then``
     runs after it, the router still up (the overhead measurement)."""
+    rate = plan.rate
     with serving(children, target, endpoints) as running:
         started = time.perf_counter()
-        out = run_dilated(_replay_target(running, endpoints, setup, rate, options, speed), speed=speed)
-        summary = _summary(out, target, rate, setup, speed, time.perf_counter() - started)
+        out = run_dilated(_replay_target(running, endpoints, plan, options, speed), speed=speed)
+        summary = _summary(out, target, rate, plan.setup, speed, time.perf_counter() - started)
         print(f"  {target.label:<26} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
               f"TTFT p95 {summary['ttft_s']['p95'] or 0:.2f}s, "
               f"{summary['completed']}/{summary['queries']} done, {summary['wall_s']:.1f}s wall",
@@ -237,8 +279,7 @@ def main(args: argparse.Namespace, setup: Setup, options: dict[str, Any], polici
     """Run every target at every rate, then the overhead measurement; print and write them."""
     targets = parse_targets(policies, args.router, args.pool_gpus)
     _check_args(args, targets)
-    rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
-    setups = [setup_at(args, setup, rate) for rate in rates]  # bad input fails before any start
+    plans = _plans(args, setup)  # bad input fails before any server starts
     speed = args.speed
     runs: list[dict[str, Any]] = []
     overheads: list[dict[str, Any]] = []
@@ -254,10 +295,10 @@ def main(args: argparse.Namespace, setup: Setup, options: dict[str, Any], polici
                                                repeat=args.overhead_repeat))
 
         for target in targets:
-            for i, (rate, run_setup) in enumerate(zip(rates, setups)):
-                last = i == len(rates) - 1 and args.overhead_calls > 0
-                runs.append(_run_target(children, target, endpoints, run_setup, rate, options,
-                                        speed, overhead if last else None))
+            for i, plan in enumerate(plans):
+                last = i == len(plans) - 1 and args.overhead_calls > 0
+                runs.append(_run_target(children, target, endpoints, plan, options, speed,
+                                        overhead if last else None))
     print(format_table(runs))
     if overheads:
         print(format_overheads(overheads))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,16 +106,26 @@ def run_policy(setup: Setup, policy: str, rate: float, options: dict[str, Any] |
     times = arrival_processes.make_arrivals(setup.arrivals, rate, len(setup.queries), setup.seed,
                                             setup.cv, queries=setup.queries)
     budgets = setup.budgets()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     out = run_virtual(_run(setup, policy, options or {}, times, budgets), seed=setup.seed)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     summary = summarize(out["records"], policy=label or policy, rate=rate,
                         endpoints_busy=out["busy"], slo_scale=setup.slo_scale,
                         endpoints_cost_per_hour=out["prices"])
-    summary["wall_s"] = wall
+    summary.update(simulation_speed(out["records"], wall, cpu))
     if options:
         summary["policy_options"] = options
     return summary
+
+
+def simulation_speed(records: Sequence[Any], wall_s: float, cpu_s: float) -> dict[str, Any]:
+    """How fast a run simulated: its LLM calls (every call of every query) per wall second
+    and per CPU second of this process (on a shared machine the wall clock also counts other
+    processes' turns; CPU time does not)."""
+    calls = sum(len(r.calls) for r in records)
+    return {"wall_s": wall_s, "cpu_s": cpu_s, "llm_calls": calls,
+            "calls_per_wall_s": calls / wall_s if wall_s > 0 else 0.0,
+            "calls_per_cpu_s": calls / cpu_s if cpu_s > 0 else 0.0}
 
 
 def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -177,9 +188,17 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
         if args.queries < 1:
             raise ConfigError("--queries must be >= 1")
         queries = repeat_queries(queries, args.queries)
+    if args.slots < 1:
+        raise ConfigError(f"--slots must be >= 1 (calls in flight per endpoint), got {args.slots}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigError(f"--timeout must be a number of seconds > 0, got {args.timeout}")
     gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip())
     if not gpus:
         raise ConfigError("--gpus names no GPU")
+    if any(g.lower() == "unknown" for g in gpus):
+        raise ConfigError("--gpus names the GPUs the endpoints emulate, so it cannot be 'unknown'; "
+                          "to hide them from fleetcall's pool (as from an external router) use "
+                          "--clock real --pool-gpus unknown")
     setup = Setup(tuple(queries), gpus, args.model, args.tp, args.slots, args.arrivals, args.cv,
                   args.slo_scale, args.deadline, args.seed, args.timeout,
                   gpu_costs(getattr(args, "gpu_cost", None)))
@@ -214,8 +233,11 @@ def policy_labels(items: Sequence[str] | None) -> list[tuple[str, str]]:
     if unknown:
         raise ConfigError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(dispatcher_names())}")
     labels = [label for label, _ in pairs]
-    if len(set(labels)) < len(labels) or not all(labels):
-        raise ConfigError(f"--policy labels must be distinct and non-empty, got {', '.join(labels)}")
+    if not all(labels):
+        raise ConfigError(f"--policy LABEL=POLICY wants a label, got {', '.join(items or ())}")
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ConfigError(f"--policy: {', '.join(twice)} named twice")
     return pairs
 
 
@@ -229,7 +251,7 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError("--policy LABEL=POLICY is for the virtual clock")
         return realclock.main(args, setup, options, policies)
     realclock.check_virtual(args)
-    rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
+    rates = realclock.parse_rates(args)
     runs = []
     for rate in rates:
         for label, policy in pairs:
@@ -242,7 +264,9 @@ def main(args: argparse.Namespace) -> int:
                   f"stretch mean {summary['stretch']['mean'] or 0:.3f}, "
                   f"SLO {summary['slo_attainment']:.1%}, "
                   f"cost/query in SLO {summary.get('cost_per_slo_query') or 0:.4f}, "
-                  f"{summary['wall_s']:.1f}s wall", flush=True)
+                  f"{summary['llm_calls']} LLM calls in "
+                  f"{summary['wall_s']:.1f}s wall ({summary['calls_per_wall_s']:,.0f} calls/s), "
+                  f"{summary['cpu_s']:.1f}s CPU ({summary['calls_per_cpu_s']:,.0f} calls/s)", flush=True)
     print(format_table(runs))
     report: dict[str, Any] = {"benchmark": "scheduler", "trace": args.trace, "queries": len(setup.queries),
                               "gpus": list(setup.gpus), "model": setup.model, "slots": setup.slots,

@@ -42,7 +42,8 @@ class Target:
 
 def parse_targets(policies: Sequence[str], routers: Sequence[str], pool_gpus: str) -> list[Target]:
     """fleetcall policies x ``pool_gpus`` (known | unknown | both), then the routers:
-    ``KIND:POLICY`` (started here) or ``http(s)://...`` (running). ConfigError on a bad one."""
+    ``KIND:POLICY`` (started here) or ``http(s)://...`` (running). ConfigError on a bad one or
+    one named twice."""
     unknown = sorted(set(policies) - set(dispatcher_names()))
     if unknown:
         raise ConfigError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(dispatcher_names())}")
@@ -59,6 +60,11 @@ def parse_targets(policies: Sequence[str], routers: Sequence[str], pool_gpus: st
                               f"got {spec!r}")
         router_kind(kind, policy)
         targets.append(Target(f"{kind}:{policy}", "router", policy, router=kind))
+    labels = [t.label for t in targets]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ConfigError(f"{', '.join(twice)} named twice (--policy / --router): each target runs "
+                          "once a rate, in one column")
     return targets
 
 

@@ -10,6 +10,10 @@ function (plain or async, no arguments) returning an ``Orchestrator`` or a pair
 returns is shown by ``/v1/endpoints`` and ``/metrics`` and closed when the server stops. The
 module is imported from the current directory first (as uvicorn does).
 
+fleetcall's logs (:mod:`fleetcall.logs`: ``run.start``/``run.end`` at INFO, failures at WARNING)
+go to stderr at ``--log-level`` (``info`` by default), unless the ``--app`` module configured
+logging itself (then its handlers and levels stand, but for a ``--log-level`` given).
+
 Without ``--app`` the demo is served: the ``parallelqa`` demo's tools, its model a pool of emulated
 GPUs answering with the demo's script (``--pool emulated``, the default: two A100-80G and one L40S
 serving llama-3.1-8b), or the endpoints of a pool file (``--pool pool.toml``).
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import logging
 import os
 import socket
 import sys
@@ -67,7 +72,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="require 'Authorization: Bearer <token>', the token read from this variable")
     p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
                    help="runs executing at once; more get 429 (default: no cap)")
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                   help="fleetcall's logs on stderr (run start and end, rejected plans, failed tools, "
+                        "retries, cooldowns), with time, level and logger (default: info, unless "
+                        "the --app module configured logging itself)")
     return p
+
+
+def configure_logging(level: str | None) -> None:
+    """fleetcall's loggers at ``level`` (None: ``info``), shown on stderr one line each with
+    time, level and logger name. An ``--app`` module that configured logging itself keeps its
+    handlers, and its levels unless ``level`` is given."""
+    configured = bool(logging.getLogger().handlers)
+    if level is not None or not configured:
+        logging.getLogger("fleetcall").setLevel((level or "info").upper())
+    if not configured:
+        logging.basicConfig(format="%(asctime)s %(levelname)-7s %(name)s  %(message)s")
 
 
 def build_pool(spec: str) -> EndpointPool:
@@ -168,7 +188,7 @@ async def serve(args: argparse.Namespace, token: str | None, sock: socket.socket
 
 def main(argv: list[str]) -> int:
     """``fleetcall serve [--app MODULE:ATTRIBUTE] [--name NAME] [--host H] [--port P]
-    [--pool emulated|PATH] [--token-env NAME] [--max-in-flight N]``."""
+    [--pool emulated|PATH] [--token-env NAME] [--max-in-flight N] [--log-level LEVEL]``."""
     args = _parser().parse_args(argv)
     try:
         token = read_token(args.token_env)
@@ -179,6 +199,7 @@ def main(argv: list[str]) -> int:
         if args.app is not None and args.pool is not None:
             raise ConfigError("--pool sets the demo's model; with --app, your factory returns the pool")
         app_spec = load_app(args.app) if args.app is not None else None
+        configure_logging(args.log_level)   # after the --app module's own logging setup, if any
         if args.pool not in (None, "emulated"):
             load_pool_config(args.pool)   # a bad pool file fails here, before the socket is bound
     except (ConfigError, ValidationError, ValueError, OSError) as exc:

@@ -14,21 +14,19 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from fleetcall.errors import LLMError
 from fleetcall.executor.result import RunResult, RunStatus
 from fleetcall.executor.run import Run
+from fleetcall.executor.settings import RunSettings
 from fleetcall.llm.base import LLMRequest, Message, complete
 from fleetcall.planner import PlanParser, parse_joiner, Finish
 from fleetcall.plan import Observation, ObservationStatus, PlanIssue, Task
 from fleetcall.planner.prompts import MAX_OBSERVATION_CHARS
 
-if TYPE_CHECKING:
-    from fleetcall.executor.orchestrator import Orchestrator
 
 _FINISH = re.compile(r"(?:^|\n)\s*(?:Action:\s*)?(Finish\s*\()", re.IGNORECASE)
-_ACTION = re.compile(r"^\s*(?:Action:\s*|\d+\.\s*)(?!Finish\b)([A-Za-z_][\w.-]*\s*\(.*)$", re.IGNORECASE)
+_ACTION = re.compile(r"^\s*(?:Action:\s*|\d+\.\s*)(?!Finish\b)([^\W\d][\w.-]*\s*\(.*)$", re.IGNORECASE)
 
 REACT_SYSTEM = """Answer the question by reasoning and acting one step at a time.
 Tools:
@@ -48,8 +46,8 @@ Tools:
 When you know the answer, reply: Finish(<the answer>)"""
 
 
-def _tool_lines(orch: "Orchestrator") -> str:
-    return "\n".join(f"- {t.signature()}: {t.description}" for t in orch.tools.values())
+def _tool_lines(settings: RunSettings) -> str:
+    return "\n".join(f"- {t.signature()}: {t.description}" for t in settings.tools.values())
 
 
 def _parse_actions(text: str, truncated: bool = False) -> tuple[list[Task], list[PlanIssue], str | None]:
@@ -82,16 +80,16 @@ class BaselineRun(Run):
 
     async def _rounds(self) -> tuple[str | None, str | None]:
         system = REACT_SYSTEM if self.mode == "react" else PARALLEL_SYSTEM
-        example = next(iter(self.orch.tools.values())).name + "(...)" if self.orch.tools else "tool(...)"
+        example = next(iter(self.settings.tools.values())).name + "(...)" if self.settings.tools else "tool(...)"
         messages = [
-            Message("system", system.format(tools=_tool_lines(self.orch), example=example)),
+            Message("system", system.format(tools=_tool_lines(self.settings), example=example)),
             Message("user", f"Question: {self.query}"),
         ]
         for step in range(self.max_steps):
             self.round = step
             request = LLMRequest(tuple(messages), self._ctx(self.mode))
             try:
-                completion = await complete(self._llm(self.orch.planner_llm), request)
+                completion = await complete(self._llm(self.settings.planner_llm), request)
             except LLMError as exc:
                 return None, str(exc)
             reply = completion.text
@@ -109,8 +107,8 @@ class BaselineRun(Run):
         results: list[Observation] = []
 
         async def one(task: Task) -> None:
-            if task.tool not in self.orch.tools or task.deps:
-                why = "unknown tool" if task.tool not in self.orch.tools else "references are not allowed here"
+            if task.tool not in self.settings.tools or task.deps:
+                why = "unknown tool" if task.tool not in self.settings.tools else "references are not allowed here"
                 results.append(Observation(task.id, task.tool, ObservationStatus.ERROR, error=f"{why}: {task.tool}"))
                 return
             self._record_planned(task)

@@ -28,6 +28,7 @@ from fleetcall.executor.baselines import BaselineRun
 from fleetcall.executor.containment import CallWatch
 from fleetcall.executor.run import Run
 from fleetcall.executor.runner import DEFAULT_SYNC_THREADS, ToolLimits
+from fleetcall.executor.settings import JoinerFormat, PlanFormat, RunSettings
 from fleetcall.llm.adapters import as_llm, require_tool_calls
 from fleetcall.llm.base import LLM, ModelInfo, model_info
 from fleetcall.tools import ToolRegistry, as_tool, default_tools
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 Mode = Literal["compiled", "react", "parallel_calls"]
 MODES: tuple[str, ...] = ("compiled", "react", "parallel_calls")
-PlanFormat = Literal["auto", "text", "json", "tool_call"]
-JoinerFormat = Literal["auto", "text", "json"]
 DEFAULT_CONTEXT_TOKENS = 8192   # the model's context when neither the caller nor the LLM says
 
 DEFAULT_DEADLINE_S = 300.0   # a run's budget when neither the call nor the orchestrator sets one
@@ -203,9 +202,20 @@ class Orchestrator:
             limits = self._limits[tool.name] = ToolLimits.for_tool(tool, self.sync_threads)
         return limits
 
+    def settings(self) -> RunSettings:
+        """What a run made now reads of this orchestrator (frozen: a setting changed later
+        applies to later runs)."""
+        return RunSettings(
+            tools=self.tools, planner_llm=self.planner_llm, joiner_llm=self.joiner_llm,
+            tool_llm=self.tool_llm, max_replans=self.max_replans, max_tasks=self.max_tasks,
+            examples=self.examples, plan_format=self.plan_format, joiner_format=self.joiner_format,
+            planner_max_tokens=self.planner_max_tokens, context_tokens=self.context_tokens,
+            grace_s=self.grace_s, slow_step_s=self.slow_step_s, tracing=self.tracing,
+            limits_for=self.limits_for)
+
     def watch_for(self, tool: Tool, label: str) -> CallWatch:
         """A fresh :class:`CallWatch` for one call of ``tool`` under this orchestrator's settings."""
-        return CallWatch(tool.name, label, self.slow_step_s, self.grace_s)
+        return self.settings().watch_for(tool, label)
 
     def abandoned(self) -> list[str]:
         """The sync tool calls abandoned while their thread still runs: one line each."""
@@ -255,8 +265,8 @@ class Orchestrator:
         qid = query_id or uuid.uuid4().hex   # random: reveals nothing of how many runs came before
         emit = emit or (lambda _e: None)
         if mode == "compiled":
-            return Run(self, query, qid, at, emit)
-        return BaselineRun(self, query, qid, at, emit, mode=mode, max_steps=self.max_steps)
+            return Run(self.settings(), query, qid, at, emit)
+        return BaselineRun(self.settings(), query, qid, at, emit, mode=mode, max_steps=self.max_steps)
 
     async def run(
         self, query: str, *, deadline: Deadline = DEFAULT, query_id: str | None = None, mode: Mode = "compiled"

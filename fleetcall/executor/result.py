@@ -1,4 +1,6 @@
-"""Public results of a run: pydantic models, JSON-serialisable with ``model_dump_json``."""
+"""Public results of a run: pydantic models, JSON-serialisable with ``model_dump_json``; their
+``model_dump()`` holds plain JSON types only (what a LangGraph checkpointer stores), while a
+task's ``observation`` attribute keeps the tool's own Python object."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from fleetcall.observe import safe_repr, to_jsonable
 
-# Whatever a tool returned (or a model reported), kept as the Python object; in JSON, shown by
-# fleetcall.observe's rule (bytes as base64, NaN as "NaN", unrenderable objects by a placeholder),
-# so that model_dump_json() never fails because of a tool.
-_AS_JSON = PlainSerializer(to_jsonable, when_used="json")
+# Whatever a tool returned (or a model reported), kept as the Python object on the record; in
+# every dump, JSON or Python, shown by fleetcall.observe's rule (bytes as base64, NaN as "NaN",
+# unrenderable objects by a placeholder), so that no serializer fails because of a tool:
+# model_dump_json(), and model_dump() as LangGraph's checkpointers call it (msgpack).
+_AS_JSON = PlainSerializer(to_jsonable, when_used="always")
 ToolValue = Annotated[Any, _AS_JSON]
 
 

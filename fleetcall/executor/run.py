@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fleetcall.errors import LLMError
 from fleetcall.executor import events as ev
@@ -26,6 +26,7 @@ from fleetcall.executor.resolve import show_call
 from fleetcall.executor.result import (
     LLMCallRecord, PlanRecord, ReplanRecord, RunResult, RunStatus, TaskRecord, UsageRecord,
 )
+from fleetcall.executor.settings import RunSettings
 from fleetcall.executor.runner import Attempted, call_tool
 from fleetcall.llm.base import CallContext, LLMRequest, Usage, closing, complete, count_tokens
 from fleetcall.logs import EXECUTOR, event, fields
@@ -37,8 +38,6 @@ from fleetcall.plan import IssueKind, Join, Observation, ObservationStatus, Plan
 from fleetcall.tools.base import ToolContext
 from fleetcall.tracing import NO_TRACE, NoTrace, RunTrace
 
-if TYPE_CHECKING:
-    from fleetcall.executor.orchestrator import Orchestrator
 
 Emit = ev.Emit
 PROMPT_MARGIN = 0.9   # share of the context's room a prompt may fill by the model-free token estimate
@@ -67,8 +66,8 @@ class Run:
 
     mode = "compiled"
 
-    def __init__(self, orch: "Orchestrator", query: str, query_id: str, deadline: float | None, emit: Emit) -> None:
-        self.orch = orch
+    def __init__(self, settings: RunSettings, query: str, query_id: str, deadline: float | None, emit: Emit) -> None:
+        self.settings = settings
         self.query = query
         self.query_id = query_id
         self.deadline = deadline                  # absolute loop time, or None
@@ -96,8 +95,8 @@ class Run:
 
     def _llm_watch(self, kind: str) -> CallWatch:
         """How one LLM call of this run is contained (its grace period, its slow-step report)."""
-        return CallWatch(kind, fields(query_id=self.query_id, round=self.round), self.orch.slow_step_s,
-                         self.orch.grace_s, kind="LLM call")
+        return CallWatch(kind, fields(query_id=self.query_id, round=self.round), self.settings.slow_step_s,
+                         self.settings.grace_s, kind="LLM call")
 
     def _ctx(self, kind: str) -> CallContext:
         # The planner's call is followed at least by the joiner's; the joiner is the last.
@@ -120,7 +119,7 @@ class Run:
         parents = {i: [d for d in t.deps if d in tasks] for i, t in tasks.items()}
 
         def uses_llm(task_id: int) -> int:
-            return 1 if getattr(self.orch.tools.get(tasks[task_id].tool), "uses_llm", False) else 0
+            return 1 if getattr(self.settings.tools.get(tasks[task_id].tool), "uses_llm", False) else 0
 
         after: dict[int, int] = {}   # LLM calls on the longest chain strictly after a task
         for node in _postorder(task.id, children):
@@ -136,7 +135,7 @@ class Run:
         now = self.loop.time()
         budget = None if self.deadline is None else self.deadline - now
         event(log, logging.INFO, "run.start", query_id=self.query_id, mode=self.mode, deadline_s=budget)
-        self.trace = self.orch.tracing.start(self.query_id, self.mode, self.deadline, self.loop)
+        self.trace = self.settings.tracing.start(self.query_id, self.mode, self.deadline, self.loop)
         try:
             with self.trace.run():
                 result = await self._execute()
@@ -194,7 +193,7 @@ class Run:
             except LLMError as exc:
                 return None, str(exc)
             history.append(replace(done, replan_reason=reason))
-            if len(self.replans) >= self.orch.max_replans:
+            if len(self.replans) >= self.settings.max_replans:
                 return None, f"no answer after {len(self.replans)} replan(s); last reason: {reason}"
             now = self.loop.time()
             self.replans.append(ReplanRecord(round=self.round, reason=reason, time=now))
@@ -205,7 +204,7 @@ class Run:
     # -- planning and executing one round ------------------------------------------------------
     async def _plan_and_execute(self, history: Sequence[Round]) -> Round:
         """One round: its plan streamed, its tasks run (under the plan's span)."""
-        with self.trace.plan(self.round, self.orch.plan_format) as span:
+        with self.trace.plan(self.round, self.settings.plan_format) as span:
             done = await self._plan_round(history)
             span.done(done)
         return done
@@ -239,12 +238,12 @@ class Run:
         """Tokens a prompt may take: the model's context less room for the answer (and for
         ``extra`` text the server adds to the prompt: tool definitions), with a margin for the
         estimate (:func:`~fleetcall.llm.base.count_tokens` is model-free)."""
-        context = self.orch.context_tokens
+        context = self.settings.context_tokens
         room = answer_tokens if answer_tokens is not None else min(1024, context // 4)
         return max(int((context - room) * PROMPT_MARGIN) - count_tokens(extra), 1)
 
     def _planner_request(self, history: Sequence[Round]) -> LLMRequest:
-        orch = self.orch
+        orch = self.settings
         json_mode = orch.plan_format != "text"
         extra: dict[str, Any] = {}
         if orch.plan_format == "json":
@@ -270,12 +269,12 @@ class Run:
         see :class:`RecordingLLM`). It stops too at the first task beyond ``max_tasks`` (the plan
         is rejected; nothing past the limit runs)."""
         request = self._planner_request(history)
-        reader = PlanReader(self.orch.plan_format)
+        reader = PlanReader(self.settings.plan_format)
         try:
             finish = await self._read_plan(request, reader, state, tfu)
         finally:
             state.text = reader.text
-        json_plan = self.orch.plan_format != "text"
+        json_plan = self.settings.plan_format != "text"
         if not state.over_limit:
             cut = finish == "length" and not reader.done
             for item in reader.close():
@@ -295,7 +294,7 @@ class Run:
         """Feed the planner's stream to ``reader``, taking each item; returns the finish reason."""
         yielder = LoopYielder()
         finish: str | None = None
-        async with closing(self._llm(self.orch.planner_llm).stream(request)) as stream:
+        async with closing(self._llm(self.settings.planner_llm).stream(request)) as stream:
             async for chunk in stream:
                 finish = chunk.finish_reason or finish
                 items = reader.feed(chunk)
@@ -310,7 +309,7 @@ class Run:
 
     def _check_size(self, reader: PlanReader, state: _RoundState) -> None:
         """A JSON plan's tasks waiting for later ones count too: stop once more than max_tasks are read."""
-        limit = self.orch.max_tasks
+        limit = self.settings.max_tasks
         if limit is not None and reader.tasks_read > limit and not state.over_limit:
             extra = reader.parser.tasks[limit]
             self._too_many(extra, state)
@@ -318,7 +317,7 @@ class Run:
     def _too_many(self, task: Task, state: _RoundState) -> None:
         state.over_limit = True
         if not any(i.kind is IssueKind.TOO_MANY_TASKS for i in state.issues):
-            state.issues.append(PlanIssue(IssueKind.TOO_MANY_TASKS, f"the plan has more than {self.orch.max_tasks} "
+            state.issues.append(PlanIssue(IssueKind.TOO_MANY_TASKS, f"the plan has more than {self.settings.max_tasks} "
                                           "tasks; the rest was not read", task.line, task.id))
 
     def _hold_back(self, task: Task, ready: set[int], state: _RoundState, tfu: TaskFetchingUnit) -> None:
@@ -350,11 +349,11 @@ class Run:
         if isinstance(item, Join):
             state.joined = True
             return
-        limit = self.orch.max_tasks
+        limit = self.settings.max_tasks
         if limit is not None and len(state.tasks) >= limit:
             self._too_many(item, state)
             return  # later tasks never start
-        problems = check_task(item, tools=self.orch.tools, known_ids=state.ids)
+        problems = check_task(item, tools=self.settings.tools, known_ids=state.ids)
         state.tasks.append(item)
         state.ids.add(item.id)
         self._record_planned(item)
@@ -368,7 +367,7 @@ class Run:
     def _final_checks(self, plan: Plan, state: _RoundState, *, ordered: bool) -> None:
         seen = {(i.kind, i.line, i.message) for i in state.issues}
         once = {i.kind for i in state.issues} & {IssueKind.TOO_MANY_TASKS}
-        for issue in validate_plan(plan, self.orch.tools, max_tasks=self.orch.max_tasks, ordered=ordered):
+        for issue in validate_plan(plan, self.settings.tools, max_tasks=self.settings.max_tasks, ordered=ordered):
             if (issue.kind, issue.line, issue.message) not in seen and issue.kind not in once:
                 seen.add((issue.kind, issue.line, issue.message))
                 state.issues.append(issue)
@@ -420,17 +419,17 @@ class Run:
               tool=record.tool, attempts=record.attempts, error=record.error)
 
     async def _run_task(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Observation:
-        tool = self.orch.tools[task.tool]
-        limits = self.orch.limits_for(tool)
+        tool = self.settings.tools[task.tool]
+        limits = self.settings.limits_for(tool)
         round_no = self.round
         record = self.records[(round_no, task.id)]
         start = record.start = self.loop.time()
         record.status = "running"
         shown = dict(zip(tool.parameter_names(), args)) | kwargs
         self.emit(ev.TaskStarted(round_no, task.id, task.tool, shown, start))
-        watch = self.orch.watch_for(tool, fields(query_id=self.query_id, round=round_no, task_id=task.id))
+        watch = self.settings.watch_for(tool, fields(query_id=self.query_id, round=round_no, task_id=task.id))
         watch.owner = self.task
-        ctx = ToolContext(self.query_id, task.id, self._llm(self.orch.tool_llm), self.deadline,
+        ctx = ToolContext(self.query_id, task.id, self._llm(self.settings.tool_llm), self.deadline,
                           plan_position=lambda: self._calls_after(task), threads=limits.runner(watch))
         try:
             attempted = await call_tool(tool, task.id, args, kwargs, ctx, limits, watch)
@@ -459,7 +458,7 @@ class Run:
 
     # -- joining ---------------------------------------------------------------------------------
     async def _join(self, rounds: Sequence[Round]) -> Finish | Replan:
-        json_mode = self.orch.joiner_format == "json"
+        json_mode = self.settings.joiner_format == "json"
         messages = build_joiner_messages(self.query, rounds, json_mode=json_mode,
                                          max_prompt_tokens=self._prompt_budget(None))
         extra: dict[str, Any] = {}
@@ -468,7 +467,7 @@ class Run:
 
             extra["response_format"] = joiner_json_schema()
         request = LLMRequest(tuple(messages), self._ctx("joiner"), **extra)
-        completion = await complete(self._llm(self.orch.joiner_llm), request)
+        completion = await complete(self._llm(self.settings.joiner_llm), request)
         parse = parse_joiner_json if json_mode else parse_joiner
         return parse(completion.text, truncated=completion.truncated)
 

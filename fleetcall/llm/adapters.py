@@ -11,7 +11,8 @@ Accepted, checked at construction (never accepted to fail on the first call):
   :class:`~fleetcall.llm.openai.OpenAILLM` (the ``openai`` extra).
 
 An object with a *sync* ``stream`` method (a LangChain model, a ``Runnable``) or an
-``async def stream`` that returns instead of yielding is not the protocol and is refused with a
+``async def stream`` that returns instead of yielding is not the protocol, and a class (``ScriptedLLM``
+rather than ``ScriptedLLM([...])``) is not a model: both are refused with a
 :class:`~fleetcall.errors.ConfigError` naming what is accepted.
 
 >>> from fleetcall import ScriptedLLM
@@ -57,11 +58,15 @@ def as_llm(obj: object, *, model: str | None = None, role: str = "llm") -> LLM:
         ``obj`` itself when it implements the protocol, else an adapter around it.
 
     Raises:
-        ConfigError: ``obj`` is none of the accepted kinds (the message names them), an OpenAI
+        ConfigError: ``obj`` is none of the accepted kinds (the message names them) or a class
+            rather than an instance, an OpenAI
             client comes without ``model``, or ``model`` is given for anything else.
     """
     if obj is None:
         raise ConfigError(f"{role} is None: pass {ACCEPTED}")
+    if isinstance(obj, type):   # ScriptedLLM, a chat model's class, AsyncOpenAI: not yet a model
+        raise ConfigError(f"{role} must be {ACCEPTED}; got the class {obj.__module__}.{obj.__qualname__} "
+                          f"itself, not an instance of it: pass {obj.__name__}(...)")
     if _is_chat_model(obj):
         _no_model(model, obj, role)
         from fleetcall.llm.langchain import LangChainLLM

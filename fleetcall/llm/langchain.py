@@ -3,8 +3,13 @@ protocol.
 
 A plain request streams through ``model.astream(messages, stop=...)``: each chunk's text is
 yielded as it comes, and the last chunk carries the usage the model reported in
-``usage_metadata`` (or an estimate, with ``info["usage_reported"] = False``, for models that
-report none). Requests that ask for structure use the model's own means where it has them:
+``usage_metadata`` and ``info["model"]`` the model that answered (as the provider names it in
+``response_metadata``, else the model it is configured for, else its class name), or an
+estimate of the usage (with ``info["usage_reported"] = False`` and
+``Usage.estimated_calls = 1``, for models that report none). A model that cannot stream (only
+``_generate``) answers in one piece, which LangChain's ``astream`` yields as a whole message; a
+``astream`` that yields anything but messages or strings is an ``LLMError`` naming what it
+yielded. Requests that ask for structure use the model's own means where it has them:
 
 * a JSON-schema ``response_format`` (the planner's ``plan_format="json"``, the JSON joiner) goes
   through ``model.with_structured_output(schema, include_raw=True)`` and comes back as JSON
@@ -36,7 +41,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
-    BaseMessageChunk,
     ChatMessage,
     HumanMessage,
     SystemMessage,
@@ -44,7 +48,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata, add_usage
 
 from fleetcall.errors import ConfigError, LLMError
-from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, Usage, closing, count_tokens
+from fleetcall.llm.base import Chunk, LLMRequest, Message, ToolCall, Usage, closing, estimate_usage
 
 __all__ = ["LangChainLLM", "to_langchain_messages"]
 
@@ -99,6 +103,11 @@ class LangChainLLM:
             raise ConfigError(f"LangChainLLM needs a langchain_core BaseChatModel, got {type(model).__name__}")
         self.model = model
         self.name = name or type(model).__name__
+        # what info["model"] says when the provider names no model in its answer: the model the
+        # chat model is configured to ask for (ChatOpenAI(model="gpt-4o")), else the name
+        configured = next((v for a in ("model_name", "model") if isinstance(v := getattr(model, a, None), str) and v),
+                          None)
+        self.model_id = configured or self.name
         # True iff the model implements bind_tools (the base class only raises NotImplementedError)
         self.supports_tool_calls = _overrides(model, "bind_tools")
         # True iff with_structured_output can work: its own, or the base one built on bind_tools
@@ -126,21 +135,29 @@ class LangChainLLM:
     async def _stream_text(self, messages: list[BaseMessage], request: LLMRequest) -> AsyncIterator[Chunk]:
         kwargs: dict[str, Any] = {"stop": list(request.stop)} if request.stop else {}
         usage: UsageMetadata | None = None
+        served: str | None = None
         produced: list[str] = []
         # aclosing: a caller that stops early (the planner at <END_OF_PLAN>) closes the model's stream now
         async with closing(self.model.astream(messages, **kwargs)) as pieces:
             async for piece in pieces:
-                if isinstance(piece, BaseMessageChunk):
+                if isinstance(piece, BaseMessage):
+                    # chunks as they stream; a whole AIMessage from a model that cannot stream
+                    # (BaseChatModel.astream falls back to ainvoke for a model with only _generate)
                     reported = getattr(piece, "usage_metadata", None)
                     if reported:
                         usage = reported if usage is None else add_usage(usage, reported)
+                    served = _served_model(piece) or served
                     text = _text(piece)
-                else:  # a model whose stream yields plain strings
-                    text = str(piece)
+                elif isinstance(piece, str):  # a model whose stream yields plain strings
+                    text = piece
+                else:
+                    raise LLMError(f"LangChain model {self.name}: its astream yielded a "
+                                   f"{type(piece).__module__}.{type(piece).__qualname__}, not a "
+                                   "message chunk or a string")
                 if text:
                     produced.append(text)
                     yield Chunk(text=text)
-        yield self._last_chunk(request, usage, "".join(produced))
+        yield self._last_chunk(request, usage, "".join(produced), served=served)
 
     async def _structured(self, messages: list[BaseMessage], request: LLMRequest,
                           schema: dict[str, Any]) -> Chunk:
@@ -160,7 +177,8 @@ class LangChainLLM:
         else:
             text = ""
         usage = raw.usage_metadata if isinstance(raw, AIMessage) else None
-        return self._last_chunk(request, usage, text, text=text)
+        served = _served_model(raw) if isinstance(raw, AIMessage) else None
+        return self._last_chunk(request, usage, text, text=text, served=served)
 
     async def _tool_call(self, messages: list[BaseMessage], request: LLMRequest) -> Chunk:
         if not self.supports_tool_calls:
@@ -172,25 +190,40 @@ class LangChainLLM:
                            f"{type(message).__name__}, not an AIMessage")
         calls = tuple(ToolCall(c.get("id") or f"call_{i}", c["name"], json.dumps(c["args"], ensure_ascii=False))
                       for i, c in enumerate(message.tool_calls))
+        # calls LangChain could not parse keep the model's own arguments, so that the plan's
+        # parser names what is wrong with them (rather than "no JSON plan found")
+        calls += tuple(ToolCall(c.get("id") or f"invalid_{i}", c.get("name") or "", c.get("args") or "")
+                       for i, c in enumerate(message.invalid_tool_calls))
         text = _text(message)
         produced = text + "".join(c.arguments for c in calls)
-        last = self._last_chunk(request, message.usage_metadata, produced, text=text)
+        last = self._last_chunk(request, message.usage_metadata, produced, text=text,
+                                served=_served_model(message))
         return Chunk(text=last.text, usage=last.usage, tool_calls=calls, info=last.info)
 
     def _last_chunk(self, request: LLMRequest, usage: UsageMetadata | None, produced: str,
-                    *, text: str = "") -> Chunk:
+                    *, text: str = "", served: str | None = None) -> Chunk:
         """The final chunk: the model's usage if it reported any, else an estimate."""
         if usage:
             counted = Usage(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)), 1)
-        else:
-            prompt = sum(count_tokens(m.content) for m in request.messages)
-            counted = Usage(prompt, count_tokens(produced), 1)
-        info = {"model": self.name, "prompt_tokens": counted.prompt_tokens,
+        else:   # counted from what was sent and produced, and marked estimated (usage_estimated)
+            counted = estimate_usage(request, produced)
+        info = {"model": served or self.model_id, "prompt_tokens": counted.prompt_tokens,
                 "completion_tokens": counted.completion_tokens, "usage_reported": bool(usage)}
         return Chunk(text=text, usage=counted, info=info)
 
     def __repr__(self) -> str:
         return f"<LangChainLLM {self.name}>"
+
+
+def _served_model(message: BaseMessage) -> str | None:
+    """The model that answered, as the provider named it in the message's metadata
+    (``model_name`` for OpenAI's and most integrations, ``model`` for some), else None."""
+    metadata = getattr(message, "response_metadata", None) or {}
+    for key in ("model_name", "model"):
+        name = metadata.get(key)
+        if isinstance(name, str) and name:
+            return name
+    return None
 
 
 def _json_schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -9,8 +9,10 @@ messages, temperature, ``max_tokens``, stop, ``response_format``, tools, ``tool_
 code as the endpoint client's, so the last chunk carries usage, streamed tool calls and the same
 ``info`` (``ttft_s``, ``tpot_s``, ``total_s``, token counts, ``finish_reason``,
 ``usage_reported``), measured on the loop's clock. The client's own settings (timeout,
-``max_retries``, headers) apply as the user set them. Failures are raised as
-:class:`~fleetcall.errors.LLMError` naming the model and the server.
+``max_retries``, headers) apply as the user set them. Failures (the client's errors, and
+whatever its stream raises, such as a ``json.JSONDecodeError`` for a data line that is not JSON)
+are raised as :class:`~fleetcall.errors.LLMError` naming the model and the server (its URL
+without user info or query: :func:`fleetcall.logs.shown_url`).
 
 >>> import openai
 >>> llm = OpenAILLM(openai.AsyncOpenAI(api_key="k", base_url="http://127.0.0.1:8000/v1"), "llama")
@@ -28,6 +30,7 @@ import openai
 
 from fleetcall.errors import ConfigError, LLMError
 from fleetcall.llm.base import Chunk, LLMRequest
+from fleetcall.logs import shown_url
 # The pool's wire format: one request body and one stream folder for both clients.
 from fleetcall.router.client import _Answer, chat_body
 
@@ -65,18 +68,21 @@ class OpenAILLM:
             response = await self.client.chat.completions.create(**body, extra_body=request.extra_body)
             async with response:   # closes the HTTP response however the loop ends
                 async for event in response:
-                    text, pieces = answer.apply_delta(event.model_dump(), loop.time())
+                    # warnings=False: a chunk off the schema is folded as well as it can be,
+                    # without a pydantic warning per event
+                    text, pieces = answer.apply_delta(event.model_dump(warnings=False), loop.time())
                     if text or pieces:
                         yield Chunk(text=text, tool_deltas=pieces)
-        except openai.OpenAIError as exc:
+        except Exception as exc:   # the client's errors, and what its stream raises unwrapped
+            # (a data line that is not JSON: json.JSONDecodeError; the connection: httpx errors)
             raise LLMError(f"{self._where()}: {type(exc).__name__}: {exc}") from exc
         if answer.finish_reason is None:
             raise LLMError(f"{self._where()}: the stream ended before the answer was complete")
         usage, info = answer.result(self.name, request, loop.time(), streamed=True)
         yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info, finish_reason=answer.finish_reason)
 
-    def _where(self) -> str:
-        return f"model {self.model!r} at {self.client.base_url}"
+    def _where(self) -> str:   # the server without credentials in its URL (user info, query)
+        return f"model {self.model!r} at {shown_url(self.client.base_url)}"
 
     def __repr__(self) -> str:
-        return f"<OpenAILLM {self.model} at {self.client.base_url}>"
+        return f"<OpenAILLM {self.model} at {shown_url(self.client.base_url)}>"

@@ -37,8 +37,10 @@ MAX_INT_DIGITS = 4300
 BareOk = Callable[[int], bool]
 
 _WS = re.compile(r"(?:\s|#[^\n]*)*")
-_IDENT = re.compile(r"[A-Za-z_]\w*")
-_TOOL_NAME = re.compile(r"[A-Za-z_][\w.\-]*")
+# A name starts as a Python identifier does: a letter of any script or "_" ([^\W\d]), so that
+# every name the tool registry accepts (str.isidentifier: "查询天气", "ünïcode") can be called.
+_IDENT = re.compile(r"[^\W\d]\w*")
+_TOOL_NAME = re.compile(r"[^\W\d][\w.\-]*")
 _NUMBER = re.compile(
     r"[+-]?(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+"
     r"|(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?)"
@@ -53,7 +55,7 @@ _ESCAPES = {
 _CLOSER = {"(": ")", "[": "]", "{": "}"}
 # inside strings: "${12}" or "$12", then optional path steps
 _STR_REF = re.compile(r"\$(?:\{(\d+)\}|(\d+))")
-_STR_STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(-?\d{1,18})\]|\[\"([^\"\\\]\n]*)\"\]|\['([^'\\\]\n]*)'\]")
+_STR_STEP = re.compile(r"\.([^\W\d]\w*)|\[(-?\d{1,18})\]|\[\"([^\"\\\]\n]*)\"\]|\['([^'\\\]\n]*)'\]")
 _MONEY_TAIL = re.compile(r"[.,]\d")
 _BARE_REF = re.compile(r"\$(?:\{\s*(\d+)\s*\}|(\d+))")
 _PREFIX = re.compile(r"(?:[rR][fF]?|[fF][rR]?|[uU])(?=['\"])")

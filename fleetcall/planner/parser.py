@@ -40,8 +40,9 @@ END_OF_PLAN = "<END_OF_PLAN>"
 
 Item = Task | Join | PlanIssue
 
-# "N. tool(" (also "N) tool(", "- N. tool(") or an unnumbered "join(": the start of an action
-_ACTION = re.compile(r"(?:[-*]\s+)?(?:(\d+)\s*[.)]\s*)?([A-Za-z_][\w.\-]*)\s*\(")
+# "N. tool(" (also "N) tool(", "- N. tool(") or an unnumbered "join(": the start of an action;
+# the tool's name starts as an identifier does, in any script (literals._TOOL_NAME)
+_ACTION = re.compile(r"(?:[-*]\s+)?(?:(\d+)\s*[.)]\s*)?([^\W\d][\w.\-]*)\s*\(")
 _THOUGHT = re.compile(r"[*_#>\s-]*thought\s*[*_]*\s*:[*_]*\s*(.*)", re.IGNORECASE)
 _OUTSIDE = re.compile(r"[()\[\]{}'\"#]")      # characters that matter outside strings
 _INSIDE = {q: re.compile(r"[\\" + q + "]") for q in ("'", '"')}

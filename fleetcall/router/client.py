@@ -56,6 +56,7 @@ __all__ = [
 
 _RETRYABLE_4XX = (408, 429)
 _MAX_ERROR_TEXT = 500  # characters of a server's error body quoted in an EndpointError
+DRAIN_S = 1.0  # loop seconds a streamed answer's end is awaited after [DONE] (then: close it)
 
 
 # ----------------------------------------------------------------------------- transport seam
@@ -160,6 +161,20 @@ def emulated_host(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "endpoint"
     digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
     return f"{slug}-{digest}.emulated.invalid"
+
+
+async def _drain(reads: AsyncIterator[str | bytes], until: float) -> None:
+    """Read the rest of a streamed answer after its ``[DONE]`` (the end of the chunked body,
+    normally in the same or the next read), so its HTTP connection goes back to the client's
+    pool instead of being closed: a connection, TCP handshake and teardown per call otherwise.
+    Gives up at loop time ``until`` or on any transport error (the connection is then closed,
+    as without draining); nothing read is used."""
+    try:
+        async with asyncio.timeout_at(until):
+            while await anext(reads, None) is not None:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 # ----------------------------------------------------------------------------- pure parsing
@@ -606,6 +621,8 @@ class EndpointClient:
                         break
                 if read is None:
                     break
+            if answer.done and "network_stream" in response.extensions:
+                await _drain(reads, min(attempt.deadline, loop.time() + DRAIN_S))
         if not answer.done and answer.finish_reason is None:
             raise EndpointError(self.name, "stream ended before the answer was complete",
                                 retryable=not yielded, first_token_seen=yielded)

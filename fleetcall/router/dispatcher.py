@@ -28,6 +28,7 @@ How the pool uses a policy::
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Callable, Sequence
@@ -491,15 +492,13 @@ class Slack:
         cached = cached_tokens(call, endpoint)
         own = endpoint.predictor.predict(call.prompt_tokens, call.output_tokens,
                                          cached_tokens=cached, batch=expected_batch(endpoint))
-        mine = self.discipline.key(call, own.total_s, now)
-        key = self.discipline.key
-        ahead = [(q, s) for q, s in zip(endpoint.queued, endpoint.queued_service_s)
-                 if key(q, s, now) <= mine]
+        ahead = self._ahead(call, own.total_s, endpoint, now)
         slot_wait = wait_offset(endpoint, [s for _, s in ahead])
         # Prefill is compute-bound and serial: this prompt starts after the prefill still owed
         # to the running calls and to every queued call served before it.
+        predict = endpoint.predictor.predict
         prefill_wait = endpoint.prefill_backlog_s + sum(
-            endpoint.predictor.predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead)
+            [predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead])
         start = max(slot_wait, prefill_wait) if self.prefill_slots is not None else slot_wait
         # Continuous batching runs a prefill chunk in the same iteration as a decode step: while
         # other prompts prefill here, this call's tokens come one per chunk -- as long as the
@@ -528,6 +527,20 @@ class Slack:
                 harm += delay
         cost = max(finish, stage_end) + self.knobs.externality * harm
         return Placement(endpoint.name, finish, service, cached, cost)
+
+    def _ahead(self, call: CallView, service_s: float, endpoint: EndpointView,
+               now: float) -> list[tuple[CallView, float]]:
+        """The queued calls (with their service seconds) served before ``call`` there: those
+        whose key is not larger than its own, in serve order."""
+        key, queued, services = self.discipline.key, endpoint.queued, endpoint.queued_service_s
+        mine = key(call, service_s, now)
+        if endpoint.queued_order == (self.discipline, now):
+            # sorted by this very key: the calls ahead are a prefix, found in log time (the
+            # same calls as the scan below; a placement looks at every endpoint's queue)
+            n = bisect.bisect_right(range(len(queued)), mine,
+                                    key=lambda i: key(queued[i], services[i], now))
+            return list(zip(queued[:n], services[:n]))
+        return [(q, s) for q, s in zip(queued, services) if key(q, s, now) <= mine]
 
     def _allowed_delay(self, best: Placement, now: float) -> float:
         allowed = self.knobs.affinity_max_delay_s

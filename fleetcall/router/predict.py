@@ -90,7 +90,7 @@ class ServicePredictor:
     """
 
     __slots__ = ("gpu", "model", "tp", "weight", "max_step", "prior", "_log_ttft", "_log_tpot",
-                 "_n_ttft", "_n_tpot", "_prior_samples", "_cache")
+                 "_n_ttft", "_n_tpot", "_prior_samples", "_cache", "_corrected")
 
     def __init__(self, gpu: str | GPUSpec | None, model: str | ModelShape | None, tp: int = 1,
                  *, weight: float = 0.2, max_step: float = 4.0,
@@ -116,6 +116,10 @@ class ServicePredictor:
         self._n_tpot = 0      # TPOT samples taken
         # (prompt, output, cached, batch) -> uncorrected prediction
         self._cache: dict[tuple[int, int, int, int], Prediction] = {}
+        # (prompt, output, cached, batch) as given -> predict()'s answer with the ratios as they
+        # are now; emptied whenever a ratio changes (a dispatcher asks again for every queued
+        # call at every placement, between two measurements)
+        self._corrected: dict[tuple[int, int, int, int], Prediction] = {}
 
     @property
     def profiled(self) -> bool:
@@ -157,9 +161,16 @@ class ServicePredictor:
     def predict(self, prompt_tokens: int, output_tokens: int, *, cached_tokens: int = 0,
                 batch: int = 1) -> Prediction:
         """Predicted latency of a call on this endpoint, corrected by what was measured."""
-        b = self.base(prompt_tokens, output_tokens, cached_tokens=cached_tokens, batch=batch)
-        ttft, tpot = b.ttft_s * self.ttft_ratio, b.tpot_s * self.tpot_ratio
-        return Prediction(ttft, tpot, ttft + (max(int(output_tokens), 1) - 1) * tpot)
+        key = (prompt_tokens, output_tokens, cached_tokens, batch)
+        hit = self._corrected.get(key)
+        if hit is None:
+            b = self.base(prompt_tokens, output_tokens, cached_tokens=cached_tokens, batch=batch)
+            ttft, tpot = b.ttft_s * self.ttft_ratio, b.tpot_s * self.tpot_ratio
+            hit = Prediction(ttft, tpot, ttft + (max(int(output_tokens), 1) - 1) * tpot)
+            if len(self._corrected) >= _CACHE_LIMIT:
+                self._corrected.clear()
+            self._corrected[key] = hit
+        return hit
 
     def observe(self, prompt_tokens: int, output_tokens: int, ttft_s: float, tpot_s: float,
                 batch: int = 1, *, cached_tokens: int = 0) -> None:
@@ -170,6 +181,7 @@ class ServicePredictor:
         calls with at least two output tokens; non-positive or non-finite times are ignored.
         """
         b = self.base(prompt_tokens, output_tokens, cached_tokens=cached_tokens, batch=batch)
+        self._corrected.clear()
         if _usable(ttft_s) and b.ttft_s > 0:
             self._n_ttft += 1
             self._log_ttft = self._blend(self._log_ttft, ttft_s / b.ttft_s, self._n_ttft)
@@ -184,6 +196,7 @@ class ServicePredictor:
         of calls -- and its own measurements, which replace the twin's as they come."""
         if self._n_ttft == 0 and self._n_tpot == 0:
             self._log_ttft, self._log_tpot = twin._log_ttft, twin._log_tpot
+            self._corrected.clear()
 
     def _blend(self, current: float, ratio: float, n: int) -> float:
         """One EWMA step in log space, with the sample clamped to ``max_step`` of the estimate

@@ -61,6 +61,7 @@ Ties within a key are broken by push order.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Iterator
@@ -179,11 +180,14 @@ class LocalQueue:
 
     Invariants: every queued call has exactly one entry in ``_entries`` and is in the live or
     the hopeless heap (by its state); heaps may also hold stale items (removed, served or
-    demoted entries), skipped lazily and purged when they outnumber the live ones.
+    demoted entries), skipped lazily and purged when they outnumber the live ones. The serve
+    order is also kept whole, as three parallel lists sorted by ``(key, seq)`` (``_order``,
+    ``_calls``, ``_services``), so that a snapshot -- taken for every endpoint at every
+    placement -- copies lists instead of sorting the queue.
     """
 
     __slots__ = ("discipline", "_entries", "_live", "_hopeless", "_by_latest", "_seq",
-                 "_last_now")
+                 "_last_now", "_order", "_calls", "_services", "_snapshot")
 
     def __init__(self, order: QueueOrder = "urgency", *, aging_per_s: float = 0.1,
                  demote_hopeless: bool = True, no_deadline_slack_s: float | None = None) -> None:
@@ -195,6 +199,12 @@ class LocalQueue:
         self._by_latest: list[tuple[float, int, _Entry]] = []
         self._seq = 0
         self._last_now = -math.inf  # latest `now` seen: the time demotions are up to date for
+        # Every queued call in serve order: its (key, seq), call and service time, same index.
+        self._order: list[tuple[SortKey, int]] = []
+        self._calls: list[CallView] = []
+        self._services: list[float] = []
+        # snapshot() of the queue as it is (None: changed since the last one)
+        self._snapshot: tuple[tuple[CallView, ...], tuple[float, ...]] | None = None
 
     @classmethod
     def of(cls, discipline: Discipline) -> "LocalQueue":
@@ -223,8 +233,9 @@ class LocalQueue:
         self._seq += 1
         self._entries[call.call_id] = entry
         if latest is not None and latest < self._last_now:
-            self._demote_entry(entry)
+            self._demote_entry(entry, indexed=False)
         else:
+            self._index(entry)
             heapq.heappush(self._live, (static, entry.seq, entry))
             if latest is not None:
                 heapq.heappush(self._by_latest, (latest, entry.seq, entry))
@@ -266,15 +277,16 @@ class LocalQueue:
         """The queued calls in serve order at ``now`` and their predicted service times: the
         ``queued`` and ``queued_service_s`` of an
         :class:`~fleetcall.router.dispatcher.EndpointView`."""
-        items = self.ordered(now)
-        return tuple(i.call for i in items), tuple(i.service_s for i in items)
+        self._demote(now)
+        if self._snapshot is None:
+            self._snapshot = tuple(self._calls), tuple(self._services)
+        return self._snapshot
 
     def ordered(self, now: float | None = None) -> list[QueuedCall]:
         """Every queued call in serve order, at ``now`` (default: the latest time seen)."""
         if now is not None:
             self._demote(now)
-        entries = sorted(self._entries.values(), key=lambda e: (e.key, e.seq))
-        return [QueuedCall(e.call, e.service_s) for e in entries]
+        return [QueuedCall(c, s) for c, s in zip(self._calls, self._services)]
 
     def __iter__(self) -> Iterator["CallView"]:
         """The queued calls in serve order as of the latest ``now`` seen (a copy: safe to
@@ -307,14 +319,33 @@ class LocalQueue:
                 self._demote_entry(entry)
         self._maybe_compact()
 
-    def _demote_entry(self, entry: _Entry) -> None:
+    def _demote_entry(self, entry: _Entry, *, indexed: bool = True) -> None:
+        if indexed:
+            self._unindex(entry)
         entry.state = _HOPELESS
         entry.key = (HOPELESS_TIER, *entry.key[1:])
         heapq.heappush(self._hopeless, (entry.key, entry.seq, entry))
+        self._index(entry)
 
     def _forget(self, entry: _Entry) -> None:
         entry.state = _GONE
         del self._entries[entry.call.call_id]
+        self._unindex(entry)
+
+    def _index(self, entry: _Entry) -> None:
+        """Put ``entry`` in its place in the serve order."""
+        item = (entry.key, entry.seq)
+        at = bisect.bisect_left(self._order, item)
+        self._order.insert(at, item)
+        self._calls.insert(at, entry.call)
+        self._services.insert(at, entry.service_s)
+        self._snapshot = None
+
+    def _unindex(self, entry: _Entry) -> None:
+        """Take ``entry`` out of the serve order (found by its unique ``(key, seq)``)."""
+        at = bisect.bisect_left(self._order, (entry.key, entry.seq))
+        del self._order[at], self._calls[at], self._services[at]
+        self._snapshot = None
 
     def _maybe_compact(self) -> None:
         """Rebuild the heaps without stale items once those dominate (keeps memory O(n))."""

@@ -134,7 +134,8 @@ class EndpointState:
             cost_per_hour=self.spec.cost_per_hour,
             queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
             queued_service_s=services, prefill_backlog_s=self.prefill_backlog_s(now),
-            prefill_load=self.prefill_load_at(now), typical_prefill_tokens=int(self.prefill_tokens))
+            prefill_load=self.prefill_load_at(now), typical_prefill_tokens=int(self.prefill_tokens),
+            queued_order=(self.queue.discipline, now))
 
     def free_slots(self) -> int:
         return self.spec.slots - len(self.running)

@@ -9,8 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fleetcall.router.predict import PrefixIndex, ServicePredictor
+
+if TYPE_CHECKING:
+    from fleetcall.router.queue import Discipline
 
 __all__ = ["CallId", "CallView", "EndpointView"]
 
@@ -72,6 +76,10 @@ class EndpointView:
     running_queries: tuple[str, ...] = ()     # the query of each running call, same order as
                                               # ``running`` (empty: unknown)
     cost_per_hour: float | None = None        # what an hour of this endpoint costs (None: unknown)
+    # (discipline, now): ``queued`` is sorted by that discipline's key at that loop time, ties
+    # in push order (the local queue's own snapshot); None: no such promise. A dispatcher of
+    # that discipline deciding at that time may then find a key's place by bisection.
+    queued_order: tuple[Discipline, float] | None = None
 
     def __post_init__(self) -> None:
         if self.slots < 1:

@@ -18,7 +18,8 @@ shape, with a 4xx/5xx; a 422 also lists ``fields``, see :mod:`fleetcall.service.
 Requests are pydantic models (:class:`~fleetcall.service.requests.RunRequest`): a body that is
 not JSON is a 400, a field that breaks the rules (wrong type, NaN, out of range, unknown to
 ``/v1/runs``) a 422 naming it, a non-JSON ``Content-Type`` a 415, a body over
-``max_body_bytes`` a 413, a wrong method a 405, a run id of the wrong shape a 404.
+``max_body_bytes`` (``max_chat_body_bytes`` for chat completions) a 413, a wrong method a 405,
+a run id of the wrong shape a 404.
 
 Only the tools registered on the orchestrator can run: a request carries a query, never code or
 tool definitions. Plan size is the orchestrator's ``max_tasks``; a configured ``token`` is
@@ -211,7 +212,7 @@ async def _sse(handle: RunHandle, queue: "asyncio.Queue[ev.Event]") -> AsyncIter
 
 
 def create_app(orchestrator: Orchestrator, *, pool: EndpointPool | None = None, token: str | None = None,
-               max_body_bytes: int = 64_000, max_runs: int = 10_000,
+               max_body_bytes: int = 64_000, max_chat_body_bytes: int = 1_000_000, max_runs: int = 10_000,
                max_in_flight: int | None = None, name: str = "fleetcall") -> Starlette:
     """The ASGI app serving ``orchestrator`` (see the module docstring for routes and embedding).
 
@@ -220,6 +221,9 @@ def create_app(orchestrator: Orchestrator, *, pool: EndpointPool | None = None, 
         pool: shown by ``/v1/endpoints`` and ``/metrics``; the app does not close it.
         token: if set, every route but ``/healthz`` needs ``Authorization: Bearer <token>``.
         max_body_bytes: larger request bodies are refused with 413.
+        max_chat_body_bytes: the same for ``/v1/chat/completions``, whose clients (chat UIs,
+            agent frameworks) send the whole conversation each time although the agent reads only
+            the last user message: 1 MB, about 250k tokens of history.
         max_runs: finished runs kept for ``GET /v1/runs/{id}`` (least recently used dropped).
         max_in_flight: runs executing at once; a new run past it gets 429 (None: no cap, only
             the pool's own admission control, whose ``OverloadedError`` ends a run as failed).
@@ -231,13 +235,14 @@ def create_app(orchestrator: Orchestrator, *, pool: EndpointPool | None = None, 
     >>> # app = create_app(Orchestrator(tools=[search], llm=pool), pool=pool, token="s3cret")
     >>> # uvicorn.run(app, host="127.0.0.1", port=8080)
     """
-    if max_body_bytes < 1 or max_runs < 1 or (max_in_flight is not None and max_in_flight < 1):
-        raise ValueError("max_body_bytes, max_runs and max_in_flight must be >= 1")
+    if (max_body_bytes < 1 or max_chat_body_bytes < 1 or max_runs < 1
+            or (max_in_flight is not None and max_in_flight < 1)):
+        raise ValueError("max_body_bytes, max_chat_body_bytes, max_runs and max_in_flight must be >= 1")
     if not name.strip():
         raise ValueError("name (the agent's model name) must not be blank")
     registry = RunRegistry(orchestrator, max_runs, max_in_flight, pool)
     service = _Service(registry, pool, token, max_body_bytes)
-    chat = ChatFacade(registry, name, max_body_bytes, jsonable)
+    chat = ChatFacade(registry, name, max_chat_body_bytes, jsonable)
     g = service.guarded
     routes = [
         Route("/v1/runs", g(service.create_run), methods=["POST"]),

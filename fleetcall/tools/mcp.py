@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"MCP tools need the mcp extra: pip install 'fleetcall[mcp]' ({exc})") from exc
 
 from fleetcall.errors import ConfigError, ToolArgumentError, ToolServerError
+from fleetcall.logs import shown_url
 from fleetcall.tools.base import ToolContext, ToolOptions, check_options
 from fleetcall.tools.schema import (
     ArgumentSchema,
@@ -167,7 +168,7 @@ def _content_value(content: Sequence[Any]) -> Any:
 
 def _describe(server: object) -> str:
     if isinstance(server, str):
-        return server
+        return shown_url(server)   # a URL's user info and query (tokens) are not shown
     if isinstance(server, mcp.StdioServerParameters):
         return "stdio: " + " ".join([server.command, *server.args])
     return type(server).__name__

@@ -35,16 +35,61 @@ def test_the_instant_endpoints_answer_through_the_pool_and_queues_form() -> None
     assert peak > 0
 
 
-def test_cli_reports_every_shape_and_policy(tmp_path, capsys) -> None:
+POLICIES = ("rr-fcfs", "least-busy", "hexgen", "slack")
+
+
+def test_cli_reports_every_backend_shape_and_policy(tmp_path, capsys) -> None:
     out = tmp_path / "pool.json"
     code = cli(["bench", "pool", "--calls", "50", "--concurrency", "20", "--repeat", "1",
-                "--json", str(out)])
+                "--backend", "instant", "--backend", "emulated", "--json", str(out)])
     rep = json.loads(out.read_text())
     assert code == (0 if rep["floors"]["holds"] else 1)
     assert rep["floors"]["pool_us_per_call_max"] == 1000.0
-    assert [(r["shape"], r["policy"]) for r in rep["rows"]] == [
-        (shape, policy) for shape in ("sequential", "concurrent")
-        for policy in ("rr-fcfs", "least-busy", "hexgen", "slack")]
+    assert [(r["backend"], r["shape"], r["policy"]) for r in rep["rows"]] == [
+        (backend, shape, policy) for backend in ("instant", "emulated")
+        for shape in ("sequential", "concurrent") for policy in POLICIES]
     assert all(r["us_per_call"] > 0 and r["direct_us_per_call"] > 0 for r in rep["rows"])
     assert rep["floors"]["holds"] == all(r["pool_us_per_call"] < 1000.0 for r in rep["rows"])
-    assert "pool cost" in capsys.readouterr().out
+    # ms of CPU per call per policy: the worst shape's, through the pool and the pool's own
+    for backend in ("instant", "emulated"):
+        assert set(rep["ms_per_call"][backend]) == set(POLICIES)
+        for policy in POLICIES:
+            rows = [r for r in rep["rows"] if (r["backend"], r["policy"]) == (backend, policy)]
+            assert rep["ms_per_call"][backend][policy] == {
+                "process": max(r["us_per_call"] for r in rows) / 1e3,
+                "pool": max(r["pool_us_per_call"] for r in rows) / 1e3}
+    printed = capsys.readouterr().out
+    assert "pool cost" in printed and "ms CPU per call" in printed
+
+
+def test_emulated_backend_calls_run_on_the_engines(tmp_path) -> None:
+    """The emulated backend's calls really go through emulated GPUs (virtual clock): the
+    pool's engines count every call, and the bare clients' calls take GPU time too."""
+    from fleetcall.vclock import run_virtual
+
+    async def main() -> tuple[int, float, float]:
+        loop = asyncio.get_running_loop()
+        async with bench_pool._llm("emulated", "slack", 2, 4, []) as pool:
+            await bench_pool._drive(pool, 30, 10)
+            pooled = sum(s.requests_done for s in pool.engine_stats().values())
+        before = loop.time()
+        async with bench_pool._llm("emulated", None, 2, 4, []) as bare:
+            await bench_pool._drive(bare, 20, 10)
+        return pooled, before, loop.time() - before
+
+    pooled, pool_s, bare_s = run_virtual(main())
+    assert pooled == 30 and pool_s > 0 and bare_s > 0
+
+
+def test_http_backend_measures_the_pool_over_real_http(tmp_path, capsys) -> None:
+    """``--backend http`` starts ``fleetcall emulate`` on 127.0.0.1, sends the calls over real
+    HTTP (through the pool and straight), and stops the server it started."""
+    out = tmp_path / "pool.json"
+    cli(["bench", "pool", "--backend", "http", "--endpoints", "1", "--calls", "12",
+         "--concurrency", "4", "--repeat", "1", "--policy", "slack", "--speed", "50",
+         "--json", str(out)])
+    rep = json.loads(out.read_text())
+    assert [(r["backend"], r["shape"], r["policy"]) for r in rep["rows"]] == [
+        ("http", "sequential", "slack"), ("http", "concurrent", "slack")]
+    assert rep["ms_per_call"]["http"]["slack"]["process"] > 0
+    assert "fleetcall emulate servers over HTTP" in capsys.readouterr().out

@@ -63,6 +63,20 @@ def test_cli_json_has_runs_and_sweep(tmp_path):
     assert rep["regret_p95"]["0.02"]["best_other"] == "rr-fcfs"
 
 
+def test_cli_reports_simulated_calls_per_wall_second(tmp_path, capsys):
+    """Every run says how many LLM calls it simulated and how fast (issue 12: capacity studies
+    live on this speed): in the progress line and in the JSON."""
+    out = tmp_path / "sched.json"
+    assert cli(["bench", "scheduler", "--queries", "4", "--policy", "slack", "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    calls = sum(q.n_calls for q in load_workload("trace1")[:4])
+    assert run["llm_calls"] == calls
+    assert run["wall_s"] > 0 and run["cpu_s"] > 0
+    assert run["calls_per_wall_s"] == pytest.approx(calls / run["wall_s"])
+    assert run["calls_per_cpu_s"] == pytest.approx(calls / run["cpu_s"])
+    assert f"{calls} LLM calls in" in capsys.readouterr().out
+
+
 def test_cli_names_bad_input(capsys):
     with pytest.raises(SystemExit) as info:
         cli(["bench", "scheduler", "--gpus", "B300", "--queries", "2"])

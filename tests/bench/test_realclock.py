@@ -17,14 +17,17 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleetcall.bench import dilation
 from fleetcall.bench.dilation import DilatedEventLoop, run_dilated
-from fleetcall.bench.live import CallerTimed, LiveEndpoint, busy_seconds, check_speed, settle
+from fleetcall.bench.live import CallerTimed, LiveEndpoint, busy_seconds, check_speed, http_client, settle
+from fleetcall.bench.procs import Children, EmulatorSpec, start_emulators
 from fleetcall.bench.targets import parse_targets
 from fleetcall.bench.workloads import CallSpec, QuerySpec, independent_calls, load_workload
 from fleetcall.cli import main as cli
 from fleetcall.errors import ConfigError
+from fleetcall.gpumodel.perf import Deployment
 from fleetcall.llm.base import Chunk, LLMRequest, Message, Usage, complete
 from fleetcall.sim.emulator import EmulatedEndpoint
 from fleetcall.sim.fronts import EmulatorTransport
@@ -111,6 +114,66 @@ def test_the_virtual_clock_replays_independent_calls_for_a_duration(tmp_path: Pa
                 "--json", str(out)]) == 0
     runs = json.loads(out.read_text())["runs"]
     assert [(r["rate"], r["queries"], r["completed"]) for r in runs] == [(1.0, 5, 5), (2.0, 10, 10)]
+
+
+# Each of these fails with its message before any server starts (a start would cost seconds and,
+# half-way through a sweep, lose the runs done so far).
+_BAD_REAL_CLOCK = [
+    (["--rates", "1,0"], "--rates wants arrival rates in queries/s, each a finite number > 0; got '0'"),
+    (["--rates", "0.5,fast"], "got 'fast'"),
+    (["--rates", "1,,2"], "got ''"),
+    (["--rate", "nan"], "--rate wants arrival rates"),
+    (["--speed", "inf"], "--speed must be a finite number > 0"),
+    (["--duration", "-1"], "--duration must be"),
+    (["--slots", "0"], "--slots must be >= 1"),
+    (["--timeout", "-5"], "--timeout must be a number of seconds > 0"),
+    (["--arrivals", "gamma", "--cv", "-1"], "cv must be a finite number > 0"),
+    (["--arrivals", "no-such-arrivals"], "no such file"),
+    (["--overhead-concurrency", "0"], "--overhead-concurrency"),
+    (["--gpus", "A100-80G,unknown"], "use --clock real --pool-gpus unknown"),
+    (["--gpus", "A100-80G,H900"], "unknown GPU 'H900'"),
+    (["--policy", "fastest"], "unknown policy fastest"),
+    (["--policy", "slack", "--policy", "slack"], "slack named twice"),
+    (["--router", "sglang:round_robin", "--router", "sglang:round_robin"],
+     "sglang:round_robin named twice"),
+    (["--router", "sglang:fastest"], "policy 'fastest' unknown"),
+    (["--router", "nginx:round_robin"], "unknown router 'nginx'"),
+    (["--router", "http://127.0.0.1:9"], "pass --endpoints"),
+    (["--endpoints", "http://127.0.0.1:9"], "--endpoints names 1 URLs but --gpus 2 GPUs"),
+    (["--json", "/no/such/directory/out.json"], "its directory does not exist"),
+]
+
+
+@pytest.mark.parametrize("extra, words", _BAD_REAL_CLOCK, ids=[" ".join(e) for e, _ in _BAD_REAL_CLOCK])
+def test_bad_real_clock_input_fails_before_any_server_starts(
+        extra: list[str], words: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+
+    def spawn(self: Children, name: str, argv: list[str]) -> None:
+        started.append(name)
+        raise AssertionError(f"{name} started before the bad input was refused")
+
+    monkeypatch.setattr(Children, "spawn", spawn)
+    with pytest.raises(SystemExit) as info:
+        cli(["bench", "scheduler", "--clock", "real", "--speed", "20", "--queries", "2",
+             "--model", "llama-3.1-8b", "--gpus", "A100-80G,L40S", "--independent-calls",
+             "--overhead-calls", "0", *extra])
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
+    assert started == []
+
+
+def test_the_spawn_seam_sees_a_good_run_start_its_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: the same command line, without the bad input, reaches spawn."""
+    def spawn(self: Children, name: str, argv: list[str]) -> None:
+        raise RuntimeError(f"spawn {name}")
+
+    monkeypatch.setattr(Children, "spawn", spawn)
+    with pytest.raises(RuntimeError, match="spawn emulated endpoint A100-80G-0"):
+        cli(["bench", "scheduler", "--clock", "real", "--speed", "20", "--queries", "2",
+             "--model", "llama-3.1-8b", "--gpus", "A100-80G,L40S", "--independent-calls",
+             "--overhead-calls", "0"])
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -222,7 +285,8 @@ def test_a_policy_over_real_http_with_and_without_gpu_profiles(tmp_path: Path) -
     for run in rep["runs"]:
         assert run["completed"] == run["queries"] == 4 and run["clock"] == "real"
         assert run["cold_start"] and run["utilisation"]["A100-80G-0"] > 0
-        assert run["ttft_s"]["p50"] > 0 and run["cpu_ms_per_call"]["client"] >= 0
+        assert run["ttft_s"]["p99"] >= run["ttft_s"]["p95"] >= run["ttft_s"]["p50"] > 0
+        assert run["cpu_ms_per_call"]["client"] >= 0
     assert rep["overhead"] == []
 
 
@@ -243,3 +307,60 @@ def test_calls_go_through_sglang_router_to_the_emulated_endpoints(tmp_path: Path
     assert overhead["sglang:round_robin", 4]["router_cpu_ms_per_call"] is not None
     assert overhead["rr-fcfs", 4]["router_cpu_ms_per_call"] is None
     assert all(o["wall_ms_per_call"] > 0 and o["direct_wall_ms_per_call"] > 0 for o in overhead.values())
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_fleetcall_emulate_process_at_speed_k_serves_k_times_faster_with_the_gpus_figures() -> None:
+    """A real ``fleetcall emulate --speed 20`` process, called from a client on the dilated clock:
+    the call takes the GPU's time on the client's clock and 1/20 of it on the wall, and the
+    endpoint's /metrics report the GPU's figures. Bounds are generous (the machine is shared):
+    the emulator may run late, never early."""
+    speed, before = 20.0, _live_children()
+    alone_of = Deployment.of("A100-80G", "llama-3.1-8b").single_request_latency
+    spec = EmulatorSpec("a100", "A100-80G", "llama-3.1-8b", extra=("--responder", "lengths"))
+    with Children() as children:
+        (child,) = start_emulators(children, [spec], speed=speed)
+
+        async def call() -> tuple[dict[str, Any], float, str]:
+            async with http_client(speed) as http:
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                response = await http.post(f"{child.url}/v1/chat/completions", json={
+                    "model": "llama-3.1-8b", "max_tokens": 1500,
+                    "messages": [{"role": "user", "content": "word " * 3000}]})
+                took = loop.time() - start
+                return response.json(), took, (await http.get(f"{child.url}/metrics")).text
+
+        wall = time.monotonic()
+        body, took, text = run_dilated(call(), speed=speed)
+        wall = time.monotonic() - wall
+    assert _live_children() <= before, "the emulator is still running"
+    usage = body["usage"]
+    alone = alone_of(usage["prompt_tokens"], usage["completion_tokens"])
+    assert usage["completion_tokens"] == 1500 and alone.total_s > 8.0
+
+    def value(name: str) -> float:
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == name)
+
+    assert value("fleetcall_emulator_speed") == speed
+    assert alone.total_s * 0.999 <= value("vllm:e2e_request_latency_seconds_sum") <= alone.total_s * 2 + 5
+    assert alone.ttft_s * 0.999 <= value("vllm:time_to_first_token_seconds_sum") <= alone.ttft_s * 2 + 5
+    assert alone.total_s * 0.999 <= took <= alone.total_s * 2 + 5  # GPU seconds on the client
+    assert wall < alone.total_s / 2  # about 1/20 of it; at speed 1 it would take all of it
+
+
+@pytest.mark.skipif(not HAVE_SGLANG, reason="sglang-router not installed (pip install 'fleetcall[routers]')")
+def test_sglang_cache_aware_and_power_of_two_next_to_slack_without_gpu_profiles(tmp_path: Path) -> None:
+    rep = _bench(tmp_path, "--gpus", "A100-80G,L40S", "--policy", "slack", "--pool-gpus", "unknown",
+                 "--router", "sglang:cache_aware", "--router", "sglang:power_of_two",
+                 "--overhead-calls", "0")
+    assert [r["policy"] for r in rep["runs"]] == ["slack (gpus unknown)", "sglang:cache_aware",
+                                                  "sglang:power_of_two"]
+    for run in rep["runs"]:
+        assert run["completed"] == run["queries"] == 4, run.get("first_error")
+        assert run["latency_s"]["p95"] >= run["latency_s"]["p50"] > 0 and run["ttft_s"]["p50"] > 0
+        assert sum(run["utilisation"].values()) > 0 and run["cold_start"]
+    slack, *routers = rep["runs"]
+    assert slack["target"]["gpus_known"] is False and slack["cpu_ms_per_call"]["router"] is None
+    assert all(r["cpu_ms_per_call"]["router"] is not None for r in routers)

@@ -348,3 +348,24 @@ def test_query_ids_are_random_and_reveal_no_count():
     for qid in ids:
         assert uuid.UUID(qid).version == 4
         assert "-" not in qid
+
+
+@tool(name="查询天气")
+async def weather(城市: str) -> dict:
+    """The weather of a city."""
+    return {"城市": 城市, "天气": "晴"}
+
+
+@pytest.mark.parametrize("mode, script", [
+    ("compiled", ['1. 查询天气("巴黎")\n2. 查询天气(城市="$1.城市")\n3. join()', "Finish(晴)"]),
+    ("react", ['Action: 查询天气("巴黎")', 'Action: 查询天气(城市="罗马")', "Action: Finish(晴)"]),
+    ("parallel_calls", ['1. 查询天气("巴黎")\n2. 查询天气(城市="罗马")', "Finish(晴)"]),
+])
+def test_a_tool_named_in_another_script_is_called_in_every_mode(mode, script):
+    # before: the registry took the name (str.isidentifier) but no plan could call it: its line
+    # was taken for prose, and the run "answered" without calling anything
+    result = vrun(Orchestrator([weather], ScriptedLLM(script)).run("巴黎的天气?", mode=mode))
+    assert result.status is RunStatus.ANSWERED, result.error
+    assert [t.tool for t in result.tasks] == ["查询天气", "查询天气"]
+    assert result.tasks[0].observation == {"城市": "巴黎", "天气": "晴"}
+    assert all(t.status == "ok" for t in result.tasks)

@@ -162,3 +162,51 @@ def test_invoke_works_from_code_that_already_runs_a_loop():
         return orchestrator().as_runnable().invoke("People in Bern?")   # sync call inside a loop
 
     assert asyncio.run(main())["answer"] == "Bern has 4 million people"
+
+
+class _Handle:
+    """What tools often return: an object msgpack knows nothing of (here it also holds a lock)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = asyncio.Lock()
+
+    def __str__(self) -> str:
+        return f"handle {self.name}"
+
+
+@tool
+async def open_handle(city: str) -> object:
+    """A handle on a city's records."""
+    return _Handle(city)
+
+
+@tool
+async def raw_bytes(city: str) -> bytes:
+    """The city's record as bytes."""
+    return city.encode() + b"\xff"
+
+
+@pytest.mark.parametrize("tool_name, shown", [("open_handle", "handle Paris"),
+                                               ("raw_bytes", {"$bytes_b64": "UGFyaXP/"})])
+def test_a_checkpointed_node_keeps_any_observation(tool_name, shown):
+    # before: LangGraph's checkpointer (msgpack of RunResult.model_dump()) raised
+    # "TypeError: Type is not msgpack serializable: RunResult" for an observation it did not know
+    def respond(request: LLMRequest) -> str:
+        if request.context.kind == "joiner":
+            return "Finish(found)"
+        return f'1. {tool_name}("Paris")\n2. join()'
+
+    graph = StateGraph(State)
+    orch = Orchestrator(tools=[open_handle, raw_bytes], llm=ScriptedLLM(respond))
+    graph.add_node("research", orch.as_runnable())
+    graph.add_edge(START, "research")
+    graph.add_edge("research", END)
+    app = graph.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t1"}}
+    state = asyncio.run(app.ainvoke({"query": "People in Paris?"}, config))
+    assert state["answer"] == "found"
+    observation = state["result"].tasks[0].observation       # the run's own record: the object
+    assert isinstance(observation, (_Handle, bytes))
+    saved = app.get_state(config).values["result"]            # the checkpoint's: shown by observe's rule
+    assert saved.status is RunStatus.ANSWERED and saved.tasks[0].observation == shown

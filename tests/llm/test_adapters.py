@@ -130,3 +130,16 @@ def test_tool_call_plans_need_a_model_that_makes_tool_calls():
     with pytest.raises(ConfigError, match="tool_call.*bind_tools"):
         Orchestrator(tools=[], llm=FakeListChatModel(responses=["x"]), plan_format="tool_call")
     Orchestrator(tools=[], llm=FakeListChatModel(responses=["x"]), plan_format="json")   # prompted JSON
+
+
+@pytest.mark.parametrize("cls", [ScriptedLLM, EndpointPool, FakeListChatModel, openai.AsyncOpenAI, Delegating],
+                         ids=lambda c: c.__name__)
+def test_a_class_instead_of_an_instance_is_refused_at_construction(cls):
+    # before: ScriptedLLM and EndpointPool (classes whose stream is an async generator function)
+    # were accepted and every run failed with "stream() missing 1 required positional argument";
+    # the others were refused with a misleading reason ("its stream is a synchronous generator")
+    with pytest.raises(ConfigError, match=rf"got the class .*{cls.__name__} itself, not an instance") as raised:
+        Orchestrator(tools=[], llm=cls)
+    assert f"pass {cls.__name__}(...)" in str(raised.value)
+    with pytest.raises(ConfigError, match="planner_llm: .*not an instance|planner_llm must be"):
+        Orchestrator(tools=[], llm=ScriptedLLM([]), planner_llm=cls)

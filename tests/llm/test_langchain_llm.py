@@ -14,7 +14,11 @@ from typing import Any
 import pytest
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
+from langchain_core.language_models.fake_chat_models import (
+    FakeListChatModel,
+    FakeMessagesListChatModel,
+    GenericFakeChatModel,
+)
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -195,3 +199,129 @@ def test_errors_of_the_stream_are_llm_errors():
 
     with pytest.raises(LLMError, match="FakeListChatModel: FakeListChatModelError"):
         asyncio.run(main())
+
+
+# -- models that cannot stream, or whose stream is not LangChain's ------------------------------
+class GenerateOnlyChatModel(BaseChatModel):
+    """Implements only ``_generate``, as many simple or in-house chat models do: LangChain's
+    ``astream`` then yields the whole ``AIMessage`` (not an ``AIMessageChunk``) in one piece."""
+
+    reply: Reply
+
+    @property
+    def _llm_type(self) -> str:
+        return "generate-only"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        message = self.reply(messages, kwargs)
+        message.usage_metadata = {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GenerateOnlyChatModel(reply=_plan_or_answer),
+    lambda: FakeMessagesListChatModel(responses=[AIMessage(content=PLAN),
+                                                 AIMessage(content="Finish(about 124 people per km2)")]),
+], ids=["generate-only", "FakeMessagesListChatModel"])
+def test_chat_models_that_cannot_stream_answer_a_run(make):
+    # before: the whole message was rendered with str(), "content='1. search(...' additional_kwargs=...",
+    # and every plan was rejected ("the plan has no tasks and no join()")
+    result = asyncio.run(Orchestrator(tools=[search], llm=make()).run("How dense is France?"))
+    assert result.status is RunStatus.ANSWERED, result.error
+    assert result.answer == "about 124 people per km2"
+    assert result.plans[0].text == PLAN
+    assert _density(result) == pytest.approx(68_170_000 / 551_695)
+
+
+def test_the_usage_on_a_whole_message_is_the_models():
+    result = asyncio.run(Orchestrator(tools=[search], llm=GenerateOnlyChatModel(reply=_plan_or_answer))
+                         .run("How dense is France?"))
+    assert [(c.prompt_tokens, c.completion_tokens, c.usage_estimated) for c in result.llm_calls] == \
+        [(11, 7, False), (11, 7, False)]
+
+
+def test_estimated_usage_is_flagged_as_estimated_in_the_run():
+    # before: a model reporting no usage got counts that the run took for reported ones
+    # (info["usage_reported"] False, yet usage_estimated False and estimated_calls 0)
+    model = FakeListChatModel(responses=[PLAN, "Finish(about 124 people per km2)"])
+    result = asyncio.run(Orchestrator(tools=[search], llm=model).run("How dense is France?"))
+    assert result.status is RunStatus.ANSWERED, result.error
+    assert all(c.usage_estimated and c.info["usage_reported"] is False for c in result.llm_calls)
+    assert result.usage.estimated_calls == result.usage.calls == 2
+
+
+class OddStreamChatModel(BaseChatModel):
+    """Overrides ``astream`` itself and yields something that is neither a message nor text."""
+
+    piece: Any
+
+    @property
+    def _llm_type(self) -> str:
+        return "odd-stream"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError
+
+    async def astream(self, input: Any, config: Any = None, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        yield self.piece
+
+
+@pytest.mark.parametrize("piece, named", [({"content": PLAN}, "builtins.dict"),
+                                          (ChatGeneration(message=AIMessage(content=PLAN)), "ChatGeneration"),
+                                          (None, "NoneType")])
+def test_a_stream_of_something_else_is_an_error_naming_it(piece, named):
+    # before: str(piece) was taken as the model's text ("{'content': ...}", "None")
+    result = asyncio.run(Orchestrator(tools=[search], llm=OddStreamChatModel(piece=piece)).run("q"))
+    assert result.status is RunStatus.FAILED
+    assert "OddStreamChatModel" in result.error and named in result.error, result.error
+
+
+def test_a_tool_call_langchain_could_not_parse_reaches_the_plan_parser():
+    # before: invalid_tool_calls were dropped, and the plan was "no JSON plan found", the
+    # model's own (broken) arguments shown nowhere
+    def reply(messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        if kwargs.get("tools"):
+            return AIMessage(content="", invalid_tool_calls=[
+                {"name": PLAN_TOOL_NAME, "args": '{"tasks": [{"id": 1, "tool": "search", "args": {"query": "Fr',
+                 "id": "call-1", "error": "unterminated string", "type": "invalid_tool_call"}])
+        return AIMessage(content="Finish(about 124 people per km2)")
+
+    orch = Orchestrator(tools=[search], llm=ProviderStyleChatModel(reply=reply), plan_format="tool_call", max_replans=0)
+    result = asyncio.run(orch.run("How dense is France?"))
+    assert result.status is RunStatus.FAILED
+    assert '"query": "Fr' in result.plans[0].text
+    assert "no JSON plan found" not in result.error, result.error
+
+
+class ConfiguredChatModel(GenerateOnlyChatModel):
+    """Configured for a model, as ChatOpenAI(model=...) is; answers as ``reply`` says."""
+
+    model_name: str = "configured-8b"
+
+
+def test_spans_and_info_name_the_model_asked_for_and_the_one_that_answered():
+    # before: info["model"] and gen_ai.response.model were the class name ("ChatOpenAI"), not
+    # the model the provider said answered
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    def served(messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        message = _plan_or_answer(messages, kwargs)
+        message.response_metadata = {"model_name": "served-8b-0613"}
+        return message
+
+    for model, asked, answered in [(ConfiguredChatModel(reply=served), "configured-8b", "served-8b-0613"),
+                                   (ConfiguredChatModel(reply=_plan_or_answer), "configured-8b", "configured-8b")]:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        result = asyncio.run(Orchestrator(tools=[search], llm=model, tracer_provider=provider).run("How dense is France?"))
+        assert result.status is RunStatus.ANSWERED, result.error
+        assert [c.info["model"] for c in result.llm_calls] == [answered, answered]
+        chats = [s for s in exporter.get_finished_spans() if s.attributes.get("gen_ai.operation.name") == "chat"]
+        assert len(chats) == 2
+        assert all(s.attributes["gen_ai.request.model"] == asked for s in chats)
+        assert all(s.attributes["gen_ai.response.model"] == answered for s in chats)

@@ -6,9 +6,11 @@ model named. Real-time tests: every bound is generous."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -91,3 +93,52 @@ def test_an_unreachable_server_is_an_llm_error():
 
     with pytest.raises(LLMError, match="APIConnectionError"):
         asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def _sse_client(*events: str) -> openai.AsyncOpenAI:
+    """A real openai client whose server (an in-process httpx transport) streams these data lines."""
+    body = "".join(f"data: {e}\n\n" for e in events).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    return openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0,
+                              http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+
+
+ROLE = json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": MODEL,
+                   "choices": [{"index": 0, "delta": {"role": "assistant", "content": "1. "}, "finish_reason": None}]})
+
+
+@pytest.mark.parametrize("bad", ["{not json", '{"choices": [', "[1, 2"])
+def test_a_stream_the_client_cannot_parse_is_an_llm_error_naming_model_and_server(bad):
+    # before: the client's json.JSONDecodeError went through unwrapped, and the run's error was
+    # "planner LLM call failed: JSONDecodeError: ..." with neither the model nor the server named
+    async def main() -> Any:
+        async with _sse_client(ROLE, bad, "[DONE]") as client:
+            return await Orchestrator(tools=[search], llm=as_llm(client, model=MODEL)).run("q")
+
+    result = asyncio.run(asyncio.wait_for(main(), 60))
+    assert result.status is RunStatus.FAILED
+    assert f"model {MODEL!r} at http://127.0.0.1:9/v1/" in result.error and "JSONDecodeError" in result.error
+
+
+def test_credentials_in_the_clients_url_are_not_shown_in_errors_or_logs(caplog):
+    # before: the run's error (returned by the service) and its run.end log line read
+    # "model 'm' at http://me:pw-s3cret@127.0.0.1:.../v1/?api_key=k-s3cret: APIConnectionError"
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+
+    async def main() -> Any:
+        url = f"http://me:pw-s3cret@127.0.0.1:{port}/v1?api_key=k-s3cret"
+        async with openai.AsyncOpenAI(base_url=url, api_key="sk-s3cret", max_retries=0) as client:
+            llm = as_llm(client, model=MODEL)
+            assert "s3cret" not in repr(llm)
+            return await Orchestrator(tools=[search], llm=llm).run("q")
+
+    with caplog.at_level("INFO", logger="fleetcall"):
+        result = asyncio.run(asyncio.wait_for(main(), 60))
+    assert result.status is RunStatus.FAILED and f"at http://127.0.0.1:{port}/v1/:" in result.error
+    assert "s3cret" not in result.error
+    assert "run.end" in caplog.text and "s3cret" not in caplog.text

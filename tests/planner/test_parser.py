@@ -275,3 +275,15 @@ def test_spaces_ending_the_first_line_of_a_triple_quoted_string_are_kept() -> No
     parser = PlanParser()
     items = parser.feed('1. search(""" \n""")\n2. join()') + parser.close()
     assert items[0].args == (" \n",)
+
+
+@pytest.mark.parametrize("name", ["查询天气", "ünïcode", "météo_2", "Ωmega"])
+def test_tool_and_argument_names_in_any_script_parse(name: str) -> None:
+    # before: an action's name had to start with an ASCII letter, so "1. 查询天气(...)" was taken for
+    # prose and dropped without an issue, although the registry accepts any identifier (an MCP
+    # server's tool, a Python function named so)
+    plan, issues = parse_plan(f'1. {name}("Paris", 城市="x")\n2. {name}($1.名前, $1.größe)\n3. join()')
+    assert issues == []
+    assert [t.tool for t in plan.tasks] == [name, name]
+    assert dict(plan.tasks[0].kwargs) == {"城市": "x"}
+    assert [r.path for r in plan.tasks[1].args] == [("名前",), ("größe",)]

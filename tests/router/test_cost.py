@@ -79,8 +79,10 @@ def test_bench_options_name_bad_input() -> None:
     assert policy_labels(["slack", "cheap=slack"]) == [("slack", "slack"), ("cheap", "slack")]
     with pytest.raises(ConfigError, match="unknown policy"):
         policy_labels(["cheap=fastest"])
-    with pytest.raises(ConfigError, match="distinct"):
+    with pytest.raises(ConfigError, match="slack named twice"):
         policy_labels(["slack", "slack=slack"])
+    with pytest.raises(ConfigError, match="wants a label"):
+        policy_labels(["=slack"])
 
 
 def test_prefer_cheap_lowers_the_cost_per_query_in_slo_at_the_same_attainment() -> None:

@@ -370,3 +370,40 @@ def test_slack_ties_prefer_a_cached_prefix_before_taking_turns() -> None:
     twins = [ep("a"), ep("b", prefixes=warm)]
     d = Slack()
     assert [d.choose(call(prompt=1000, hashes=(1, 2)), twins, 0.0) for _ in range(3)] == ["b"] * 3
+
+
+def test_slack_finds_the_calls_ahead_by_bisection_only_in_the_queues_own_order() -> None:
+    """A view that says its queue is sorted by slack's key at ``now`` (the local queue's own
+    snapshot) gets the same placements as a scan of every queued call; a view without that
+    promise, or taken at another time, is scanned (its order may be anything)."""
+    import random
+
+    from fleetcall.router.queue import LocalQueue
+
+    rng = random.Random(7)
+    slack = Slack(SlackKnobs(prefill_slots=1))
+    queue = LocalQueue.of(slack.discipline)
+    for i in range(300):
+        at = rng.uniform(0.0, 50.0)
+        deadline = None if i % 7 == 0 else at + rng.uniform(1.0, 200.0)
+        queue.push(call(rng.randrange(10, 5000), deadline, remaining=rng.uniform(0.0, 60.0),
+                        at=at), rng.uniform(0.1, 30.0))
+    now = 60.0  # some calls are hopeless by now (demoted in the queue's order)
+    queued, services = queue.snapshot(now)
+    for promise in ((slack.discipline, now), None):
+        view = EndpointView("e", 4, (3.0, 9.0), queued, fixed(900.0), None, True, services,
+                            queued_order=promise)
+        plain = EndpointView("e", 4, (3.0, 9.0), queued, fixed(900.0), None, True, services)
+        for _ in range(60):
+            at = rng.uniform(55.0, 60.0)
+            new = call(rng.randrange(10, 5000), rng.choice([None, at + rng.uniform(0.0, 300.0)]),
+                       remaining=rng.uniform(0.0, 60.0), at=at)
+            assert slack._ahead(new, 2.0, view, now) == slack._ahead(new, 2.0, plain, now)
+            assert slack.placements(new, [view], now) == slack.placements(new, [plain], now)
+    # a promise for another time is not taken: the order differs once calls turn hopeless
+    shuffled = tuple(reversed(queued)), tuple(reversed(services))
+    stale = EndpointView("e", 4, (), *shuffled[:1], fixed(900.0), None, True, shuffled[1],
+                         queued_order=(slack.discipline, now - 1.0))
+    scan = EndpointView("e", 4, (), shuffled[0], fixed(900.0), None, True, shuffled[1])
+    new = call(500, 80.0, at=59.0)
+    assert slack._ahead(new, 2.0, stale, now) == slack._ahead(new, 2.0, scan, now)

@@ -18,11 +18,13 @@ import sys
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import uvicorn
 
 from fleetcall.errors import LLMError
 from fleetcall.llm.base import CallContext, Completion, LLMRequest, Message, complete
+from fleetcall.router.client import RoutingTransport, make_http_client
 from fleetcall.router.config import BreakerConfig, EndpointConfig, RetryConfig
 from fleetcall.sim.emulator import EmulatedEndpoint, Faults
 from fleetcall.sim.fronts import create_app
@@ -321,3 +323,35 @@ def test_every_endpoint_down_is_an_llm_error_naming_endpoint_and_attempts() -> N
 
     with pytest.raises(LLMError, match=r"endpoint 'dead' after 2 attempt\(s\): ConnectError"):
         run(main())
+
+
+class _Connections(httpx.AsyncBaseTransport):
+    """Real HTTP, noting the network stream (the TCP connection) each answer came on."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.streams: list[object] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        self.streams.append(response.extensions["network_stream"])
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_calls_one_after_another_reuse_one_connection() -> None:
+    """The client reads a streamed answer to its end after ``[DONE]``, so the connection goes
+    back to the pool (issue 12, CPU per call): before, every call opened and closed a TCP
+    connection of its own."""
+    wire = _Connections()
+
+    async def main() -> list[str]:
+        http = make_http_client(RoutingTransport(lambda: wire))
+        async with serving(emulated("gpu")) as url, http_pool({"gpu": url}, http=http) as pool:
+            return [(await complete(pool, ask(f"call {i}"))).text for i in range(5)]
+
+    texts = run(main())
+    assert texts == [f"Emulated answer to: call {i}" for i in range(5)]
+    assert len(wire.streams) == 5 and len({id(s) for s in wire.streams}) == 1

@@ -223,5 +223,7 @@ def test_pop_order_is_the_documented_key(order: str, aging: float, demote: bool,
             assert got is not None and got.call_id == want[0].call_id
             del model[got.call_id]
         assert len(q) == len(model)
-    expected = sorted(model.values(), key=lambda m: (q.key(m[0], m[1], now), m[2]))
-    assert [c.call_id for c in q.snapshot(now)[0]] == [m[0].call_id for m in expected]
+        # the serve order the queue keeps (and reuses while unchanged) is the sorted key
+        expected = sorted(model.values(), key=lambda m: (q.key(m[0], m[1], now), m[2]))
+        assert q.snapshot(now) == (tuple(m[0] for m in expected), tuple(m[1] for m in expected))
+        assert q.ordered() == [(m[0], m[1]) for m in expected]

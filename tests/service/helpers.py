@@ -61,8 +61,10 @@ def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: s
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Starlette, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """``app`` under uvicorn on a free port (lifespan on), and a client authorised for it."""
+async def serving(app: Starlette, token: str | None = None,
+                  timeout: httpx.Timeout | float = 30) -> AsyncIterator[httpx.AsyncClient]:
+    """``app`` under uvicorn on a free port (lifespan on), and a client authorised for it
+    (``timeout``: the client's, httpx's meaning)."""
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # keep-alive past the test: a pooled connection the server closed while idle would make the
@@ -74,7 +76,7 @@ async def serving(app: Starlette, token: str | None = None) -> AsyncIterator[htt
         while not server.started:   # uvicorn has no readiness event; callers bound this with a timeout
             await asyncio.sleep(0.01)
         limits = httpx.Limits(max_connections=N_RUNS + 10, max_keepalive_connections=N_RUNS + 10)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30,
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=timeout,
                                      headers={"authorization": f"Bearer {token}"} if token else {}) as c:
             yield c
     finally:

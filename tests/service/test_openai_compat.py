@@ -291,3 +291,28 @@ def test_a_chat_stream_whose_client_leaves_cancels_its_run() -> None:
             assert result.status.value == "cancelled"
 
     real(main())
+
+
+def test_a_long_conversation_is_answered_and_only_a_huge_body_is_a_413() -> None:
+    # before: the facade had /v1/runs' 64 kB limit, so a chat UI or an agent framework sending a
+    # conversation of more than about 16k tokens (the agent reads only its last user message) got
+    # a 413 on every later turn
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "x" * 2_000}
+               for i in range(150)]
+
+    async def main() -> None:
+        app = facade_app()
+        async with client(app, token=TOKEN) as c:
+            r = await c.post(CHAT, json={"model": NAME, "messages": [*history, USER]})
+            assert len(r.request.content) > 300_000
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == ANSWER
+            huge = [{"role": "user", "content": "x" * 1_100_000}, USER]
+            r = await c.post(CHAT, json={"model": NAME, "messages": huge})
+            assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+            r = await c.post("/v1/runs", json={"query": "x" * 70_000})   # the run API's limit stands
+            assert r.status_code == 413
+        with pytest.raises(ValueError, match="max_chat_body_bytes"):
+            facade_app(max_chat_body_bytes=0)
+
+    run_virtual(main())

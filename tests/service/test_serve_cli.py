@@ -169,3 +169,49 @@ def test_serve_app_runs_the_users_agent_in_a_real_process() -> None:
             proc.wait()
     assert proc.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
+
+
+def test_the_runs_are_logged_on_stderr_at_the_log_level() -> None:
+    # before: fleetcall serve configured no logging, so an operator saw no run.start/run.end at
+    # all, and warnings only as bare text through Python's last-resort handler
+    def serve_one(*level: str) -> str:
+        proc = subprocess.Popen([sys.executable, "-m", "fleetcall.cli", "serve", "--port", "0", *level],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            assert proc.stdout is not None
+            url = re.search(r"http://[\d.]+:\d+", proc.stdout.readline())
+            assert url
+            with httpx.Client(base_url=url.group(0), timeout=30) as c:
+                assert c.post("/v1/runs", json={"query": parallelqa.QUESTION}).status_code == 200
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        return err
+
+    err = serve_one()
+    assert re.search(r"INFO +fleetcall\.executor +run\.start query_id=", err), err
+    assert re.search(r"INFO +fleetcall\.executor +run\.end query_id=\S+ mode=compiled status=answered", err), err
+    assert "run.start" not in serve_one("--log-level", "warning")
+
+
+@pytest.mark.parametrize(("app_setup", "level", "effective"), [
+    ("", None, "INFO"),                                                          # ours, at info
+    ("", "debug", "DEBUG"),
+    ("logging.basicConfig(level=logging.DEBUG, format='APP %(message)s')", None, "DEBUG"),   # the app's stand
+    ("logging.basicConfig(level=logging.DEBUG, format='APP %(message)s')", "warning", "WARNING"),
+])
+def test_an_app_that_configures_logging_keeps_it(app_setup: str, level: str | None, effective: str) -> None:
+    code = ("import logging\n" + app_setup + "\nfrom fleetcall.cli.serve import configure_logging\n"
+            f"configure_logging({level!r})\n"
+            "root = logging.getLogger()\n"
+            "print(logging.getLevelName(logging.getLogger('fleetcall').getEffectiveLevel()), len(root.handlers),"
+            " root.handlers[0].formatter._fmt)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got_level, handlers, fmt = out.stdout.split(" ", 2)
+    assert (got_level, handlers) == (effective, "1")
+    assert fmt.startswith("APP") == bool(app_setup)

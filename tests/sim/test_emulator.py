@@ -496,12 +496,13 @@ def _served_at(speed: float, spike_s: float = 0.0) -> tuple[list[float], str]:
     return run(ep, test)
 
 
-def test_at_speed_k_the_endpoint_answers_k_times_sooner_and_reports_real_gpu_figures() -> None:
-    """``fleetcall emulate --speed 4``: the same requests take 1/4 of the loop time; /metrics
+@pytest.mark.parametrize("speed", [4.0, 0.5, 250.0])
+def test_at_speed_k_the_endpoint_answers_k_times_sooner_and_reports_real_gpu_figures(speed: float) -> None:
+    """``fleetcall emulate --speed K``: the same requests take 1/K of the loop time; /metrics
     (TTFT, time per output token, latency, busy seconds) reads as at speed 1."""
     slow_times, slow = _served_at(1.0)
-    fast_times, fast = _served_at(4.0)
-    assert fast_times == pytest.approx([t / 4 for t in slow_times], rel=1e-9)
+    fast_times, fast = _served_at(speed)
+    assert fast_times == pytest.approx([t / speed for t in slow_times], rel=1e-9)
     model = {"model_name": "llama-3.1-8b"}
     for name in ("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
                  "vllm:e2e_request_latency_seconds_sum", "vllm:time_per_output_token_seconds_sum",
@@ -512,7 +513,7 @@ def test_at_speed_k_the_endpoint_answers_k_times_sooner_and_reports_real_gpu_fig
         slow_times[1] + slow_times[2], rel=1e-6)
     assert metric(slow, "vllm:time_to_first_token_seconds_bucket", le="+Inf", **model) == 2
     assert (metric(slow, "fleetcall_emulator_speed", **model),
-            metric(fast, "fleetcall_emulator_speed", **model)) == (1.0, 4.0)
+            metric(fast, "fleetcall_emulator_speed", **model)) == (1.0, speed)
 
 
 def test_at_speed_k_a_latency_spike_is_k_times_shorter() -> None:

@@ -352,7 +352,7 @@ async def _mixed_load(engine: Engine) -> list[tuple[float, float, int]]:
                                      later(0.3, 500, 500, True), later(1.1, 20, 1, False)))
 
 
-@pytest.mark.parametrize("speed", [4.0, 2.5])
+@pytest.mark.parametrize("speed", [4.0, 2.5, 0.25, 37.5, 1000.0])
 def test_at_speed_k_requests_take_1_over_k_of_the_loop_time_and_report_the_same(speed: float) -> None:
     """``fleetcall emulate --speed K``: every duration / K on the loop's clock; the engine's own
     figures (its clock, busy seconds, iterations, tokens) are those of speed 1."""

@@ -218,3 +218,15 @@ def test_a_server_that_never_answers_times_out_at_open_and_is_stopped(tmp_path):
         run(mcp_tools(silent, connect_timeout_s=1))
     with pytest.raises(ProcessLookupError):   # the silent server was stopped, not left behind
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_credentials_in_the_servers_url_are_not_shown_in_errors():
+    # before: "MCP server 'http://me:pw-s3cret@127.0.0.1:.../mcp?api_key=k-s3cret': could not ..."
+    import socket
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(ToolServerError, match=f"'http://127.0.0.1:{port}/mcp'") as raised:
+        run(mcp_tools(f"http://me:pw-s3cret@127.0.0.1:{port}/mcp?api_key=k-s3cret", connect_timeout_s=30))
+    assert "s3cret" not in str(raised.value)
