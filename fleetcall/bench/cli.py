@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ray-overhead": ("fleetcall.bench.ray_overhead",
                      "the shared scheduler: the core's cost per decision, the Ray actor's round "
                      "trip and capacity (local Ray cluster)"),
+    "burst": ("fleetcall.bench.burst", "many tiny calls at one real endpoint: calls/s direct vs via the pool"),
 
 }
 

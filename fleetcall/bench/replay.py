@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetcall.bench.deadlines import stage_latencies
+from fleetcall.bench.deadlines import stage_latencies, unloaded_latency
 from fleetcall.bench.workloads import CallSpec, QuerySpec, to_messages
 from fleetcall.errors import ConfigError
 from fleetcall.llm.base import LLM, CallContext, LLMRequest, complete
@@ -65,10 +65,21 @@ class QueryRecord:
     failed: bool = False
     error: str | None = None        # the first failure: "<stage>/<step>: <error>" or a timeout
     calls: list[CallRecord] = field(default_factory=list)  # in QuerySpec.calls order
+    unloaded_s: float | None = None  # its latency alone on the reference deployment (the
+                                     # oracle: stages in turn, each call alone), None if unknown
 
     @property
     def latency(self) -> float | None:
         return None if self.finish is None else self.finish - self.arrival
+
+    @property
+    def stretch(self) -> float | None:
+        """Latency over the unloaded latency (1.0: the physical limit); None if either is
+        unknown (the query failed, or the replay had no reference)."""
+        latency = self.latency
+        if self.failed or latency is None or not self.unloaded_s:
+            return None
+        return latency / self.unloaded_s
 
     @property
     def met(self) -> bool:
@@ -89,6 +100,7 @@ class _Plan:
 
 
 def _suffix_work(query: QuerySpec, reference: Deployment | None) -> tuple[float, ...]:
+    """Per stage, the unloaded seconds of the stages after it (index 0: all but the first)."""
     if reference is None:
         return (0.0,) * len(query.stages)
     stages = stage_latencies(query, reference)
@@ -180,7 +192,8 @@ async def replay(llm: LLM, queries: Sequence[QuerySpec], arrivals: Sequence[floa
     kind_prefix: prepended to each call's step to form ``CallContext.kind``.
     timeout_s: bound on each query, from its arrival (a query past it is cancelled, failed).
     reference: deployment predicting ``CallContext.remaining_work_s`` (the unloaded seconds of
-        the query's later stages); None sends 0.
+        the query's later stages) and each record's ``unloaded_s`` (the query's whole unloaded
+        latency, for its stretch); None sends 0 and records None.
     """
     _check_lengths(queries, arrivals, deadlines)
     loop = asyncio.get_running_loop()
@@ -191,7 +204,9 @@ async def replay(llm: LLM, queries: Sequence[QuerySpec], arrivals: Sequence[floa
         arrival = start + arrivals[i]
         budget = deadlines[i] if deadlines is not None else None
         deadline = None if budget is None else arrival + budget
-        records.append(QueryRecord(query.query_id, query.tenant, arrival, deadline))
+        unloaded = None if reference is None else unloaded_latency(query, reference)
+        records.append(QueryRecord(query.query_id, query.tenant, arrival, deadline,
+                                   unloaded_s=unloaded))
         plans.append(_Plan(query, deadline, _suffix_work(query, reference), kind_prefix))
     order = sorted(range(len(queries)), key=lambda i: (arrivals[i], i))
     async with asyncio.TaskGroup() as group:

@@ -9,6 +9,9 @@ rate; both with attainment against deadline scale, titled by :func:`caption`.
 
 Percentiles interpolate linearly between order statistics (numpy's default). Latency figures
 are over completed queries; SLO attainment is over all queries (a failed query misses).
+A query's *stretch* is its latency over its unloaded latency on the pool's fastest endpoint
+(:attr:`~fleetcall.bench.replay.QueryRecord.stretch`; 1.0 is the physical limit, below it only
+with prefix-cache hits); :func:`regret` compares one policy's p95 with the best other's.
 
     >>> summarize([], policy="fcfs", rate=1.0)["queries"]
     0
@@ -55,6 +58,11 @@ def _latency_stats(values: Sequence[float]) -> dict[str, float | None]:
             "p99": percentile(values, 99)}
 
 
+def _stretch_stats(values: Sequence[float]) -> dict[str, float | None]:
+    return {"mean": sum(values) / len(values) if values else None,
+            "p50": percentile(values, 50), "p95": percentile(values, 95)}
+
+
 def _makespan(records: Sequence[QueryRecord], duration_s: float | None) -> float | None:
     """``duration_s`` if given, else first arrival to last finish."""
     if duration_s is not None:
@@ -88,12 +96,17 @@ def slo_curve(records: Sequence[QueryRecord], slo_scale: float,
 def summarize(records: Sequence[QueryRecord], *, policy: str, rate: float | None,
               duration_s: float | None = None,
               endpoints_busy: Mapping[str, float] | None = None,
-              slo_scale: float | None = None) -> dict[str, Any]:
+              slo_scale: float | None = None,
+              endpoints_cost_per_hour: Mapping[str, float | None] | None = None) -> dict[str, Any]:
     """One run's figures, as a JSON-ready dict (see the module doc for the conventions).
 
     duration_s: the makespan to divide by (default: first arrival to last finish).
     endpoints_busy: endpoint -> busy seconds, reported as ``utilisation`` (busy / makespan).
     slo_scale: the deadline scale the run used; adds ``slo_curve`` (attainment at other scales).
+    endpoints_cost_per_hour: endpoint -> its price an hour (None: unknown); with
+        ``endpoints_busy``, adds ``gpu_cost`` (price x busy hours, summed over the endpoints of
+        known price: the GPU time the run used, as billed per use) and ``cost_per_slo_query``
+        (that over the queries that met their deadline; None if none did).
     """
     done = [r for r in records if not r.failed and r.finish is not None]
     makespan = _makespan(records, duration_s)
@@ -102,6 +115,7 @@ def summarize(records: Sequence[QueryRecord], *, policy: str, rate: float | None
         "policy": policy, "rate": rate, "queries": len(records), "completed": len(done),
         "failed": sum(1 for r in records if r.failed),
         "latency_s": _latency_stats([r.latency for r in done if r.latency is not None]),
+        "stretch": _stretch_stats([r.stretch for r in done if r.stretch is not None]),
         "slo_attainment": sum(1 for r in records if r.met) / len(records) if records else 0.0,
         "throughput_qps": len(done) / makespan if makespan else 0.0,
         "makespan_s": makespan,
@@ -116,10 +130,22 @@ def summarize(records: Sequence[QueryRecord], *, policy: str, rate: float | None
     if endpoints_busy is not None:
         out["utilisation"] = {name: busy / makespan if makespan else 0.0
                               for name, busy in sorted(endpoints_busy.items())}
+    if endpoints_busy is not None and endpoints_cost_per_hour is not None:
+        out.update(_gpu_cost(records, endpoints_busy, endpoints_cost_per_hour))
     if slo_scale is not None:
         out["slo_scale"] = slo_scale
         out["slo_curve"] = slo_curve(records, slo_scale)
     return out
+
+
+def _gpu_cost(records: Sequence[QueryRecord], busy: Mapping[str, float],
+              prices: Mapping[str, float | None]) -> dict[str, Any]:
+    priced = {name: price for name, price in prices.items() if price is not None}
+    if not priced:
+        return {}
+    cost = sum(price * busy.get(name, 0.0) / 3600.0 for name, price in priced.items())
+    met = sum(1 for r in records if r.met)
+    return {"gpu_cost": cost, "cost_per_slo_query": cost / met if met else None}
 
 
 def max_rate_at_95(runs: Iterable[Run], target: float = SLO_TARGET) -> dict[str, float]:
@@ -140,6 +166,34 @@ def max_rate_at_95(runs: Iterable[Run], target: float = SLO_TARGET) -> dict[str,
     return best
 
 
+def regret(runs: Iterable[Run], policy: str = "slack",
+           path: tuple[str, ...] = ("latency_s", "p95")) -> dict[float, dict[str, Any]]:
+    """Per swept rate, how much worse ``policy``'s figure at ``path`` (default p95 latency) is
+    than the best other policy's at that rate: ``{rate: {"best_other": name, "excess": x}}``
+    with ``x = mine / best - 1`` (negative: ``policy`` is ahead). Rates where ``policy`` or
+    every other one has no figure are left out.
+
+        >>> runs = [{"policy": "slack", "rate": 1.0, "latency_s": {"p95": 103.0}},
+        ...         {"policy": "hexgen", "rate": 1.0, "latency_s": {"p95": 100.0}}]
+        >>> round(regret(runs)[1.0]["excess"], 3), regret(runs)[1.0]["best_other"]
+        (0.03, 'hexgen')
+    """
+    by_rate: dict[float, dict[str, float]] = {}
+    for run in runs:
+        value = _get(run, path)
+        if run.get("rate") is not None and value is not None:
+            by_rate.setdefault(float(run["rate"]), {})[run["policy"]] = float(value)
+    out: dict[float, dict[str, Any]] = {}
+    for rate, figures in sorted(by_rate.items()):
+        others = {p: v for p, v in figures.items() if p != policy}
+        if policy not in figures or not others:
+            continue
+        best = min(others, key=lambda p: others[p])
+        excess = figures[policy] / others[best] - 1.0 if others[best] > 0 else 0.0
+        out[rate] = {"best_other": best, "excess": excess}
+    return out
+
+
 # --------------------------------------------------------------------------- table
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -154,9 +208,12 @@ _ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("queries", ("queries",)), ("completed", ("completed",)), ("failed", ("failed",)),
     ("latency mean (s)", ("latency_s", "mean")), ("latency p50 (s)", ("latency_s", "p50")),
     ("latency p95 (s)", ("latency_s", "p95")), ("latency p99 (s)", ("latency_s", "p99")),
+    ("stretch mean", ("stretch", "mean")), ("stretch p50", ("stretch", "p50")),
+    ("stretch p95", ("stretch", "p95")),
     ("SLO attainment", ("slo_attainment",)), ("throughput (q/s)", ("throughput_qps",)),
     ("TTFT p50 (s)", ("ttft_s", "p50")), ("TTFT p95 (s)", ("ttft_s", "p95")),
     ("prefix hit rate", ("prefix_hit_rate",)),
+    ("GPU cost / query in SLO", ("cost_per_slo_query",)),
 )
 
 

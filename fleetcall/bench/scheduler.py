@@ -4,8 +4,11 @@ Each named policy runs the same workload with the same arrivals and deadlines on
 in-process emulated endpoints (:meth:`EndpointPool.emulated`), under the virtual clock: the real
 pool, dispatcher, local queues, HTTP client and emulated engines, as a discrete-event
 simulation. Reported per policy and rate: completed queries, end-to-end latency
-(mean/p50/p95/p99), SLO attainment, throughput, time to first token, prefix-cache hit rate and
-per-endpoint utilisation; with ``--rates`` the highest rate each policy serves at 95% attainment.
+(mean/p50/p95/p99), stretch (latency over the query's unloaded latency on the fastest endpoint:
+1.0 is the physical limit; mean/p50/p95), SLO attainment, throughput, time to first token,
+prefix-cache hit rate and per-endpoint utilisation; with several policies, ``slack``'s p95 over
+the best other's at each rate (its regret); with ``--rates`` the highest rate each policy
+serves at 95% attainment.
 
 ``--clock real`` runs the same comparison over real HTTP instead, against external routers
 too (sglang-router, vllm-router), on ``fleetcall emulate --speed K`` processes: see
@@ -30,7 +33,7 @@ from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
 from fleetcall.bench import herd, realclock
 from fleetcall.bench.replay import replay
-from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, summarize
+from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, regret, summarize
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
 from fleetcall.router.config import RetryConfig
@@ -42,6 +45,9 @@ from fleetcall.vclock import run_virtual
 
 DEFAULT_GPUS = "A100-80G,A100-80G,A6000,L40S"
 DEFAULT_POLICIES = ("rr-fcfs", "least-busy", "hexgen", "slack")
+# What one GPU costs an hour, US$, on demand (public list prices of Lambda and RunPod, 2024-25);
+# an endpoint costs that x its TP degree. Override with --gpu-cost; GPUs not named: unknown.
+DEFAULT_GPU_COST_PER_HOUR = {"A100-80G": 1.79, "A6000": 0.80, "L40S": 0.86, "H100-80G": 2.99}
 # Long generations on a loaded GPU legitimately take minutes; the benchmark measures queueing,
 # so an attempt is not cut short (``--timeout`` bounds whole queries instead).
 BENCH_ATTEMPT_TIMEOUT_S = 3600.0
@@ -65,6 +71,7 @@ class Setup:
     deadline: str = "unloaded"
     seed: int = 0
     timeout_s: float | None = None
+    gpu_cost_per_hour: tuple[tuple[str, float], ...] = tuple(DEFAULT_GPU_COST_PER_HOUR.items())
 
     def deployments(self) -> list[Deployment]:
         return [Deployment.of(g, self.model, tp=self.tp or default_tp(g, self.model)) for g in self.gpus]
@@ -80,6 +87,7 @@ async def _run(setup: Setup, policy: str, options: dict[str, Any], times: Sequen
     pool = EndpointPool.emulated(setup.gpus, setup.model, tp=setup.tp, slots=setup.slots,
                                  policy=policy, policy_options=options,
                                  responder=LengthsResponder(), seed=setup.seed,
+                                 gpu_cost_per_hour=dict(setup.gpu_cost_per_hour),
                                  stream_interval_s=BENCH_STREAM_INTERVAL_S,
                                  retry=RetryConfig(attempt_timeout_s=BENCH_ATTEMPT_TIMEOUT_S))
     reference = deadline_rules.fastest_deployment(setup.deployments(), setup.queries)
@@ -87,19 +95,23 @@ async def _run(setup: Setup, policy: str, options: dict[str, Any], times: Sequen
         records = await replay(pool, setup.queries, times, budgets, timeout_s=setup.timeout_s,
                                reference=reference)
         busy = pool.busy_seconds()
-    return {"records": records, "busy": busy}
+        prices = {name: pool.core.endpoint(name).spec.cost_per_hour for name in busy}
+    return {"records": records, "busy": busy, "prices": prices}
 
 
-def run_policy(setup: Setup, policy: str, rate: float, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One policy at one rate: the summary dict of :func:`fleetcall.bench.report.summarize`."""
+def run_policy(setup: Setup, policy: str, rate: float, options: dict[str, Any] | None = None,
+               *, label: str | None = None) -> dict[str, Any]:
+    """One policy at one rate: the summary dict of :func:`fleetcall.bench.report.summarize`
+    (named ``label``, default the policy's name)."""
     times = arrival_processes.make_arrivals(setup.arrivals, rate, len(setup.queries), setup.seed,
                                             setup.cv, queries=setup.queries)
     budgets = setup.budgets()
     started, cpu = time.perf_counter(), time.process_time()
     out = run_virtual(_run(setup, policy, options or {}, times, budgets), seed=setup.seed)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    summary = summarize(out["records"], policy=policy, rate=rate, endpoints_busy=out["busy"],
-                        slo_scale=setup.slo_scale)
+    summary = summarize(out["records"], policy=label or policy, rate=rate,
+                        endpoints_busy=out["busy"], slo_scale=setup.slo_scale,
+                        endpoints_cost_per_hour=out["prices"])
     summary.update(simulation_speed(out["records"], wall, cpu))
     if options:
         summary["policy_options"] = options
@@ -153,10 +165,16 @@ def add_setup_arguments(parser: argparse.ArgumentParser, *, rate: float = 1.0) -
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_setup_arguments(parser)
     parser.add_argument("--rates", help="comma-separated rates to sweep (reports max rate at 95%% attainment)")
-    parser.add_argument("--policy", action="append",
-                        help=f"policy to run, repeatable ({', '.join(dispatcher_names())})")
+    parser.add_argument("--policy", action="append", metavar="[LABEL=]POLICY",
+                        help=f"policy to run, repeatable ({', '.join(dispatcher_names())}); "
+                             "LABEL=POLICY runs it under another name, whose knobs --set "
+                             "LABEL.KNOB=VALUE sets (e.g. cheap=slack --set cheap.prefer_cheap=true)")
     parser.add_argument("--set", action="append", default=[], metavar="POLICY.KNOB=VALUE",
                         help="a policy knob, e.g. hexgen.alpha=0.3")
+    parser.add_argument("--gpu-cost", metavar="GPU=PRICE,...",
+                        help="what one GPU costs an hour, for the GPU cost per query served within "
+                             "its SLO (default " + ",".join(f"{g}={p:g}" for g, p in
+                                                            DEFAULT_GPU_COST_PER_HOUR.items()) + ")")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
     parser.add_argument("--plot", metavar="PATH",
                         help="write latency and SLO attainment charts, titled with the trace and cluster "
@@ -183,33 +201,75 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
                           "to hide them from fleetcall's pool (as from an external router) use "
                           "--clock real --pool-gpus unknown")
     setup = Setup(tuple(queries), gpus, args.model, args.tp, args.slots, args.arrivals, args.cv,
-                  args.slo_scale, args.deadline, args.seed, args.timeout)
+                  args.slo_scale, args.deadline, args.seed, args.timeout,
+                  gpu_costs(getattr(args, "gpu_cost", None)))
     setup.deployments()  # bad GPU or model names, or a model that does not fit, fail here
     return setup
 
 
-def main(args: argparse.Namespace) -> int:
-    setup = setup_from_args(args)
-    policies = args.policy or (["slack"] if args.replicas is not None else list(DEFAULT_POLICIES))
-    unknown = sorted(set(policies) - set(dispatcher_names()))
+def gpu_costs(text: str | None) -> tuple[tuple[str, float], ...]:
+    """``--gpu-cost A6000=0.5,L40S=1`` over the defaults, as (GPU, price an hour) pairs."""
+    prices = dict(DEFAULT_GPU_COST_PER_HOUR)
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        gpu, sep, value = item.partition("=")
+        try:
+            price = float(value)
+        except ValueError:
+            price = -1.0
+        if not sep or not gpu.strip() or not price >= 0:
+            raise ConfigError(f"--gpu-cost wants GPU=PRICE (a price >= 0), got {item!r}")
+        prices[gpu.strip()] = price
+    return tuple(prices.items())
+
+
+def policy_labels(items: Sequence[str] | None) -> list[tuple[str, str]]:
+    """``--policy`` values as (label, policy) pairs: ``slack`` or ``cheap=slack``."""
+    pairs = []
+    for item in items or DEFAULT_POLICIES:
+        label, sep, policy = item.partition("=")
+        pairs.append((label, policy) if sep else (item, item))
+    unknown = sorted({p for _, p in pairs} - set(dispatcher_names()))
     if unknown:
         raise ConfigError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(dispatcher_names())}")
+    labels = [label for label, _ in pairs]
+    if not all(labels):
+        raise ConfigError(f"--policy LABEL=POLICY wants a label, got {', '.join(items or ())}")
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ConfigError(f"--policy: {', '.join(twice)} named twice")
+    return pairs
+
+
+def main(args: argparse.Namespace) -> int:
+    setup = setup_from_args(args)
+    pairs = policy_labels(args.policy or (["slack"] if args.replicas is not None else None))
+    policies = [p for _, p in pairs]
     options = parse_options(args.set)
     if args.replicas is not None:  # the herd: K replicas, shared vs independent scheduling
         if len(policies) != 1 or args.rates:
             raise ConfigError("--replicas compares one policy at one --rate (name it with --policy)")
         return herd.main(args, setup, policies[0], options.get(policies[0], {}))
     if getattr(args, "clock", "virtual") == "real":
+        if any(label != policy for label, policy in pairs):
+            raise ConfigError("--policy LABEL=POLICY is for the virtual clock")
         return realclock.main(args, setup, options, policies)
     realclock.check_virtual(args)
     rates = realclock.parse_rates(args)
     runs = []
     for rate in rates:
-        for policy in policies:
-            summary = run_policy(realclock.setup_at(args, setup, rate), policy, rate, options.get(policy))
+        for label, policy in pairs:
+            knobs = {**options.get(policy, {}), **options.get(label, {})} if label != policy \
+                else options.get(policy)
+            summary = run_policy(realclock.setup_at(args, setup, rate), policy, rate, knobs,
+                                 label=label)
             runs.append(summary)
-            print(f"  {policy:<10} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
-                  f"SLO {summary['slo_attainment']:.1%}, {summary['llm_calls']} LLM calls in "
+            print(f"  {label:<10} rate {rate:g}/s: p95 {summary['latency_s']['p95'] or 0:.2f}s, "
+                  f"stretch mean {summary['stretch']['mean'] or 0:.3f}, "
+                  f"SLO {summary['slo_attainment']:.1%}, "
+                  f"cost/query in SLO {summary.get('cost_per_slo_query') or 0:.4f}, "
+                  f"{summary['llm_calls']} LLM calls in "
                   f"{summary['wall_s']:.1f}s wall ({summary['calls_per_wall_s']:,.0f} calls/s), "
                   f"{summary['cpu_s']:.1f}s CPU ({summary['calls_per_cpu_s']:,.0f} calls/s)", flush=True)
     print(format_table(runs))
@@ -217,6 +277,11 @@ def main(args: argparse.Namespace) -> int:
                               "gpus": list(setup.gpus), "model": setup.model, "slots": setup.slots,
                               "slo_scale": setup.slo_scale, "deadline": setup.deadline,
                               "arrivals": setup.arrivals, "seed": setup.seed, "runs": runs}
+    excess = regret([r for r in runs if r["policy"] in dispatcher_names()])  # not labelled variants
+    if excess:
+        report["regret_p95"] = {str(rate): r for rate, r in excess.items()}
+        print("slack's p95 latency over the best other policy's: " + ", ".join(
+            f"{rate:g}/s {r['excess']:+.1%} ({r['best_other']})" for rate, r in excess.items()))
     if len(rates) > 1:
         report["max_rate_at_95"] = max_rate_at_95(runs)
         print("highest rate at 95% SLO attainment: "

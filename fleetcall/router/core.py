@@ -52,11 +52,12 @@ from fleetcall.errors import ConfigError
 from fleetcall.logs import ROUTER, event
 from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
-from fleetcall.router.dispatcher import Dispatcher, make_dispatcher, predicted_service_s
+from fleetcall.router.dispatcher import (Dispatcher, make_dispatcher, predicted_service_s,
+                                         prefill_chunk_s, undo_interference_s)
 from fleetcall.router.faults import CallId, Fail, Failure, FailWhy, FaultKind, describe_streak
 from fleetcall.router.health import CircuitBreaker, EndpointSnapshot, EndpointStats
 from fleetcall.router.predict import OutputLengths, PrefixIndex, ServicePredictor
-from fleetcall.router.state import EndpointSpec, EndpointState
+from fleetcall.router.state import EndpointSpec, EndpointState, Running
 from fleetcall.router.views import CallView, EndpointView
 
 __all__ = ["Action", "Grant", "Outcome", "Retired", "SchedulerCore"]
@@ -254,6 +255,7 @@ class SchedulerCore:
         if not running.decoding:
             ep.note_prefill_change(now)
             running.decoding = True
+            running.decode_at, running.busy_at_decode = now, ep.prefill_busy_s
             if not ep.removed:
                 self._pump(ep, now, out)
         return out
@@ -268,7 +270,7 @@ class SchedulerCore:
         was = ep.breaker.state(now)
         if outcome.complete:
             ep.stats.succeeded(now, ttft_s=outcome.ttft_s, tpot_s=outcome.tpot_s)
-            self._learn(ep, c.view, running.backlog_s, running.batch, outcome)
+            self._learn(ep, c.view, running, outcome, now)
         else:
             ep.stats.succeeded(now, ttft_s=outcome.ttft_s)
         if ep.breaker.state(now) == "closed":
@@ -351,10 +353,21 @@ class SchedulerCore:
             for name in [n for n in self._down if self._endpoints[n].available(now)]:
                 self._refresh(self._endpoints[name], now, out)
             self._unpark(now, out)
+            if self.dispatcher.prefill_slots is not None:  # prefill gates that opened by time
+                self._stale = True
+                for ep in [ep for ep in self._endpoints.values() if ep.queue]:
+                    self._pump(ep, now, out)
         return out
 
     def _compute_wakeup(self) -> float | None:
         times = [self._endpoints[n].available_at(-math.inf) for n in self._down]
+        gate, chunk = self.dispatcher.prefill_slots, self.dispatcher.prefill_chunk_tokens
+        if gate is not None:  # a closed prefill gate with calls behind it opens by prediction
+            for ep in self._endpoints.values():
+                if ep.queue and ep.free_slots() > 0:
+                    opens = ep.prefill_gate_opens_at(-math.inf, gate, chunk)
+                    if opens is not None:
+                        times.append(opens)
         for call_id in self._parked:
             c = self._calls[call_id]
             times.append(self._limit(c))
@@ -455,8 +468,12 @@ class SchedulerCore:
         """Give ``ep``'s free slots to its queue's most urgent calls; steal work when idle."""
         if not ep.available(now):
             return
-        gate = self.dispatcher.prefill_slots
-        while ep.free_slots() > 0 and (gate is None or ep.in_prefill() < gate):
+        gate, chunk = self.dispatcher.prefill_slots, self.dispatcher.prefill_chunk_tokens
+        while ep.free_slots() > 0:
+            if not ep.prefill_gate_open(now, gate, chunk):
+                if ep.queue:
+                    self._stale = True  # the gate opens at a predicted time: wake up then
+                return
             entry = ep.queue.pop_entry(now)
             if entry is not None:
                 self._grant(ep, self._calls[entry.call.call_id], entry.service_s, now, out)
@@ -600,16 +617,24 @@ class SchedulerCore:
             self._evict(ep, now, out, "its breaker opened")
 
     # -- endings ---------------------------------------------------------------------------
-    def _learn(self, ep: EndpointState, view: CallView, backlog_s: float, batch: int,
-               outcome: Outcome) -> None:
+    def _learn(self, ep: EndpointState, view: CallView, running: Running, outcome: Outcome,
+               now: float) -> None:
         """Feed a finished call's measurements back (predictor, output lengths, prefixes)."""
         ttft, out = outcome.ttft_s, outcome.completion_tokens
         if ttft is not None:
             # The predictor models a prompt computed alone; the prefill that was still owed to
             # calls ahead of this one is the dispatcher's backlog term, not this call's cost.
-            own_ttft = max(ttft - backlog_s, 0.25 * ttft)
-            ep.predictor.observe(view.prompt_tokens, max(out, 1), own_ttft, outcome.tpot_s or 0.0,
-                                 max(batch + 1, 1), cached_tokens=outcome.cached_tokens)
+            own_ttft = max(ttft - running.backlog_s, 0.25 * ttft)
+            # Likewise its decode alone: other prompts' prefill chunks that shared its
+            # iterations are the dispatcher's interference term (learning them into the TPOT
+            # ratio counted them twice and made a GPU that had been busy look slow when idle).
+            tpot = undo_interference_s(
+                outcome.tpot_s or 0.0,
+                prefill_chunk_s(ep.predictor, self.dispatcher.prefill_chunk_tokens,
+                                int(ep.prefill_tokens)),
+                ep.decode_prefill_load(running, now))
+            ep.predictor.observe(view.prompt_tokens, max(out, 1), own_ttft, tpot,
+                                 max(running.batch + 1, 1), cached_tokens=outcome.cached_tokens)
             for twin in self._endpoints.values():  # unmeasured twins start from this one
                 if twin.spec.twin_key == ep.spec.twin_key and twin.predictor.samples == 0:
                     twin.predictor.adopt(ep.predictor)  # (profiled twins share one predictor)

@@ -38,10 +38,13 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleetcall.errors import ConfigError, LLMError
+from fleetcall.router.cost import cheapest_in_time
+from fleetcall.router.predict import ServicePredictor
 from fleetcall.router.queue import Discipline, LocalQueue, QueueOrder, SortKey
 from fleetcall.router.views import CallId, CallView, EndpointView
 
 DEFAULT_DISPATCHER = "slack"
+DEFAULT_CHUNK_TOKENS = 2048  # prompt tokens an engine prefills per iteration (vLLM's default)
 
 
 class NoEndpointAvailable(LLMError):
@@ -72,9 +75,9 @@ def predicted_service_s(call: CallView, endpoint: EndpointView, batch: int | Non
 def slot_free_times(endpoint: EndpointView) -> list[float]:
     """Heap of seconds from now until each slot frees, from the running calls' remainders (an
     endpoint running more calls than its slots, after a resize, counts them all as slots)."""
-    times = sorted(max(r, 0.0) for r in endpoint.running)
-    times += [0.0] * (endpoint.slots - len(times))
-    return times  # sorted, so already a heap
+    times = [0.0] * (endpoint.slots - len(endpoint.running))
+    times += sorted(max(r, 0.0) for r in endpoint.running)
+    return times  # ascending (the free slots first), so already a heap
 
 
 def queued_finish_offsets(endpoint: EndpointView) -> list[float]:
@@ -97,6 +100,69 @@ def wait_offset(endpoint: EndpointView, ahead_services: Sequence[float]) -> floa
     for service in ahead_services:
         heapq.heappush(free, heapq.heappop(free) + service)
     return free[0]
+
+
+def decode_interference_s(tokens: int, tpot_s: float, chunk_s: float, prefill_load: float) -> float:
+    """Seconds that other prompts' prefill adds to decoding ``tokens`` tokens.
+
+    An engine with continuous batching runs a prefill chunk (``chunk_s`` seconds) in the same
+    iteration as every running call's decode step. If prompts are in prefill a fraction
+    ``prefill_load`` (0..1) of the time, the decoding call spends that fraction of its wall time
+    in chunk-long iterations (one token each) and the rest in plain decode steps (``tpot_s``
+    each), so its tokens come at ``load / chunk_s + (1 - load) / tpot_s`` per second::
+
+        >>> decode_interference_s(100, 0.01, 1.0, 0.0), decode_interference_s(100, 0.01, 1.0, 1.0)
+        (0.0, 99.0)
+        >>> round(decode_interference_s(100, 0.01, 1.0, 0.5), 2)  # half the time: twice as long
+        0.98
+
+    ``prefill_load`` is a fraction of *time*, not of iterations: charging every token a chunk
+    with probability ``prefill_load`` over-counts by ``chunk_s / tpot_s`` (tens of times on a
+    large model), which made a fast GPU that had just prefilled look slower than an idle slow
+    one. A chunk never shortens a step (an iteration takes at least ``tpot_s``).
+    """
+    load = min(max(prefill_load, 0.0), 1.0)
+    if tokens <= 0 or load <= 0.0 or tpot_s <= 0.0:
+        return 0.0
+    chunk = max(chunk_s, tpot_s)
+    per_token = 1.0 / (load / chunk + (1.0 - load) / tpot_s)
+    return tokens * max(per_token - tpot_s, 0.0)
+
+
+# A decode measured while other prompts' prefill took more than this fraction of its time says
+# too little about the endpoint's own decode speed to learn from (see undo_interference_s).
+MAX_LEARNABLE_LOAD = 0.8
+
+
+def undo_interference_s(tpot_s: float, chunk_s: float, prefill_load: float) -> float:
+    """The inverse of :func:`decode_interference_s`: the seconds per output token a call would
+    have taken alone, from the ``tpot_s`` it took while other prompts were in prefill a
+    fraction ``prefill_load`` of its decode (their chunks ``chunk_s`` each). 0.0 (no usable
+    sample, which the predictor ignores) when that load is above :data:`MAX_LEARNABLE_LOAD` or
+    the measurement cannot be explained by it.
+
+        >>> slowed = 0.01 + decode_interference_s(100, 0.01, 1.0, 0.3) / 100
+        >>> round(undo_interference_s(slowed, 1.0, 0.3), 6)
+        0.01
+    """
+    load = min(max(prefill_load, 0.0), 1.0)
+    if tpot_s <= 0.0 or load <= 0.0 or chunk_s <= tpot_s:
+        return tpot_s
+    if load > MAX_LEARNABLE_LOAD:
+        return 0.0
+    rate = 1.0 / tpot_s - load / chunk_s  # tokens a second of the plain decode steps
+    alone = (1.0 - load) / rate if rate > 0.0 else 0.0
+    return alone if 0.25 * tpot_s <= alone <= tpot_s else 0.0
+
+
+def prefill_chunk_s(predictor: ServicePredictor, chunk_tokens: int,
+                    typical_prefill_tokens: int) -> float:
+    """Seconds of one prefill chunk at an endpoint: as long as the prompts it computes
+    (``typical_prefill_tokens``, 0 if unknown), at most the engine's ``chunk_tokens``."""
+    chunk = chunk_tokens
+    if typical_prefill_tokens > 0:
+        chunk = min(chunk, typical_prefill_tokens)
+    return predictor.predict(chunk, 1).ttft_s
 
 
 class _Turns:
@@ -144,7 +210,9 @@ class Dispatcher(Protocol):
     name: str                 # its registry name
     queue_order: QueueOrder   # the local queue order it pairs with
     discipline: Discipline    # that order with its knobs
-    prefill_slots: int | None  # most calls in prefill per endpoint before the queue holds the next
+    prefill_slots: int | None  # prefill chunks of prompt in flight per endpoint before its
+                               # queue holds the next call (None: no prefill gate)
+    prefill_chunk_tokens: int  # tokens of one such chunk (the engines' chunked-prefill size)
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
         """Name of the available endpoint ``call`` goes to (NoEndpointAvailable if none)."""
@@ -187,20 +255,33 @@ class SlackKnobs(_Knobs):
     aging_per_s, demote_hopeless, no_deadline_slack_s: the urgency queue's (see queue.py).
     steal_min_gain_s: a waiting call moves only if it finishes at least this much sooner
         (hysteresis against ping-pong on noisy predictions).
-    prefill_slots: calls an endpoint may have in prefill (sent, no first token yet) at once;
-        the next waits in the local queue even if a slot is free. Prefill is compute-bound and
-        runs one chunk after another, so calls sent to an engine early wait inside it in FCFS
-        order anyway; holding them in the pool keeps the choice of which prompt runs next with
-        the urgency queue, while decoding calls keep batching. None: slots only.
+    prefill_slots: prefill chunks (``chunk_tokens`` each) of prompt an endpoint may have in
+        prefill at once (sent, no first token yet, its predicted prefill not over; a prompt
+        counts its uncached tokens, at most one chunk); the next call waits in the local queue
+        even if a slot is free. Prefill is compute-bound and runs one chunk after another, so
+        calls sent to an engine early wait inside it in FCFS order anyway; holding them in the
+        pool keeps the choice of which prompt runs next with the urgency queue, while decoding
+        calls keep batching. Short prompts that share a chunk go together, and a held prompt
+        waits at most until the prefill ahead of it is predicted to be over (see
+        ``EndpointState.prefill_gate_open``). None: slots only.
     tie_tolerance: predicted finishes within this fraction of the earliest one's latency are
         ties, taken in turn. 0 (exact ties): idle twins tie exactly (twins share a predictor),
         and the prefill load measured at the endpoint last used already sends the next call
         to another; a wider band measurably cost deadlines on trace2.
+    externality: weight of the delay a call's prefill imposes on the calls already running
+        at an endpoint (its cost there is its own finish + this x that delay; 0: its finish
+        alone). 1 counts every second of anyone's latency alike.
+    prefer_cheap, cheap_margin: with ``prefer_cheap``, a call with a deadline goes to the
+        endpoint where it adds the least to the GPU bill (``cost_per_hour`` x the seconds it
+        extends the endpoint's busy period) among those where its predicted latency x
+        (1 + ``cheap_margin``) fits its share of the time left to its deadline; see
+        :mod:`fleetcall.router.cost`. Off by default: it trades latency within the deadline
+        for cost.
     chunk_tokens, interference: a decode step that shares its iteration with another prompt's
         prefill chunk waits for it (a chunk is the endpoint's typical prompt, at most
         ``chunk_tokens``, the engines' chunked-prefill size); a call's predicted decode time grows
-        by ``interference`` x its output tokens x the endpoint's measured prefill load x that
-        chunk's time. 0 turns the term off.
+        by ``interference`` x :func:`decode_interference_s` at the endpoint's measured prefill
+        load (the fraction of recent time a prompt was in prefill there). 0 turns the term off.
     """
 
     affinity_max_delay_s: float = Field(default=0.5, ge=0.0)
@@ -211,9 +292,12 @@ class SlackKnobs(_Knobs):
     no_deadline_slack_s: float | None = Field(default=None, ge=0.0)
     steal_min_gain_s: float = Field(default=0.05, ge=0.0)
     prefill_slots: int | None = Field(default=1, ge=1)
-    chunk_tokens: int = Field(default=2048, ge=1)
+    chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, ge=1)
     interference: float = Field(default=1.0, ge=0.0)
     tie_tolerance: float = Field(default=0.0, ge=0.0)
+    externality: float = Field(default=1.0, ge=0.0)  # see the Slack docstring
+    prefer_cheap: bool = False
+    cheap_margin: float = Field(default=0.5, ge=0.0)
 
 
 class _Baseline:
@@ -224,6 +308,7 @@ class _Baseline:
     queue_order: QueueOrder
     discipline: Discipline
     prefill_slots: int | None = None
+    prefill_chunk_tokens: int = DEFAULT_CHUNK_TOKENS
 
     def new_queue(self) -> LocalQueue:
         return LocalQueue.of(self.discipline)
@@ -319,6 +404,7 @@ class Placement:
     finish: float        # predicted absolute finish time of the call there
     service_s: float     # its own predicted service time there
     cached_tokens: int   # prompt tokens probably cached there
+    cost: float          # what choose() minimises: finish + the delay it imposes on others
 
 
 @dataclass(slots=True)
@@ -332,11 +418,21 @@ class Slack:
     free slot for its predicted service. Its own service time counts its cached prefix there
     and the batch it will share (:func:`expected_batch`).
 
-    Affinity: the endpoint with the longest cached prefix (at least ``affinity_min_tokens``)
-    wins if its finish is within the allowed delay of the earliest -- keeping a prefix on one
-    endpoint saves the next calls that share it too, which the finish time alone does not see.
+    Cost: the endpoint with the lowest *cost* wins: the call's finish there plus the delay its
+    prefill imposes on the calls already running there (``externality`` x, per running call,
+    the compute of this prompt's prefill, or that call's remainder after this one starts if
+    shorter: its chunks share their iterations). The finish alone is myopic: on an idle
+    cluster it put a query's short call beside its own sibling's long decode on the fastest
+    GPU, a second sooner for the short call and seconds later for the stage.
 
-    Ties: finishes within ``tie_tolerance`` of the earliest (as a fraction of its predicted
+    Affinity: the endpoint with the longest cached prefix (at least ``affinity_min_tokens``)
+    wins if its cost is within the allowed delay of the lowest -- keeping a prefix on one
+    endpoint saves the next calls that share it too, which the cost alone does not see.
+
+    Cost (``prefer_cheap``): among the endpoints fast enough for the call's share of its
+    deadline, the one it adds the least to the GPU bill (:mod:`fleetcall.router.cost`).
+
+    Ties: costs within ``tie_tolerance`` of the lowest (as a fraction of its predicted
     latency) are equal; among them the longest cached prefix wins, then the endpoints take
     turns, so idle twins share the work and every prefix cache warms up.
     """
@@ -346,32 +442,42 @@ class Slack:
     name: str = field(default="slack", init=False)
     queue_order: QueueOrder = field(default="urgency", init=False)
     prefill_slots: int | None = field(default=None, init=False)
+    prefill_chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, init=False)
 
     _turns: _Turns = field(default_factory=_Turns, init=False, repr=False)
 
     def __post_init__(self) -> None:
         k = self.knobs
         self.prefill_slots = k.prefill_slots
+        self.prefill_chunk_tokens = k.chunk_tokens
         self.discipline = Discipline("urgency", k.aging_per_s, k.demote_hopeless,
                                      k.no_deadline_slack_s)
 
     def choose(self, call: CallView, endpoints: Sequence[EndpointView], now: float) -> str:
         placements = self.placements(call, endpoints, now)
-        earliest = min(placements, key=lambda p: (p.finish, -p.cached_tokens))
+        if self.knobs.prefer_cheap:
+            cheap = cheapest_in_time(call, placements, endpoints, now, self.knobs.cheap_margin)
+            if cheap is not None:
+                return cheap.endpoint
+        earliest = min(placements, key=lambda p: (p.cost, -p.cached_tokens))
         rank = self._turns.ranks(placements)
-        close = earliest.finish + self.knobs.tie_tolerance * max(earliest.finish - now, 0.0)
-        best = min((p for p in placements if p.finish <= close),
+        close = earliest.cost + self.knobs.tie_tolerance * max(earliest.finish - now, 0.0)
+        best = min((p for p in placements if p.cost <= close),
                    key=lambda p: (-p.cached_tokens, rank[p.endpoint]))
-        sticky = max(placements, key=lambda p: (p.cached_tokens, -p.finish))
+        sticky = max(placements, key=lambda p: (p.cached_tokens, -p.cost))
         if sticky.cached_tokens >= self.knobs.affinity_min_tokens and sticky is not best:
-            if sticky.finish <= best.finish + self._allowed_delay(best, now):
+            if sticky.cost <= best.cost + self._allowed_delay(best, now):
                 return sticky.endpoint
         return best.endpoint
 
     def placements(self, call: CallView, endpoints: Sequence[EndpointView],
                    now: float) -> list[Placement]:
         """The predicted finish of ``call`` on every available endpoint, in their order."""
-        return [self._place(call, e, now) for e in available_endpoints(endpoints, call)]
+        usable = available_endpoints(endpoints, call)
+        ends = {e.name: _sibling_end(call, e, now) for e in endpoints}
+        return [self._place(call, e, now, max((t for n, t in ends.items() if n != e.name),
+                                              default=-math.inf))
+                for e in usable]
 
     def new_queue(self) -> LocalQueue:
         return LocalQueue.of(self.discipline)
@@ -381,7 +487,8 @@ class Slack:
         return pick_steal(idle, others, now, discipline=self.discipline,
                           min_gain_s=self.knobs.steal_min_gain_s)
 
-    def _place(self, call: CallView, endpoint: EndpointView, now: float) -> Placement:
+    def _place(self, call: CallView, endpoint: EndpointView, now: float,
+               siblings_end: float = -math.inf) -> Placement:
         cached = cached_tokens(call, endpoint)
         own = endpoint.predictor.predict(call.prompt_tokens, call.output_tokens,
                                          cached_tokens=cached, batch=expected_batch(endpoint))
@@ -394,16 +501,32 @@ class Slack:
             [predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead])
         start = max(slot_wait, prefill_wait) if self.prefill_slots is not None else slot_wait
         # Continuous batching runs a prefill chunk in the same iteration as a decode step: while
-        # other prompts prefill here (a fraction ``prefill_load`` of the time), each output token
-        # of this call also waits for a chunk -- as long as the prompts this endpoint computes
-        # (``typical_prefill_tokens``), at most the engine's chunk size.
-        chunk = self.knobs.chunk_tokens
-        if endpoint.typical_prefill_tokens > 0:
-            chunk = min(chunk, endpoint.typical_prefill_tokens)
-        chunk_s = endpoint.predictor.predict(chunk, 1).ttft_s
-        interference = (call.output_tokens - 1) * endpoint.prefill_load * chunk_s
-        service = own.total_s + interference * self.knobs.interference
-        return Placement(endpoint.name, now + start + service, service, cached)
+        # other prompts prefill here, this call's tokens come one per chunk -- as long as the
+        # prompts this endpoint computes (``typical_prefill_tokens``), at most the engine's
+        # chunk size.
+        chunk_s = prefill_chunk_s(endpoint.predictor, self.knobs.chunk_tokens,
+                                  endpoint.typical_prefill_tokens)
+        slowed = decode_interference_s(call.output_tokens - 1, own.tpot_s, chunk_s,
+                                       endpoint.prefill_load)
+        service = own.total_s + slowed * self.knobs.interference
+        finish = now + start + service
+        if self.knobs.externality <= 0.0:
+            return Placement(endpoint.name, finish, service, cached, finish)
+        # Its prefill chunks share their iterations with every call running here, each of
+        # which then waits about the chunks' compute time (if it is still running by then).
+        # Its own query's calls (siblings of a parallel stage) end the stage together: what
+        # counts for them is the last one's finish; for the others, the seconds lost.
+        compute = own.ttft_s - endpoint.predictor.predict(1, 1).ttft_s
+        harm, stage_end = 0.0, siblings_end
+        queries = endpoint.running_queries or ("",) * len(endpoint.running)
+        for remaining, query in zip(endpoint.running, queries):
+            delay = min(max(remaining - start, 0.0), compute)
+            if query and query == call.query_id:
+                stage_end = max(stage_end, now + remaining + delay)
+            else:
+                harm += delay
+        cost = max(finish, stage_end) + self.knobs.externality * harm
+        return Placement(endpoint.name, finish, service, cached, cost)
 
     def _ahead(self, call: CallView, service_s: float, endpoint: EndpointView,
                now: float) -> list[tuple[CallView, float]]:
@@ -424,6 +547,15 @@ class Slack:
         if self.knobs.affinity_max_delay_frac is not None:
             allowed = min(allowed, self.knobs.affinity_max_delay_frac * (best.finish - now))
         return allowed
+
+
+def _sibling_end(call: CallView, endpoint: EndpointView, now: float) -> float:
+    """Predicted loop time the last call of ``call``'s query running at ``endpoint`` ends
+    (-inf if none does)."""
+    if not call.query_id:
+        return -math.inf
+    return max((now + r for r, q in zip(endpoint.running, endpoint.running_queries)
+                if q == call.query_id), default=-math.inf)
 
 
 def pick_steal(idle: EndpointView, others: Sequence[EndpointView], now: float, *,

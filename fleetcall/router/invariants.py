@@ -57,11 +57,11 @@ def check_core(core: SchedulerCore, now: float) -> None:
 
 
 def _check_queues(core: SchedulerCore, queued: dict[str, set[CallId]], now: float) -> None:
-    gate = core.dispatcher.prefill_slots
+    gate, chunk = core.dispatcher.prefill_slots, core.dispatcher.prefill_chunk_tokens
     for name, ep in core._endpoints.items():
         assert {e.call.call_id for e in ep.queue.ordered()} == queued[name], f"{name}: queue"
         assert ep.available(now) or name in core._down, f"{name} is down, not marked so"
         if queued[name]:
             assert ep.available(now), f"calls wait at {name}, which is unavailable"
-            free = ep.free_slots() > 0 and (gate is None or ep.in_prefill() < gate)
+            free = ep.free_slots() > 0 and ep.prefill_gate_open(now, gate, chunk)
             assert not free, f"calls wait at {name} while a slot there is free"

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -169,15 +169,20 @@ class EndpointPool:
 
     @classmethod
     def emulated(cls, gpus: Sequence[str], model: str, *, tp: int | None = None,
-                 slots: int = 16, **kwargs: Any) -> EndpointPool:
+                 slots: int = 16, gpu_cost_per_hour: Mapping[str, float] | None = None,
+                 **kwargs: Any) -> EndpointPool:
         """A pool of in-process emulated endpoints, one per GPU type named (a TP group each;
-        ``tp=None`` picks the smallest that leaves room for a KV cache)."""
+        ``tp=None`` picks the smallest that leaves room for a KV cache). ``gpu_cost_per_hour``:
+        GPU type -> what one GPU costs an hour; an endpoint's ``cost_per_hour`` is that x its
+        TP degree (types left out: unknown)."""
         from fleetcall.gpumodel.perf import default_tp
         configs = []
         for i, gpu in enumerate(gpus):
             degree = tp or default_tp(gpu, model)
+            price = (gpu_cost_per_hour or {}).get(gpu)
             configs.append(EndpointConfig(name=f"{gpu}-{i}", slots=slots,
-                                          base_url=f"emulated://{gpu}/{model}?tp={degree}"))
+                                          base_url=f"emulated://{gpu}/{model}?tp={degree}",
+                                          cost_per_hour=None if price is None else price * degree))
         return cls(configs, **kwargs)
 
     def add(self, config: EndpointConfig | dict[str, Any]) -> None:
@@ -200,7 +205,8 @@ class EndpointPool:
             self._routing.add(emulated_host(config.name), backend.transport)
             self._in_process = True
         spec = EndpointSpec(config.name, config.slots, gpu, model, tp,
-                            max(capacity // self.block_tokens, 1), f"{gpu}|{model}|{tp}")
+                            max(capacity // self.block_tokens, 1), f"{gpu}|{model}|{tp}",
+                            cost_per_hour=config.cost_per_hour)
         self._links[config.name] = _Link(
             config, EndpointClient(config, self._http, timeout_s=self.retry.attempt_timeout_s),
             backend, LoopThrottler(config.rpm, 60.0) if config.rpm else None,

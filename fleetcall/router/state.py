@@ -34,6 +34,7 @@ class EndpointSpec:
     prefix_capacity_blocks: int = 12_500  # prefix blocks its cache probably holds
     twin_key: str = ""              # endpoints with equal keys declare the same hardware,
                                     # model and parallelism ("": no twins)
+    cost_per_hour: float | None = None  # what an hour of the endpoint costs (None: unknown)
 
     def __post_init__(self) -> None:
         if self.slots < 1 or self.tp < 1 or self.prefix_capacity_blocks < 1:
@@ -44,12 +45,18 @@ class EndpointSpec:
 class Running:
     """A call holding a slot at an endpoint."""
 
-    end: float                # predicted finish, loop time
+    end: float                # predicted finish, loop time (after the prefill owed ahead of it)
     prefill_s: float          # predicted seconds to its first token, alone
     granted_at: float         # loop time the slot was granted
     backlog_s: float = 0.0    # predicted prefill owed to calls ahead of it when granted
     decoding: bool = False    # True once its first token came back
     batch: int = 0            # calls running here when it started (for the predictor)
+    prefill_tokens: int = 1   # prompt tokens it computes here (uncached; at least one)
+    prefill_end: float = math.inf  # predicted loop time of its first token: granted_at +
+                                   # backlog_s + prefill_s (when it stops holding the gate)
+    query_id: str = ""              # the query it belongs to ("": none given)
+    decode_at: float | None = None  # loop time its first token came back (None: not yet)
+    busy_at_decode: float = 0.0     # the endpoint's prefill_busy_at() then
 
 
 @dataclass(slots=True)
@@ -76,6 +83,7 @@ class EndpointState:
     prefill_load: float = 0.0          # decayed fraction of recent time with a prompt in prefill
     prefill_tokens: float = 0.0        # EWMA of the uncached prompt tokens of calls granted here
     load_at: float = 0.0               # loop time prefill_load was last brought up to date
+    prefill_busy_s: float = 0.0        # loop seconds with a prompt in prefill, up to load_at
 
     @property
     def name(self) -> str:
@@ -122,6 +130,8 @@ class EndpointState:
         return EndpointView(
             name=self.name, slots=self.spec.slots,
             running=tuple(max(r.end - now, OVERRUN_FLOOR_S) for r in self.running.values()),
+            running_queries=tuple(r.query_id for r in self.running.values()),
+            cost_per_hour=self.spec.cost_per_hour,
             queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
             queued_service_s=services, prefill_backlog_s=self.prefill_backlog_s(now),
             prefill_load=self.prefill_load_at(now), typical_prefill_tokens=int(self.prefill_tokens),
@@ -134,6 +144,43 @@ class EndpointState:
         """Running calls without a first token yet."""
         return sum(1 for r in self.running.values() if not r.decoding)
 
+    def gate_holders(self, now: float) -> list[Running]:
+        """Running calls that hold the prefill gate at ``now``: no first token yet, and their
+        predicted prefill not over (a call that overruns its prediction stops holding it)."""
+        return [r for r in self.running.values() if not r.decoding and r.prefill_end > now]
+
+    def prefill_gate_open(self, now: float, chunks: int | None, chunk_tokens: int) -> bool:
+        """True iff a queued call may be sent now as far as prefill goes.
+
+        The engine computes prefill ``chunk_tokens`` at a time, one chunk after another: the
+        gate lets prompts in until those in prefill fill ``chunks`` chunks (each holding its
+        uncached tokens, a long prompt at most one chunk), so prompts that would share a chunk
+        go together and a long one holds the next back. A holder lets go at its first token
+        or when its predicted prefill is over, whichever comes first: holding a prompt never
+        costs more than the prefill ahead of it is predicted to take. ``chunks`` None: no gate.
+        """
+        if chunks is None:
+            return True
+        held = sum(min(r.prefill_tokens, chunk_tokens) for r in self.gate_holders(now))
+        return held < chunks * chunk_tokens
+
+    def prefill_gate_opens_at(self, now: float, chunks: int | None,
+                              chunk_tokens: int) -> float | None:
+        """Loop time the gate, closed at ``now``, opens by prediction alone (holders' predicted
+        prefills running out); None if it is open (or there is no gate)."""
+        if chunks is None:
+            return None
+        holders = sorted(self.gate_holders(now), key=lambda r: r.prefill_end)
+        held = sum(min(r.prefill_tokens, chunk_tokens) for r in holders)
+        limit = chunks * chunk_tokens
+        if held < limit:
+            return None
+        for r in holders:
+            held -= min(r.prefill_tokens, chunk_tokens)
+            if held < limit:
+                return r.prefill_end
+        raise AssertionError("unreachable: with every holder gone the gate is open")
+
     def prefill_load_at(self, now: float) -> float:
         """Fraction of the last ~:data:`LOAD_WINDOW_S` seconds this endpoint had a prompt in
         prefill: how often a decode step here shares its iteration with a prefill chunk."""
@@ -143,17 +190,38 @@ class EndpointState:
 
     def note_prefill_change(self, now: float) -> None:
         """Bring :attr:`prefill_load` up to ``now``; call just before the prefill state changes."""
+        self.prefill_busy_s = self.prefill_busy_at(now)
         self.prefill_load = self.prefill_load_at(now)
         self.load_at = now
 
+    def prefill_busy_at(self, now: float) -> float:
+        """Loop seconds, ever, this endpoint had a prompt in prefill, up to ``now``: the
+        difference over a call's decode is how long other prompts' prefill shared it."""
+        busy = any(not r.decoding for r in self.running.values())
+        return self.prefill_busy_s + (max(now - self.load_at, 0.0) if busy else 0.0)
+
+    def decode_prefill_load(self, running: Running, now: float) -> float:
+        """Fraction of ``running``'s decode so far (first token to ``now``) that other prompts
+        were in prefill here (0 if it has not decoded for any time)."""
+        if running.decode_at is None or now <= running.decode_at:
+            return 0.0
+        shared = self.prefill_busy_at(now) - running.busy_at_decode
+        return min(max(shared / (now - running.decode_at), 0.0), 1.0)
+
     def prefill_backlog_s(self, now: float) -> float:
-        """Predicted prefill seconds still owed to running calls without a first token: they
-        run one after another from the earliest grant (each owes at least a little)."""
+        """Predicted prefill seconds still owed to running calls without a first token: the
+        engine computes their prompt tokens together, a chunk an iteration, from the earliest
+        grant on -- the compute of that many tokens, without the fixed per-request cost that
+        each call pays in parallel (so prompts that share a chunk owe about one iteration, not
+        a round trip each). At least a little while any is waiting."""
         waiting = [r for r in self.running.values() if not r.decoding]
         if not waiting:
             return 0.0
-        owed = sum(r.prefill_s for r in waiting) - (now - min(r.granted_at for r in waiting))
-        return max(owed, OVERRUN_FLOOR_S * len(waiting))
+        tokens = sum(r.prefill_tokens for r in waiting)
+        predict = self.predictor.predict
+        compute = predict(tokens, 1).ttft_s - predict(1, 1).ttft_s
+        owed = compute - (now - min(r.granted_at for r in waiting))
+        return max(owed, OVERRUN_FLOOR_S)
 
     def hold(self, call: CallView, service_s: float, now: float) -> Running:
         """Give ``call`` a slot here (the caller checked one is free)."""
@@ -167,7 +235,10 @@ class EndpointState:
         uncached = call.prompt_tokens - cached
         self.prefill_tokens = (uncached if self.prefill_tokens == 0
                                else self.prefill_tokens + 0.1 * (uncached - self.prefill_tokens))
-        running = Running(now + service_s, prefill, now, self.prefill_backlog_s(now))
+        backlog = self.prefill_backlog_s(now)
+        running = Running(now + backlog + service_s, prefill, now, backlog,
+                          prefill_tokens=max(uncached, 1), prefill_end=now + backlog + prefill,
+                          query_id=call.query_id)
         self.running[call.call_id] = running
         return running
 

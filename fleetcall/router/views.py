@@ -73,6 +73,9 @@ class EndpointView:
                                               # here (a decode step then waits for a chunk)
     typical_prefill_tokens: int = 0           # recent mean of uncached prompt tokens computed
                                               # here (0: unknown, assume full chunks)
+    running_queries: tuple[str, ...] = ()     # the query of each running call, same order as
+                                              # ``running`` (empty: unknown)
+    cost_per_hour: float | None = None        # what an hour of this endpoint costs (None: unknown)
     # (discipline, now): ``queued`` is sorted by that discipline's key at that loop time, ties
     # in push order (the local queue's own snapshot); None: no such promise. A dispatcher of
     # that discipline deciding at that time may then find a key's place by bisection.

@@ -58,6 +58,9 @@ def test_cli_json_has_runs_and_sweep(tmp_path):
     run = rep["runs"][0]
     assert {"policy", "rate", "queries", "completed", "latency_s", "slo_attainment", "throughput_qps"} <= run.keys()
     assert {"mean", "p50", "p95", "p99"} <= run["latency_s"].keys()
+    assert run["stretch"]["mean"] >= 0.9 and run["stretch"]["p95"] >= run["stretch"]["p50"]
+    assert set(rep["regret_p95"]) == {"0.02", "0.04"}
+    assert rep["regret_p95"]["0.02"]["best_other"] == "rr-fcfs"
 
 
 def test_cli_reports_simulated_calls_per_wall_second(tmp_path, capsys):

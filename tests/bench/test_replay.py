@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fleetcall.bench.deadlines import remaining_work
+from fleetcall.bench.deadlines import remaining_work, unloaded_latency
 from fleetcall.bench.replay import QueryRecord, replay
 from fleetcall.bench.workloads import CallSpec, QuerySpec, load_hexgen_trace
 from fleetcall.errors import ConfigError, LLMError
@@ -86,6 +86,8 @@ def test_every_call_carries_its_context() -> None:
     reference = Deployment.of("A100-80G", "llama-3.1-8b")
     [record] = _run(llm, [query], [3.0], [50.0], kind_prefix="t2s:", reference=reference)
     assert len(llm.requests) == query.n_calls and not record.failed
+    assert record.unloaded_s == pytest.approx(unloaded_latency(query, reference))
+    assert record.stretch == pytest.approx(record.latency / record.unloaded_s)
     stages = len(query.stages)
     seen = {}
     for request in llm.requests:

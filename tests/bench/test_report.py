@@ -35,6 +35,32 @@ def _records() -> list[QueryRecord]:
     ]
 
 
+def test_stretch_is_latency_over_unloaded_latency() -> None:
+    """Stretch: latency / the query's unloaded latency on the fastest endpoint, over completed
+    queries that have one (a failed query, or one without a reference, has none)."""
+    records = _records()
+    for record, unloaded in zip(records, (1.0, 2.0, 4.0, 1.0)):
+        record.unloaded_s = unloaded
+    assert [r.stretch for r in records] == [2.0, 2.0, 1.5, None]
+    s = summarize(records, policy="slack", rate=0.5)
+    assert s["stretch"]["mean"] == pytest.approx(5.5 / 3)
+    assert s["stretch"]["p50"] == 2.0 and s["stretch"]["p95"] == pytest.approx(2.0)
+    assert summarize(_records(), policy="slack", rate=0.5)["stretch"] == \
+        {"mean": None, "p50": None, "p95": None}
+    assert "stretch mean" in format_table([s])
+
+
+def test_regret_compares_with_the_best_other_policy_per_rate() -> None:
+    runs = [{"policy": p, "rate": r, "latency_s": {"p95": v}} for p, r, v in (
+        ("slack", 1.0, 110.0), ("hexgen", 1.0, 100.0), ("least-busy", 1.0, 120.0),
+        ("slack", 2.0, 150.0), ("hexgen", 2.0, 300.0), ("least-busy", 2.0, 200.0),
+        ("slack", 3.0, 1.0))]
+    out = report.regret(runs)
+    assert set(out) == {1.0, 2.0}  # at 3.0 nobody else ran
+    assert out[1.0]["best_other"] == "hexgen" and out[1.0]["excess"] == pytest.approx(0.10)
+    assert out[2.0]["best_other"] == "least-busy" and out[2.0]["excess"] == pytest.approx(-0.25)
+
+
 def test_percentile_interpolates_like_numpy() -> None:
     assert percentile([], 50) is None
     assert percentile([3.0], 95) == 3.0

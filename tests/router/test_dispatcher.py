@@ -313,7 +313,8 @@ def test_slack_knobs_are_typed() -> None:
 def test_slack_counts_decode_slowed_by_other_prompts_prefill() -> None:
     """A long-output call decodes one token per iteration, and an iteration that carries another
     prompt's prefill chunk takes that chunk's time: a GPU busy prefilling is a poor place to
-    decode, however fast it is alone."""
+    decode, however fast it is alone. The measured prefill load is a fraction of *time*: half
+    the time in 1 s chunks (one token each), half in 0.01 s steps, is 50.5 tokens a second."""
     decoder = ServicePredictor(None, None, prior=Prior(request_overhead_s=0.0, prefill_tokens_per_s=1000.0,
                                                        tpot_s=0.01, batch_slowdown=0.0))
     long_output = CallView(call_id=next(_ids), query_id="q", kind="generate", prompt_tokens=100,
@@ -325,13 +326,13 @@ def test_slack_counts_decode_slowed_by_other_prompts_prefill() -> None:
     by_name = {p.endpoint: p for p in slack.placements(long_output, [busy, quiet], 0.0)}
     alone = 0.1 + 500 * 0.01
     assert by_name["quiet"].finish == pytest.approx(alone)
-    assert by_name["busy"].finish == pytest.approx(alone + 500 * 0.5 * 1.0)  # a 1 s chunk half the time
+    assert by_name["busy"].finish == pytest.approx(0.1 + 500 / 50.5)  # about twice as long
     assert slack.choose(long_output, [busy, quiet], 0.0) == "quiet"
     off = Slack(SlackKnobs(chunk_tokens=1000, interference=0.0))
     assert off.placements(long_output, [busy], 0.0)[0].finish == pytest.approx(alone)
     # an endpoint computing short prompts interleaves short chunks: 250 tokens, 0.25 s each
     short_prompts = EndpointView("short", 4, (), (), decoder, prefill_load=0.5, typical_prefill_tokens=250)
-    assert slack.placements(long_output, [short_prompts], 0.0)[0].finish == pytest.approx(alone + 500 * 0.5 * 0.25)
+    assert slack.placements(long_output, [short_prompts], 0.0)[0].finish == pytest.approx(0.1 + 500 / 52)
 
 
 # --- ties ------------------------------------------------------------------------------------

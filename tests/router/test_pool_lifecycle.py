@@ -163,7 +163,9 @@ def test_a_pool_used_from_a_second_event_loop_serves_calls_and_probes() -> None:
     for result in results:
         assert isinstance(result, tuple), repr(result)
         placed, health_running = result
-        assert sorted(placed) == ["a", "a", "b", "b"] and health_running
+        # both twins serve (how many each depends on real-clock measurements: slack weighs
+        # the prefill load it measured at each, a few milliseconds here)
+        assert len(placed) == 4 and set(placed) == {"a", "b"} and health_running
 
 
 def test_a_call_from_a_second_loop_while_the_first_runs_calls_is_refused() -> None:
