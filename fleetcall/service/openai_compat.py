@@ -1,6 +1,7 @@
 """The OpenAI-compatible facade: a fleetcall agent served as if it were a chat model.
 
-``POST /v1/chat/completions`` runs the agent; ``GET /v1/models`` lists it. Any OpenAI client
+``POST /v1/chat/completions`` runs the agent; ``GET /v1/models`` lists it (``GET
+/v1/models/{model}`` retrieves it). Any OpenAI client
 (the official ``openai`` package, a chat UI, another agent framework) can use it::
 
     from openai import OpenAI
@@ -170,15 +171,28 @@ class ChatFacade:
         self.to_json = to_json
 
     async def models(self, request: Request) -> Response:
-        card = {"id": self.name, "object": "model", "created": 0, "owned_by": OWNER}
-        return JSONResponse({"object": "list", "data": [card]})
+        return JSONResponse({"object": "list", "data": [self._card()]})
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{model}`` (the openai client's ``models.retrieve``): the agent's card,
+        or a 404 ``model_not_found`` for any other name."""
+        name = request.path_params["model"]
+        if name != self.name:
+            raise self._not_found(name)
+        return JSONResponse(self._card())
+
+    def _card(self) -> dict[str, object]:
+        return {"id": self.name, "object": "model", "created": 0, "owned_by": OWNER}
+
+    def _not_found(self, name: str) -> ApiError:
+        return ApiError(404, "invalid_request_error", f"The model `{name[:100]}` does not exist; "
+                        f"this service serves the agent `{self.name}` (GET /v1/models)",
+                        param="model", code="model_not_found")
 
     async def completions(self, request: Request) -> Response:
         req = await read_request(request, ChatCompletionRequest, self.max_body_bytes)
         if req.model != self.name:
-            raise ApiError(404, "invalid_request_error", f"The model `{req.model[:100]}` does not exist; "
-                           f"this service serves the agent `{self.name}` (GET /v1/models)",
-                           param="model", code="model_not_found")
+            raise self._not_found(req.model)
         query = req.query()
         if req.stream:
             queue: asyncio.Queue[ev.Event] = asyncio.Queue()

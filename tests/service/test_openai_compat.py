@@ -126,6 +126,12 @@ def test_models_lists_the_agent_and_an_unknown_model_is_a_404_in_openais_shape()
         async with openai_client(app) as c:
             models = await c.models.list()
             assert [(m.id, m.object, m.owned_by) for m in models.data] == [(NAME, "model", "fleetcall")]
+            model = await c.models.retrieve(NAME)     # GET /v1/models/{model}: was a 404
+            assert (model.id, model.object, model.owned_by) == (NAME, "model", "fleetcall")
+            for other in ("gpt-4o", "org/some-model"):
+                with pytest.raises(openai.NotFoundError) as missing:
+                    await c.models.retrieve(other)
+                assert missing.value.code == "model_not_found" and other in missing.value.message
             with pytest.raises(openai.NotFoundError) as caught:
                 await c.chat.completions.create(model="gpt-4o", messages=[USER])
             assert caught.value.code == "model_not_found" and caught.value.param == "model"
