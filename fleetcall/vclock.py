@@ -86,7 +86,33 @@ class _OrderedTimerHandle(asyncio.TimerHandle):
         return self._when < other._when or (self._when == other._when and self._seq < other._seq)
 
 
-class _VirtualSelector(selectors.BaseSelector):
+class DelegatingSelector(selectors.BaseSelector):
+    """A selector whose registrations are a real ``DefaultSelector``'s; subclasses decide what
+    ``select(timeout)`` does (the virtual loop's and the dilated loop's selectors)."""
+
+    def __init__(self) -> None:
+        self._real = selectors.DefaultSelector()
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.get_key(fileobj)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+
+class _VirtualSelector(DelegatingSelector):
     """Answers ``select(timeout)`` at once with no events, moving the loop's clock instead.
 
     Registration is delegated to a real selector so asyncio's self-pipe (used for
@@ -95,8 +121,8 @@ class _VirtualSelector(selectors.BaseSelector):
     """
 
     def __init__(self, loop: VirtualEventLoop) -> None:
+        super().__init__()  # the real selector holds the self-pipe registration only
         self._loop = loop
-        self._real = selectors.DefaultSelector()  # holds the self-pipe registration only
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         loop = self._loop
@@ -116,24 +142,6 @@ class _VirtualSelector(selectors.BaseSelector):
         if loop._signal_handlers:
             return self._real.select(0)
         return []
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.get_key(fileobj)
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._real.get_map()
-
-    def close(self) -> None:
-        self._real.close()
 
 
 class VirtualEventLoop(asyncio.SelectorEventLoop):

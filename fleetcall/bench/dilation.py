@@ -25,43 +25,26 @@ from __future__ import annotations
 import asyncio
 import selectors
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fleetcall.sim.engine import check_speed
+from fleetcall.vclock import DelegatingSelector
 
 __all__ = ["DilatedEventLoop", "run_dilated"]
 
 _T = TypeVar("_T")
 
 
-class _DilatedSelector(selectors.BaseSelector):
+class _DilatedSelector(DelegatingSelector):
     """A real selector whose ``select`` timeout (loop seconds) is turned into wall seconds."""
 
     def __init__(self, speed: float) -> None:
+        super().__init__()
         self.speed = speed  # loop seconds per wall second
-        self._real = selectors.DefaultSelector()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         return self._real.select(None if timeout is None else timeout / self.speed)
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.get_key(fileobj)
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._real.get_map()
-
-    def close(self) -> None:
-        self._real.close()
 
 
 class DilatedEventLoop(asyncio.SelectorEventLoop):

@@ -25,7 +25,6 @@ from fleetcall.errors import ConfigError
 from fleetcall.executor import events as ev
 from fleetcall.executor.result import RunResult
 from fleetcall.executor.baselines import BaselineRun
-from fleetcall.executor.containment import CallWatch
 from fleetcall.executor.run import Run
 from fleetcall.executor.runner import DEFAULT_SYNC_THREADS, ToolLimits
 from fleetcall.executor.settings import JoinerFormat, PlanFormat, RunSettings
@@ -212,10 +211,6 @@ class Orchestrator:
             planner_max_tokens=self.planner_max_tokens, context_tokens=self.context_tokens,
             grace_s=self.grace_s, slow_step_s=self.slow_step_s, tracing=self.tracing,
             limits_for=self.limits_for)
-
-    def watch_for(self, tool: Tool, label: str) -> CallWatch:
-        """A fresh :class:`CallWatch` for one call of ``tool`` under this orchestrator's settings."""
-        return self.settings().watch_for(tool, label)
 
     def abandoned(self) -> list[str]:
         """The sync tool calls abandoned while their thread still runs: one line each."""
