@@ -76,13 +76,15 @@ CALIBRATED: dict[str, Efficiency] = {
 # CSV (single requests, concurrency 1). Kept apart from CALIBRATED: GPUs without measurements
 # of their own borrow from CALIBRATED, never from a CPU.
 CALIBRATED_CPU: dict[str, Efficiency] = {
-    # PRELIMINARY: fitted on 8 + 6 single requests measured on a 2-core VM at load average
-    # 13-14 (other jobs running), so slower and noisier than the server alone (TTFT floor 23%).
+    # Fitted (`fleetcall calibrate`) on the concurrency-1 rows of a `bench llamacpp profile` run
+    # (2 reps, prompts 16/128/384 x outputs 4/32/64, 220 requests in all) on the 2-core VM at load
+    # average 0.5-2.0 (nothing else running), 2026-11-30: latency MAPE 6.4% (1 thread) and 6.5%
+    # (2 threads), TTFT 7.0% / 8.6% against repeat floors of 6.5% / 8.5%.
     # chunk_overhead_s is 0: no measured prompt reached llama.cpp's 2048-token batch.
-    "CPU-1T": Efficiency(bandwidth=0.586, kv_bandwidth=0.586, compute=0.08,
-                         iteration_overhead_s=0.0225, request_overhead_s=0.125),
-    "CPU-2T": Efficiency(bandwidth=1.0, kv_bandwidth=0.998, compute=0.046,
-                         iteration_overhead_s=0.3622, request_overhead_s=1.0241),
+    "CPU-1T": Efficiency(bandwidth=0.859, kv_bandwidth=0.859, compute=0.49,
+                         iteration_overhead_s=0.0093, request_overhead_s=0.0131),
+    "CPU-2T": Efficiency(bandwidth=1.0, kv_bandwidth=1.0, compute=0.425,
+                         iteration_overhead_s=0.0074, request_overhead_s=0.0039),
 }
 
 

@@ -238,3 +238,15 @@ def test_profile_walks_the_grid_streams_rows_and_respects_its_wall_budget(
     assert levels == sorted(levels)
     assert asyncio.run(llamacpp.profile(grid, max_wall_s=0.0)) == []
     assert "shapes not measured" in capsys.readouterr().err
+
+
+def test_shipped_cpu_factors_fit_the_shipped_llamacpp_profile() -> None:
+    # The profile the CALIBRATED_CPU factors were fitted on (a quiet machine, 2026-11-30): they
+    # must keep fitting it (calibrate's own 15% gate, and the measured 6-9% within a margin).
+    path = Path(calibrate.__file__).parent.parent / "data" / "profiles" / "llamacpp" / "smollm2_cpu.csv"
+    report = check(load_profile(path))
+    assert {g.gpu for g in report.gpus} == {"CPU-1T", "CPU-2T"}
+    for g in report.gpus:
+        assert g.n >= 12, g
+        assert g.latency_mape_pct < 10.0, g
+        assert g.ttft_mape_pct is not None and g.ttft_mape_pct < 12.0, g
