@@ -36,8 +36,8 @@ def fixed(rate: float) -> ServicePredictor:
 
 
 def call(prompt: int = 1000, deadline: float | None = None, *, remaining: float = 0.0,
-         at: float = 0.0, hashes: tuple[int, ...] = ()) -> CallView:
-    return CallView(call_id=next(_ids), query_id="q", kind="planner", prompt_tokens=prompt,
+         at: float = 0.0, hashes: tuple[int, ...] = (), query: str = "q") -> CallView:
+    return CallView(call_id=next(_ids), query_id=query, kind="planner", prompt_tokens=prompt,
                     output_tokens=20, deadline=deadline, remaining_work_s=remaining, priority=0,
                     enqueued_at=at, prefix_hashes=hashes)
 
@@ -141,7 +141,8 @@ def test_hexgen_mixes_speed_and_load() -> None:
 # --- slack ---------------------------------------------------------------------------------
 
 def _fast_with_queue() -> EndpointView:
-    urgent = tuple(call(prompt=1000, deadline=5.0) for _ in range(6))  # 0.5 s each at 2000/s
+    # other queries' calls, 0.5 s each at 2000/s
+    urgent = tuple(call(prompt=1000, deadline=5.0, query="other") for _ in range(6))
     return ep("fast", rate=2000, running=(0.2,), queued=urgent)
 
 
@@ -153,6 +154,25 @@ def test_slack_prefers_an_idle_slow_gpu_to_a_fast_one_with_a_long_queue() -> Non
     by_name = {p.endpoint: p for p in Slack().placements(relaxed, pool, 0.0)}
     assert by_name["fast"].finish == pytest.approx(0.2 + 6 * 0.5 + 0.5)
     assert by_name["slow"].finish == pytest.approx(2.0)
+
+
+def test_slack_counts_its_own_querys_calls_queued_behind_it() -> None:
+    # Siblings of one parallel stage, the first running and the rest held in the fast GPU's
+    # queue: the new one is a little more urgent than them (it jumps them), so it alone would
+    # finish soonest there -- but the stage ends when the last sibling behind it does, pushed
+    # back by its prompt. An idle slower GPU ends the stage sooner (issue 12, stage pile-up).
+    d = make_dispatcher("slack")
+    siblings = tuple(call(prompt=1000, deadline=5.0, query="q") for _ in range(3))
+    fast = ep("fast", rate=2000, running=(0.2,), queued=siblings)
+    pool = [fast, ep("slow", rate=1200)]
+    new = call(prompt=1000, deadline=4.0, query="q")
+    by_name = {p.endpoint: p for p in Slack().placements(new, pool, 0.0)}
+    assert by_name["fast"].finish < by_name["slow"].finish       # alone, fast is sooner ...
+    assert d.choose(new, pool, now=0.0) == "slow"                 # ... but the stage ends later
+    # the same queue of another query's calls: only the new call's finish counts, fast wins
+    others = tuple(call(prompt=1000, deadline=5.0, query="other") for _ in range(3))
+    pool = [ep("fast", rate=2000, running=(0.2,), queued=others), ep("slow", rate=1200)]
+    assert d.choose(call(prompt=1000, deadline=4.0, query="q"), pool, now=0.0) == "fast"
 
 
 def test_slack_counts_only_the_calls_served_before_this_one() -> None:
