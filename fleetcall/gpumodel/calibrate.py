@@ -64,6 +64,9 @@ from pydantic import BaseModel, computed_field
 from fleetcall.errors import ConfigError
 from fleetcall.gpumodel.gpus import CALIBRATED, Efficiency, GPUSpec, get_gpu
 from fleetcall.gpumodel.models import get_model
+from fleetcall.gpumodel.noise import (  # re-exported: the floor was first defined here
+    OUTLIER_FACTOR, REPEAT_MIN_GROUP, REPEAT_TOKENS, OutlierStats, outlier_stats, repeat_floor_pct,
+)
 from fleetcall.gpumodel.perf import single_request_latency
 
 SINGLE, BREAKDOWN = "single_request", "breakdown"
@@ -201,6 +204,8 @@ class GPUFit(BaseModel):
     # better on these rows; None when the file has no repeated prompt lengths for the GPU.
     ttft_floor_pct: float | None = None
     tpot_floor_pct: float | None = None
+    # column ("latency", "ttft", "tpot") -> its outliers (see noise.outlier_stats)
+    outliers: dict[str, OutlierStats] = {}
 
 
 class FileReport(BaseModel):
@@ -241,72 +246,34 @@ def _by_gpu(profile: Profile) -> dict[str, list[ProfileRow]]:
     return groups
 
 
-def _mape(pairs: Sequence[tuple[float, float]]) -> float:
-    return 100.0 * sum(abs(p - m) / m for p, m in pairs) / len(pairs)
+def _errors_pct(pairs: Sequence[tuple[float, float]]) -> list[float]:
+    """Absolute percentage errors of (predicted, measured) pairs."""
+    return [100.0 * abs(p - m) / m for p, m in pairs]
 
 
 def check(profile: Profile, assumption: Assumption | None = None, *,
           efficiencies: Mapping[str, Efficiency] | None = None,
           floor_pct: float = FLOOR_PCT) -> FileReport:
-    """MAPE per GPU of the catalog's factors (or ``efficiencies``, by catalog name) on a file."""
+    """MAPE per GPU of the catalog's factors (or ``efficiencies``, by catalog name) on a file,
+    with each column's outliers (:func:`~fleetcall.gpumodel.noise.outlier_stats`)."""
     a = assumption or default_assumption(profile)
     fits = []
     for name, rows in _by_gpu(profile).items():
         gpu = _with_efficiency(get_gpu(name), efficiencies)
         preds = [predict(row, gpu, a) for row in rows]
-        fit = GPUFit(csv_gpu=name, gpu=gpu.name, n=len(rows),
-                     latency_mape_pct=_mape([(p[0], r.total_s) for p, r in zip(preds, rows)]))
+        columns = ("latency", "ttft", "tpot") if profile.format == BREAKDOWN else ("latency",)
+        errors = {col: _errors_pct([(p[m], _measured(r, m)) for p, r in zip(preds, rows)])
+                  for m, col in enumerate(columns)}
+        mape = {col: sum(e) / len(e) for col, e in errors.items()}
+        fit = GPUFit(csv_gpu=name, gpu=gpu.name, n=len(rows), latency_mape_pct=mape["latency"],
+                     ttft_mape_pct=mape.get("ttft"), tpot_mape_pct=mape.get("tpot"),
+                     outliers={col: outlier_stats(e) for col, e in errors.items()})
         if profile.format == BREAKDOWN:
-            fit.ttft_mape_pct = _mape([(p[1], r.ttft_s or 0.0) for p, r in zip(preds, rows)])
-            fit.tpot_mape_pct = _mape([(p[2], r.tpot_s or 0.0) for p, r in zip(preds, rows)])
             fit.ttft_floor_pct = repeat_floor_pct([(r.input_tokens, r.ttft_s or 0.0) for r in rows])
             fit.tpot_floor_pct = repeat_floor_pct([(r.input_tokens, r.tpot_s or 0.0) for r in rows])
         fits.append(fit)
     return FileReport(path=profile.path, format=profile.format, assumption=a.describe(),
                       gpus=fits, floor_pct=floor_pct)
-
-
-REPEAT_TOKENS = 10   # prompts this close in length count as repeats of one measurement
-REPEAT_MIN_GROUP = 3  # repeats needed before a group says anything about the noise
-
-
-def repeat_floor_pct(points: Sequence[tuple[int, float]], *, within: int = REPEAT_TOKENS,
-                     min_group: int = REPEAT_MIN_GROUP) -> float | None:
-    """Measurement noise of a series, as the lowest MAPE any model of prompt length can reach.
-
-    points: (prompt tokens, measured seconds) of one GPU. Points whose prompt lengths lie within
-    ``within`` tokens of their group's first are repeats of one measurement (a few tokens move
-    a prefill by well under 1%); each group of at least ``min_group`` is predicted by the
-    constant that minimises its MAPE (a median weighted by 1 / measured). The result is the
-    MAPE of those best constants over the grouped points, in percent, or None if no group is
-    large enough. A model of TTFT or TPOT against prompt length whose MAPE is near this figure
-    is at the noise of the measurements: what is left is run-to-run variation, not a missing
-    term (TPOT also moves with the output length, so its floor is a slight overestimate).
-    """
-    ordered = sorted(points)
-    errors: list[float] = []
-    start = 0
-    while start < len(ordered):
-        end = start
-        while end + 1 < len(ordered) and ordered[end + 1][0] - ordered[start][0] <= within:
-            end += 1
-        values = [v for _, v in ordered[start:end + 1] if v > 0]
-        if len(values) >= min_group:
-            best = _mape_minimiser(values)
-            errors.extend(abs(best - v) / v for v in values)
-        start = end + 1
-    return 100.0 * sum(errors) / len(errors) if errors else None
-
-
-def _mape_minimiser(values: Sequence[float]) -> float:
-    """The constant c minimising sum |c - v| / v: a median of ``values`` weighted by 1 / v."""
-    ordered = sorted(values)
-    half, acc = sum(1.0 / v for v in ordered) / 2, 0.0
-    for v in ordered:
-        acc += 1.0 / v
-        if acc >= half:
-            return v
-    return ordered[-1]  # pragma: no cover  # acc reaches the total at the last value
 
 
 def _with_efficiency(gpu: GPUSpec, effs: Mapping[str, Efficiency] | None) -> GPUSpec:
@@ -479,12 +446,26 @@ def format_report(report: CalibrationReport) -> str:
                                        g.ttft_floor_pct, g.tpot_floor_pct)]
             lines.append(f"  {g.csv_gpu:<8} {g.gpu:<10} {g.n:>5} {cells[0]:>9} {cells[1]:>9} "
                          f"{cells[2]:>9} {cells[3]:>11} {cells[4]:>11}")
+        lines.extend(_outlier_lines(f))
         lines.append("")
     lines.append("MAPE: mean absolute percentage error of the model against the measurements.")
     lines.append(f"floor: MAPE of the best constant per group of repeated prompt lengths (within "
                  f"{REPEAT_TOKENS} tokens, >= {REPEAT_MIN_GROUP} rows), i.e. the measurements' "
                  f"own noise; no model of prompt length goes below it.")
+    lines.append(f"outliers: requests off by more than {OUTLIER_FACTOR:g}x the column's median "
+                 f"error: how many, the share of the MAPE they carry, the MAPE without them.")
     return "\n".join(lines)
+
+
+def _outlier_lines(f: FileReport) -> list[str]:
+    """One line per GPU: each column's outliers as ``n, share of the MAPE, MAPE without``."""
+    cols = list(f.gpus[0].outliers) if f.gpus else []
+    lines = [f"  {'outliers (n share without)':<27}" + "".join(f"{c.upper():>20}" for c in cols)]
+    for g in f.gpus:
+        cells = [f"{o.n:>3} {o.share_pct:>4.0f}% {o.mape_without_pct:>5.1f}%"
+                 for o in (g.outliers[c] for c in cols)]
+        lines.append(f"  {g.csv_gpu:<8} {g.gpu:<18}" + "".join(f"{c:>20}" for c in cells))
+    return lines
 
 
 def _pct(value: float | None) -> str:
