@@ -222,13 +222,22 @@ class FileReport(BaseModel):
         return all(g.latency_mape_pct < self.floor_pct for g in self.gpus)
 
 
+class HeldOut(BaseModel):
+    """Scores of one split: factors fitted on its training rows, MAPE on its held-out rows."""
+
+    split: str                 # one of crossval.SPLITS
+    fitted: dict[str, dict[str, float]]  # catalog GPU -> the Efficiency fields fitted
+    files: list[FileReport]    # one per input file, on its held-out rows only
+
+
 class CalibrationReport(BaseModel):
     """What ``fleetcall calibrate`` prints, as data (``--json``)."""
 
-    mode: str                                # "check" (shipped factors) or "fit"
+    mode: str                                # "check" (shipped factors), "fit" or "cross-validate"
     floor_pct: float = FLOOR_PCT
     files: list[FileReport]
     fitted: dict[str, dict[str, float]] = {}  # catalog GPU -> Efficiency fields (fit mode)
+    held_out: list[HeldOut] = []             # one per split (cross-validate mode)
 
     @computed_field  # type: ignore[prop-decorator]  # pydantic's documented usage
     @property
@@ -435,6 +444,7 @@ def format_report(report: CalibrationReport) -> str:
             args = ", ".join(f"{k}={v:g}" for k, v in eff.items())
             lines.append(f'    "{gpu}": Efficiency({args}),')
         lines.append("")
+    lines.extend(_held_out_lines(report.held_out) if report.held_out else [])
     for f in report.files:
         verdict = "PASS" if f.passed else "FAIL"
         lines.append(f"{f.path}  [{f.format}: {f.assumption}]  {verdict} "
@@ -468,6 +478,24 @@ def _outlier_lines(f: FileReport) -> list[str]:
     return lines
 
 
+def _held_out_lines(results: Sequence[HeldOut]) -> list[str]:
+    """Per split and file, each GPU's held-out MAPE of every column."""
+    lines = ["Held-out MAPE (factors fitted on the other half of each GPU's prompt lengths; "
+             "TTFT w/o = without its outliers):"]
+    for h in results:
+        for f in h.files:
+            lines.append(f"  {h.split:<12} {Path(f.path).name}")
+            for g in f.gpus:
+                cols = [("latency", g.latency_mape_pct), ("TTFT", g.ttft_mape_pct),
+                        ("TPOT", g.tpot_mape_pct)]
+                cells = "  ".join(f"{name} {v:4.1f}%" for name, v in cols if v is not None)
+                ttft = g.outliers.get("ttft")
+                extra = f"  TTFT w/o {ttft.n:>2}: {ttft.mape_without_pct:.1f}%" if ttft else ""
+                lines.append(f"    {g.csv_gpu:<8} n={g.n:<4} {cells}{extra}")
+    lines.append("")
+    return lines
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}%"
 
@@ -490,6 +518,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="prompts were served from the prefix cache (default: yes for the "
                         "single-request format, no for the breakdown format)")
     p.add_argument("--floor", type=float, default=FLOOR_PCT, help="pass/fail MAPE floor, percent")
+    p.add_argument("--cross-validate", action="store_true",
+                   help="refit on half of each GPU's prompt lengths and score the other half "
+                        "(4 splits, one fit each), next to the shipped factors on every row")
     return p
 
 
@@ -509,6 +540,11 @@ def run(args: argparse.Namespace) -> CalibrationReport:
         return CalibrationReport(mode="check", floor_pct=args.floor, files=files)
     profiles = [load_profile(p) for p in (args.paths or shipped_profiles())]
     pairs = [(p, _assumption(p, args)) for p in profiles]
+    if args.cross_validate:
+        from fleetcall.gpumodel.crossval import cross_validate  # it builds on this module
+        files = [check(p, a, floor_pct=args.floor) for p, a in pairs]
+        return CalibrationReport(mode="cross-validate", floor_pct=args.floor, files=files,
+                                 held_out=cross_validate(pairs, floor_pct=args.floor))
     fitted = fit(pairs)
     files = [check(p, a, efficiencies=fitted, floor_pct=args.floor) for p, a in pairs]
     return CalibrationReport(mode="fit", floor_pct=args.floor, files=files,
@@ -516,7 +552,8 @@ def run(args: argparse.Namespace) -> CalibrationReport:
 
 
 def main(argv: list[str]) -> int:
-    """``fleetcall calibrate [PATH ...] [--check PATH.csv] [--json OUT] [--model M] [--tp N]``.
+    """``fleetcall calibrate [PATH ...] [--check PATH.csv] [--cross-validate] [--json OUT]
+    [--model M] [--tp N]``.
 
     Example: ``fleetcall calibrate --check fleetcall/data/profiles/latency_breakdown.csv``.
     """
