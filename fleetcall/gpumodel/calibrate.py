@@ -273,10 +273,13 @@ def check(profile: Profile, assumption: Assumption | None = None, *,
         columns = ("latency", "ttft", "tpot") if profile.format == BREAKDOWN else ("latency",)
         errors = {col: _errors_pct([(p[m], _measured(r, m)) for p, r in zip(preds, rows)])
                   for m, col in enumerate(columns)}
+        points = {col: [(r.input_tokens, _measured(r, m)) for r in rows]
+                  for m, col in enumerate(columns) if col != "latency"}  # floors: per column
         mape = {col: sum(e) / len(e) for col, e in errors.items()}
         fit = GPUFit(csv_gpu=name, gpu=gpu.name, n=len(rows), latency_mape_pct=mape["latency"],
                      ttft_mape_pct=mape.get("ttft"), tpot_mape_pct=mape.get("tpot"),
-                     outliers={col: outlier_stats(e) for col, e in errors.items()})
+                     outliers={col: outlier_stats(e, points=points.get(col))
+                               for col, e in errors.items()})
         if profile.format == BREAKDOWN:
             fit.ttft_floor_pct = repeat_floor_pct([(r.input_tokens, r.ttft_s or 0.0) for r in rows])
             fit.tpot_floor_pct = repeat_floor_pct([(r.input_tokens, r.tpot_s or 0.0) for r in rows])
@@ -300,11 +303,15 @@ _PRIOR_WEIGHT = 0.005
 
 
 def fit(profiles: Sequence[tuple[Profile, Assumption | None]], *,
-        max_evals: int = 1500) -> dict[str, Efficiency]:
+        max_evals: int = 1500,
+        start: Efficiency | None = None) -> dict[str, Efficiency]:
     """Fit the efficiency factors of every GPU in ``profiles`` (catalog name -> factors).
 
     Each GPU is fitted on all its series at once (every file's latency, plus TTFT and TPOT of
-    breakdown files), each file under its own assumption, starting from the shipped factors.
+    breakdown files), each file under its own assumption, starting from the shipped factors
+    (or from ``start`` for every GPU: cross-validation starts away from factors fitted on the
+    rows it holds out). A factor the data do not identify (``chunk_overhead_s`` when no prompt
+    continues a chunk) stays at its starting value.
     """
     series: dict[str, list[_Series]] = {}
     for profile, assumption in profiles:
@@ -313,7 +320,7 @@ def fit(profiles: Sequence[tuple[Profile, Assumption | None]], *,
         for name, rows in _by_gpu(profile).items():
             gpu = get_gpu(name).name
             series.setdefault(gpu, []).extend((a, rows, m) for m in metrics)
-    return {gpu: _fit_gpu(get_gpu(gpu), s, max_evals) for gpu, s in series.items()}
+    return {gpu: _fit_gpu(get_gpu(gpu), s, max_evals, start) for gpu, s in series.items()}
 
 
 def _measured(row: ProfileRow, metric: int) -> float:
@@ -351,13 +358,14 @@ def _decode(x: Sequence[float]) -> Efficiency:
     return Efficiency(*frac, *over)
 
 
-def _fit_gpu(gpu: GPUSpec, series: Sequence[_Series], max_evals: int) -> Efficiency:
+def _fit_gpu(gpu: GPUSpec, series: Sequence[_Series], max_evals: int,
+             start_at: Efficiency | None = None) -> Efficiency:
     def loss(x: Sequence[float]) -> float:
         eff = _decode(x)
         prior = _PRIOR_WEIGHT * abs(math.log(eff.kv_bandwidth / eff.bandwidth))
         return _loss(dataclasses.replace(gpu, efficiency=eff), series) + prior
 
-    start = CALIBRATED.get(gpu.name, gpu.efficiency)
+    start = start_at or CALIBRATED.get(gpu.name, gpu.efficiency)
     best = _seed(loss, _encode(start))
     for _ in range(3):  # restarts: a fresh simplex gets Nelder-Mead out of a collapsed one
         best = _nelder_mead(loss, best, step=0.5, max_evals=max_evals // 3)
@@ -463,18 +471,20 @@ def format_report(report: CalibrationReport) -> str:
                  f"{REPEAT_TOKENS} tokens, >= {REPEAT_MIN_GROUP} rows), i.e. the measurements' "
                  f"own noise; no model of prompt length goes below it.")
     lines.append(f"outliers: requests off by more than {OUTLIER_FACTOR:g}x the column's median "
-                 f"error: how many, the share of the MAPE they carry, the MAPE without them.")
+                 f"error: how many, the share of the MAPE they carry, the MAPE and the floor "
+                 f"without them.")
     return "\n".join(lines)
 
 
 def _outlier_lines(f: FileReport) -> list[str]:
-    """One line per GPU: each column's outliers as ``n, share of the MAPE, MAPE without``."""
+    """One line per GPU: each column's outliers as ``n, share of the MAPE, MAPE without them,
+    floor without them``."""
     cols = list(f.gpus[0].outliers) if f.gpus else []
-    lines = [f"  {'outliers (n share without)':<27}" + "".join(f"{c.upper():>20}" for c in cols)]
+    lines = [f"  {'outliers (n share w/o floor)':<29}" + "".join(f"{c.upper():>23}" for c in cols)]
     for g in f.gpus:
-        cells = [f"{o.n:>3} {o.share_pct:>4.0f}% {o.mape_without_pct:>5.1f}%"
-                 for o in (g.outliers[c] for c in cols)]
-        lines.append(f"  {g.csv_gpu:<8} {g.gpu:<18}" + "".join(f"{c:>20}" for c in cells))
+        cells = [f"{o.n:>3} {o.share_pct:>3.0f}% {o.mape_without_pct:>4.1f}% "
+                 f"{_pct(o.floor_without_pct):>5}" for o in (g.outliers[c] for c in cols)]
+        lines.append(f"  {g.csv_gpu:<8} {g.gpu:<20}" + "".join(f"{c:>23}" for c in cells))
     return lines
 
 

@@ -9,9 +9,10 @@ every file in two by prompt length (per GPU, rows ordered by prompt length):
 - ``even->odd`` / ``odd->even``: alternate rows of that order (interpolation: other runs of
   similar prompts).
 
-Each split refits every GPU (:func:`fleetcall.gpumodel.calibrate.fit`, all files at once) on
-its training rows and scores the held-out rows with :func:`~fleetcall.gpumodel.calibrate.check`
-(MAPE, floor, outliers) into a :class:`~fleetcall.gpumodel.calibrate.HeldOut`.
+Each split refits every GPU (:func:`fleetcall.gpumodel.calibrate.fit`, all files at once, from
+:data:`NEUTRAL_START`) on its training rows and scores the held-out rows with
+:func:`~fleetcall.gpumodel.calibrate.check` (MAPE, floor, outliers) into a
+:class:`~fleetcall.gpumodel.calibrate.HeldOut`.
 ``fleetcall calibrate --cross-validate [PATH ...]`` prints them.
 
 Example (a small fit, for speed)::
@@ -31,8 +32,15 @@ from fleetcall.errors import ConfigError
 from fleetcall.gpumodel.calibrate import (
     FLOOR_PCT, Assumption, HeldOut, Profile, ProfileRow, check, default_assumption, fit,
 )
+from fleetcall.gpumodel.gpus import Efficiency
 
 SPLITS = ("short->long", "long->short", "even->odd", "odd->even")
+# Where every split's fit starts, for every GPU: round figures, not the shipped factors (those
+# were fitted on the rows a split holds out, and a factor the training half does not identify,
+# such as the chunk overhead of short prompts, would keep its shipped value).
+NEUTRAL_START = Efficiency(bandwidth=0.7, kv_bandwidth=0.7, compute=0.2,
+                           iteration_overhead_s=0.002, request_overhead_s=0.02,
+                           chunk_overhead_s=0.01)
 
 
 def split_rows(rows: Sequence[ProfileRow], split: str) -> tuple[list[ProfileRow],
@@ -82,7 +90,8 @@ def cross_validate(profiles: Sequence[tuple[Profile, Assumption | None]], *,
     for split in splits:
         pairs = [(p, a or default_assumption(p)) for p, a in profiles]
         halves = [(_halves(p, split), a) for p, a in pairs]
-        fitted = fit([(train, a) for (train, _), a in halves], max_evals=max_evals)
+        fitted = fit([(train, a) for (train, _), a in halves], max_evals=max_evals,
+                     start=NEUTRAL_START)
         files = [check(test, a, efficiencies=fitted, floor_pct=floor_pct)
                  for (_, test), a in halves]
         results.append(HeldOut(split=split, files=files,

@@ -78,27 +78,48 @@ class OutlierStats(BaseModel):
     share_pct: float         # percent of the series' summed error those rows carry
     mape_without_pct: float  # MAPE of the other rows, percent
     worst_pct: float         # the largest error, percent
+    # MAPE without the k worst rows, k = 1, 3, 10 (fewer if the series is short); JSON keys
+    # are strings
+    without_worst_pct: dict[int, float] = {}
+    # repeatability floor (repeat_floor_pct) of the other rows; None without points or groups
+    floor_without_pct: float | None = None
 
 
-def outlier_stats(errors_pct: Sequence[float], *,
-                  factor: float = OUTLIER_FACTOR) -> OutlierStats:
-    """Outliers of a series of absolute percentage errors (one per request, >= 0).
-
-    A row is an outlier when its error exceeds ``factor`` times the median error (and the
-    median is above 0). Raises ValueError on an empty series or a negative error.
-    """
+def is_outlier(errors_pct: Sequence[float], *, factor: float = OUTLIER_FACTOR) -> list[bool]:
+    """Per row, whether its absolute percentage error exceeds ``factor`` x the median error
+    (never, if the median is 0). Raises ValueError on an empty series or a negative error."""
     if not errors_pct:
         raise ValueError("no errors to analyse")
     if min(errors_pct) < 0:
         raise ValueError("errors must be absolute (>= 0)")
     limit = factor * statistics.median(errors_pct)
-    inliers = [e for e in errors_pct if e <= limit] if limit > 0 else list(errors_pct)
+    return [limit > 0 and e > limit for e in errors_pct]
+
+
+def outlier_stats(errors_pct: Sequence[float], *, factor: float = OUTLIER_FACTOR,
+                  points: Sequence[tuple[int, float]] | None = None) -> OutlierStats:
+    """Outliers of a series of absolute percentage errors (one per request, >= 0).
+
+    A row is an outlier when its error exceeds ``factor`` times the median error
+    (:func:`is_outlier`). points: the rows' (prompt tokens, measured seconds), if given, for
+    the repeatability floor of the rows that are not outliers. Raises ValueError on an empty
+    series, a negative error, or points of another length.
+    """
+    flags = is_outlier(errors_pct, factor=factor)
+    if points is not None and len(points) != len(errors_pct):
+        raise ValueError(f"{len(points)} points for {len(errors_pct)} errors")
+    inliers = [e for e, out in zip(errors_pct, flags) if not out]
     total = sum(errors_pct)
+    floor = None if points is None else repeat_floor_pct(
+        [pt for pt, out in zip(points, flags) if not out])
     return OutlierStats(
         n=len(errors_pct) - len(inliers),
         share_pct=100.0 * (total - sum(inliers)) / total if total else 0.0,
         mape_without_pct=sum(inliers) / len(inliers),
-        worst_pct=max(errors_pct))
+        worst_pct=max(errors_pct),
+        without_worst_pct={k: mape_without_worst_pct(errors_pct, k)
+                           for k in (1, 3, 10) if k < len(errors_pct)},
+        floor_without_pct=floor)
 
 
 def mape_without_worst_pct(errors_pct: Sequence[float], k: int) -> float:

@@ -15,6 +15,7 @@ from fleetcall.gpumodel.calibrate import (
     shipped_profiles,
 )
 from fleetcall.gpumodel.crossval import SPLITS, cross_validate, split_rows
+from fleetcall.gpumodel.gpus import CALIBRATED
 from fleetcall.gpumodel.noise import mape_without_worst_pct, outlier_stats
 
 
@@ -31,6 +32,15 @@ def test_outliers_are_rows_far_beyond_the_typical_error() -> None:
     assert o.mape_without_pct == pytest.approx(2.0)
     assert outlier_stats([0.0, 0.0, 5.0]).n == 0  # a zero median flags nothing
     assert outlier_stats(errors, factor=1.2).n == 2  # 3% and 30% exceed 2.4%
+    assert o.without_worst_pct == {1: pytest.approx(2.0), 3: pytest.approx(1.5)}
+    assert o.floor_without_pct is None  # no points given
+    # the floor of the rows that are not outliers: 1000-token repeats 1.0 and 1.1 s (the
+    # 30% row, 1004 tokens, is left out), best constant 1.0 (1/v-weighted median)
+    points = [(1000, 1.0), (1002, 1.1), (1003, 1.0), (2000, 2.0), (1004, 1.5)]
+    o = outlier_stats(errors, points=points)
+    assert o.floor_without_pct == pytest.approx(100 * (0.1 / 1.1) / 3)
+    with pytest.raises(ValueError, match="points for"):
+        outlier_stats(errors, points=points[:2])
 
 
 def test_mape_without_the_worst_rows() -> None:
@@ -58,8 +68,12 @@ def test_a6000_ttft_error_is_carried_by_a_few_stalled_requests() -> None:
     for g in gpus.values():
         assert set(g.outliers) == {"latency", "ttft", "tpot"}
         assert g.outliers["ttft"].mape_without_pct < 5.0, g
+    # without its stalls the A6000 is near its own (stall-free) repeatability floor
+    assert gpus["A6000"].outliers["ttft"].floor_without_pct is not None
+    assert a6000.mape_without_pct < a6000.floor_without_pct + 1.5  # type: ignore[operator]
+    assert a6000.without_worst_pct[10] < 4.0 < a6000.without_worst_pct[1]
     text = format_report(CalibrationReport(mode="check", files=[report]))
-    assert "outliers (n share without)" in text and "TTFT" in text
+    assert "outliers (n share w/o floor)" in text and "TTFT" in text
 
 
 def _rows(lengths: list[int]) -> list[ProfileRow]:
@@ -80,12 +94,23 @@ def test_splits_halve_each_gpu_by_prompt_length() -> None:
 
 def test_cross_validation_scores_only_held_out_rows() -> None:
     profile = load_profile(_breakdown())
-    [held] = cross_validate([(profile, None)], splits=("short->long",), max_evals=40)
+    [held] = cross_validate([(profile, None)], splits=("even->odd",), max_evals=200)
     [f] = held.files
-    assert held.split == "short->long" and set(held.fitted) == {"A100-80G", "A6000", "L40S"}
+    assert held.split == "even->odd" and set(held.fitted) == {"A100-80G", "A6000", "L40S"}
     for g in f.gpus:
-        assert g.n == 53  # the longer half of 105 rows
+        assert g.n == 52  # the odd half of 105 rows
         assert g.ttft_mape_pct is not None and g.ttft_mape_pct < 15.0, g
+
+
+def test_cross_validation_does_not_start_from_the_shipped_factors() -> None:
+    """No prompt of the short half continues a 2048-token chunk, so the fit cannot know the
+    L40S's 0.5 s step there: it keeps the neutral start's, and the long half's TTFT shows it."""
+    profile = load_profile(_breakdown())
+    [held] = cross_validate([(profile, None)], splits=("short->long",), max_evals=40)
+    assert held.fitted["L40S"]["chunk_overhead_s"] == crossval.NEUTRAL_START.chunk_overhead_s
+    assert CALIBRATED["L40S"].chunk_overhead_s > 0.4
+    l40s = next(g for g in held.files[0].gpus if g.csv_gpu == "L40S")
+    assert l40s.ttft_mape_pct is not None and l40s.ttft_mape_pct > 30
     with pytest.raises(ConfigError, match="too few rows"):
         one = calibrate.Profile("x.csv", BREAKDOWN, profile.rows[:1])
         cross_validate([(one, None)], splits=("short->long",), max_evals=10)
@@ -100,7 +125,8 @@ def test_cross_validate_command_prints_held_out_mape(tmp_path: Path,
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([rows[0], *rows[1::4]])
     real = crossval.fit
-    monkeypatch.setattr(crossval, "fit", lambda pairs, max_evals: real(pairs, max_evals=40))
+    monkeypatch.setattr(crossval, "fit",
+                        lambda pairs, max_evals, start: real(pairs, max_evals=40, start=start))
     out = tmp_path / "cv.json"
     assert main([str(path), "--cross-validate", "--json", str(out)]) == 0
     text = capsys.readouterr().out
