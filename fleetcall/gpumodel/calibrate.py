@@ -45,6 +45,12 @@ with every prompt computed (:data:`CPU_ASSUMPTION`); its rows sent with others i
 The fit (:func:`fit`) is per GPU, on all files at once: Nelder-Mead on the mean absolute log
 error of every measured series (latency; TTFT and TPOT where measured), each file with its own
 model assumption and the same factors. It uses only the standard library.
+
+How much of the error is the measurements' own: :mod:`fleetcall.gpumodel.noise` (each GPU's
+repeatability floor, and each column's outliers with the share of the MAPE they carry; on the
+A6000 these are stalls of 0.1-0.6 s at about 0.15 per second of prefill or decode alike). How
+well a fit carries over to other prompt lengths: :mod:`fleetcall.gpumodel.crossval`
+(``--cross-validate``).
 """
 
 from __future__ import annotations
@@ -544,6 +550,9 @@ def _assumption(profile: Profile, args: argparse.Namespace) -> Assumption:
 
 def run(args: argparse.Namespace) -> CalibrationReport:
     """Carry out a parsed ``calibrate`` command and return its report."""
+    if args.check and args.cross_validate:
+        raise ConfigError("--cross-validate refits the factors; --check keeps the shipped ones: "
+                          "give the CSVs to cross-validate as paths, without --check")
     if args.check:
         profiles = [load_profile(p) for p in args.check]
         files = [check(p, _assumption(p, args), floor_pct=args.floor) for p in profiles]

@@ -134,3 +134,8 @@ def test_cross_validate_command_prints_held_out_mape(tmp_path: Path,
     data = json.loads(out.read_text())
     assert data["mode"] == "cross-validate"
     assert [h["split"] for h in data["held_out"]] == list(SPLITS)
+
+
+def test_cross_validate_with_check_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--check", str(_breakdown()), "--cross-validate"]) == 2
+    assert "--cross-validate refits" in capsys.readouterr().err
