@@ -68,12 +68,13 @@ def _halves(profile: Profile, split: str) -> tuple[Profile, Profile]:
     by_gpu: dict[str, list[ProfileRow]] = {}
     for row in profile.rows:
         by_gpu.setdefault(row.gpu, []).append(row)
-    for rows in by_gpu.values():
+    for gpu, rows in by_gpu.items():
+        if len(rows) < 2:  # else its held-out row would be scored with the shipped factors
+            raise ConfigError(f"{profile.path}: too few rows of {gpu} to split ({len(rows)}); "
+                              f"cross-validation needs at least 2 per GPU")
         a, b = split_rows(rows, split)
         train.extend(a)
         test.extend(b)
-    if not train or not test:
-        raise ConfigError(f"{profile.path}: too few rows to split ({len(profile.rows)})")
     return (dataclasses.replace(profile, rows=tuple(train)),
             dataclasses.replace(profile, rows=tuple(test)))
 
@@ -84,6 +85,7 @@ def cross_validate(profiles: Sequence[tuple[Profile, Assumption | None]], *,
     """Held-out scores of the fit, one :class:`HeldOut` per split (each refits every GPU).
 
     profiles: (profile, assumption or None for the format's default), as for ``fit``.
+    Raises ConfigError if a GPU of a file has fewer than 2 rows, or on an unknown split.
     Costs one fit per split (about 10 s of CPU each on the shipped files at 1500 evaluations).
     """
     results = []

@@ -111,9 +111,13 @@ def test_cross_validation_does_not_start_from_the_shipped_factors() -> None:
     assert CALIBRATED["L40S"].chunk_overhead_s > 0.4
     l40s = next(g for g in held.files[0].gpus if g.csv_gpu == "L40S")
     assert l40s.ttft_mape_pct is not None and l40s.ttft_mape_pct > 30
-    with pytest.raises(ConfigError, match="too few rows"):
-        one = calibrate.Profile("x.csv", BREAKDOWN, profile.rows[:1])
-        cross_validate([(one, None)], splits=("short->long",), max_evals=10)
+
+
+def test_a_gpu_with_one_row_is_refused_not_scored_with_shipped_factors() -> None:
+    profile = load_profile(_breakdown())
+    few = calibrate.Profile("x.csv", BREAKDOWN, profile.rows[:4])  # A100 x2, A6000, L40S
+    with pytest.raises(ConfigError, match="too few rows of A6000"):
+        cross_validate([(few, None)], splits=("short->long",), max_evals=10)
 
 
 def test_cross_validate_command_prints_held_out_mape(tmp_path: Path,
