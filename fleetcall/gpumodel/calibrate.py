@@ -45,6 +45,12 @@ with every prompt computed (:data:`CPU_ASSUMPTION`); its rows sent with others i
 The fit (:func:`fit`) is per GPU, on all files at once: Nelder-Mead on the mean absolute log
 error of every measured series (latency; TTFT and TPOT where measured), each file with its own
 model assumption and the same factors. It uses only the standard library.
+
+How much of the error is the measurements' own: :mod:`fleetcall.gpumodel.noise` (each GPU's
+repeatability floor, and each column's outliers with the share of the MAPE they carry; on the
+A6000 these are stalls of 0.1-0.6 s at about 0.15 per second of prefill or decode alike). How
+well a fit carries over to other prompt lengths: :mod:`fleetcall.gpumodel.crossval`
+(``--cross-validate``).
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ from pydantic import BaseModel, computed_field
 from fleetcall.errors import ConfigError
 from fleetcall.gpumodel.gpus import CALIBRATED, Efficiency, GPUSpec, get_gpu
 from fleetcall.gpumodel.models import get_model
+from fleetcall.gpumodel.noise import (  # re-exported: the floor was first defined here
+    OUTLIER_FACTOR, REPEAT_MIN_GROUP, REPEAT_TOKENS, OutlierStats, outlier_stats, repeat_floor_pct,
+)
 from fleetcall.gpumodel.perf import single_request_latency
 
 SINGLE, BREAKDOWN = "single_request", "breakdown"
@@ -201,6 +210,8 @@ class GPUFit(BaseModel):
     # better on these rows; None when the file has no repeated prompt lengths for the GPU.
     ttft_floor_pct: float | None = None
     tpot_floor_pct: float | None = None
+    # column ("latency", "ttft", "tpot") -> its outliers (see noise.outlier_stats)
+    outliers: dict[str, OutlierStats] = {}
 
 
 class FileReport(BaseModel):
@@ -217,13 +228,22 @@ class FileReport(BaseModel):
         return all(g.latency_mape_pct < self.floor_pct for g in self.gpus)
 
 
+class HeldOut(BaseModel):
+    """Scores of one split: factors fitted on its training rows, MAPE on its held-out rows."""
+
+    split: str                 # one of crossval.SPLITS
+    fitted: dict[str, dict[str, float]]  # catalog GPU -> the Efficiency fields fitted
+    files: list[FileReport]    # one per input file, on its held-out rows only
+
+
 class CalibrationReport(BaseModel):
     """What ``fleetcall calibrate`` prints, as data (``--json``)."""
 
-    mode: str                                # "check" (shipped factors) or "fit"
+    mode: str                                # "check" (shipped factors), "fit" or "cross-validate"
     floor_pct: float = FLOOR_PCT
     files: list[FileReport]
     fitted: dict[str, dict[str, float]] = {}  # catalog GPU -> Efficiency fields (fit mode)
+    held_out: list[HeldOut] = []             # one per split (cross-validate mode)
 
     @computed_field  # type: ignore[prop-decorator]  # pydantic's documented usage
     @property
@@ -241,72 +261,37 @@ def _by_gpu(profile: Profile) -> dict[str, list[ProfileRow]]:
     return groups
 
 
-def _mape(pairs: Sequence[tuple[float, float]]) -> float:
-    return 100.0 * sum(abs(p - m) / m for p, m in pairs) / len(pairs)
+def _errors_pct(pairs: Sequence[tuple[float, float]]) -> list[float]:
+    """Absolute percentage errors of (predicted, measured) pairs."""
+    return [100.0 * abs(p - m) / m for p, m in pairs]
 
 
 def check(profile: Profile, assumption: Assumption | None = None, *,
           efficiencies: Mapping[str, Efficiency] | None = None,
           floor_pct: float = FLOOR_PCT) -> FileReport:
-    """MAPE per GPU of the catalog's factors (or ``efficiencies``, by catalog name) on a file."""
+    """MAPE per GPU of the catalog's factors (or ``efficiencies``, by catalog name) on a file,
+    with each column's outliers (:func:`~fleetcall.gpumodel.noise.outlier_stats`)."""
     a = assumption or default_assumption(profile)
     fits = []
     for name, rows in _by_gpu(profile).items():
         gpu = _with_efficiency(get_gpu(name), efficiencies)
         preds = [predict(row, gpu, a) for row in rows]
-        fit = GPUFit(csv_gpu=name, gpu=gpu.name, n=len(rows),
-                     latency_mape_pct=_mape([(p[0], r.total_s) for p, r in zip(preds, rows)]))
+        columns = ("latency", "ttft", "tpot") if profile.format == BREAKDOWN else ("latency",)
+        errors = {col: _errors_pct([(p[m], _measured(r, m)) for p, r in zip(preds, rows)])
+                  for m, col in enumerate(columns)}
+        points = {col: [(r.input_tokens, _measured(r, m)) for r in rows]
+                  for m, col in enumerate(columns) if col != "latency"}  # floors: per column
+        mape = {col: sum(e) / len(e) for col, e in errors.items()}
+        fit = GPUFit(csv_gpu=name, gpu=gpu.name, n=len(rows), latency_mape_pct=mape["latency"],
+                     ttft_mape_pct=mape.get("ttft"), tpot_mape_pct=mape.get("tpot"),
+                     outliers={col: outlier_stats(e, points=points.get(col))
+                               for col, e in errors.items()})
         if profile.format == BREAKDOWN:
-            fit.ttft_mape_pct = _mape([(p[1], r.ttft_s or 0.0) for p, r in zip(preds, rows)])
-            fit.tpot_mape_pct = _mape([(p[2], r.tpot_s or 0.0) for p, r in zip(preds, rows)])
             fit.ttft_floor_pct = repeat_floor_pct([(r.input_tokens, r.ttft_s or 0.0) for r in rows])
             fit.tpot_floor_pct = repeat_floor_pct([(r.input_tokens, r.tpot_s or 0.0) for r in rows])
         fits.append(fit)
     return FileReport(path=profile.path, format=profile.format, assumption=a.describe(),
                       gpus=fits, floor_pct=floor_pct)
-
-
-REPEAT_TOKENS = 10   # prompts this close in length count as repeats of one measurement
-REPEAT_MIN_GROUP = 3  # repeats needed before a group says anything about the noise
-
-
-def repeat_floor_pct(points: Sequence[tuple[int, float]], *, within: int = REPEAT_TOKENS,
-                     min_group: int = REPEAT_MIN_GROUP) -> float | None:
-    """Measurement noise of a series, as the lowest MAPE any model of prompt length can reach.
-
-    points: (prompt tokens, measured seconds) of one GPU. Points whose prompt lengths lie within
-    ``within`` tokens of their group's first are repeats of one measurement (a few tokens move
-    a prefill by well under 1%); each group of at least ``min_group`` is predicted by the
-    constant that minimises its MAPE (a median weighted by 1 / measured). The result is the
-    MAPE of those best constants over the grouped points, in percent, or None if no group is
-    large enough. A model of TTFT or TPOT against prompt length whose MAPE is near this figure
-    is at the noise of the measurements: what is left is run-to-run variation, not a missing
-    term (TPOT also moves with the output length, so its floor is a slight overestimate).
-    """
-    ordered = sorted(points)
-    errors: list[float] = []
-    start = 0
-    while start < len(ordered):
-        end = start
-        while end + 1 < len(ordered) and ordered[end + 1][0] - ordered[start][0] <= within:
-            end += 1
-        values = [v for _, v in ordered[start:end + 1] if v > 0]
-        if len(values) >= min_group:
-            best = _mape_minimiser(values)
-            errors.extend(abs(best - v) / v for v in values)
-        start = end + 1
-    return 100.0 * sum(errors) / len(errors) if errors else None
-
-
-def _mape_minimiser(values: Sequence[float]) -> float:
-    """The constant c minimising sum |c - v| / v: a median of ``values`` weighted by 1 / v."""
-    ordered = sorted(values)
-    half, acc = sum(1.0 / v for v in ordered) / 2, 0.0
-    for v in ordered:
-        acc += 1.0 / v
-        if acc >= half:
-            return v
-    return ordered[-1]  # pragma: no cover  # acc reaches the total at the last value
 
 
 def _with_efficiency(gpu: GPUSpec, effs: Mapping[str, Efficiency] | None) -> GPUSpec:
@@ -324,11 +309,15 @@ _PRIOR_WEIGHT = 0.005
 
 
 def fit(profiles: Sequence[tuple[Profile, Assumption | None]], *,
-        max_evals: int = 1500) -> dict[str, Efficiency]:
+        max_evals: int = 1500,
+        start: Efficiency | None = None) -> dict[str, Efficiency]:
     """Fit the efficiency factors of every GPU in ``profiles`` (catalog name -> factors).
 
     Each GPU is fitted on all its series at once (every file's latency, plus TTFT and TPOT of
-    breakdown files), each file under its own assumption, starting from the shipped factors.
+    breakdown files), each file under its own assumption, starting from the shipped factors
+    (or from ``start`` for every GPU: cross-validation starts away from factors fitted on the
+    rows it holds out). A factor the data do not identify (``chunk_overhead_s`` when no prompt
+    continues a chunk) stays at its starting value.
     """
     series: dict[str, list[_Series]] = {}
     for profile, assumption in profiles:
@@ -337,7 +326,7 @@ def fit(profiles: Sequence[tuple[Profile, Assumption | None]], *,
         for name, rows in _by_gpu(profile).items():
             gpu = get_gpu(name).name
             series.setdefault(gpu, []).extend((a, rows, m) for m in metrics)
-    return {gpu: _fit_gpu(get_gpu(gpu), s, max_evals) for gpu, s in series.items()}
+    return {gpu: _fit_gpu(get_gpu(gpu), s, max_evals, start) for gpu, s in series.items()}
 
 
 def _measured(row: ProfileRow, metric: int) -> float:
@@ -375,13 +364,14 @@ def _decode(x: Sequence[float]) -> Efficiency:
     return Efficiency(*frac, *over)
 
 
-def _fit_gpu(gpu: GPUSpec, series: Sequence[_Series], max_evals: int) -> Efficiency:
+def _fit_gpu(gpu: GPUSpec, series: Sequence[_Series], max_evals: int,
+             start_at: Efficiency | None = None) -> Efficiency:
     def loss(x: Sequence[float]) -> float:
         eff = _decode(x)
         prior = _PRIOR_WEIGHT * abs(math.log(eff.kv_bandwidth / eff.bandwidth))
         return _loss(dataclasses.replace(gpu, efficiency=eff), series) + prior
 
-    start = CALIBRATED.get(gpu.name, gpu.efficiency)
+    start = start_at or CALIBRATED.get(gpu.name, gpu.efficiency)
     best = _seed(loss, _encode(start))
     for _ in range(3):  # restarts: a fresh simplex gets Nelder-Mead out of a collapsed one
         best = _nelder_mead(loss, best, step=0.5, max_evals=max_evals // 3)
@@ -468,6 +458,7 @@ def format_report(report: CalibrationReport) -> str:
             args = ", ".join(f"{k}={v:g}" for k, v in eff.items())
             lines.append(f'    "{gpu}": Efficiency({args}),')
         lines.append("")
+    lines.extend(_held_out_lines(report.held_out) if report.held_out else [])
     for f in report.files:
         verdict = "PASS" if f.passed else "FAIL"
         lines.append(f"{f.path}  [{f.format}: {f.assumption}]  {verdict} "
@@ -479,12 +470,46 @@ def format_report(report: CalibrationReport) -> str:
                                        g.ttft_floor_pct, g.tpot_floor_pct)]
             lines.append(f"  {g.csv_gpu:<8} {g.gpu:<10} {g.n:>5} {cells[0]:>9} {cells[1]:>9} "
                          f"{cells[2]:>9} {cells[3]:>11} {cells[4]:>11}")
+        lines.extend(_outlier_lines(f))
         lines.append("")
     lines.append("MAPE: mean absolute percentage error of the model against the measurements.")
     lines.append(f"floor: MAPE of the best constant per group of repeated prompt lengths (within "
                  f"{REPEAT_TOKENS} tokens, >= {REPEAT_MIN_GROUP} rows), i.e. the measurements' "
                  f"own noise; no model of prompt length goes below it.")
+    lines.append(f"outliers: requests off by more than {OUTLIER_FACTOR:g}x the column's median "
+                 f"error: how many, the share of the MAPE they carry, the MAPE and the floor "
+                 f"without them.")
     return "\n".join(lines)
+
+
+def _outlier_lines(f: FileReport) -> list[str]:
+    """One line per GPU: each column's outliers as ``n, share of the MAPE, MAPE without them,
+    floor without them``."""
+    cols = list(f.gpus[0].outliers) if f.gpus else []
+    lines = [f"  {'outliers (n share w/o floor)':<29}" + "".join(f"{c.upper():>23}" for c in cols)]
+    for g in f.gpus:
+        cells = [f"{o.n:>3} {o.share_pct:>3.0f}% {o.mape_without_pct:>4.1f}% "
+                 f"{_pct(o.floor_without_pct):>5}" for o in (g.outliers[c] for c in cols)]
+        lines.append(f"  {g.csv_gpu:<8} {g.gpu:<20}" + "".join(f"{c:>23}" for c in cells))
+    return lines
+
+
+def _held_out_lines(results: Sequence[HeldOut]) -> list[str]:
+    """Per split and file, each GPU's held-out MAPE of every column."""
+    lines = ["Held-out MAPE (factors fitted on the other half of each GPU's prompt lengths; "
+             "TTFT w/o = without its outliers):"]
+    for h in results:
+        for f in h.files:
+            lines.append(f"  {h.split:<12} {Path(f.path).name}")
+            for g in f.gpus:
+                cols = [("latency", g.latency_mape_pct), ("TTFT", g.ttft_mape_pct),
+                        ("TPOT", g.tpot_mape_pct)]
+                cells = "  ".join(f"{name} {v:4.1f}%" for name, v in cols if v is not None)
+                ttft = g.outliers.get("ttft")
+                extra = f"  TTFT w/o {ttft.n:>2}: {ttft.mape_without_pct:.1f}%" if ttft else ""
+                lines.append(f"    {g.csv_gpu:<8} n={g.n:<4} {cells}{extra}")
+    lines.append("")
+    return lines
 
 
 def _pct(value: float | None) -> str:
@@ -509,6 +534,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="prompts were served from the prefix cache (default: yes for the "
                         "single-request format, no for the breakdown format)")
     p.add_argument("--floor", type=float, default=FLOOR_PCT, help="pass/fail MAPE floor, percent")
+    p.add_argument("--cross-validate", action="store_true",
+                   help="refit on half of each GPU's prompt lengths and score the other half "
+                        "(4 splits, one fit each), next to the shipped factors on every row")
     return p
 
 
@@ -522,12 +550,20 @@ def _assumption(profile: Profile, args: argparse.Namespace) -> Assumption:
 
 def run(args: argparse.Namespace) -> CalibrationReport:
     """Carry out a parsed ``calibrate`` command and return its report."""
+    if args.check and args.cross_validate:
+        raise ConfigError("--cross-validate refits the factors; --check keeps the shipped ones: "
+                          "give the CSVs to cross-validate as paths, without --check")
     if args.check:
         profiles = [load_profile(p) for p in args.check]
         files = [check(p, _assumption(p, args), floor_pct=args.floor) for p in profiles]
         return CalibrationReport(mode="check", floor_pct=args.floor, files=files)
     profiles = [load_profile(p) for p in (args.paths or shipped_profiles())]
     pairs = [(p, _assumption(p, args)) for p in profiles]
+    if args.cross_validate:
+        from fleetcall.gpumodel.crossval import cross_validate  # it builds on this module
+        files = [check(p, a, floor_pct=args.floor) for p, a in pairs]
+        return CalibrationReport(mode="cross-validate", floor_pct=args.floor, files=files,
+                                 held_out=cross_validate(pairs, floor_pct=args.floor))
     fitted = fit(pairs)
     files = [check(p, a, efficiencies=fitted, floor_pct=args.floor) for p, a in pairs]
     return CalibrationReport(mode="fit", floor_pct=args.floor, files=files,
@@ -535,7 +571,8 @@ def run(args: argparse.Namespace) -> CalibrationReport:
 
 
 def main(argv: list[str]) -> int:
-    """``fleetcall calibrate [PATH ...] [--check PATH.csv] [--json OUT] [--model M] [--tp N]``.
+    """``fleetcall calibrate [PATH ...] [--check PATH.csv] [--cross-validate] [--json OUT]
+    [--model M] [--tp N]``.
 
     Example: ``fleetcall calibrate --check fleetcall/data/profiles/latency_breakdown.csv``.
     """
