@@ -46,10 +46,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import math
 import operator
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -169,21 +168,48 @@ class _DecodeLine:
 
 
 class _BlockCache:
-    """KV memory in blocks: private blocks of running requests plus hash-named prefix blocks."""
+    """KV memory in blocks: private blocks of running requests plus hash-named prefix blocks.
 
-    __slots__ = ("capacity", "private", "refs", "lru")
+    Every hash-named block is a key of ``refs``: a count > 0 is the running requests that use
+    it; an unreferenced (cached only) block holds a negative *tag* instead, the tag of the
+    release that left it unreferenced. The eviction order (least recently used first; a
+    prompt's tail before its head) is the queue of releases, oldest first, each the tuple of
+    hashes it left unreferenced, in eviction order, with its tag. A block referenced again
+    keeps its stale place in the queue: a place counts only while ``refs`` still holds its
+    tag. So a release, the hot path, is two bulk updates (no per-block linked-list nodes, as
+    an OrderedDict would make), and eviction skips stale places as it goes.
+    """
+
+    __slots__ = ("capacity", "private", "refs", "cached", "_queue", "_head", "_tag", "_places")
+    STALE_SLACK = 64  # stale places beyond ``capacity`` that make the queue compact itself
 
     def __init__(self, capacity_blocks: int) -> None:
         self.capacity = capacity_blocks  # blocks of KV memory in the deployment
         self.private = 0                 # blocks reserved by running requests, not hash-named
-        self.refs: dict[int, int] = {}   # block hash -> running requests using it (0: cached only)
-        # Unreferenced cached blocks (refs == 0), least recently used first: the eviction order.
-        self.lru: OrderedDict[int, None] = OrderedDict()
+        self.refs: dict[int, int] = {}   # block hash -> running requests using it, or its tag (< 0)
+        self.cached = 0                  # unreferenced cached blocks (refs < 0)
+        # releases, oldest first: (tag, hashes in eviction order); _head: places of the first
+        # one already consumed
+        self._queue: deque[tuple[int, tuple[int, ...]]] = deque()
+        self._head = 0
+        self._tag = 0       # the latest tag handed out (tags count down from -1)
+        self._places = 0    # places in the queue not consumed (stale ones included)
 
     @property
     def used(self) -> int:
         """Blocks holding data (referenced or cached)."""
         return self.private + len(self.refs)
+
+    def counts(self) -> dict[int, int]:
+        """Block hash -> running requests using it (0: cached only)."""
+        return {h: max(c, 0) for h, c in self.refs.items()}
+
+    def eviction_order(self) -> list[int]:
+        """The unreferenced cached blocks, the next to be evicted first."""
+        refs, out = self.refs, []
+        for i, (tag, hashes) in enumerate(self._queue):
+            out += [h for h in hashes[self._head if i == 0 else 0:] if refs.get(h) == tag]
+        return out
 
     def leading_hits(self, hashes: Sequence[int], limit: int) -> int:
         hit, refs = 0, self.refs
@@ -194,27 +220,47 @@ class _BlockCache:
     def try_reserve(self, hits: Sequence[int], need: int) -> bool:
         """Reference the cached blocks ``hits`` and reserve ``need`` new blocks, evicting LRU
         blocks as needed; False (nothing changed) if they cannot fit."""
-        refs, lru = self.refs, self.lru
-        hits_in_lru = sum(1 for h in hits if refs[h] == 0)
+        refs = self.refs
+        hits_cached = sum(1 for h in hits if refs[h] < 0)
         free = self.capacity - self.used
-        if need > free + len(lru) - hits_in_lru:
+        if need > free + self.cached - hits_cached:
             return False
         for h in hits:
-            if refs[h] == 0:
-                del lru[h]
-            refs[h] += 1
+            count = refs[h]
+            if count < 0:
+                refs[h] = 1
+                self.cached -= 1
+            else:
+                refs[h] = count + 1
         if need > free:  # the least recently used blocks go, oldest first
-            evicted = list(itertools.islice(lru, need - free))
-            _each(lru.__delitem__, evicted)
-            _each(refs.__delitem__, evicted)
+            self._evict(need - free)
         self.private += need
         return True
+
+    def _evict(self, n: int) -> None:
+        refs, queue, pos = self.refs, self._queue, self._head
+        self.cached -= n
+        while n:
+            tag, hashes = queue[0]
+            end = len(hashes)
+            start = pos
+            while pos < end and n:
+                h = hashes[pos]
+                pos += 1
+                if refs.get(h) == tag:
+                    del refs[h]
+                    n -= 1
+            self._places -= pos - start
+            if pos == end:
+                queue.popleft()
+                pos = 0
+        self._head = pos
 
     def register(self, hashes: Sequence[int]) -> None:
         """Private blocks now computed become the cached blocks ``hashes`` (a block another
         request computed meanwhile is shared, and the private copy freed)."""
         self.private -= len(hashes)
-        refs, lru = self.refs, self.lru
+        refs = self.refs
         if refs.keys().isdisjoint(hashes):  # all new (the common case): one C-level update
             new = dict.fromkeys(hashes, 1)
             if len(new) == len(hashes):
@@ -222,33 +268,60 @@ class _BlockCache:
                 return
         for h in hashes:
             count = refs.get(h)
-            if count == 0:
-                del lru[h]
-            refs[h] = 1 if count is None else count + 1
+            if count is None:
+                refs[h] = 1
+            elif count < 0:
+                refs[h] = 1
+                self.cached -= 1
+            else:
+                refs[h] = count + 1
 
     def drop_unreferenced(self) -> int:
         """Evict every cached block no running request uses; returns how many."""
-        for h in self.lru:
-            del self.refs[h]
-        dropped = len(self.lru)
-        self.lru.clear()
+        refs = self.refs
+        _each(refs.__delitem__, [h for h, c in refs.items() if c < 0])
+        dropped, self.cached = self.cached, 0
+        self._queue.clear()
+        self._head = self._places = 0
         return dropped
 
     def release(self, held: Sequence[int], private: int) -> None:
         """Drop a request's blocks; its hashed blocks stay cached, tail first in eviction order."""
         self.private -= private
-        refs, lru = self.refs, self.lru
-        if len(held) > 1:
-            counts = operator.itemgetter(*held)(refs)
-            if counts.count(1) == len(held):  # no other user (so no repeats): one update each
-                refs.update(dict.fromkeys(held, 0))
-                lru.update(dict.fromkeys(reversed(held)))
+        if not held:
+            return
+        refs = self.refs
+        counts = operator.itemgetter(*held)(refs) if len(held) > 1 else (refs[held[0]],)
+        if counts.count(1) == len(held):  # no other user (so no repeats): one update each
+            freed: tuple[int, ...] = tuple(reversed(held))
+        else:
+            left = []
+            for h in reversed(held):
+                count = refs[h] - 1
+                refs[h] = count
+                if count == 0:
+                    left.append(h)
+            freed = tuple(left)
+            if not freed:
                 return
-        for h in reversed(held):
-            count = refs[h] - 1
-            refs[h] = count
-            if count == 0:
-                lru[h] = None
+        self._tag -= 1
+        refs.update(dict.fromkeys(freed, self._tag))
+        self._queue.append((self._tag, freed))
+        self.cached += len(freed)
+        self._places += len(freed)
+        if self._places - self.cached > self.capacity + self.STALE_SLACK:  # stale places
+            self._compact()
+
+    def _compact(self) -> None:
+        """Forget the stale places (blocks referenced again since): the queue stays bounded."""
+        refs, head = self.refs, self._head
+        kept: deque[tuple[int, tuple[int, ...]]] = deque()
+        for i, (tag, hashes) in enumerate(self._queue):
+            live = tuple(h for h in hashes[head if i == 0 else 0:] if refs.get(h) == tag)
+            if live:
+                kept.append((tag, live))
+        self._queue, self._head = kept, 0
+        self._places = sum(len(hashes) for _, hashes in kept)
 
 
 def _each(fn: Callable[[int], object], items: Iterable[int]) -> None:
@@ -444,10 +517,10 @@ class Engine:
         cache, bt = self._cache, self.block_tokens
         return EngineStats(
             running=len(self._prefilling) + self._batch, waiting=len(self._waiting),
-            kv_used_tokens=(cache.used - len(cache.lru)) * bt,
+            kv_used_tokens=(cache.used - cache.cached) * bt,
             kv_capacity_tokens=cache.capacity * bt, requests_done=self._done,
             prompt_tokens=self._prompt_tokens, cached_prompt_tokens=self._cached_tokens,
-            busy_s=self._busy, iterations=self._iter, kv_cached_tokens=len(cache.lru) * bt,
+            busy_s=self._busy, iterations=self._iter, kv_cached_tokens=cache.cached * bt,
             arriving=self._arriving,
             waiting_tokens=sum(r.prompt + r.output for r in self._waiting))
 
