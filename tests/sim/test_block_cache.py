@@ -108,12 +108,20 @@ def _reference_add(blocks: OrderedDict[int, None], capacity: int, hashes: list[i
         blocks.popitem(last=False)
 
 
-def test_prefix_index_add_matches_its_per_block_definition() -> None:
+@pytest.mark.parametrize("slack", [PrefixIndex.STALE_SLACK, -5])
+def test_prefix_index_add_matches_its_per_block_definition(slack: int,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    compactions = []
+    compact = PrefixIndex._compact
+    monkeypatch.setattr(PrefixIndex, "_compact",
+                        lambda self: (compactions.append(1), compact(self))[-1])
     rng = random.Random(5)
     for capacity in (1, 7, 40):
+        monkeypatch.setattr(PrefixIndex, "STALE_SLACK", max(slack, -capacity + 1))
         index, reference = PrefixIndex(capacity), OrderedDict[int, None]()
         for _ in range(2000):
             hashes = _prompt(rng, 3)
             index.add(hashes)
             _reference_add(reference, capacity, hashes)
-            assert list(index._blocks) == list(reference)
+            assert index.order() == list(reference) and len(index) == len(reference)
+    assert compactions or slack > 0
