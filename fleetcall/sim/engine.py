@@ -180,7 +180,8 @@ class _BlockCache:
     an OrderedDict would make), and eviction skips stale places as it goes.
     """
 
-    __slots__ = ("capacity", "private", "refs", "cached", "_queue", "_head", "_tag", "_places")
+    __slots__ = ("capacity", "private", "refs", "cached", "_queue", "_head", "_tag", "_places",
+                 "_stale")
     STALE_SLACK = 64  # stale places beyond ``capacity`` that make the queue compact itself
 
     def __init__(self, capacity_blocks: int) -> None:
@@ -194,6 +195,7 @@ class _BlockCache:
         self._head = 0
         self._tag = 0       # the latest tag handed out (tags count down from -1)
         self._places = 0    # places in the queue not consumed (stale ones included)
+        self._stale: dict[int, int] = {}  # tag -> stale places of its release not consumed
 
     @property
     def used(self) -> int:
@@ -229,7 +231,7 @@ class _BlockCache:
             count = refs[h]
             if count < 0:
                 refs[h] = 1
-                self.cached -= 1
+                self._unqueue(count)
             else:
                 refs[h] = count + 1
         if need > free:  # the least recently used blocks go, oldest first
@@ -237,22 +239,37 @@ class _BlockCache:
         self.private += need
         return True
 
+    def _unqueue(self, tag: int) -> None:
+        """A cached block of the release ``tag`` is referenced again: its place goes stale."""
+        self.cached -= 1
+        self._stale[tag] = self._stale.get(tag, 0) + 1
+
     def _evict(self, n: int) -> None:
-        refs, queue, pos = self.refs, self._queue, self._head
+        refs, queue, pos, stale = self.refs, self._queue, self._head, self._stale
         self.cached -= n
         while n:
             tag, hashes = queue[0]
-            end = len(hashes)
-            start = pos
-            while pos < end and n:
-                h = hashes[pos]
-                pos += 1
-                if refs.get(h) == tag:
-                    del refs[h]
-                    n -= 1
+            end, start = len(hashes), pos
+            if tag not in stale:  # every place left is live: the next ones go in bulk
+                pos += min(n, end - pos)
+                _each(refs.__delitem__, hashes[start:pos])
+                n -= pos - start
+            else:
+                while pos < end and n:
+                    h = hashes[pos]
+                    pos += 1
+                    if refs.get(h) == tag:
+                        del refs[h]
+                        n -= 1
+                    elif stale[tag] == 1:
+                        del stale[tag]
+                        break
+                    else:
+                        stale[tag] -= 1
             self._places -= pos - start
             if pos == end:
                 queue.popleft()
+                stale.pop(tag, None)
                 pos = 0
         self._head = pos
 
@@ -272,7 +289,7 @@ class _BlockCache:
                 refs[h] = 1
             elif count < 0:
                 refs[h] = 1
-                self.cached -= 1
+                self._unqueue(count)
             else:
                 refs[h] = count + 1
 
@@ -282,6 +299,7 @@ class _BlockCache:
         _each(refs.__delitem__, [h for h, c in refs.items() if c < 0])
         dropped, self.cached = self.cached, 0
         self._queue.clear()
+        self._stale.clear()
         self._head = self._places = 0
         return dropped
 
@@ -322,6 +340,7 @@ class _BlockCache:
                 kept.append((tag, live))
         self._queue, self._head = kept, 0
         self._places = sum(len(hashes) for _, hashes in kept)
+        self._stale.clear()
 
 
 def _each(fn: Callable[[int], object], items: Iterable[int]) -> None:
