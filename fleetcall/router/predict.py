@@ -337,6 +337,11 @@ class PrefixIndex:
         while n:
             tag, hashes = queue[0]
             end, start = len(hashes), pos
+            ahead = hashes[pos:pos + n]
+            if list(map(blocks.get, ahead)).count(tag) == len(ahead):  # all live: in bulk
+                deque(map(blocks.__delitem__, ahead), maxlen=0)
+                pos += len(ahead)
+                n -= len(ahead)
             while pos < end and n:
                 h = hashes[pos]
                 pos += 1
