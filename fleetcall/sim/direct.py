@@ -16,7 +16,9 @@ the same loop times, in the same task steps, so a run gives the same records eit
 The attempt's deadline is one timer per attempt (not one per read): it interrupts the wait in
 progress, which fails as a read timeout does over HTTP (``attempt timed out after ... s``).
 Requests that are not streamed go over the endpoint's HTTP transport as before, and so does
-everything but chat completions (health probes, ``/metrics``).
+everything but chat completions (health probes, ``/metrics``). The body is handed over as it
+is, not copied: a responder reads it and must not change it (``request.tools`` and the
+messages' content are the caller's objects).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, NoReturn
 import httpx
 
 from fleetcall.errors import EndpointError, LLMError
-from fleetcall.llm.base import Chunk, LLMRequest
+from fleetcall.llm.base import Chunk, LLMRequest, closing
 from fleetcall.router.client import (_RETRYABLE_4XX, EndpointClient, _Answer, _Attempt,
                                      _server_message, chat_body, parse_retry_after)
 from fleetcall.router.config import EndpointConfig
@@ -147,15 +149,18 @@ class DirectClient(EndpointClient):
         """As :meth:`EndpointClient.stream`, in-process."""
         body = chat_body(request, self.config.model, stream=True)
         if body.get("stream") is not True:  # extra_body turned streaming off: over HTTP
-            async for chunk in super().stream(request, timeout_s=timeout_s):
-                yield chunk
+            async with closing(super().stream(request, timeout_s=timeout_s)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
             return
         attempt = self._begin(timeout_s)
         answer = _Answer(started=attempt.started)
         loop = asyncio.get_running_loop()
         stream = await self._open(body, attempt)
-        async for text, pieces in self._read(stream, attempt, answer, loop):
-            yield Chunk(text=text, tool_deltas=pieces)
+        # closed as soon as the caller stops reading: the engine drops the request at once
+        async with closing(self._read(stream, attempt, answer, loop)) as reads:
+            async for text, pieces in reads:
+                yield Chunk(text=text, tool_deltas=pieces)
         usage, info = answer.result(self.name, request, loop.time(), streamed=True)
         info["model"] = self.config.model
         yield Chunk(usage=usage, tool_calls=answer.tool_calls(), info=info,
@@ -199,9 +204,9 @@ class DirectClient(EndpointClient):
                 except TimeoutError as exc:
                     self._fail_transport(exc, attempt, yielded=yielded)
                 except _Dropped as exc:
-                    self._fail_transport(httpx.RemoteProtocolError(_CUT_BODY), attempt,
-                                         yielded=yielded)
-                    raise AssertionError("unreachable") from exc
+                    cut = httpx.RemoteProtocolError(_CUT_BODY)
+                    cut.__cause__ = exc
+                    self._fail_transport(cut, attempt, yielded=yielded)
                 now = loop.time()
                 for item in items:
                     if item is _DONE:

@@ -112,3 +112,23 @@ def test_the_http_path_stays_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> 
             return done.text
 
     assert run_virtual(run()) and sent == ["/v1/chat/completions"]
+
+
+def test_a_caller_that_stops_reading_frees_the_engine_at_once() -> None:
+    """The planner stops reading at ``join()``: the request leaves the engine then, not when
+    the loop gets round to finalizing a dropped generator (as the HTTP path's closing does)."""
+
+    async def run() -> tuple[int, int]:
+        async with EndpointPool.emulated(["A100"], "llama-3.1-8b") as pool:
+            link = next(iter(pool._links.values()))
+            assert isinstance(link.client, DirectClient)
+            engine = link.client.endpoint.engine
+            chunks = link.client.stream(LLMRequest(messages=(Message("user", "go " * 50),),
+                                                   max_tokens=400))
+            first = await anext(chunks)
+            assert first.text
+            before = sum(not r.cancelled for r in engine._live.values())
+            await chunks.aclose()  # no loop step in between
+            return before, sum(not r.cancelled for r in engine._live.values())
+
+    assert run_virtual(run()) == (1, 0)
