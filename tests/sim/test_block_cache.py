@@ -5,12 +5,12 @@ plain loops would (shared blocks, repeats, evictions included)."""
 from __future__ import annotations
 
 import random
-
-import pytest
 from collections import OrderedDict
 
+import pytest
+
 from fleetcall.router.predict import PrefixIndex
-from fleetcall.sim.engine import _BlockCache
+from fleetcall.sim.kvcache import BlockCache as _BlockCache
 
 
 class _Reference:
