@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -39,7 +40,7 @@ import httpx
 
 from fleetcall.bench import live, procs
 from fleetcall.llm.base import CallContext, LLMRequest, Message, complete
-from fleetcall.router.backend import Backend, BackendSpec, resolve_backend
+from fleetcall.router.backend import Backend, BackendSpec, ClientBackend, resolve_backend
 from fleetcall.router.client import EndpointClient, RoutingTransport, emulated_host, make_http_client
 from fleetcall.router.config import EndpointConfig
 from fleetcall.router.dispatcher import dispatcher_names
@@ -143,6 +144,15 @@ def _in_process(configs: Sequence[EndpointConfig]) -> tuple[httpx.AsyncClient, l
     return make_http_client(routing), backends
 
 
+def _bare_client(config: EndpointConfig, backend: Backend | None,
+                 http: httpx.AsyncClient) -> EndpointClient:
+    """The client the pool would use for ``config`` (an in-process backend's own, e.g. the
+    emulated endpoint's direct one, else an HTTP client), without the pool."""
+    if isinstance(backend, ClientBackend):
+        return backend.make_client(config, http, timeout_s=60.0)
+    return EndpointClient(config, http)
+
+
 @contextlib.asynccontextmanager
 async def _llm(backend: str, policy: str | None, endpoints: int, slots: int,
                urls: Sequence[str]) -> AsyncIterator[Any]:
@@ -159,7 +169,8 @@ async def _llm(backend: str, policy: str | None, endpoints: int, slots: int,
     try:
         if policy is None:
             assert http is not None  # bare clients always get one above
-            yield _RoundRobinClients([EndpointClient(c, http) for c in configs])
+            yield _RoundRobinClients([_bare_client(c, b, http) for c, b in
+                                      itertools.zip_longest(configs, backends)])
         else:
             async with EndpointPool(configs, policy=policy, http=http) as pool:
                 yield pool

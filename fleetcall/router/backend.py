@@ -12,6 +12,12 @@ packages' ``fleetcall.backends`` entry points, e.g. fleetcall's own::
 
 An entry point names a factory: ``factory(BackendSpec) -> Backend``. The router never imports
 the simulator: the emulated endpoint plugs in here.
+
+A backend may also hand the pool the client its calls go through
+(:class:`ClientBackend`: ``make_client(config, http, timeout_s=...) -> EndpointClient``, e.g. one
+that reaches an in-process server without HTTP); without it the pool uses an
+:class:`~fleetcall.router.client.EndpointClient` over the shared HTTP client, and the transport
+serves every request. Either way the transport stays registered (health probes use it).
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from fleetcall.errors import ConfigError
+from fleetcall.router.client import EndpointClient
 from fleetcall.router.config import EndpointConfig
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Backend",
     "BackendFactory",
+    "ClientBackend",
     "BackendSpec",
     "backend_schemes",
     "register_backend",
@@ -70,6 +78,16 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Stop serving (the pool calls it once, when the endpoint is gone or it closes)."""
+        ...
+
+
+@runtime_checkable
+class ClientBackend(Backend, Protocol):
+    """A backend that also makes the client the pool's calls to it go through."""
+
+    def make_client(self, config: EndpointConfig, http: httpx.AsyncClient, *,
+                    timeout_s: float) -> EndpointClient:
+        """The endpoint's client (``timeout_s``: its default per-attempt limit, seconds)."""
         ...
 
 

@@ -44,7 +44,7 @@ import httpx
 from fleetcall.errors import ConfigError, EndpointError, LLMError
 from fleetcall.llm.base import CallContext, Chunk, LLMRequest, Message, ModelInfo, closing, count_tokens
 from fleetcall.router import prefix
-from fleetcall.router.backend import Backend, BackendSpec, resolve_backend
+from fleetcall.router.backend import Backend, BackendSpec, ClientBackend, resolve_backend
 from fleetcall.router.client import EndpointClient, RoutingTransport, emulated_host, make_http_client
 from fleetcall.router.config import (BreakerConfig, EndpointConfig, PoolConfig, RetryConfig,
                                       load_pool_config)
@@ -208,7 +208,7 @@ class EndpointPool:
                             max(capacity // self.block_tokens, 1), f"{gpu}|{model}|{tp}",
                             cost_per_hour=config.cost_per_hour)
         self._links[config.name] = _Link(
-            config, EndpointClient(config, self._http, timeout_s=self.retry.attempt_timeout_s),
+            config, _client_for(config, backend, self._http, self.retry.attempt_timeout_s),
             backend, LoopThrottler(config.rpm, 60.0) if config.rpm else None,
             TokenWindow(config.tpm, 60.0) if config.tpm else None)
         self._apply(self._core.add_endpoint(spec, self._time()))
@@ -562,6 +562,14 @@ class EndpointPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _client_for(config: EndpointConfig, backend: Backend | None, http: httpx.AsyncClient,
+                timeout_s: float) -> EndpointClient:
+    """The client an endpoint's calls go through: its backend's own, else one over ``http``."""
+    if isinstance(backend, ClientBackend):
+        return backend.make_client(config, http, timeout_s=timeout_s)
+    return EndpointClient(config, http, timeout_s=timeout_s)
 
 
 def _with_metadata(request: LLMRequest) -> LLMRequest:

@@ -22,10 +22,9 @@ predictions out. Three small objects:
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -298,32 +297,80 @@ class PrefixIndex:
         (2, 0)
     """
 
-    __slots__ = ("capacity_blocks", "_blocks")
+    __slots__ = ("capacity_blocks", "_blocks", "_queue", "_head", "_tag", "_places")
+    STALE_SLACK = 64  # stale places beyond ``capacity_blocks`` that make the queue compact itself
 
     def __init__(self, capacity_blocks: int) -> None:
         if capacity_blocks < 1:
             raise ValueError(f"capacity_blocks must be >= 1, got {capacity_blocks}")
         self.capacity_blocks = capacity_blocks
-        self._blocks: OrderedDict[int, None] = OrderedDict()  # hash -> None, oldest first
+        # hash -> the tag of the add that touched it last (tags count down from -1). The LRU
+        # order is the queue of adds, oldest first, each its blocks in touch order with its
+        # tag; a block touched again keeps a stale place in an older add, which counts only
+        # while _blocks holds that add's tag (so an add is bulk updates, no per-block nodes).
+        self._blocks: dict[int, int] = {}
+        self._queue: deque[tuple[int, tuple[int, ...]]] = deque()
+        self._head = 0      # places of the first add already consumed
+        self._tag = 0
+        self._places = 0    # places in the queue not consumed (stale ones included)
 
     def add(self, hashes: Sequence[int]) -> None:
         """Record that the endpoint served (and so probably cached) a prompt of these blocks."""
-        blocks = self._blocks
-        newest = dict.fromkeys(reversed(hashes))
-        if len(newest) == len(hashes):
-            # No repeats (chained hashes never repeat): the loop below in C -- the blocks it
-            # would move to the end leave, then all go to the end, last block first.
-            _each(blocks.__delitem__, blocks.keys() & newest.keys())
-            blocks.update(newest)
-        else:
-            for h in reversed(hashes):
-                if h in blocks:
-                    blocks.move_to_end(h)
-                else:
-                    blocks[h] = None
-        excess = len(blocks) - self.capacity_blocks
+        if not hashes:
+            return
+        touched = tuple(reversed(hashes))
+        order = dict.fromkeys(touched)
+        if len(order) != len(touched):  # repeats: a block's place is its last touch
+            touched = tuple(reversed(dict.fromkeys(hashes)))
+        self._tag -= 1
+        self._blocks.update(dict.fromkeys(touched, self._tag))
+        self._queue.append((self._tag, touched))
+        self._places += len(touched)
+        excess = len(self._blocks) - self.capacity_blocks
         if excess > 0:  # the least recently used go, oldest first
-            _each(blocks.__delitem__, list(itertools.islice(blocks, excess)))
+            self._evict(excess)
+        if self._places - len(self._blocks) > self.capacity_blocks + self.STALE_SLACK:
+            self._compact()
+
+    def _evict(self, n: int) -> None:
+        blocks, queue, pos = self._blocks, self._queue, self._head
+        while n:
+            tag, hashes = queue[0]
+            end, start = len(hashes), pos
+            ahead = hashes[pos:pos + n]
+            if list(map(blocks.get, ahead)).count(tag) == len(ahead):  # all live: in bulk
+                deque(map(blocks.__delitem__, ahead), maxlen=0)
+                pos += len(ahead)
+                n -= len(ahead)
+            while pos < end and n:
+                h = hashes[pos]
+                pos += 1
+                if blocks.get(h) == tag:
+                    del blocks[h]
+                    n -= 1
+            self._places -= pos - start
+            if pos == end:
+                queue.popleft()
+                pos = 0
+        self._head = pos
+
+    def _compact(self) -> None:
+        """Forget the stale places: the queue stays bounded."""
+        blocks, head = self._blocks, self._head
+        kept: deque[tuple[int, tuple[int, ...]]] = deque()
+        for i, (tag, hashes) in enumerate(self._queue):
+            live = tuple(h for h in hashes[head if i == 0 else 0:] if blocks.get(h) == tag)
+            if live:
+                kept.append((tag, live))
+        self._queue, self._head = kept, 0
+        self._places = sum(len(hashes) for _, hashes in kept)
+
+    def order(self) -> list[int]:
+        """The blocks held, least recently used first."""
+        blocks, out = self._blocks, []
+        for i, (tag, hashes) in enumerate(self._queue):
+            out += [h for h in hashes[self._head if i == 0 else 0:] if blocks.get(h) == tag]
+        return out
 
     def match(self, hashes: Iterable[int]) -> int:
         """How many leading blocks of a prompt are probably cached here (does not touch LRU)."""
@@ -343,8 +390,6 @@ class PrefixIndex:
     def clear(self) -> None:
         """Forget everything (the endpoint restarted, so its cache is empty)."""
         self._blocks.clear()
+        self._queue.clear()
+        self._head = self._places = 0
 
-
-def _each(fn: Callable[[int], object], items: Iterable[int]) -> None:
-    """``fn(item)`` for every item, looped in C (bulk deletes of blocks)."""
-    deque(map(fn, items), maxlen=0)

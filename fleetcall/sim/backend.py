@@ -8,20 +8,26 @@ simulator (see :mod:`fleetcall.router.backend`). The pool's backend options conf
 ``faults``             :class:`~fleetcall.sim.emulator.Faults` injected at every endpoint
 ``seed``               fault draws of the endpoint at index ``i`` use ``seed * 1000 + i``
 ``stream_interval_s``  engine seconds between streamed chunks (coarser simulates faster)
+``direct``             False: calls go through the HTTP transport too, SSE and all (default
+                       True: streamed calls take the in-process path, :mod:`fleetcall.sim.direct`)
 """
 
 from __future__ import annotations
 
+import httpx
+
 from fleetcall.errors import ConfigError
 from fleetcall.router.backend import BackendSpec
-from fleetcall.router.config import parse_emulated_url
+from fleetcall.router.client import EndpointClient
+from fleetcall.router.config import EndpointConfig, parse_emulated_url
+from fleetcall.sim.direct import DirectClient
 from fleetcall.sim.emulator import EmulatedEndpoint, Faults
 from fleetcall.sim.engine import DEFAULT_STREAM_INTERVAL_S, EngineStats
 from fleetcall.sim.fronts import EmulatorTransport
 
 __all__ = ["EmulatedBackend"]
 
-_OPTIONS = ("responder", "faults", "seed", "stream_interval_s")
+_OPTIONS = ("responder", "faults", "seed", "stream_interval_s", "direct")
 
 
 class EmulatedBackend:
@@ -50,6 +56,15 @@ class EmulatedBackend:
         self.transport = EmulatorTransport(self.endpoint)
         self.gpu, self.model, self.tp = target.gpu, target.model, config.tp
         self.capacity_tokens: int | None = self.endpoint.deployment.kv_capacity_tokens()
+        self.direct = bool(options.get("direct", True))
+
+    def make_client(self, config: EndpointConfig, http: httpx.AsyncClient, *,
+                    timeout_s: float) -> EndpointClient:
+        """The pool's client for this endpoint: in-process (:class:`DirectClient`) unless the
+        ``direct`` option is False."""
+        if self.direct:
+            return DirectClient(config, http, self.endpoint, timeout_s=timeout_s)
+        return EndpointClient(config, http, timeout_s=timeout_s)
 
     def stats(self) -> EngineStats:
         return self.endpoint.engine.stats()

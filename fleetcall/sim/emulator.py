@@ -143,6 +143,10 @@ class _ChatRequest(BaseModel):
         return self
 
 
+# an opened chat: (streamed?, the engine's request, what it answers, its chunk fields, drop?)
+_Opened = tuple[bool, EngineRequest, "_Answer", "_Meta", bool]
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     """What the engine will generate for one request."""
@@ -384,6 +388,18 @@ class EmulatedEndpoint:
         return f"{self._ids}"
 
     async def _chat(self, body: bytes) -> HTTPReply:
+        opened = await self._open_chat(body)
+        if isinstance(opened, HTTPReply):
+            return opened
+        stream, sub, answer, meta, drop = opened
+        if stream:
+            return HTTPReply(200, dict(_SSE), stream=self._sse(sub, answer, meta, drop))
+        return await self._whole(sub, answer, meta, drop)
+
+    async def _open_chat(self, body: bytes | dict[str, Any]) -> HTTPReply | _Opened:
+        """Count the request, parse it (``body``: JSON bytes, or the object already parsed, as
+        :mod:`fleetcall.sim.direct` hands it), draw its faults, submit it to the engine: an
+        error reply, or what the answer's front (SSE, whole JSON, direct deltas) needs."""
         self._chats += 1
         if self.faults.crash_after is not None and self._chats > self.faults.crash_after:
             await self._crash()
@@ -407,13 +423,19 @@ class EmulatedEndpoint:
         if draw.spike:
             self._fault("spike")
             await asyncio.sleep(self.faults.spike_s / self.speed)
-        return await self._serve(raw, req, draw.drop)
+        started = self._serve(raw, req)
+        if isinstance(started, HTTPReply):
+            return started
+        return (req.stream, *started, draw.drop)
 
-    def _parse(self, body: bytes) -> tuple[dict[str, Any], _ChatRequest] | HTTPReply:
-        try:
-            raw = json.loads(body)
-        except ValueError as exc:
-            return _error(400, f"request body is not valid JSON: {exc}", "BadRequestError")
+    def _parse(self, body: bytes | dict[str, Any]) -> tuple[dict[str, Any], _ChatRequest] | HTTPReply:
+        if isinstance(body, dict):
+            raw = body
+        else:
+            try:
+                raw = json.loads(body)
+            except ValueError as exc:
+                return _error(400, f"request body is not valid JSON: {exc}", "BadRequestError")
         if not isinstance(raw, dict):
             return _error(400, "request body must be a JSON object", "BadRequestError")
         try:
@@ -453,7 +475,9 @@ class EmulatedEndpoint:
         finally:
             self._hung.discard(fut)
 
-    async def _serve(self, raw: dict[str, Any], req: _ChatRequest, drop: bool) -> HTTPReply:
+    def _serve(self, raw: dict[str, Any],
+               req: _ChatRequest) -> HTTPReply | tuple[EngineRequest, _Answer, _Meta]:
+        """Ask the responder, submit to the engine: an error reply, or the submitted request."""
         try:
             reply = self.responder(raw)
             if isinstance(reply, str):  # a responder may answer with the text alone
@@ -474,9 +498,7 @@ class EmulatedEndpoint:
             raise _Crashed(f"{self.name} is closed") from exc
         meta = _Meta(f"chatcmpl-emu-{self._next_id()}", int(asyncio.get_running_loop().time()),
                      self.model_name, sub.prompt, self.engine.now())
-        if req.stream:
-            return HTTPReply(200, dict(_SSE), stream=self._sse(sub, answer, meta, drop))
-        return await self._whole(sub, answer, meta, drop)
+        return sub, answer, meta
 
     async def _whole(self, sub: EngineRequest, answer: _Answer, meta: _Meta,
                      drop: bool) -> HTTPReply:

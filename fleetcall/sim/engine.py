@@ -46,16 +46,15 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import math
-import operator
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 from fleetcall.errors import LLMError
 from fleetcall.gpumodel import perf
+from fleetcall.sim.kvcache import BlockCache as _BlockCache
 
 __all__ = ["Engine", "EngineRequest", "EngineStats", "TokenEvent"]
 
@@ -163,97 +162,6 @@ class _DecodeLine:
             else:
                 lo = mid + 1
         return lo
-
-
-# ---- KV memory in blocks -----------------------------------------------------------------------
-
-
-class _BlockCache:
-    """KV memory in blocks: private blocks of running requests plus hash-named prefix blocks."""
-
-    __slots__ = ("capacity", "private", "refs", "lru")
-
-    def __init__(self, capacity_blocks: int) -> None:
-        self.capacity = capacity_blocks  # blocks of KV memory in the deployment
-        self.private = 0                 # blocks reserved by running requests, not hash-named
-        self.refs: dict[int, int] = {}   # block hash -> running requests using it (0: cached only)
-        # Unreferenced cached blocks (refs == 0), least recently used first: the eviction order.
-        self.lru: OrderedDict[int, None] = OrderedDict()
-
-    @property
-    def used(self) -> int:
-        """Blocks holding data (referenced or cached)."""
-        return self.private + len(self.refs)
-
-    def leading_hits(self, hashes: Sequence[int], limit: int) -> int:
-        hit, refs = 0, self.refs
-        while hit < limit and hashes[hit] in refs:
-            hit += 1
-        return hit
-
-    def try_reserve(self, hits: Sequence[int], need: int) -> bool:
-        """Reference the cached blocks ``hits`` and reserve ``need`` new blocks, evicting LRU
-        blocks as needed; False (nothing changed) if they cannot fit."""
-        refs, lru = self.refs, self.lru
-        hits_in_lru = sum(1 for h in hits if refs[h] == 0)
-        free = self.capacity - self.used
-        if need > free + len(lru) - hits_in_lru:
-            return False
-        for h in hits:
-            if refs[h] == 0:
-                del lru[h]
-            refs[h] += 1
-        if need > free:  # the least recently used blocks go, oldest first
-            evicted = list(itertools.islice(lru, need - free))
-            _each(lru.__delitem__, evicted)
-            _each(refs.__delitem__, evicted)
-        self.private += need
-        return True
-
-    def register(self, hashes: Sequence[int]) -> None:
-        """Private blocks now computed become the cached blocks ``hashes`` (a block another
-        request computed meanwhile is shared, and the private copy freed)."""
-        self.private -= len(hashes)
-        refs, lru = self.refs, self.lru
-        if refs.keys().isdisjoint(hashes):  # all new (the common case): one C-level update
-            new = dict.fromkeys(hashes, 1)
-            if len(new) == len(hashes):
-                refs.update(new)
-                return
-        for h in hashes:
-            count = refs.get(h)
-            if count == 0:
-                del lru[h]
-            refs[h] = 1 if count is None else count + 1
-
-    def drop_unreferenced(self) -> int:
-        """Evict every cached block no running request uses; returns how many."""
-        for h in self.lru:
-            del self.refs[h]
-        dropped = len(self.lru)
-        self.lru.clear()
-        return dropped
-
-    def release(self, held: Sequence[int], private: int) -> None:
-        """Drop a request's blocks; its hashed blocks stay cached, tail first in eviction order."""
-        self.private -= private
-        refs, lru = self.refs, self.lru
-        if len(held) > 1:
-            counts = operator.itemgetter(*held)(refs)
-            if counts.count(1) == len(held):  # no other user (so no repeats): one update each
-                refs.update(dict.fromkeys(held, 0))
-                lru.update(dict.fromkeys(reversed(held)))
-                return
-        for h in reversed(held):
-            count = refs[h] - 1
-            refs[h] = count
-            if count == 0:
-                lru[h] = None
-
-
-def _each(fn: Callable[[int], object], items: Iterable[int]) -> None:
-    """``fn(item)`` for every item, looped in C (bulk deletes of blocks)."""
-    deque(map(fn, items), maxlen=0)
 
 
 # ---- requests ------------------------------------------------------------------------------------
@@ -444,10 +352,10 @@ class Engine:
         cache, bt = self._cache, self.block_tokens
         return EngineStats(
             running=len(self._prefilling) + self._batch, waiting=len(self._waiting),
-            kv_used_tokens=(cache.used - len(cache.lru)) * bt,
+            kv_used_tokens=(cache.used - cache.cached) * bt,
             kv_capacity_tokens=cache.capacity * bt, requests_done=self._done,
             prompt_tokens=self._prompt_tokens, cached_prompt_tokens=self._cached_tokens,
-            busy_s=self._busy, iterations=self._iter, kv_cached_tokens=len(cache.lru) * bt,
+            busy_s=self._busy, iterations=self._iter, kv_cached_tokens=cache.cached * bt,
             arriving=self._arriving,
             waiting_tokens=sum(r.prompt + r.output for r in self._waiting))
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 
+import pytest
+
 from fleetcall.router.predict import PrefixIndex
-from fleetcall.sim.engine import _BlockCache
+from fleetcall.sim.kvcache import BlockCache as _BlockCache
 
 
 class _Reference:
@@ -60,10 +62,18 @@ def _prompt(rng: random.Random, families: int) -> list[int]:
     return shared + own
 
 
-def test_block_cache_matches_its_per_block_definition() -> None:
+@pytest.mark.parametrize(("capacity", "families"), [(60, 4), (60, 1)])
+def test_block_cache_matches_its_per_block_definition(capacity: int, families: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    compactions = []
+    compact = _BlockCache._compact
+    monkeypatch.setattr(_BlockCache, "_compact",
+                        lambda self: (compactions.append(1), compact(self))[-1])
+    if families == 1:  # one shared prefix, hit again and again: stale places pile up
+        monkeypatch.setattr(_BlockCache, "STALE_SLACK", 20 - capacity)
     rng = random.Random(3)
     for _ in range(30):
-        fast, slow = _BlockCache(60), _Reference(60)
+        fast, slow = _BlockCache(capacity), _Reference(capacity)
         running: list[tuple[list[int], int, int]] = []  # (hashes, hits, private)
         for _ in range(400):
             if running and (rng.random() < 0.45 or len(running) > 6):
@@ -72,7 +82,7 @@ def test_block_cache_matches_its_per_block_definition() -> None:
                     cache.register(hashes[held:])
                     cache.release(hashes, private - (len(hashes) - held))
             else:
-                hashes = _prompt(rng, 4)
+                hashes = _prompt(rng, families)
                 hit = 0
                 while hit < len(hashes) - 1 and hashes[hit] in slow.refs:
                     hit += 1
@@ -81,8 +91,11 @@ def test_block_cache_matches_its_per_block_definition() -> None:
                 assert fast.try_reserve(hashes[:hit], need) is ok
                 if ok:
                     running.append((hashes, hit, need))
-            assert fast.refs == slow.refs and list(fast.lru) == list(slow.lru)
+            assert fast.counts() == slow.refs and fast.eviction_order() == list(slow.lru)
+            assert fast.cached == len(slow.lru)
             assert fast.private == slow.private
+    if families == 1:
+        assert compactions
 
 
 def _reference_add(blocks: OrderedDict[int, None], capacity: int, hashes: list[int]) -> None:
@@ -95,12 +108,20 @@ def _reference_add(blocks: OrderedDict[int, None], capacity: int, hashes: list[i
         blocks.popitem(last=False)
 
 
-def test_prefix_index_add_matches_its_per_block_definition() -> None:
+@pytest.mark.parametrize("slack", [PrefixIndex.STALE_SLACK, -5])
+def test_prefix_index_add_matches_its_per_block_definition(slack: int,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    compactions = []
+    compact = PrefixIndex._compact
+    monkeypatch.setattr(PrefixIndex, "_compact",
+                        lambda self: (compactions.append(1), compact(self))[-1])
     rng = random.Random(5)
     for capacity in (1, 7, 40):
+        monkeypatch.setattr(PrefixIndex, "STALE_SLACK", max(slack, -capacity + 1))
         index, reference = PrefixIndex(capacity), OrderedDict[int, None]()
         for _ in range(2000):
             hashes = _prompt(rng, 3)
             index.add(hashes)
             _reference_add(reference, capacity, hashes)
-            assert list(index._blocks) == list(reference)
+            assert index.order() == list(reference) and len(index) == len(reference)
+    assert compactions or slack > 0
