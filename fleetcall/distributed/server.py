@@ -99,6 +99,7 @@ class SchedulerServer:
         self._hinted: dict[str, float] = {}                 # replica -> hints last sent
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None                 # server time it fires at
+        self._closed = False                                # aclose() was called
         for spec in endpoints:
             self.shared.core.add_endpoint(spec, self._last)
 
@@ -160,14 +161,19 @@ class SchedulerServer:
         if not self.shared.knows(replica, session):
             return Reply(self.incarnation, known=False)
         self.shared.touch(replica, self.now())
-        if not self.shared.has_mail(replica):
-            wake = self._waiting.setdefault(replica, asyncio.Event())
-            wake.clear()
-            try:
-                async with asyncio.timeout(timeout_s):
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Woken when mail came for it, but an exchange of the replica may have taken
+                # that mail first (its reply carries it): then wait on, rather than answer an
+                # empty reply the replica must poll again after (a request per call, for
+                # nothing, on the actor's and the replica's CPU).
+                while not (self.shared.has_mail(replica) or self._closed
+                           or not self.shared.knows(replica, session)):
+                    wake = self._waiting.setdefault(replica, asyncio.Event())
+                    wake.clear()
                     await wake.wait()
-            except TimeoutError:
-                pass
+        except TimeoutError:
+            pass
         now = self.now()
         if not self.shared.knows(replica, session):  # said hello again, or forgotten meanwhile
             return Reply(self.incarnation, known=False)
@@ -191,6 +197,7 @@ class SchedulerServer:
 
     async def aclose(self) -> None:
         """Stop the timer; wake every poll (they answer at once)."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, None
