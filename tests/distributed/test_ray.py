@@ -318,7 +318,9 @@ def test_a_gentle_cancel_interrupts_the_task_s_python_code(tmp_path: Path) -> No
 def test_fleetcall_serve_on_ray_answers_a_run_over_http() -> None:
     """``fleetcall serve --ray --replicas 2`` joined to this cluster: the demo's emulated GPUs
     served over HTTP by the command, two Serve replicas sharing one scheduler, a run answered
-    through Serve's proxy on 127.0.0.1; SIGINT stops it cleanly."""
+    through Serve's proxy on 127.0.0.1; SIGINT stops it cleanly. ``--log-level debug`` reaches
+    the replicas: each logs at debug (configured as ``fleetcall serve`` configures its own),
+    in its worker's log file in this cluster's session."""
     import signal
     import subprocess
     import sys
@@ -330,7 +332,8 @@ def test_fleetcall_serve_on_ray_answers_a_run_over_http() -> None:
     port = free_port("127.0.0.1")
     address = ray.get_runtime_context().gcs_address
     command = [sys.executable, "-m", "fleetcall.cli", "serve", "--ray", "--replicas", "2",
-               "--replica-cpus", "0", "--port", str(port), "--ray-address", address]
+               "--replica-cpus", "0", "--port", str(port), "--ray-address", address,
+               "--log-level", "debug"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
@@ -353,6 +356,10 @@ def test_fleetcall_serve_on_ray_answers_a_run_over_http() -> None:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and "fleetcall serve: stopped" in out, out
+        logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # this cluster's
+        debug = [line for f in logs.glob("worker-*.err") for line in f.read_text().splitlines()
+                 if "DEBUG" in line and "Serve replica (pid" in line]
+        assert len(debug) == 2 and all("log level debug" in line for line in debug), debug
     finally:
         if proc.poll() is None:
             proc.kill()
