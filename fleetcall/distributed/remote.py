@@ -37,8 +37,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from fleetcall.distributed.lease import LeaseBook
 from fleetcall.distributed.server import Reply, SchedulerServer
-from fleetcall.distributed.shared import Event, Hints
+from fleetcall.distributed.shared import Event, Hints, LeaseToken
 from fleetcall.errors import ConfigError, FleetcallError
 from fleetcall.router.actions import Action, Grant, Outcome
 from fleetcall.router.coreclient import Deliver
@@ -204,6 +205,9 @@ class RemoteCore:
         self._tasks: list[asyncio.Task[None]] = []
         self._hints: Hints | None = None
         self._lengths = local.output_lengths       # what output_lengths gives (hinted or local)
+        self._leases = LeaseBook()                 # slots held ahead of calls (this session)
+        self._sizes = (1, 1)                       # the last call's (prompt, output) tokens
+        self._closing = False                      # aclose() began: no more leases
 
     # -- lifecycle (AsyncCoreClient) -------------------------------------------------------
     def connect(self, deliver: Deliver) -> None:
@@ -220,6 +224,8 @@ class RemoteCore:
             self._session += 1
             self._up, self._hello_due, self._retry_now = True, True, False
             self._seq, self._inflight, self._urgent = 0, 0, False
+            self._leases.clear()
+        self._closing = False
         self._wake, self._joined = asyncio.Event(), asyncio.Event()
         self._wake.set()  # the first hello goes out now
         self._tasks = [loop.create_task(self._send_loop(), name=f"scheduler-send {self.replica}"),
@@ -230,6 +236,9 @@ class RemoteCore:
         ``rpc_timeout_s``), then stop the tasks."""
         if self._tasks and self._tasks[0].get_loop() is asyncio.get_running_loop() \
                 and self._up and not self._hello_due:
+            self._closing = True  # no more leases asked for
+            for event in self._leases.release_all():  # its slots are others' again at once
+                self._send(event)
             self._urgent = True
             assert self._wake is not None
             self._wake.set()
@@ -329,8 +338,19 @@ class RemoteCore:
 
     # -- call events -----------------------------------------------------------------------
     def submit(self, call: CallView, now: float) -> list[Action]:
+        """Granted at once in a lease this replica holds (reported to the server after), or
+        placed where calls go now: the shared core (granted in a reply), or the local one."""
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id!r} was already submitted")
+        self._sizes = (call.prompt_tokens, call.output_tokens)
+        if self.connected:
+            taken = self._leases.take()
+            if taken is not None:
+                token, endpoint = taken
+                self._calls[call.call_id] = _Track(call, self._session, granted=True)
+                self._send(Event("adopt", token, self._wire(call)), urgent=False)
+                self._top_up()
+                return [Grant(call.call_id, endpoint, 1, 0.0)]
         track = _Track(call, LOCAL)
         self._calls[call.call_id] = track
         return self._place(track, now)
@@ -427,9 +447,29 @@ class RemoteCore:
             return
         if reply.hints is not None:
             self._hint(reply.hints)
-        fresh = [a for a in reply.actions if self._for_session(a, session)]
+        self._leases.size = reply.lease
+        fresh = []
+        for action in reply.actions:
+            token = getattr(action, "call_id", None)
+            if isinstance(token, LeaseToken):
+                if isinstance(action, Grant):
+                    self._leases.granted(token, action.endpoint)
+                else:
+                    self._leases.refused(token)
+            elif self._for_session(action, session):
+                fresh.append(action)
+        self._top_up()
         if fresh and self._deliver is not None:
             self._deliver(self._tracked(fresh))
+
+    def _top_up(self) -> None:
+        """Ask for leases up to the size the server allows, or give back idle ones past it."""
+        if not self.connected or self._closing:
+            return
+        events = self._leases.plan(self._sizes, asyncio.get_running_loop().time()
+                                   + self.channel.clock_offset())
+        for event in events:
+            self._send(event, urgent=event.op == "cancelled")  # given back: others may wait
 
     def _for_session(self, action: Action, session: int) -> bool:
         track = self._calls.get(getattr(action, "call_id", None))
@@ -450,6 +490,7 @@ class RemoteCore:
         self._up = False
         self.switches += 1
         self._outbox.clear()
+        self._leases.clear()  # (the server cancels them with the session)
         assert self._joined is not None and self._wake is not None
         self._joined.clear()
         self._wake.set()  # the send loop starts retrying
@@ -468,6 +509,7 @@ class RemoteCore:
         self._session, self._up, self._hello_due = session, True, False
         self._seq, self._inflight = 0, 0  # (exchanges of the old session no longer count)
         self._retry_now, self._backoff = False, RETRY_FIRST_S
+        self._leases.clear()
         self.rejoins += 1
         assert self._joined is not None
         self._joined.set()
@@ -486,9 +528,11 @@ class RemoteCore:
         if actions and self._deliver is not None:
             self._deliver(self._tracked(actions))
 
-    def _send(self, event: Event) -> None:
+    def _send(self, event: Event, urgent: bool | None = None) -> None:
+        """Queue ``event``; ``urgent`` (default: a submit or a failure, which a call waits
+        on) sends the batch at once."""
         self._outbox.append(event)
-        self._urgent = self._urgent or event.op in _URGENT
+        self._urgent = self._urgent or (event.op in _URGENT if urgent is None else urgent)
         if self._wake is not None:
             self._wake.set()
 
@@ -568,6 +612,8 @@ class RemoteCore:
         self._outbox[:0] = pending  # events queued while the hello was out (first session)
         if reply.hints is not None:
             self._hint(reply.hints)
+        self._leases.size = reply.lease
+        self._top_up()
         assert self._wake is not None
         self._wake.set()
         return True
