@@ -13,6 +13,11 @@ each replica's events in the order they happened. Each reply carries the actions
 this replica; a second task long-polls for actions another replica's event caused (a slot
 freed elsewhere). Actions are handed to the pool on its loop.
 
+**Leases.** While the endpoints have room, the server lets the replica hold a few slots ahead
+of its calls (:mod:`fleetcall.distributed.lease`): a call submitted then is granted at once, on a
+lease, and the server learns it with the next batch; the round trip leaves the call's critical
+path. Otherwise (no lease held) a call waits one round trip for its grant.
+
 **Failing over.** When the server cannot be reached (an error, or no answer within
 ``rpc_timeout_s``), or no longer knows this replica (it restarted, or this replica's lease ran
 out), the replica places calls *locally*, with its own :class:`SchedulerCore` (same policy,
@@ -33,14 +38,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
+from fleetcall.distributed.channel import LocalChannel, SchedulerChannel, SchedulerUnreachable
 from fleetcall.distributed.lease import LeaseBook
-from fleetcall.distributed.server import Reply, SchedulerServer
+from fleetcall.distributed.server import Reply
 from fleetcall.distributed.shared import Event, Hints, LeaseToken
-from fleetcall.errors import ConfigError, FleetcallError
+from fleetcall.errors import ConfigError
 from fleetcall.router.actions import Action, Grant, Outcome
 from fleetcall.router.coreclient import Deliver
 from fleetcall.router.core import SchedulerCore
@@ -61,90 +66,6 @@ RETRY_MAX_S = 5.0         # ... up to this
 MAX_IN_FLIGHT = 8         # exchanges awaiting their reply at once
 LINGER_S = 0.001          # other events wait this long for one a call waits on, to ride along
 _URGENT = frozenset({"submit", "failed"})  # events a call is waiting on (for its grant)
-
-
-class SchedulerUnreachable(FleetcallError):
-    """The shared scheduler did not answer (died, restarting, or too slow)."""
-
-
-class SchedulerChannel(Protocol):
-    """How a replica reaches a :class:`SchedulerServer`. Raises :class:`SchedulerUnreachable`
-    when the server cannot answer."""
-
-    def clock_offset(self) -> float:
-        """The server's clock minus this loop's clock, now (seconds)."""
-        ...
-
-    async def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec]) -> Reply: ...
-    async def exchange(self, replica: str, session: int, seq: int,
-                       events: Sequence[Event]) -> Reply:
-        """Apply ``events``, the session's exchange number ``seq`` (0, 1, ...: the server
-        applies them in that order)."""
-        ...
-    async def poll(self, replica: str, session: int, timeout_s: float) -> Reply: ...
-
-
-class LocalChannel:
-    """A server in this process (the herd benchmark, tests), optionally ``rtt_s`` seconds of
-    loop time away per request (half each way). :meth:`kill` makes it unreachable, as a dead
-    actor is (requests in flight fail too), :meth:`revive` brings it back; assign ``server``
-    to stand for a restarted one."""
-
-    def __init__(self, server: SchedulerServer, *, rtt_s: float = 0.0) -> None:
-        self.server = server
-        self.rtt_s = rtt_s
-        self._dead: asyncio.Event | None = None   # set while unreachable
-
-    @property
-    def down(self) -> bool:
-        return self._dead is not None and self._dead.is_set()
-
-    def kill(self) -> None:
-        if self._dead is None:
-            self._dead = asyncio.Event()
-        self._dead.set()
-
-    def revive(self) -> None:
-        self._dead = None
-
-    def clock_offset(self) -> float:
-        return self.server.clock() - asyncio.get_running_loop().time()
-
-    async def _call(self, method: str, *args: Any) -> Reply:
-        if self._dead is None:
-            self._dead = asyncio.Event()
-        dead = self._dead
-        if dead.is_set():
-            raise SchedulerUnreachable("the in-process scheduler is down")
-        request = asyncio.ensure_future(self._request(method, *args))
-        death = asyncio.ensure_future(dead.wait())
-        try:
-            await asyncio.wait((request, death), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            death.cancel()
-            if not request.done():
-                request.cancel()
-        if dead.is_set() or request.cancelled():
-            raise SchedulerUnreachable("the in-process scheduler is down")
-        return request.result()
-
-    async def _request(self, method: str, *args: Any) -> Reply:
-        if self.rtt_s:
-            await asyncio.sleep(self.rtt_s / 2)
-        reply: Reply = await getattr(self.server, method)(*args)
-        if self.rtt_s:
-            await asyncio.sleep(self.rtt_s / 2)
-        return reply
-
-    async def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec]) -> Reply:
-        return await self._call("hello", replica, session, specs)
-
-    async def exchange(self, replica: str, session: int, seq: int,
-                       events: Sequence[Event]) -> Reply:
-        return await self._call("exchange", replica, session, seq, events)
-
-    async def poll(self, replica: str, session: int, timeout_s: float) -> Reply:
-        return await self._call("poll", replica, session, timeout_s)
 
 
 def default_replica_name() -> str:
