@@ -80,17 +80,18 @@ class LeaseBook:
     def refused(self, token: LeaseToken) -> None:
         self._asked.discard(token)
 
-    def plan(self, sizes: tuple[int, int], now_server: float) -> list[Event]:
+    def plan(self, now_server: float) -> list[Event]:
         """Events bringing the leases to :attr:`size`: submits of new tokens, or cancels of
-        idle ones past it. ``sizes``: (prompt, output) tokens a lease stands for (the last
-        call's: what the core predicts its slot's service from until a call takes it)."""
+        idle ones past it. A lease is a call of no prompt and one output token to the core:
+        the least it can hold of the prefill gate, a slot that frees soon to the policy's eye
+        (a call that takes it is held again as itself)."""
         events: list[Event] = []
         while len(self._asked) + len(self._held) < self.size:
             token = LeaseToken(self._next)
             self._next += 1
             self._asked.add(token)
-            events.append(Event("submit", CallView(token, "", "lease", sizes[0], max(sizes[1], 1),
-                                                   None, 0.0, LEASE_PRIORITY, now_server, ())))
+            events.append(Event("submit", CallView(token, "", "lease", 0, 1, None, 0.0,
+                                                   LEASE_PRIORITY, now_server, ())))
         while self._held and len(self._asked) + len(self._held) > self.size:
             token = next(iter(self._held))
             del self._held[token]

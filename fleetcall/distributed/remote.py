@@ -127,7 +127,6 @@ class RemoteCore:
         self._hints: Hints | None = None
         self._lengths = local.output_lengths       # what output_lengths gives (hinted or local)
         self._leases = LeaseBook()                 # slots held ahead of calls (this session)
-        self._sizes = (1, 1)                       # the last call's (prompt, output) tokens
         self._closing = False                      # aclose() began: no more leases
 
     # -- lifecycle (AsyncCoreClient) -------------------------------------------------------
@@ -263,7 +262,6 @@ class RemoteCore:
         placed where calls go now: the shared core (granted in a reply), or the local one."""
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id!r} was already submitted")
-        self._sizes = (call.prompt_tokens, call.output_tokens)
         if self.connected:
             taken = self._leases.take()
             if taken is not None:
@@ -387,8 +385,7 @@ class RemoteCore:
         """Ask for leases up to the size the server allows, or give back idle ones past it."""
         if not self.connected or self._closing:
             return
-        events = self._leases.plan(self._sizes, asyncio.get_running_loop().time()
-                                   + self.channel.clock_offset())
+        events = self._leases.plan(asyncio.get_running_loop().time() + self.channel.clock_offset())
         for event in events:
             self._send(event, urgent=event.op == "cancelled")  # given back: others may wait
 

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, cast
 from fleetcall.errors import ConfigError
 from fleetcall.router.actions import Action, Grant, Retired
 from fleetcall.router.core import SchedulerCore
+from fleetcall.router.dispatcher import predicted_service_s
 from fleetcall.router.faults import Fail, FailWhy
 from fleetcall.router.health import EndpointSnapshot
 from fleetcall.router.state import EndpointSpec
@@ -170,7 +171,7 @@ class SharedCore:
                 if op == "submit":
                     self._submit(replica, subject, now)
                 elif op == "adopt":
-                    self._adopt(replica, subject, arg)
+                    self._adopt(replica, subject, arg, now)
                 elif op == "healthy":
                     self._route(self.core.healthy(subject, now))
                 elif op == "rate_limited":
@@ -209,20 +210,24 @@ class SharedCore:
                 actions.append(Fail(cid, FailWhy.OVERLOADED, "no slot free for a lease now"))
         self._route(actions)
 
-    def _adopt(self, replica: str, token: LeaseToken, view: CallView) -> None:
+    def _adopt(self, replica: str, token: LeaseToken, view: CallView, now: float) -> None:
         """The replica placed the call ``view`` in its lease ``token``: the slot is the
         call's now (KeyError if the lease is not an idle one of the replica's)."""
         self._idle[replica].remove(token)
         cid = (replica, token)
         self._alias[replica][view.call_id] = token
         self._adopted[replica][token] = view.call_id
-        # The core holds the lease as a call: it becomes this call (its view: its tokens and
-        # query, for the policy and for what the predictors learn when it finishes). The core
-        # has no public way to re-describe a running call; this is the one place that does.
+        # The core holds the lease as a call: it becomes this call, its view (tokens, query:
+        # for the policy, and for what the predictors learn when it finishes) and its slot
+        # held again as the call's (its predicted prefill and end, in the prefill gate). The
+        # core has no public way to re-describe a running call; this is the one place that does.
         c = self.core._calls[cid]
         c.view = replace(view, call_id=cid)
         assert c.endpoint is not None
-        self.core.endpoint(c.endpoint).running[cid].query_id = view.query_id
+        ep = self.core.endpoint(c.endpoint)
+        c.service_s = predicted_service_s(c.view, ep.view(now, True))
+        ep.release(cid, now)
+        ep.hold(c.view, c.service_s, now)
 
     def _ended(self, replica: str, own: Any) -> None:
         """Forget what tied ``own`` (the core's name of a call of ``replica``) to a lease."""

@@ -23,7 +23,7 @@ def _call(n: object, query: str = "q", kind: str = "planner") -> CallView:
 
 
 def _lease(n: int) -> Event:
-    return Event("submit", CallView(LeaseToken(n), "", "lease", 100, 10, None, 0.0, 1 << 30, 0.0, ()))
+    return Event("submit", CallView(LeaseToken(n), "", "lease", 0, 1, None, 0.0, 1 << 30, 0.0, ()))
 
 
 async def _seconds_per_call(lease_slots: int, calls: int = 20) -> tuple[float, list[float]]:
@@ -84,8 +84,10 @@ def test_shared_core_leases_never_queue_and_a_call_in_one_is_learnt_as_itself() 
     assert [type(a).__name__ for a in mail] == ["Grant", "Grant", "Fail"]  # the third: no slot
     assert len(shared.core) == 2 and shared.idle_leases("r") == 2
     # A call placed in lease 0 reports it; its events name it by its own id from then on.
-    shared.apply("r", 1, [Event("adopt", LeaseToken(0), _call(7, "q7", "joiner")),
-                          Event("started", 7), Event("first_token", 7),
+    shared.apply("r", 1, [Event("adopt", LeaseToken(0), _call(7, "q7", "joiner"))], 0.5)
+    held = shared.core.endpoint("a").running[("r", LeaseToken(0))]
+    assert (held.query_id, held.prefill_tokens) == ("q7", 100)  # its slot held as the call's
+    shared.apply("r", 1, [Event("started", 7), Event("first_token", 7),
                           Event("finished", 7, Outcome(0.1, 0.01, 0.5, 33))], 1.0)
     assert shared.ignored == 0 and shared.idle_leases("r") == 1
     assert dict(shared.core.output_lengths.kinds()).get("joiner") == 33
@@ -119,12 +121,12 @@ def test_a_retried_call_in_a_lease_comes_back_under_its_own_id() -> None:
 def test_a_lease_book_asks_up_to_its_size_and_gives_back_idle_ones_past_it() -> None:
     book = LeaseBook()
     book.size = 3
-    asked = book.plan((100, 10), 0.0)
+    asked = book.plan(0.0)
     assert [e.op for e in asked] == ["submit"] * 3
     tokens = [e.subject.call_id for e in asked]
     assert book.granted(tokens[0], "a") and book.granted(tokens[1], "b")
     book.refused(tokens[2])
     assert book.held == 2
     book.size = 1
-    assert [(e.op, e.subject) for e in book.plan((100, 10), 0.0)] == [("cancelled", tokens[0])]
+    assert [(e.op, e.subject) for e in book.plan(0.0)] == [("cancelled", tokens[0])]
     assert book.take() == (tokens[1], "b") and book.take() is None
