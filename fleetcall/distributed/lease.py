@@ -9,12 +9,14 @@ core, a call of the replica (its id a :class:`LeaseToken`, kind ``"lease"``) tha
 * **Size.** Every reply of the server says how many leases the replica may hold
   (:attr:`~fleetcall.distributed.server.Reply.lease`): its share of the free slots (free slots
   and idle leases of all replicas, over the replicas), at most the server's ``lease_slots``;
-  none while any call waits for a slot anywhere (a waiting call gets a slot before a lease).
+  none while a call waits for want of a slot (a waiting call gets a slot before a lease).
 * **Asking.** The replica submits tokens up to that size with its other events. A token the
   core cannot grant at once is cancelled there and answered with a ``Fail`` (a lease never
-  queues, so it never stands in a call's way).
+  queues, so it never stands in a call's way); the replica then asks for none for
+  :data:`QUIET_S`.
 * **Using.** A call submitted while the replica holds a granted lease is granted at once, by the
-  replica, on the lease's endpoint (of its leases, one on the endpoint where it holds most);
+  replica, on the lease's endpoint (of the endpoints it holds leases on, the one the pool's
+  policy picks for the call on the replica's own view);
   the replica reports it (``adopt``: the token and the call's view) with its next batch, and
   the server makes the lease's slot that call's (its view, so the predictors learn from the
   call's own tokens). From then on the call is the replica's like any other (its events name
@@ -24,6 +26,11 @@ core, a call of the replica (its id a :class:`LeaseToken`, kind ``"lease"``) tha
   if it has nothing else to tell. Only the replica ends its leases, so a lease is never both
   used and taken back; a replica that leaves (a new session, a lapsed lease of its own) loses
   them with its other calls.
+
+A call that came to the scheduler while leases held the free slots waits in a queue until they
+are given back (a round trip); the freed slot then takes it if the policy moves queued calls to
+idle endpoints (``slack`` does; the baselines ``least-busy`` and ``rr-fcfs`` never do, and it
+waits where it was queued).
 
 This module is the replica's side: :class:`LeaseBook`. The server's is in
 :class:`~fleetcall.distributed.shared.SharedCore`.
@@ -38,6 +45,7 @@ from fleetcall.router.views import CallView
 
 __all__ = ["LeaseBook", "LeaseToken"]
 
+QUIET_S = 0.05             # after a lease was refused, ask for none for this long
 LEASE_PRIORITY = 1 << 30   # a lease is the least urgent of calls (it never waits, but if it did)
 
 
@@ -49,6 +57,7 @@ class LeaseBook:
         self._asked: set[LeaseToken] = set()         # submitted, not answered yet
         self._held: dict[LeaseToken, str] = {}       # granted and idle: token -> endpoint
         self._next = 0
+        self._quiet_until = -float("inf")            # no asking before (server time)
 
     @property
     def held(self) -> int:
@@ -60,14 +69,21 @@ class LeaseBook:
         self._held.clear()
         self.size = 0
 
-    def take(self) -> tuple[LeaseToken, str] | None:
-        """An idle lease for a call (one on the endpoint where it holds most), or None."""
+    def endpoints(self) -> set[str]:
+        """The endpoints it holds an idle lease on."""
+        return set(self._held.values())
+
+    def take(self, endpoint: str | None = None) -> tuple[LeaseToken, str] | None:
+        """An idle lease for a call, on ``endpoint`` (None: where it holds most), or None."""
         if not self._held:
             return None
-        most = Counter(self._held.values()).most_common(1)[0][0]
-        token = next(t for t, ep in self._held.items() if ep == most)
+        if endpoint is None:
+            endpoint = Counter(self._held.values()).most_common(1)[0][0]
+        token = next((t for t, ep in self._held.items() if ep == endpoint), None)
+        if token is None:
+            return None
         del self._held[token]
-        return token, most
+        return token, endpoint
 
     def granted(self, token: LeaseToken, endpoint: str) -> bool:
         """The server granted ``token`` on ``endpoint``; False if it is no longer wanted."""
@@ -77,8 +93,10 @@ class LeaseBook:
         self._held[token] = endpoint
         return True
 
-    def refused(self, token: LeaseToken) -> None:
+    def refused(self, token: LeaseToken, now_server: float) -> None:
+        """The server could not grant ``token``: ask for none for :data:`QUIET_S`."""
         self._asked.discard(token)
+        self._quiet_until = now_server + QUIET_S
 
     def plan(self, now_server: float) -> list[Event]:
         """Events bringing the leases to :attr:`size`: submits of new tokens, or cancels of
@@ -86,7 +104,7 @@ class LeaseBook:
         the least it can hold of the prefill gate, a slot that frees soon to the policy's eye
         (a call that takes it is held again as itself)."""
         events: list[Event] = []
-        while len(self._asked) + len(self._held) < self.size:
+        while len(self._asked) + len(self._held) < self.size and now_server >= self._quiet_until:
             token = LeaseToken(self._next)
             self._next += 1
             self._asked.add(token)

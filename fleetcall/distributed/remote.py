@@ -262,8 +262,8 @@ class RemoteCore:
         placed where calls go now: the shared core (granted in a reply), or the local one."""
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id!r} was already submitted")
-        if self.connected:
-            taken = self._leases.take()
+        if self.connected and self._leases.held:
+            taken = self._leases.take(self._choose(call, self._leases.endpoints(), now))
             if taken is not None:
                 token, endpoint = taken
                 self._calls[call.call_id] = _Track(call, self._session, granted=True)
@@ -374,12 +374,23 @@ class RemoteCore:
                 if isinstance(action, Grant):
                     self._leases.granted(token, action.endpoint)
                 else:
-                    self._leases.refused(token)
+                    self._leases.refused(token, asyncio.get_running_loop().time()
+                                         + self.channel.clock_offset())
             elif self._for_session(action, session):
                 fresh.append(action)
         self._top_up()
         if fresh and self._deliver is not None:
             self._deliver(self._tracked(fresh))
+
+    def _choose(self, call: CallView, leased: set[str], now: float) -> str | None:
+        """The endpoint the policy picks for ``call`` among ``leased`` (its view: the local
+        core's endpoints, their predictors), or None if it cannot."""
+        views = [self.local.endpoint(name).view(now, name in leased)
+                 for name in self.local.endpoints]
+        try:
+            return self.dispatcher.choose(call, views, now)
+        except (ValueError, KeyError):
+            return None
 
     def _top_up(self) -> None:
         """Ask for leases up to the size the server allows, or give back idle ones past it."""

@@ -242,12 +242,24 @@ class SharedCore:
         return len(self.core) > running
 
     def lease_size(self, replica: str, now: float, cap: int) -> int:
-        """Leases ``replica`` may hold now: its share of the free slots and idle leases (over
-        the replicas), at most ``cap``; none while a call waits for a slot."""
-        if cap <= 0 or replica not in self._sessions or self.waiting():
+        """Leases ``replica`` may hold now: its share (over the replicas) of the idle leases
+        and of the slots a lease would be granted now (free, on an available endpoint with
+        nothing queued and its prefill gate open), at most ``cap``; none while a call waits
+        for want of a slot (parked, or queued where no slot is free: a lease may hold it)."""
+        if cap <= 0 or replica not in self._sessions:
             return 0
-        free = sum(self.core.endpoint(n).free_slots() for n in self.core.endpoints
-                   if self.core.endpoint(n).available(now))
+        gate, chunk = self.core.dispatcher.prefill_slots, self.core.dispatcher.prefill_chunk_tokens
+        running = queued = free = 0
+        for name in self.core.endpoints:
+            ep = self.core.endpoint(name)
+            running += len(ep.running)
+            queued += len(ep.queue)
+            if ep.queue and ep.free_slots() <= 0:
+                return 0
+            if ep.available(now) and not ep.queue and ep.prefill_gate_open(now, gate, chunk):
+                free += max(ep.free_slots(), 0)
+        if len(self.core) > running + queued:   # parked calls
+            return 0
         idle = sum(len(held) for held in self._idle.values())
         return min(cap, (free + idle) // len(self._sessions))
 
