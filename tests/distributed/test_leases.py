@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fleetcall.distributed.lease import LeaseBook
+from fleetcall.distributed.lease import QUIET_S, LeaseBook
 from fleetcall.distributed.shared import Event, LeaseToken, SharedCore
 from fleetcall.llm.base import complete
 from fleetcall.router.actions import Grant, Outcome
@@ -131,3 +131,7 @@ def test_a_lease_book_asks_up_to_its_size_and_gives_back_idle_ones_past_it() -> 
     book.size = 1
     assert [(e.op, e.subject) for e in book.plan(0.0)] == [("cancelled", tokens[0])]
     assert book.take() == (tokens[1], "b") and book.take() is None
+    # refused at 0.0 (above): no asking again before QUIET_S, then up to the size
+    book.size = 2
+    assert book.plan(QUIET_S / 2) == []
+    assert [e.op for e in book.plan(QUIET_S)] == ["submit", "submit"]
