@@ -187,7 +187,7 @@ def measure_ray(args: argparse.Namespace) -> dict[str, Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         specs = _specs(args.endpoints, args.slots)
-        handle = start_scheduler("slack", name="bench-overhead")
+        handle = start_scheduler("slack", name="bench-overhead", lease_slots=args.lease_slots)
         trip = asyncio.run(round_trip(handle, args.trips))
         call = asyncio.run(per_call(handle, args.calls, args.endpoints, args.slots))
         ray.kill(handle)
@@ -236,6 +236,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drivers", type=int, default=4, help="synthetic replicas (capacity)")
     parser.add_argument("--window", type=int, default=64, help="calls in flight per driver")
     parser.add_argument("--seconds", type=float, default=10.0, help="capacity run length")
+    parser.add_argument("--lease-slots", type=int, default=0,
+                        help="slot leases per replica of the scheduler (per-call overhead; 0: none)")
     parser.add_argument("--no-ray", action="store_true", help="the core's cost only")
     parser.add_argument("--json", metavar="PATH")
 

@@ -52,7 +52,8 @@ __all__ = ["DEFAULT_LEASE_S", "DEFAULT_LEASE_SLOTS", "Reply", "SchedulerServer"]
 log = logging.getLogger("fleetcall.distributed")
 
 DEFAULT_LEASE_S = 30.0      # a replica silent this long (no request) is forgotten
-DEFAULT_LEASE_SLOTS = 4     # slots a replica may hold ahead of its calls (0: no leases)
+DEFAULT_LEASE_SLOTS = 0     # slots a replica may hold ahead of its calls (0: no leases; off
+                            # by default: placing in leases costs SLO, see the README)
 DEFAULT_HINT_INTERVAL_S = 1.0  # hints go out to a replica at most this often
 GAP_S = 10.0                # longest an exchange waits for the one numbered before it
 

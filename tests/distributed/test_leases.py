@@ -53,7 +53,8 @@ def test_leases_spread_by_global_state_and_none_blocks_a_waiting_call() -> None:
     timeout, one on each endpoint (a call queued meanwhile is moved to the slot a returned
     lease frees: ``slack`` steals); when both pools close, nothing is left held."""
     async def main() -> tuple[list[str], list[float], int, int]:
-        async with replicas(2, shared=True, names=("a", "b"), slots=1, policy="slack") as herd:
+        async with replicas(2, shared=True, names=("a", "b"), slots=1, policy="slack",
+                            server_options={"lease_slots": 4}) as herd:
             server = herd.server
             assert server is not None
             await complete(herd.pools[0], ask("warm", query="w", max_tokens=1))
