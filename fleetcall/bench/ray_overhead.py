@@ -16,7 +16,8 @@ Four measurements, real clock (the last three on a local Ray cluster this comman
    :class:`~fleetcall.distributed.pool.RayPool` and through a plain
    :class:`~fleetcall.router.pool.EndpointPool` over the same instant in-process endpoints
    (:class:`~fleetcall.bench.pool.InstantTransport`); the difference in wall time per call is
-   what placing through the actor adds. Target: under 2 ms.
+   what placing through the actor adds (target: under 2 ms), and the requests the actor
+   served per call (1: the exchange carrying its events; a poll answering empty would add).
 4. **Capacity**: ``--drivers`` synthetic replicas in this process drive the actor as fast as it
    answers, each keeping ``--window`` calls in flight (every round trip carries new submits
    and the started / first-token / finished events of the calls granted before): calls
@@ -119,9 +120,11 @@ async def round_trip(handle: Any, trips: int) -> dict[str, float]:
 
 
 async def per_call(handle: Any, calls: int, endpoints: int, slots: int) -> dict[str, float]:
-    """Wall ms per sequential call, through a RayPool and a local EndpointPool."""
+    """Wall ms per sequential call, through a RayPool and a local EndpointPool; and the
+    requests the actor served per call of the RayPool (exchanges and polls)."""
     from fleetcall.distributed.pool import RayPool
     out: dict[str, float] = {}
+    requests = []
     for label in ("local", "ray", "local2", "ray2"):   # alternated: a busy machine slows both
         async with _http(endpoints) as http:
             pool: EndpointPool = (
@@ -130,14 +133,18 @@ async def per_call(handle: Any, calls: int, endpoints: int, slots: int) -> dict[
                 EndpointPool(_configs(endpoints, slots), http=http, policy="slack"))
             async with pool:
                 await complete(pool, _request(-1))          # joined, warmed up
+                before = (await handle.stats.remote())["requests"]
                 t0 = time.perf_counter()
                 for i in range(calls):
                     await complete(pool, _request(i))
                 ms = (time.perf_counter() - t0) / calls * 1e3
+                if label.startswith("ray"):
+                    requests.append(((await handle.stats.remote())["requests"] - before) / calls)
         key = label.rstrip("2")
         out[key] = min(out.get(key, ms), ms)
     return {"local_ms_per_call": out["local"], "ray_ms_per_call": out["ray"],
-            "overhead_ms_per_call": out["ray"] - out["local"]}
+            "overhead_ms_per_call": out["ray"] - out["local"],
+            "requests_per_call": statistics.fmean(requests)}
 
 
 async def _driver(handle: Any, name: str, window: int, until: float, done: list[int]) -> None:
@@ -180,7 +187,7 @@ def measure_ray(args: argparse.Namespace) -> dict[str, Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         specs = _specs(args.endpoints, args.slots)
-        handle = start_scheduler("slack", name="bench-overhead")
+        handle = start_scheduler("slack", name="bench-overhead", lease_slots=args.lease_slots)
         trip = asyncio.run(round_trip(handle, args.trips))
         call = asyncio.run(per_call(handle, args.calls, args.endpoints, args.slots))
         ray.kill(handle)
@@ -209,7 +216,8 @@ def format_report(rep: dict[str, Any]) -> str:
                   f"per empty request",
                   f"per call: {c['ray_ms_per_call']:.2f} ms through RayPool, "
                   f"{c['local_ms_per_call']:.2f} ms local: overhead "
-                  f"{c['overhead_ms_per_call']:.2f} ms (target < {TARGET_MS_PER_CALL} ms)",
+                  f"{c['overhead_ms_per_call']:.2f} ms (target < {TARGET_MS_PER_CALL} ms); "
+                  f"{c['requests_per_call']:.2f} requests to the actor a call",
                   f"capacity: {k['calls_per_s']:,.0f} calls/s from {rep['drivers']} drivers, "
                   f"actor {k['actor_cpu_us_per_call']:.0f} us CPU per call "
                   f"({k['actor_cpu_share']:.0%} of a core) -> one actor on its own core: "
@@ -228,6 +236,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drivers", type=int, default=4, help="synthetic replicas (capacity)")
     parser.add_argument("--window", type=int, default=64, help="calls in flight per driver")
     parser.add_argument("--seconds", type=float, default=10.0, help="capacity run length")
+    parser.add_argument("--lease-slots", type=int, default=0,
+                        help="slot leases per replica of the scheduler (per-call overhead; 0: none)")
     parser.add_argument("--no-ray", action="store_true", help="the core's cost only")
     parser.add_argument("--json", metavar="PATH")
 

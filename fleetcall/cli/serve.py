@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
                    help="fleetcall's logs on stderr (run start and end, rejected plans, failed tools, "
                         "retries, cooldowns), with time, level and logger (default: info, unless "
-                        "the --app module configured logging itself)")
+                        "the --app module configured logging itself); with --ray, every "
+                        "replica's too (in its Ray worker's log file)")
     ray = p.add_argument_group("Ray Serve (the [ray] extra; see fleetcall.distributed.serve)")
     ray.add_argument("--ray", action="store_true",
                      help="serve N replicas with Ray Serve, all placing through one shared scheduler")

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from fleetcall.distributed.remote import SchedulerUnreachable
-from fleetcall.distributed.server import DEFAULT_LEASE_S, Reply, SchedulerServer
+from fleetcall.distributed.server import DEFAULT_LEASE_S, DEFAULT_LEASE_SLOTS, Reply, SchedulerServer
 from fleetcall.distributed.shared import Event
 from fleetcall.errors import ConfigError
 from fleetcall.router.config import BreakerConfig, RetryConfig
@@ -46,13 +46,17 @@ def start_scheduler(policy: str = "slack", policy_options: dict[str, Any] | None
                     max_queued_per_slot: int = 64, endpoints: Sequence[EndpointSpec] = (),
                     name: str = DEFAULT_NAME, namespace: str = NAMESPACE,
                     max_restarts: int = -1, detached: bool = False,
-                    lease_s: float = DEFAULT_LEASE_S, speed: float = 1.0) -> Any:
+                    lease_s: float = DEFAULT_LEASE_S, speed: float = 1.0,
+                    lease_slots: int = DEFAULT_LEASE_SLOTS) -> Any:
     """The handle of the shared scheduler actor ``name`` (in ``namespace``), started now with
     these settings unless it is already running (then it is returned as it is).
 
     max_restarts: how often Ray restarts it when its process dies (-1: always).
     detached: outlive this process (else the actor lives as long as the process that started
         it; stop it with ``ray.kill(handle)``).
+    lease_slots: most slots a replica may hold ahead of its calls, to place them without a
+        round trip (0: every call waits a round trip for its grant; see
+        :mod:`fleetcall.distributed.lease`).
     speed: >1 only for benchmarks on a dilated clock (:mod:`fleetcall.bench.dilation`): the actor
         decides on ``time.time() * speed``; its replicas' :class:`RayChannel` pass the same speed.
     """
@@ -63,7 +67,7 @@ def start_scheduler(policy: str = "slack", policy_options: dict[str, Any] | None
                          max_task_retries=0, num_cpus=0).remote(
         policy, policy_options, retry=retry, breaker=breaker,
         max_queued_per_slot=max_queued_per_slot, endpoints=list(endpoints), lease_s=lease_s,
-        clock=None if speed == 1.0 else _Dilated(speed), speed=speed)
+        clock=None if speed == 1.0 else _Dilated(speed), speed=speed, lease_slots=lease_slots)
 
 
 class _Dilated:

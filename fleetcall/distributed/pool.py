@@ -44,6 +44,8 @@ class RayPool(EndpointPool):
     replica: this replica's name (default: host, pid and a random suffix).
     rpc_timeout_s: a round trip not answered within this is a lost scheduler.
     speed: the scheduler's (:func:`~fleetcall.distributed.actor.start_scheduler`; benchmarks only).
+    lease_slots: the scheduler's slot leases per replica, if this pool starts it (0: none;
+        see :mod:`fleetcall.distributed.lease`).
     Every other argument is :class:`EndpointPool`'s; ``policy`` and its settings also make
     the local core used while the actor is unreachable.
     """
@@ -53,12 +55,14 @@ class RayPool(EndpointPool):
                  replica: str | None = None, rpc_timeout_s: float = 5.0, poll_s: float = 5.0,
                  policy: str = "slack", policy_options: dict[str, Any] | None = None,
                  retry: RetryConfig | None = None, breaker: BreakerConfig | None = None,
-                 max_queued_per_slot: int = 64, speed: float = 1.0, **pool_kwargs: Any) -> None:
+                 max_queued_per_slot: int = 64, speed: float = 1.0, lease_slots: int = 0,
+                 **pool_kwargs: Any) -> None:
         retry, breaker = retry or RetryConfig(), breaker or BreakerConfig()
         if isinstance(scheduler, str):
             scheduler = start_scheduler(policy, policy_options, retry=retry, breaker=breaker,
                                         max_queued_per_slot=max_queued_per_slot, name=scheduler,
-                                        namespace=namespace, speed=speed)
+                                        namespace=namespace, speed=speed,
+                                        lease_slots=lease_slots)
         self.scheduler = scheduler
         local = SchedulerCore(policy, policy_options, retry=retry, breaker=breaker,
                               max_queued_per_slot=max_queued_per_slot)

@@ -13,6 +13,11 @@ each replica's events in the order they happened. Each reply carries the actions
 this replica; a second task long-polls for actions another replica's event caused (a slot
 freed elsewhere). Actions are handed to the pool on its loop.
 
+**Leases.** While the endpoints have room, the server lets the replica hold a few slots ahead
+of its calls (:mod:`fleetcall.distributed.lease`): a call submitted then is granted at once, on a
+lease, and the server learns it with the next batch; the round trip leaves the call's critical
+path. Otherwise (no lease held) a call waits one round trip for its grant.
+
 **Failing over.** When the server cannot be reached (an error, or no answer within
 ``rpc_timeout_s``), or no longer knows this replica (it restarted, or this replica's lease ran
 out), the replica places calls *locally*, with its own :class:`SchedulerCore` (same policy,
@@ -33,13 +38,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
-from fleetcall.distributed.server import Reply, SchedulerServer
-from fleetcall.distributed.shared import Event, Hints
-from fleetcall.errors import ConfigError, FleetcallError
+from fleetcall.distributed.channel import LocalChannel, SchedulerChannel, SchedulerUnreachable
+from fleetcall.distributed.lease import LeaseBook
+from fleetcall.distributed.server import Reply
+from fleetcall.distributed.shared import Event, Hints, LeaseToken
+from fleetcall.errors import ConfigError
 from fleetcall.router.actions import Action, Grant, Outcome
 from fleetcall.router.coreclient import Deliver
 from fleetcall.router.core import SchedulerCore
@@ -60,90 +66,6 @@ RETRY_MAX_S = 5.0         # ... up to this
 MAX_IN_FLIGHT = 8         # exchanges awaiting their reply at once
 LINGER_S = 0.001          # other events wait this long for one a call waits on, to ride along
 _URGENT = frozenset({"submit", "failed"})  # events a call is waiting on (for its grant)
-
-
-class SchedulerUnreachable(FleetcallError):
-    """The shared scheduler did not answer (died, restarting, or too slow)."""
-
-
-class SchedulerChannel(Protocol):
-    """How a replica reaches a :class:`SchedulerServer`. Raises :class:`SchedulerUnreachable`
-    when the server cannot answer."""
-
-    def clock_offset(self) -> float:
-        """The server's clock minus this loop's clock, now (seconds)."""
-        ...
-
-    async def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec]) -> Reply: ...
-    async def exchange(self, replica: str, session: int, seq: int,
-                       events: Sequence[Event]) -> Reply:
-        """Apply ``events``, the session's exchange number ``seq`` (0, 1, ...: the server
-        applies them in that order)."""
-        ...
-    async def poll(self, replica: str, session: int, timeout_s: float) -> Reply: ...
-
-
-class LocalChannel:
-    """A server in this process (the herd benchmark, tests), optionally ``rtt_s`` seconds of
-    loop time away per request (half each way). :meth:`kill` makes it unreachable, as a dead
-    actor is (requests in flight fail too), :meth:`revive` brings it back; assign ``server``
-    to stand for a restarted one."""
-
-    def __init__(self, server: SchedulerServer, *, rtt_s: float = 0.0) -> None:
-        self.server = server
-        self.rtt_s = rtt_s
-        self._dead: asyncio.Event | None = None   # set while unreachable
-
-    @property
-    def down(self) -> bool:
-        return self._dead is not None and self._dead.is_set()
-
-    def kill(self) -> None:
-        if self._dead is None:
-            self._dead = asyncio.Event()
-        self._dead.set()
-
-    def revive(self) -> None:
-        self._dead = None
-
-    def clock_offset(self) -> float:
-        return self.server.clock() - asyncio.get_running_loop().time()
-
-    async def _call(self, method: str, *args: Any) -> Reply:
-        if self._dead is None:
-            self._dead = asyncio.Event()
-        dead = self._dead
-        if dead.is_set():
-            raise SchedulerUnreachable("the in-process scheduler is down")
-        request = asyncio.ensure_future(self._request(method, *args))
-        death = asyncio.ensure_future(dead.wait())
-        try:
-            await asyncio.wait((request, death), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            death.cancel()
-            if not request.done():
-                request.cancel()
-        if dead.is_set() or request.cancelled():
-            raise SchedulerUnreachable("the in-process scheduler is down")
-        return request.result()
-
-    async def _request(self, method: str, *args: Any) -> Reply:
-        if self.rtt_s:
-            await asyncio.sleep(self.rtt_s / 2)
-        reply: Reply = await getattr(self.server, method)(*args)
-        if self.rtt_s:
-            await asyncio.sleep(self.rtt_s / 2)
-        return reply
-
-    async def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec]) -> Reply:
-        return await self._call("hello", replica, session, specs)
-
-    async def exchange(self, replica: str, session: int, seq: int,
-                       events: Sequence[Event]) -> Reply:
-        return await self._call("exchange", replica, session, seq, events)
-
-    async def poll(self, replica: str, session: int, timeout_s: float) -> Reply:
-        return await self._call("poll", replica, session, timeout_s)
 
 
 def default_replica_name() -> str:
@@ -204,6 +126,8 @@ class RemoteCore:
         self._tasks: list[asyncio.Task[None]] = []
         self._hints: Hints | None = None
         self._lengths = local.output_lengths       # what output_lengths gives (hinted or local)
+        self._leases = LeaseBook()                 # slots held ahead of calls (this session)
+        self._closing = False                      # aclose() began: no more leases
 
     # -- lifecycle (AsyncCoreClient) -------------------------------------------------------
     def connect(self, deliver: Deliver) -> None:
@@ -220,6 +144,8 @@ class RemoteCore:
             self._session += 1
             self._up, self._hello_due, self._retry_now = True, True, False
             self._seq, self._inflight, self._urgent = 0, 0, False
+            self._leases.clear()
+        self._closing = False
         self._wake, self._joined = asyncio.Event(), asyncio.Event()
         self._wake.set()  # the first hello goes out now
         self._tasks = [loop.create_task(self._send_loop(), name=f"scheduler-send {self.replica}"),
@@ -230,6 +156,9 @@ class RemoteCore:
         ``rpc_timeout_s``), then stop the tasks."""
         if self._tasks and self._tasks[0].get_loop() is asyncio.get_running_loop() \
                 and self._up and not self._hello_due:
+            self._closing = True  # no more leases asked for
+            for event in self._leases.release_all():  # its slots are others' again at once
+                self._send(event)
             self._urgent = True
             assert self._wake is not None
             self._wake.set()
@@ -329,8 +258,18 @@ class RemoteCore:
 
     # -- call events -----------------------------------------------------------------------
     def submit(self, call: CallView, now: float) -> list[Action]:
+        """Granted at once in a lease this replica holds (reported to the server after), or
+        placed where calls go now: the shared core (granted in a reply), or the local one."""
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id!r} was already submitted")
+        if self.connected and self._leases.held:
+            taken = self._leases.take(self._choose(call, self._leases.endpoints(), now))
+            if taken is not None:
+                token, endpoint = taken
+                self._calls[call.call_id] = _Track(call, self._session, granted=True)
+                self._send(Event("adopt", token, self._wire(call)), urgent=False)
+                self._top_up()
+                return [Grant(call.call_id, endpoint, 1, 0.0)]
         track = _Track(call, LOCAL)
         self._calls[call.call_id] = track
         return self._place(track, now)
@@ -427,9 +366,39 @@ class RemoteCore:
             return
         if reply.hints is not None:
             self._hint(reply.hints)
-        fresh = [a for a in reply.actions if self._for_session(a, session)]
+        self._leases.size = reply.lease
+        fresh = []
+        for action in reply.actions:
+            token = getattr(action, "call_id", None)
+            if isinstance(token, LeaseToken):
+                if isinstance(action, Grant):
+                    self._leases.granted(token, action.endpoint)
+                else:
+                    self._leases.refused(token, asyncio.get_running_loop().time()
+                                         + self.channel.clock_offset())
+            elif self._for_session(action, session):
+                fresh.append(action)
+        self._top_up()
         if fresh and self._deliver is not None:
             self._deliver(self._tracked(fresh))
+
+    def _choose(self, call: CallView, leased: set[str], now: float) -> str | None:
+        """The endpoint the policy picks for ``call`` among ``leased`` (its view: the local
+        core's endpoints, their predictors), or None if it cannot."""
+        views = [self.local.endpoint(name).view(now, name in leased)
+                 for name in self.local.endpoints]
+        try:
+            return self.dispatcher.choose(call, views, now)
+        except (ValueError, KeyError):
+            return None
+
+    def _top_up(self) -> None:
+        """Ask for leases up to the size the server allows, or give back idle ones past it."""
+        if not self.connected or self._closing:
+            return
+        events = self._leases.plan(asyncio.get_running_loop().time() + self.channel.clock_offset())
+        for event in events:
+            self._send(event, urgent=event.op == "cancelled")  # given back: others may wait
 
     def _for_session(self, action: Action, session: int) -> bool:
         track = self._calls.get(getattr(action, "call_id", None))
@@ -450,6 +419,7 @@ class RemoteCore:
         self._up = False
         self.switches += 1
         self._outbox.clear()
+        self._leases.clear()  # (the server cancels them with the session)
         assert self._joined is not None and self._wake is not None
         self._joined.clear()
         self._wake.set()  # the send loop starts retrying
@@ -468,6 +438,7 @@ class RemoteCore:
         self._session, self._up, self._hello_due = session, True, False
         self._seq, self._inflight = 0, 0  # (exchanges of the old session no longer count)
         self._retry_now, self._backoff = False, RETRY_FIRST_S
+        self._leases.clear()
         self.rejoins += 1
         assert self._joined is not None
         self._joined.set()
@@ -486,9 +457,11 @@ class RemoteCore:
         if actions and self._deliver is not None:
             self._deliver(self._tracked(actions))
 
-    def _send(self, event: Event) -> None:
+    def _send(self, event: Event, urgent: bool | None = None) -> None:
+        """Queue ``event``; ``urgent`` (default: a submit or a failure, which a call waits
+        on) sends the batch at once."""
         self._outbox.append(event)
-        self._urgent = self._urgent or event.op in _URGENT
+        self._urgent = self._urgent or (event.op in _URGENT if urgent is None else urgent)
         if self._wake is not None:
             self._wake.set()
 
@@ -568,6 +541,8 @@ class RemoteCore:
         self._outbox[:0] = pending  # events queued while the hello was out (first session)
         if reply.hints is not None:
             self._hint(reply.hints)
+        self._leases.size = reply.lease
+        self._top_up()
         assert self._wake is not None
         self._wake.set()
         return True

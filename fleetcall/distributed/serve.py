@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -35,6 +37,8 @@ __all__ = ["Recipe", "deploy", "hosted_endpoints", "serve_main"]
 
 APP_NAME = "fleetcall"
 
+log = logging.getLogger("fleetcall.distributed")
+
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
@@ -48,12 +52,22 @@ class Recipe:
     max_in_flight: int | None = None
     name: str = "fleetcall"                    # the agent's model name (OpenAI facade)
     scheduler_options: dict[str, Any] = field(default_factory=dict)  # RayPool keywords
+    log_level: str | None = None               # `fleetcall serve --log-level` (None: info)
 
     async def build(self) -> tuple[Any, Any]:
-        """``(orchestrator, pool)`` of one replica, on its loop."""
-        if self.app is not None:
-            from fleetcall.cli.serve import build_app, load_app
-            return await build_app(load_app(self.app))
+        """``(orchestrator, pool)`` of one replica, on its loop. The replica's logging is
+        configured first as ``fleetcall serve`` configures its own
+        (:func:`fleetcall.cli.serve.configure_logging` at ``log_level``: fleetcall's loggers
+        on the replica's stderr, which Ray keeps in the worker's log file), after the
+        ``app`` module is imported, so that its own logging setup stands as it does there."""
+        from fleetcall.cli.serve import build_app, configure_logging, load_app
+        spec = load_app(self.app) if self.app is not None else None
+        configure_logging(self.log_level)
+        log.debug("Serve replica (pid %d) building its agent: %s, scheduler %r, log level %s",
+                  os.getpid(), f"app {self.app}" if self.app is not None else "the demo",
+                  self.scheduler, self.log_level or "info")
+        if spec is not None:
+            return await build_app(spec)
         if self.pool is None:
             raise ConfigError("a Recipe needs app= or pool=")
         from fleetcall.demos import parallelqa
@@ -261,7 +275,7 @@ def run_cli(args: Any, token: str | None) -> int:
               "command)", file=sys.stderr)
         return 2
     recipe = Recipe(app=args.app, pool=pool, token=token, max_in_flight=args.max_in_flight,
-                    name=args.name)
+                    name=args.name, log_level=args.log_level)
     ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
     try:
         asyncio.run(serve_main(recipe, host=args.host, port=args.port, replicas=replicas,

@@ -22,6 +22,10 @@ processes of one host ``time.time`` is one clock; across hosts it is as close as
 (milliseconds: a skew shifts deadlines by as much, small against LLM calls of seconds). An
 in-process server under the virtual clock passes the loop's clock instead.
 
+**Slot leases** (:mod:`fleetcall.distributed.lease`): every reply says how many slots the
+replica may hold ahead of its calls (``Reply.lease``, at most ``lease_slots``); when that falls
+below the leases it holds idle, its long poll answers to say so.
+
 One timer (``loop.call_at``) wakes the core at its next timed transition and forgets replicas
 whose lease (``lease_s`` without a request) ran out.
 """
@@ -43,11 +47,13 @@ from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.core import SchedulerCore
 from fleetcall.router.state import EndpointSpec
 
-__all__ = ["DEFAULT_LEASE_S", "Reply", "SchedulerServer"]
+__all__ = ["DEFAULT_LEASE_S", "DEFAULT_LEASE_SLOTS", "Reply", "SchedulerServer"]
 
 log = logging.getLogger("fleetcall.distributed")
 
 DEFAULT_LEASE_S = 30.0      # a replica silent this long (no request) is forgotten
+DEFAULT_LEASE_SLOTS = 0     # slots a replica may hold ahead of its calls (0: no leases; off
+                            # by default: placing in leases costs SLO, see the README)
 DEFAULT_HINT_INTERVAL_S = 1.0  # hints go out to a replica at most this often
 GAP_S = 10.0                # longest an exchange waits for the one numbered before it
 
@@ -61,6 +67,7 @@ class Reply:
     actions: list[Action] = field(default_factory=list)  # for the replica, its own call ids
     hints: Hints | None = None       # refreshed at most every hint interval
     error: str | None = None         # a refused hello (ConfigError's message)
+    lease: int = 0                   # slot leases the replica may hold now
 
 
 class SchedulerServer:
@@ -71,6 +78,8 @@ class SchedulerServer:
     endpoints: endpoints known from the start (replicas register theirs with ``hello``).
     clock: seconds, the server's time base (default ``time.time``; see the module docstring).
     lease_s: a replica that makes no request for this long is forgotten, its calls cancelled.
+    lease_slots: most slots a replica may hold ahead of its calls (0: none; each call then
+        waits a round trip for its grant).
     speed: the server's seconds per second of its own loop (default 1; a benchmark whose
         replicas run on a dilated clock, :mod:`fleetcall.bench.dilation`, passes theirs with a
         ``clock`` that runs as fast); its timers wait ``1/speed`` loop seconds per second.
@@ -80,9 +89,12 @@ class SchedulerServer:
                  retry: RetryConfig | None = None, breaker: BreakerConfig | None = None,
                  max_queued_per_slot: int = 64, endpoints: Sequence[EndpointSpec] = (),
                  clock: Callable[[], float] | None = None, lease_s: float = DEFAULT_LEASE_S,
-                 hint_interval_s: float = DEFAULT_HINT_INTERVAL_S, speed: float = 1.0) -> None:
-        if lease_s <= 0 or hint_interval_s < 0 or not speed > 0:
-            raise ConfigError("lease_s and speed must be > 0 and hint_interval_s >= 0")
+                 hint_interval_s: float = DEFAULT_HINT_INTERVAL_S, speed: float = 1.0,
+                 lease_slots: int = DEFAULT_LEASE_SLOTS) -> None:
+        if lease_s <= 0 or hint_interval_s < 0 or not speed > 0 or lease_slots < 0:
+            raise ConfigError("lease_s and speed must be > 0, hint_interval_s and lease_slots "
+                              ">= 0")
+        self.lease_slots = lease_slots
         self.clock = clock or time.time
         self.speed = speed
         self.incarnation = uuid.uuid4().hex[:12]
@@ -97,8 +109,10 @@ class SchedulerServer:
         self._next: dict[str, int] = {}                     # replica -> next exchange to apply
         self._turns: dict[str, asyncio.Event] = {}          # replica -> set when _next moves
         self._hinted: dict[str, float] = {}                 # replica -> hints last sent
+        self._told: dict[str, int] = {}                     # replica -> lease size last sent
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None                 # server time it fires at
+        self._closed = False                                # aclose() was called
         for spec in endpoints:
             self.shared.core.add_endpoint(spec, self._last)
 
@@ -160,14 +174,19 @@ class SchedulerServer:
         if not self.shared.knows(replica, session):
             return Reply(self.incarnation, known=False)
         self.shared.touch(replica, self.now())
-        if not self.shared.has_mail(replica):
-            wake = self._waiting.setdefault(replica, asyncio.Event())
-            wake.clear()
-            try:
-                async with asyncio.timeout(timeout_s):
+        try:
+            async with asyncio.timeout(timeout_s):
+                # Woken when mail came for it, but an exchange of the replica may have taken
+                # that mail first (its reply carries it): then wait on, rather than answer an
+                # empty reply the replica must poll again after (a request per call, for
+                # nothing, on the actor's and the replica's CPU).
+                while not (self.shared.has_mail(replica) or self._owes(replica, self.now())
+                           or self._closed or not self.shared.knows(replica, session)):
+                    wake = self._waiting.setdefault(replica, asyncio.Event())
+                    wake.clear()
                     await wake.wait()
-            except TimeoutError:
-                pass
+        except TimeoutError:
+            pass
         now = self.now()
         if not self.shared.knows(replica, session):  # said hello again, or forgotten meanwhile
             return Reply(self.incarnation, known=False)
@@ -191,6 +210,7 @@ class SchedulerServer:
 
     async def aclose(self) -> None:
         """Stop the timer; wake every poll (they answer at once)."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer, self._timer_at = None, None
@@ -203,12 +223,24 @@ class SchedulerServer:
         if now - self._hinted.get(replica, -float("inf")) >= self.hint_interval_s:
             self._hinted[replica] = now
             hints = self.shared.hints(now)
-        return Reply(self.incarnation, actions=self.shared.take(replica), hints=hints)
+        lease = self.shared.lease_size(replica, now, self.lease_slots)
+        self._told[replica] = lease
+        return Reply(self.incarnation, actions=self.shared.take(replica), hints=hints,
+                     lease=lease)
+
+    def _owes(self, replica: str, now: float) -> bool:
+        """The replica holds idle leases past its size, and was told a larger one."""
+        idle = self.shared.idle_leases(replica)
+        if not idle:
+            return False
+        size = self.shared.lease_size(replica, now, self.lease_slots)
+        return idle > size and self._told.get(replica, 0) > size
 
     def _after(self, now: float) -> None:
-        """After a change: wake the polls that have mail, re-arm the timer."""
+        """After a change: wake the polls that have mail (or leases to give back), re-arm
+        the timer."""
         for replica, wake in self._waiting.items():
-            if self.shared.has_mail(replica):
+            if self.shared.has_mail(replica) or self._owes(replica, now):
                 wake.set()
         self._rearm(now)
 

@@ -222,6 +222,7 @@ def tool(
     rate_limit: int | None = None,
     rate_period_s: float = 1.0,
     args_schema: type[BaseModel] | None = None,
+    ray: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -237,8 +238,16 @@ def tool(
     rate_limit: int | None = None,
     rate_period_s: float = 1.0,
     args_schema: type[BaseModel] | None = None,
+    ray: dict[str, Any] | None = None,
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Make a tool of a function: ``@tool`` or ``@tool(name=..., timeout_s=..., ...)``.
+
+    ``ray``: run the (sync) function as a Ray task with these options: ``@tool(ray=dict(
+    num_cpus=2, num_gpus=1, memory=2 * 1024**3))`` makes the same
+    :class:`~fleetcall.distributed.tools.RayTool` as ``@ray_tool(num_cpus=2, ...)`` (the key
+    ``force_cancel`` is the tool's own, as there). Ray is imported only then; ConfigError if
+    the ``[ray]`` extra is not installed, if ``ray`` is not a dict, or if Ray refuses an
+    option (an unknown name, a bad value: its message says which).
 
     >>> @tool(max_concurrency=4, rate_limit=10, rate_period_s=1.0)
     ... async def fetch(url: str) -> str:
@@ -249,7 +258,17 @@ def tool(
     """
     options = ToolOptions(timeout_s, retries, max_concurrency, rate_limit, rate_period_s)
 
+    if ray is not None and not isinstance(ray, dict):
+        raise ConfigError(f"tool(ray=...) takes a dict of Ray task options, like "
+                          f"dict(num_cpus=2); got {type(ray).__name__} {ray!r}")
+
     def wrap(func: Callable[..., Any]) -> FunctionTool:
+        if ray is not None:
+            from fleetcall.distributed.tools import RayTool  # Ray only when asked for
+            resources = dict(ray)
+            force_cancel = resources.pop("force_cancel", True)
+            return RayTool(func, resources=resources, force_cancel=bool(force_cancel), name=name,
+                           description=description, options=options, args_schema=args_schema)
         return FunctionTool(func, name=name, description=description, options=options,
                             args_schema=args_schema)
 

@@ -52,6 +52,7 @@ def make_server(policy: str = "least-busy", clock: Callable[[], float] | None = 
 async def replicas(k: int, *, shared: bool, names: tuple[str, ...] = ("a", "b"), slots: int = 1,
                    policy: str = "least-busy", rtt_s: float = 0.0, retry: RetryConfig = NO_BACKOFF,
                    server_clock: Callable[[], float] | None = None,
+                   server_options: dict[str, Any] | None = None,
                    **core_kwargs: Any) -> AsyncIterator[Herd]:
     routing = RoutingTransport()
     endpoints = {}
@@ -64,7 +65,7 @@ async def replicas(k: int, *, shared: bool, names: tuple[str, ...] = ("a", "b"),
     http = make_http_client(routing, retry=retry)
     herd = Herd([], endpoints)
     if shared:
-        herd.server = make_server(policy, server_clock)
+        herd.server = make_server(policy, server_clock, **(server_options or {}))
     for i in range(k):
         core = None
         if shared:

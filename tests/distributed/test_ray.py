@@ -19,10 +19,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from fleetcall import Orchestrator, ScriptedLLM  # noqa: E402
+from fleetcall import Orchestrator, ScriptedLLM, tool  # noqa: E402
 from fleetcall.distributed.actor import start_scheduler  # noqa: E402
 from fleetcall.distributed.pool import RayPool  # noqa: E402
-from fleetcall.distributed.tools import ray_tool  # noqa: E402
+from fleetcall.distributed.tools import RayTool, ray_tool  # noqa: E402
+from fleetcall.errors import ConfigError  # noqa: E402
 from fleetcall.llm.base import complete  # noqa: E402
 from fleetcall.router.client import RoutingTransport, make_http_client  # noqa: E402
 from fleetcall.router.config import EndpointConfig, RetryConfig  # noqa: E402
@@ -214,6 +215,27 @@ def test_a_tool_runs_as_a_ray_task_and_its_error_is_an_observation() -> None:
     assert bad.status == "error" and bad.error == "ValueError: n must be >= 0, got -1"
 
 
+def test_tool_with_a_ray_option_is_the_same_ray_task() -> None:
+    """``@tool(ray=dict(...))`` on fleetcall's own decorator makes the RayTool ``ray_tool``
+    makes: run in a Ray worker with those resources, its error an observation, its tool
+    options kept; a bad option name is refused, naming it."""
+    made = tool(ray=dict(num_cpus=1), timeout_s=60, max_concurrency=2)(crunch)
+    assert isinstance(made, RayTool) and made.options.max_concurrency == 2
+    assert made.resources == ray_tool(num_cpus=1)(crunch).resources
+    assert made.signature() == ray_tool(crunch).signature()
+    plan = "1. crunch(10)\n2. crunch(-1)\n3. join()"
+    result = asyncio.run(Orchestrator(tools=[made], llm=ScriptedLLM([plan, "Finish(done)"]))
+                         .run("crunch", deadline=60))
+    ok, bad = result.tasks[0], result.tasks[1]
+    assert ok.status == "ok" and ok.observation["sum"] == 285
+    assert ok.observation["pid"] != os.getpid()          # it ran in a Ray worker
+    assert bad.status == "error" and bad.error == "ValueError: n must be >= 0, got -1"
+    with pytest.raises(ConfigError, match="crunch.*num_cpu\\b"):
+        tool(ray=dict(num_cpu=2))(crunch)
+    with pytest.raises(ConfigError, match="num_cpus"):
+        tool(ray={"num_cpus": "two"})(crunch)
+
+
 def _wait_for(check: Any, seconds: float) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -296,7 +318,9 @@ def test_a_gentle_cancel_interrupts_the_task_s_python_code(tmp_path: Path) -> No
 def test_fleetcall_serve_on_ray_answers_a_run_over_http() -> None:
     """``fleetcall serve --ray --replicas 2`` joined to this cluster: the demo's emulated GPUs
     served over HTTP by the command, two Serve replicas sharing one scheduler, a run answered
-    through Serve's proxy on 127.0.0.1; SIGINT stops it cleanly."""
+    through Serve's proxy on 127.0.0.1; SIGINT stops it cleanly. ``--log-level debug`` reaches
+    the replicas: each logs at debug (configured as ``fleetcall serve`` configures its own),
+    in its worker's log file in this cluster's session."""
     import signal
     import subprocess
     import sys
@@ -308,7 +332,8 @@ def test_fleetcall_serve_on_ray_answers_a_run_over_http() -> None:
     port = free_port("127.0.0.1")
     address = ray.get_runtime_context().gcs_address
     command = [sys.executable, "-m", "fleetcall.cli", "serve", "--ray", "--replicas", "2",
-               "--replica-cpus", "0", "--port", str(port), "--ray-address", address]
+               "--replica-cpus", "0", "--port", str(port), "--ray-address", address,
+               "--log-level", "debug"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
@@ -331,6 +356,10 @@ def test_fleetcall_serve_on_ray_answers_a_run_over_http() -> None:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0 and "fleetcall serve: stopped" in out, out
+        logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # this cluster's
+        debug = [line for f in logs.glob("worker-*.err") for line in f.read_text().splitlines()
+                 if "DEBUG" in line and "Serve replica (pid" in line]
+        assert len(debug) == 2 and all("log level debug" in line for line in debug), debug
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -13,6 +13,7 @@ import logging
 
 import pytest
 
+from fleetcall.distributed.server import SchedulerServer
 from fleetcall.distributed.shared import Event, SharedCore
 from fleetcall.errors import ConfigError
 from fleetcall.llm.base import complete
@@ -158,3 +159,25 @@ def test_shared_core_ignores_stale_sessions_and_refuses_clashing_endpoints() -> 
     assert shared.ignored == 1
     with pytest.raises(ConfigError, match="differ"):
         shared.hello("s", 1, [EndpointSpec("a", slots=2)], 1.0)
+
+
+def test_a_poll_does_not_answer_empty_when_the_exchange_took_its_grant() -> None:
+    """The grant an exchange causes goes back in that exchange's reply; the replica's long
+    poll, woken by the same grant, must wait on (until mail of its own or its timeout), not
+    answer an empty reply the replica polls again after: that was one wasted request a call
+    on the actor and the replica (1.6 requests a call measured through a RayPool)."""
+    async def main() -> tuple[list[float], list[int], list[object]]:
+        server = SchedulerServer("least-busy", clock=now)
+        await server.hello("r", 1, [EndpointSpec("a", slots=1)])
+        poll = asyncio.create_task(server.poll("r", 1, 5.0))
+        await asyncio.sleep(0)                       # the poll waits at the server
+        reply = await server.exchange("r", 1, 0, [Event("submit", _call(0))])
+        answered = []
+        poll.add_done_callback(lambda _: answered.append(now()))
+        late = await poll
+        await server.aclose()
+        return answered, [a.call_id for a in reply.actions], late.actions
+
+    answered, granted, late = vrun(main())
+    assert granted == [0]
+    assert late == [] and answered and answered[0] >= 5.0   # its own timeout, not at once

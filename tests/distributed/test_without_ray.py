@@ -40,6 +40,15 @@ CODE = textwrap.dedent("""
         ray_tool(heavy)
     except ConfigError as exc:
         print("refused:", exc)
+    try:
+        tool(ray=dict(num_cpus=2))(heavy)
+    except ConfigError as exc:
+        print("refused:", exc)
+    try:
+        tool(ray=2)
+    except ConfigError as exc:
+        print("refused:", exc)
+    print("plain:", type(tool(heavy)).__name__, "ray" in sys.modules and sys.modules["ray"] is not None)
 """)
 
 
@@ -49,6 +58,10 @@ def test_fleetcall_and_the_shared_scheduler_run_without_ray() -> None:
     assert out.stdout.splitlines() == [
         "answered 4 via ['solo']",
         "refused: this needs Ray: pip install 'fleetcall[ray]'",
+        "refused: this needs Ray: pip install 'fleetcall[ray]'",
+        "refused: tool(ray=...) takes a dict of Ray task options, like dict(num_cpus=2); "
+        "got int 2",
+        "plain: FunctionTool False",
     ]
 
 
