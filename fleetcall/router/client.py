@@ -56,6 +56,10 @@ __all__ = [
 
 _RETRYABLE_4XX = (408, 429)
 _MAX_ERROR_TEXT = 500  # characters of a server's error body quoted in an EndpointError
+DRAIN_S = 1.0  # loop seconds a streamed answer's end is awaited after [DONE] (then: close it)
+# A connection broke under a request before any answer came (the server closed or reset it)
+_BROKEN = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_MAX_SENDS = 4  # sends of one request within an attempt: stale kept-alive connections, then fresh
 
 
 # ----------------------------------------------------------------------------- transport seam
@@ -160,6 +164,38 @@ def emulated_host(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "endpoint"
     digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
     return f"{slug}-{digest}.emulated.invalid"
+
+
+class _Connection:
+    """httpcore's ``trace`` hook for one send: whether the request went out on a kept-alive
+    connection an earlier request used (``reused``) or on one opened for it. Both stay False
+    for an in-process transport, which sends no trace events."""
+
+    __slots__ = ("opened", "reused")
+
+    def __init__(self) -> None:
+        self.opened = False  # a TCP connection was opened for this request
+        self.reused = False  # the request was written to a connection opened before it
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            self.opened = True
+        elif event.endswith(".send_request_headers.started"):
+            self.reused = not self.opened
+
+
+async def _drain(reads: AsyncIterator[str | bytes], until: float) -> None:
+    """Read the rest of a streamed answer after its ``[DONE]`` (the end of the chunked body,
+    normally in the same or the next read), so its HTTP connection goes back to the client's
+    pool instead of being closed: a connection, TCP handshake and teardown per call otherwise.
+    Gives up at loop time ``until`` or on any transport error (the connection is then closed,
+    as without draining); nothing read is used."""
+    try:
+        async with asyncio.timeout_at(until):
+            while await anext(reads, None) is not None:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 # ----------------------------------------------------------------------------- pure parsing
@@ -534,13 +570,7 @@ class EndpointClient:
                                            content=encode_body(body), headers=headers)
         try:
             async with asyncio.timeout_at(attempt.deadline):
-                try:
-                    response = await self._http.send(request, stream=True)
-                except httpx.RemoteProtocolError:
-                    # The server closed the connection without a word: a kept-alive connection
-                    # it had just timed out (llama.cpp's and uvicorn's idle timeout race the
-                    # reuse). Sent once more, on a fresh connection, within the same attempt.
-                    response = await self._http.send(request, stream=True)
+                response = await self._send_until_answered(request)
         except (TimeoutError, httpx.HTTPError) as exc:
             self._fail_transport(exc, attempt, yielded=False)
         if response.is_success:
@@ -559,6 +589,29 @@ class EndpointClient:
             retry_after_s=parse_retry_after(response.headers.get("retry-after"),
                                             date=response.headers.get("date")),
             retry_after_header=response.headers.get("retry-after"))
+
+    async def _send_until_answered(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` until a response (its status and headers) arrives. A connection
+        that breaks before any of it (:data:`_BROKEN`) is one the server closed or reset
+        without answering: a kept-alive connection it timed out (llama.cpp's and uvicorn's
+        idle timeouts race the reuse) or restarted under. Sent again: after a reused
+        connection broke (each such break takes one stale connection out of httpx's pool, so
+        it goes out on a fresh one once those are gone), and once after a fresh connection was
+        closed without a word (RemoteProtocolError). Never after the response began: the
+        caller reads that, and any break then fails the attempt. At most :data:`_MAX_SENDS`
+        sends; the caller bounds them by the attempt's deadline."""
+        resent_fresh = False
+        for sends in range(1, _MAX_SENDS + 1):
+            connection = _Connection()
+            request.extensions["trace"] = connection
+            try:
+                return await self._http.send(request, stream=True)
+            except _BROKEN as exc:
+                silent_close = isinstance(exc, httpx.RemoteProtocolError) and not resent_fresh
+                if sends == _MAX_SENDS or not (connection.reused or silent_close):
+                    raise
+                resent_fresh = resent_fresh or not connection.reused
+        raise AssertionError("unreachable: the last send returns or raises")
 
     async def _read_json(self, response: httpx.Response, attempt: _Attempt,
                          answer: _Answer) -> None:
@@ -612,6 +665,8 @@ class EndpointClient:
                         break
                 if read is None:
                     break
+            if answer.done and "network_stream" in response.extensions:
+                await _drain(reads, min(attempt.deadline, loop.time() + DRAIN_S))
         if not answer.done and answer.finish_reason is None:
             raise EndpointError(self.name, "stream ended before the answer was complete",
                                 retryable=not yielded, first_token_seen=yielded)
