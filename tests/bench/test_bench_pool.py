@@ -93,3 +93,23 @@ def test_http_backend_measures_the_pool_over_real_http(tmp_path, capsys) -> None
         ("http", "sequential", "slack"), ("http", "concurrent", "slack")]
     assert rep["ms_per_call"]["http"]["slack"]["process"] > 0
     assert "fleetcall emulate servers over HTTP" in capsys.readouterr().out
+
+
+def test_the_pools_own_cost_is_the_median_of_paired_differences(monkeypatch) -> None:
+    """Pool and bare clients are measured in pairs, back to back, alternating which goes first;
+    the pool's cost is the median of the pairs' differences, not the difference of two bests
+    (taken from different moments of a busy machine: here that would be 10 - 1 = 9 us)."""
+    order: list[str | None] = []
+    # CPU seconds per measurement: round 0 and 2 slow (busy machine), round 1 quiet
+    script = {("slack", 0): 12.0, (None, 0): 10.0, ("slack", 1): 10.0, (None, 1): 1.0,
+              ("slack", 2): 13.0, (None, 2): 11.0}
+
+    async def fake(backend, which, *args, salt):
+        order.append(which)
+        return script[(which, int(salt.split("-")[1]))], 1.0
+
+    monkeypatch.setattr(bench_pool, "_measure", fake)
+    got = bench_pool._paired(3, "instant", "slack", 10, 1, 2, 2, [])
+    assert order == ["slack", None, None, "slack", "slack", None]
+    assert got["pool_cpu"] == 2.0 and (got["pool_cpu_min"], got["pool_cpu_max"]) == (2.0, 9.0)
+    assert got["cpu"] == 12.0 and got["direct_cpu"] == 10.0
