@@ -20,12 +20,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpcore
 import pytest
 import uvicorn
 
 from fleetcall.errors import EndpointError, LLMError
 from fleetcall.llm.base import CallContext, LLMRequest, Message, complete
-from fleetcall.router.client import EndpointClient, RoutingTransport, make_http_client
+from fleetcall.router import client as client_module
+from fleetcall.router.client import EndpointClient, RoutingTransport, http_transport, make_http_client
 from fleetcall.router.config import EndpointConfig, RetryConfig
 from fleetcall.router.pool import EndpointPool
 from fleetcall.sim.emulator import EmulatedEndpoint
@@ -248,3 +250,34 @@ def test_uvicorn_closing_idle_connections_fails_no_call() -> None:
 
     texts = run(main())
     assert len(texts) == 40 and all(text.startswith("Emulated answer") for text in texts)
+
+
+class _Inner(httpcore.AsyncNetworkStream):
+    """A network stream over one end of a socket pair, as httpcore's anyio stream would be."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.asked: list[str] = []
+
+    def get_extra_info(self, info: str) -> Any:
+        self.asked.append(info)
+        return self.sock if info == "socket" else f"inner {info}"
+
+
+def test_http_transport_streams_tell_a_closed_idle_connection_from_the_socket() -> None:
+    """httpcore asks every idle kept-alive connection whether it is readable (the server closed
+    it) at every request; http_transport's streams answer from the socket found at connect
+    (anyio built its attribute table, a getpeername() included, each time): readable once the
+    peer closed it, and once it is closed; other questions go to httpcore's stream."""
+    ours, theirs = socket.socketpair()
+    inner = _Inner(ours)
+    stream = client_module._Stream(inner)
+    assert stream.get_extra_info("is_readable") is False
+    theirs.close()
+    assert stream.get_extra_info("is_readable") is True
+    assert stream.get_extra_info("server_addr") == "inner server_addr"
+    assert inner.asked == ["socket", "server_addr"]  # the socket asked for once
+    ours.close()
+    assert stream.get_extra_info("is_readable") is True
+    transport = http_transport()
+    assert isinstance(transport._pool._network_backend, client_module._Network)
