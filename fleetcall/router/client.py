@@ -23,6 +23,10 @@ verdict; the API key is sent per request and scrubbed from every error text.
 
 The per-attempt deadline is enforced with ``asyncio.timeout_at`` around each read, never around a
 ``yield``: a timeout scope spanning a yield would cancel the consumer's code instead of ours.
+
+HTTP connections are kept alive (a streamed answer is read to its end after ``[DONE]``); a request
+that a reused connection breaks under before any response is sent again on a fresh one, never a
+request whose response began (see ``EndpointClient._send_until_answered``).
 """
 
 from __future__ import annotations

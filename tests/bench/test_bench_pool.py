@@ -44,12 +44,12 @@ def test_cli_reports_every_backend_shape_and_policy(tmp_path, capsys) -> None:
                 "--backend", "instant", "--backend", "emulated", "--json", str(out)])
     rep = json.loads(out.read_text())
     assert code == (0 if rep["floors"]["holds"] else 1)
-    assert rep["floors"]["pool_us_per_call_max"] == 1000.0
+    assert rep["floors"]["pool_us_per_call_max"] == 500.0
     assert [(r["backend"], r["shape"], r["policy"]) for r in rep["rows"]] == [
         (backend, shape, policy) for backend in ("instant", "emulated")
         for shape in ("sequential", "concurrent") for policy in POLICIES]
     assert all(r["us_per_call"] > 0 and r["direct_us_per_call"] > 0 for r in rep["rows"])
-    assert rep["floors"]["holds"] == all(r["pool_us_per_call"] < 1000.0 for r in rep["rows"])
+    assert rep["floors"]["holds"] == all(r["pool_us_per_call"] < 500.0 for r in rep["rows"])
     # ms of CPU per call per policy: the worst shape's, through the pool and the pool's own
     for backend in ("instant", "emulated"):
         assert set(rep["ms_per_call"][backend]) == set(POLICIES)
