@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleetcall.errors import ConfigError, FleetcallError
 from fleetcall.llm.base import LLM, Chunk, LLMRequest, closing
-from fleetcall.router.client import EndpointClient, RoutingTransport
+from fleetcall.router.client import EndpointClient, RoutingTransport, http_transport
 from fleetcall.router.config import EndpointConfig, RetryConfig
 from fleetcall.router.pool import EndpointPool
 from fleetcall.router.predict import UNKNOWN
@@ -56,7 +56,7 @@ class LiveEndpoint:
 def http_client(speed: float) -> httpx.AsyncClient:
     """One client for every call of a run, without a connection limit. Timeouts are in loop
     seconds (the connect timeout is scaled so it stays 30 wall seconds at any speed)."""
-    transport = RoutingTransport(lambda: httpx.AsyncHTTPTransport(limits=_LIMITS))
+    transport = RoutingTransport(lambda: http_transport(limits=_LIMITS))
     timeout = httpx.Timeout(ATTEMPT_TIMEOUT_S, connect=CONNECT_TIMEOUT_WALL_S * speed)
     return httpx.AsyncClient(transport=transport, timeout=timeout)
 

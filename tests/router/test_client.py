@@ -557,7 +557,8 @@ def test_routing_transport_routes_by_host_and_closes_all() -> None:
         return texts
 
     assert asyncio.run(main()) == ["a", "b", "default", "default"]
-    assert built == [1] and a.closed and default.closed and not b.closed
+    # one real-HTTP transport per origin (elsewhere:443, host-b:80), each closed
+    assert built == [1, 1] and a.closed and default.closed and not b.closed
 
 
 def test_routing_refuses_real_http_under_virtual_clock() -> None:
