@@ -8,17 +8,19 @@ prices, model, limits) and answers a :class:`FleetPlan`:
 2. the search (:mod:`fleetcall.fleet.search`): mixes enumerated within ``max_gpus``, those near
    the (cost, headroom) frontier simulated by bisection on cost, each simulation stopped early
    once it has missed more deadlines than the target allows (:mod:`fleetcall.fleet.runner`).
-   A mix is judged in two stages (:class:`_Simulator`): a short run (``search_queries``) screens
-   it, and only a mix that meets there is run again at full length (``confirm_length``, also
-   stopped early), whose verdict stands. A short run cannot say that a mix meets: near the
-   mix's capacity the queues take longer than the run to settle, and congestion episodes are
-   rarer than it is long (trace1 at 0.04 q/s: L40S/tp4 + L40S/tp8 met 96.0% in 200 queries and
-   88.6% in 1,000; Llama-3.1-8B on one A100 at 0.05 q/s missed nothing in 40 queries and
-   18.8% in 80). Judging a short run on its steady state (a warm-up dropped, its backlog's
-   trend) cannot flag the second: its 40 queries were flawless and its backlog flat. So the
-   run length grows for exactly the mixes whose verdict decides the search, the ones that
-   meet; a short miss stays a miss (the early stop makes it cheap): the queues a longer run
-   settles into are longer, not shorter;
+   Mixes are judged in two stages: a short run (``search_queries``) screens each, and the
+   search's answer, a mix that met there, is run again at full length (``confirm_length``, also
+   stopped early; :func:`~fleetcall.fleet.search.confirmed`), whose verdict replaces the
+   screen's; while it misses, the search goes on knowing that. A short run cannot say that a
+   mix meets: near the mix's capacity the queues take longer than the run to settle, and
+   congestion episodes are rarer than it is long (trace1 at 0.04 q/s: L40S/tp4 + L40S/tp8 met
+   96.0% in 200 queries and 88.6% in 1,000; Llama-3.1-8B on one A100 at 0.05 q/s met every
+   deadline of its first 40 queries and 81.2% of 80). Judging a short run on its steady state
+   (a warm-up dropped, its backlog's trend) cannot flag the second: its 40 queries were
+   flawless. So the run length grows for exactly the mixes whose verdict decides the search,
+   its answers (a meet a cheaper one supersedes is never confirmed); a short miss stays a miss
+   (the early stop makes it cheap): the queues a longer run settles into are longer, not
+   shorter;
 3. the simple rules a user might follow instead, searched the same way: all A100-80G, and the
    cheapest single GPU type (each at its usual tensor-parallel degree);
 4. optionally, validation: full-length runs (no early stop) of the chosen mix, the next cheaper
@@ -46,7 +48,7 @@ from fleetcall.bench.workloads import QuerySpec, repeat_queries
 from fleetcall.errors import ConfigError
 from fleetcall.fleet.capacity import Capacity, EndpointKind, endpoint_capacity, tp_options
 from fleetcall.fleet.runner import Progress, SimResult, StopRule, Workload, simulate
-from fleetcall.fleet.search import (Memo, Mix, Outcome, SearchResult, cheapest_of_kind,
+from fleetcall.fleet.search import (Memo, Mix, Outcome, SearchResult, cheapest_of_kind, confirmed,
                                     enumerate_mixes, frontier, make_mix, near_frontier, search)
 from fleetcall.gpumodel.gpus import get_gpu
 from fleetcall.gpumodel.models import get_model
@@ -239,36 +241,45 @@ def describe(out: Outcome) -> str:
 
 
 class _Simulator:
-    """The search's ``evaluate``: simulates a mix on each of ``works`` in turn (stopping each
-    run early on ``stop``) while it meets; the last run made gives the verdict. The search has
-    two works, the screen and the confirmation (module doc); validation one."""
+    """An ``evaluate``: simulates a mix on ``work``, stopping early on ``stop``; ``stage`` names
+    the run in its progress bar."""
 
-    def __init__(self, question: Question, works: Sequence[Workload], progress: Progress,
-                 stop: StopRule | None) -> None:
-        self.question, self.works, self.progress, self.stop = question, list(works), progress, stop
+    def __init__(self, question: Question, work: Workload, progress: Progress,
+                 stop: StopRule | None, stage: str = "first cut") -> None:
+        self.question, self.work, self.progress, self.stop = question, work, progress, stop
+        self.stage = stage
         self.count = 0
 
     def __call__(self, mix: Mix) -> Outcome:
-        out: Outcome | None = None
-        for stage, work in enumerate(self.works):
-            self.count += 1
-            what = "first cut" if stage == 0 else "met in the screen; confirming"
-            title = f"sim {self.count}: {mix.label} (${mix.cost:.2f}/h, {what} {mix.headroom:.2f}x)" \
-                if stage == 0 else f"sim {self.count}: {mix.label} ({what})"
-            with self.progress.task(title, queries=len(work.queries)) as advance:
-                result = simulate(work, mix.endpoints, policy=self.question.policy,
-                                  options=dict(self.question.policy_options), stop=self.stop,
-                                  on_query=advance)
-            screen = out
-            out = to_outcome(result, self.question.target)
-            if screen is not None:  # the screen's figures ride along with the confirmation's
-                out = replace(out, wall_s=screen.wall_s + out.wall_s,
-                              detail={**out.detail, "screen": _screen_detail(screen)})
-            self.progress.note(f"  {mix.label}: {describe(out)}")
-            if not out.meets:
-                break
-        assert out is not None  # works is never empty
+        self.count += 1
+        title = f"{self.stage} {self.count}: {mix.label} (${mix.cost:.2f}/h, first cut {mix.headroom:.2f}x)"
+        with self.progress.task(title, queries=len(self.work.queries)) as advance:
+            result = simulate(self.work, mix.endpoints, policy=self.question.policy,
+                              options=dict(self.question.policy_options), stop=self.stop,
+                              on_query=advance)
+        out = to_outcome(result, self.question.target)
+        self.progress.note(f"  {mix.label}: {describe(out)}")
         return out
+
+
+def _confirmer(question: Question, reference: Deployment, progress: Progress,
+               memo: Memo) -> Callable[[Mix], Outcome] | None:
+    """The confirmation of a screened meet (module doc): a run of ``confirm_length`` queries,
+    stopped early too, carrying the screen's figures in ``detail["screen"]``; None if the
+    confirmation is no longer than the screen."""
+    if question.confirm_length <= question.search_queries:
+        return None
+    run = _Simulator(question, _workload(question, question.confirm_length, reference), progress,
+                     StopRule(question.target), stage="confirm")
+
+    def confirm(mix: Mix) -> Outcome:
+        out = run(mix)
+        screen = memo.known(mix)
+        if screen is None:
+            return out
+        return replace(out, wall_s=screen.wall_s + out.wall_s,
+                       detail={**out.detail, "screen": _screen_detail(screen)})
+    return confirm
 
 
 def _screen_detail(out: Outcome) -> dict[str, object]:
@@ -276,19 +287,12 @@ def _screen_detail(out: Outcome) -> dict[str, object]:
             "p95_s": out.p95_s}
 
 
-def _search_works(question: Question, reference: Deployment) -> list[Workload]:
-    """The screen's workload, and the confirmation's if it is longer."""
-    works = [_workload(question, question.search_queries, reference)]
-    if question.confirm_length > question.search_queries:
-        works.append(_workload(question, question.confirm_length, reference))
-    return works
-
-
 def _rules(question: Question, caps: Sequence[Capacity], memo: Memo,
-           make: Callable[[Mapping[EndpointKind, int]], Mix]
+           make: Callable[[Mapping[EndpointKind, int]], Mix], confirm: Callable[[Mix], Outcome] | None
            ) -> tuple[dict[str, Mix | None], dict[str, tuple[EndpointKind, ...]]]:
     """all-A100 and cheapest single type, each GPU at its usual tensor-parallel degree: each
-    rule's cheapest meeting mix, and the endpoint kinds the rule may use."""
+    rule's cheapest meeting mix (screened, then confirmed as the search's), and the endpoint
+    kinds the rule may use."""
     by_kind = {c.kind: c for c in caps}
 
     def usual(gpu: str) -> Capacity | None:
@@ -297,9 +301,9 @@ def _rules(question: Question, caps: Sequence[Capacity], memo: Memo,
         return by_kind.get(preferred) or (fits[0] if fits else None)
 
     def fewest(cap: Capacity, cost_cap: float = float("inf")) -> Mix | None:
-        return cheapest_of_kind(cap.kind, cap.slo_qps, memo, rate=question.rate,
-                                max_gpus=question.max_gpus, cost_cap=cost_cap,
-                                make=lambda n: make({cap.kind: n}))
+        return confirmed(lambda: cheapest_of_kind(cap.kind, cap.slo_qps, memo, rate=question.rate,
+                                                  max_gpus=question.max_gpus, cost_cap=cost_cap,
+                                                  make=lambda n: make({cap.kind: n})), memo, confirm)
 
     rules: dict[str, Mix | None] = {}
     a100 = usual(ALL_A100) if ALL_A100 in question.prices else None
@@ -333,10 +337,20 @@ def plan_fleet(question: Question, progress: Progress | None = None) -> FleetPla
 
     mixes = enumerate_mixes(qps, kind_prices, rate=question.rate, max_gpus=question.max_gpus)
     candidates = near_frontier(mixes)
-    memo = Memo(_Simulator(question, _search_works(question, reference), progress,
-                           StopRule(question.target)))
-    result = search(candidates, memo, max_sims=question.max_sims, enumerated=len(mixes))
-    rules, rule_kinds = _rules(question, caps, memo, make)
+    memo = Memo(_Simulator(question, _workload(question, question.search_queries, reference),
+                           progress, StopRule(question.target), stage="screen"))
+    confirm = _confirmer(question, reference, progress, memo)
+    searches: list[SearchResult] = []
+
+    def find() -> Mix | None:
+        budget = max(1, question.max_sims - len(memo.runs))
+        searches.append(search(candidates, memo, max_sims=budget, enumerated=len(mixes)))
+        return searches[-1].best
+
+    confirmed(find, memo, confirm)
+    result = replace(searches[-1], simulated=list(memo.runs), exhausted=all(r.exhausted for r in searches),
+                     wall_s=time.perf_counter() - started)
+    rules, rule_kinds = _rules(question, caps, memo, make, confirm)
     plan = FleetPlan(question, caps, skipped, result, list(memo.runs), rules,
                      wall_s=time.perf_counter() - started, rule_kinds=rule_kinds, make=make)
     if question.validate_queries:
@@ -363,12 +377,12 @@ def validate(plan: FleetPlan, progress: Progress, jobs: int = 1) -> None:
                            f"{min(jobs, len(distinct))} processes", queries=len(distinct)) as advance:
             done.update(_in_processes(question, work, distinct, jobs, advance, progress))
     else:
-        simulator = _Simulator(question, [work], progress, stop=None)
+        simulator = _Simulator(question, work, progress, stop=None, stage="validate")
         done.update({mix.counts: simulator(mix) for mix in distinct})
     plan.validation = {name: (mix, done[mix.counts]) for name, mix in named.items()}
     # a search run of this length stopped early is a certain miss at it: escalation skips it
     known = {**{m.counts: o for m, o in plan.runs if o.detail.get("queries") == len(work.queries)}, **done}
-    run = _Simulator(question, [work], progress, stop=None)
+    run = _Simulator(question, work, progress, stop=None, stage="escalate")
     for name, (mix, out) in list(plan.validation.items()):
         if name == "next cheaper" or out.meets:
             continue
