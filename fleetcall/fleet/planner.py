@@ -361,16 +361,18 @@ def plan_fleet(question: Question, progress: Progress | None = None) -> FleetPla
 def validate(plan: FleetPlan, progress: Progress, jobs: int = 1) -> None:
     """Full-length runs (``validate_queries``, no early stop) of the chosen mix, the next cheaper
     frontier mix and the simple rules' mixes, into ``plan.validation``; ``jobs`` > 1 runs them in
-    that many processes at once (each a whole simulation, no progress bar of its own). A whole
-    search run of the same length is the same run and is not repeated. Each of the chosen mix
-    and the rules' mixes that misses is escalated (:func:`escalate`)."""
+    that many processes at once (each a whole simulation, no progress bar of its own). A search
+    run of the same length (a confirmation) is the same run and is not repeated: whole if it
+    met, stopped early if it missed (a certain miss at this length: the mix could no longer
+    reach the target). Each of the chosen mix and the rules' mixes that misses is escalated
+    (:func:`escalate`)."""
     question = plan.question
     started = time.perf_counter()
     work = _workload(question, question.validate_queries, reference_deployment(question))
     named = {name: mix for name, mix in {"chosen": plan.best, "next cheaper": plan.next_cheaper(),
                                          **plan.rules}.items() if mix is not None}
     done: dict[MixKey, Outcome] = {m.counts: o for m, o in plan.runs
-                                   if o.detail.get("queries") == len(work.queries) and not o.stopped}
+                                   if o.detail.get("queries") == len(work.queries)}
     distinct = [m for m in {mix.counts: mix for mix in named.values()}.values() if m.counts not in done]
     if jobs > 1 and len(distinct) > 1:
         with progress.task(f"validation: {len(distinct)} runs of {len(work.queries)} queries in "
@@ -380,8 +382,7 @@ def validate(plan: FleetPlan, progress: Progress, jobs: int = 1) -> None:
         simulator = _Simulator(question, work, progress, stop=None, stage="validate")
         done.update({mix.counts: simulator(mix) for mix in distinct})
     plan.validation = {name: (mix, done[mix.counts]) for name, mix in named.items()}
-    # a search run of this length stopped early is a certain miss at it: escalation skips it
-    known = {**{m.counts: o for m, o in plan.runs if o.detail.get("queries") == len(work.queries)}, **done}
+    known = dict(done)
     run = _Simulator(question, work, progress, stop=None, stage="escalate")
     for name, (mix, out) in list(plan.validation.items()):
         if name == "next cheaper" or out.meets:

@@ -173,7 +173,8 @@ def format_plan(plan: FleetPlan) -> str:
         mark = "  <- search's choice" if plan.best is not None and mix.counts == plan.best.counts else ""
         lines.append(f"  ${mix.cost:>7.2f}/h  {mix.label:<34} {_verdict(out)}{mark}")
     if plan.validation:
-        lines.append(f"validation ({q.validate_queries} queries, no early stop, {plan.validation_wall_s:.1f} s wall):")
+        lines.append(f"validation ({q.validate_queries} queries, no early stop; a confirmation of that length "
+                     f"is reused, stopped early if it missed; {plan.validation_wall_s:.1f} s wall):")
         for name, (mix, out) in plan.validation.items():
             verdict = "meets" if out.meets else "misses"
             lines.append(f"  {name:<34} {mix.label:<28} {_verdict(out)}  {verdict} {q.target:.0%}")
