@@ -70,6 +70,7 @@ def test_no_mix_within_max_gpus_meeting_the_target_exits_1_and_each_simulation_i
     (["--slo-scale", "0"], "--slo-scale must be a positive"),
     (["--trace", "no-such-trace.json"], "no such file"),
     (["--tp", "four"], "--tp wants"),
+    (["--confirm", "-1"], "--confirm must be >= 0"),
     (["--model", "llama-3.1-70b@fp32", "--reference", "L4"], "name another with --reference"),
 ])
 def test_bad_input_is_named_and_exits_2(tmp_path, capsys, change, message):
