@@ -301,21 +301,26 @@ def _rules(question: Question, caps: Sequence[Capacity], memo: Memo,
         return by_kind.get(preferred) or (fits[0] if fits else None)
 
     def fewest(cap: Capacity, cost_cap: float = float("inf")) -> Mix | None:
-        return confirmed(lambda: cheapest_of_kind(cap.kind, cap.slo_qps, memo, rate=question.rate,
-                                                  max_gpus=question.max_gpus, cost_cap=cost_cap,
-                                                  make=lambda n: make({cap.kind: n})), memo, confirm)
+        return cheapest_of_kind(cap.kind, cap.slo_qps, memo, rate=question.rate,
+                                max_gpus=question.max_gpus, cost_cap=cost_cap,
+                                make=lambda n: make({cap.kind: n}))
 
-    rules: dict[str, Mix | None] = {}
-    a100 = usual(ALL_A100) if ALL_A100 in question.prices else None
-    rules["all-A100"] = fewest(a100) if a100 is not None else None
-    best: Mix | None = None
     singles = [c for c in (usual(g) for g in dict.fromkeys(k.gpu for k in by_kind)) if c is not None]
     singles.sort(key=lambda c: question.prices[c.kind.gpu] * c.kind.tp / max(c.slo_qps, 1e-12))
-    for cap in singles:
-        found = fewest(cap, best.cost if best is not None else float("inf"))
-        if found is not None and (best is None or found.cost < best.cost):
-            best = found
-    rules["cheapest single type"] = best
+
+    def cheapest_single() -> Mix | None:
+        best: Mix | None = None
+        for cap in singles:
+            found = fewest(cap, best.cost if best is not None else float("inf"))
+            if found is not None and (best is None or found.cost < best.cost):
+                best = found
+        return best
+
+    # each rule's answer is confirmed as the search's is: only the mix it would give
+    a100 = usual(ALL_A100) if ALL_A100 in question.prices else None
+    rules: dict[str, Mix | None] = {
+        "all-A100": None if a100 is None else confirmed(lambda: fewest(a100), memo, confirm),
+        "cheapest single type": confirmed(cheapest_single, memo, confirm)}
     kinds = {"all-A100": () if a100 is None else (a100.kind,),
              "cheapest single type": tuple(c.kind for c in singles)}
     return rules, kinds
