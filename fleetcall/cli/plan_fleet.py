@@ -8,8 +8,9 @@ Searches mixes of GPU types, endpoint counts and tensor-parallel degrees (within
 ``--max-gpus``) by simulating the workload on emulated GPUs under the virtual clock
 (:mod:`fleetcall.fleet.planner`), and prints the cheapest mix whose SLO attainment reaches the
 target, with its cost per hour, cost per query served within the SLO, attainment, p95 latency
-and utilisation per endpoint, the simple rules it beats, and the frontier. Exit 0 with a mix,
-1 if no mix within ``--max-gpus`` meets the target, 2 on bad input.
+and utilisation per endpoint, the simple rules it beats, and the frontier. With ``--validate``
+the answer is the mix that holds at full length. Exit 0 with a mix, 1 if no mix within
+``--max-gpus`` meets the target (with ``--validate``: none holds at full length), 2 on bad input.
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="a policy knob, as in bench scheduler")
     p.add_argument("--reference", default=ALL_A100,
                    help=f"GPU whose unloaded latency (at its usual tp) sets the deadlines ({ALL_A100})")
-    p.add_argument("--queries", type=int, default=200, help="queries per search simulation (200)")
+    p.add_argument("--queries", type=int, default=200,
+                   help="queries per screening simulation (200): a mix that misses there is out")
+    p.add_argument("--confirm", type=int, metavar="QUERIES",
+                   help="queries of the run confirming a mix that met in the screen; its verdict "
+                        "stands (default: the --validate length, else 5 x --queries; 0: none)")
     p.add_argument("--max-sims", type=int, default=40, help="simulations the main search may run (40)")
     p.add_argument("--validate", type=int, default=0, metavar="QUERIES",
                    help="also run full-length simulations of this many queries (no early stop) of the "
@@ -89,6 +94,7 @@ def question_from_args(args: argparse.Namespace) -> Question:
                     gpus, load_prices(args.prices), args.model, max_gpus=args.max_gpus,
                     policy=args.policy, policy_options=options, reference=args.reference,
                     slots=args.slots, seed=args.seed, search_queries=args.queries,
+                    confirm_queries=args.confirm,
                     validate_queries=args.validate, jobs=args.jobs, max_sims=args.max_sims,
                     tp_degrees=_degrees(args.tp))
 
@@ -117,4 +123,4 @@ def main(argv: list[str]) -> int:
         title = (f"fleet plan: {args.trace} at {question.rate:g} q/s, deadline {question.slo_scale:g}x, "
                  f"{question.model}, {question.target:.0%} target")
         print(f"wrote {plot_frontier(plan, args.plot, title=title)}")
-    return 0 if plan.best is not None else 1
+    return 0 if plan.answer is not None else 1

@@ -7,11 +7,27 @@ prices, model, limits) and answers a :class:`FleetPlan`:
    within memory, and each such endpoint's queries/s within the SLO;
 2. the search (:mod:`fleetcall.fleet.search`): mixes enumerated within ``max_gpus``, those near
    the (cost, headroom) frontier simulated by bisection on cost, each simulation stopped early
-   once it has missed more deadlines than the target allows (:mod:`fleetcall.fleet.runner`);
+   once it has missed more deadlines than the target allows (:mod:`fleetcall.fleet.runner`).
+   Mixes are judged in two stages: a short run (``search_queries``) screens each, and the
+   search's answer, a mix that met there, is run again at full length (``confirm_length``, also
+   stopped early; :func:`~fleetcall.fleet.search.confirmed`), whose verdict replaces the
+   screen's; while it misses, the search goes on knowing that. A short run cannot say that a
+   mix meets: near the mix's capacity the queues take longer than the run to settle, and
+   congestion episodes are rarer than it is long (trace1 at 0.04 q/s: L40S/tp4 + L40S/tp8 met
+   96.0% in 200 queries and 88.6% in 1,000; Llama-3.1-8B on one A100 at 0.05 q/s met every
+   deadline of its first 40 queries and 81.2% of 80). Judging a short run on its steady state
+   (a warm-up dropped, its backlog's trend) cannot flag the second: its 40 queries were
+   flawless. So the run length grows for exactly the mixes whose verdict decides the search,
+   its answers (a meet a cheaper one supersedes is never confirmed); a short miss stays a miss
+   (the early stop makes it cheap): the queues a longer run settles into are longer, not
+   shorter;
 3. the simple rules a user might follow instead, searched the same way: all A100-80G, and the
    cheapest single GPU type (each at its usual tensor-parallel degree);
 4. optionally, validation: full-length runs (no early stop) of the chosen mix, the next cheaper
-   mix on the simulated frontier, and the simple rules' mixes.
+   mix on the simulated frontier, and the simple rules' mixes. A mix that misses there is
+   escalated (the chosen mix to the dearer mixes the search saw meet, a rule to more or other
+   GPUs of its kind) until one holds at full length: :attr:`FleetPlan.answer` and
+   :meth:`FleetPlan.rule_answer` are the mixes that hold, the plan's answers.
 
 Deadlines are ``slo_scale`` x each query's unloaded latency on a fixed reference deployment
 (A100-80G at its usual degree unless given), the same for every mix, so mixes are compared on
@@ -24,21 +40,23 @@ import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleetcall.bench.workloads import QuerySpec, repeat_queries
 from fleetcall.errors import ConfigError
 from fleetcall.fleet.capacity import Capacity, EndpointKind, endpoint_capacity, tp_options
 from fleetcall.fleet.runner import Progress, SimResult, StopRule, Workload, simulate
-from fleetcall.fleet.search import (Memo, Mix, Outcome, SearchResult, cheapest_of_kind,
+from fleetcall.fleet.search import (Memo, Mix, Outcome, SearchResult, cheapest_of_kind, confirmed,
                                     enumerate_mixes, frontier, make_mix, near_frontier, search)
 from fleetcall.gpumodel.gpus import get_gpu
 from fleetcall.gpumodel.models import get_model
 from fleetcall.gpumodel.perf import Deployment, default_tp
 
 ALL_A100 = "A100-80G"
+HOLDS = "holds at full length"  # the validation entry of the mix a missed one escalated to
+MixKey = tuple[tuple[EndpointKind, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +76,21 @@ class Question:
     reference: str = ALL_A100            # deadlines' reference GPU (at its usual tp)
     slots: int = 16                      # calls in flight per endpoint
     seed: int = 0
-    search_queries: int = 200            # queries per search simulation
+    search_queries: int = 200            # queries per screening simulation
+    confirm_queries: int | None = None   # queries confirming a screened meet (None: see confirm_length)
     validate_queries: int = 0            # queries per validation run (0: no validation)
     jobs: int = 1                        # processes running the validation runs at once
     max_sims: int = 40                   # new simulations the main search may run
     tp_degrees: tuple[int, ...] = (1, 2, 4, 8)
+    max_escalations: int = 6             # full-length runs escalating one missed mix, at most
+
+    @property
+    def confirm_length(self) -> int:
+        """Queries of a confirmation run: ``confirm_queries``, else the validation length, else
+        5 x ``search_queries``; 0 or no more than ``search_queries``: the screen alone judges."""
+        if self.confirm_queries is not None:
+            return self.confirm_queries
+        return self.validate_queries or 5 * self.search_queries
 
 
 @dataclass(slots=True)
@@ -78,10 +106,40 @@ class FleetPlan:
     validation: dict[str, tuple[Mix, Outcome]] = field(default_factory=dict)
     wall_s: float = 0.0                           # search and rules
     validation_wall_s: float = 0.0
+    rule_kinds: dict[str, tuple[EndpointKind, ...]] = field(default_factory=dict)  # rule -> its kinds
+    make: Callable[[Mapping[EndpointKind, int]], Mix] | None = None  # a Mix with first-cut figures
 
     @property
     def best(self) -> Mix | None:
+        """The search's choice: the cheapest mix that met the target in the search."""
         return self.result.best
+
+    @property
+    def validated(self) -> bool:
+        return bool(self.question.validate_queries)
+
+    @property
+    def answer(self) -> Mix | None:
+        """THE answer: without validation the search's choice; with it the mix that holds at
+        full length (the choice, or the mix it escalated to), None if none does."""
+        return self._held("chosen", "") if self.validated else self.best
+
+    def rule_answer(self, name: str) -> Mix | None:
+        """A simple rule's mix as :attr:`answer` is the plan's: validated and escalated."""
+        return self._held(name, f"{name}: ") if self.validated else self.rules.get(name)
+
+    def answer_outcome(self, mix: Mix) -> Outcome | None:
+        """What ``mix`` showed at full length if validated, else in the search."""
+        if self.validated:
+            return next((o for m, o in self.validation.values() if m.counts == mix.counts), None)
+        return self.outcome(mix)
+
+    def _held(self, first: str, prefix: str) -> Mix | None:
+        checked = self.validation.get(first)
+        if checked is not None and checked[1].meets:
+            return checked[0]
+        held = self.validation.get(prefix + HOLDS)
+        return None if held is None else held[0]
 
     def next_cheaper(self) -> Mix | None:
         """The frontier mix just cheaper than the choice (None without a choice or below it)."""
@@ -91,6 +149,7 @@ class FleetPlan:
         return below[-1] if below else None
 
     def outcome(self, mix: Mix) -> Outcome | None:
+        """What ``mix`` showed in the search (None if it was not simulated)."""
         return next((o for m, o in self.runs if m.counts == mix.counts), None)
 
 
@@ -115,6 +174,8 @@ def check(question: Question) -> None:
         raise ConfigError("--max-gpus, --queries and --max-sims must be >= 1")
     if question.validate_queries < 0 or question.jobs < 1:
         raise ConfigError("--validate must be >= 0 and --jobs >= 1")
+    if question.confirm_queries is not None and question.confirm_queries < 0:
+        raise ConfigError(f"--confirm must be >= 0, got {question.confirm_queries}")
 
 
 def reference_deployment(question: Question) -> Deployment:
@@ -169,26 +230,29 @@ def to_outcome(result: SimResult, target: float) -> Outcome:
 
 
 def describe(out: Outcome) -> str:
-    """One line: met / missed with attainment, p95 and wall time."""
+    """One line: met / missed with attainment, queries, p95 and wall time."""
+    queries = out.detail.get("queries")
     if out.stopped:
-        return (f"missed: stopped early after {out.detail.get('misses')} misses "
+        return (f"missed: stopped early after {out.detail.get('misses')} misses of {queries} queries "
                 f"(at most {out.attainment_max:.1%}), {out.wall_s:.1f} s")
     verdict = "met" if out.meets else "missed"
     p95 = f", p95 {out.p95_s:.0f} s" if out.p95_s is not None else ""
-    return f"{verdict}: {out.attainment_max:.1%}{p95}, {out.wall_s:.1f} s"
+    return f"{verdict}: {out.attainment_max:.1%} of {queries} queries{p95}, {out.wall_s:.1f} s"
 
 
 class _Simulator:
-    """The search's ``evaluate``: simulates a mix on the search workload, stopping early."""
+    """An ``evaluate``: simulates a mix on ``work``, stopping early on ``stop``; ``stage`` names
+    the run in its progress bar."""
 
     def __init__(self, question: Question, work: Workload, progress: Progress,
-                 stop: StopRule | None) -> None:
+                 stop: StopRule | None, stage: str = "first cut") -> None:
         self.question, self.work, self.progress, self.stop = question, work, progress, stop
+        self.stage = stage
         self.count = 0
 
     def __call__(self, mix: Mix) -> Outcome:
         self.count += 1
-        title = f"sim {self.count}: {mix.label} (${mix.cost:.2f}/h, first cut {mix.headroom:.2f}x)"
+        title = f"{self.stage} {self.count}: {mix.label} (${mix.cost:.2f}/h, first cut {mix.headroom:.2f}x)"
         with self.progress.task(title, queries=len(self.work.queries)) as advance:
             result = simulate(self.work, mix.endpoints, policy=self.question.policy,
                               options=dict(self.question.policy_options), stop=self.stop,
@@ -198,9 +262,37 @@ class _Simulator:
         return out
 
 
+def _confirmer(question: Question, reference: Deployment, progress: Progress,
+               memo: Memo) -> Callable[[Mix], Outcome] | None:
+    """The confirmation of a screened meet (module doc): a run of ``confirm_length`` queries,
+    stopped early too, carrying the screen's figures in ``detail["screen"]``; None if the
+    confirmation is no longer than the screen."""
+    if question.confirm_length <= question.search_queries:
+        return None
+    run = _Simulator(question, _workload(question, question.confirm_length, reference), progress,
+                     StopRule(question.target), stage="confirm")
+
+    def confirm(mix: Mix) -> Outcome:
+        out = run(mix)
+        screen = memo.known(mix)
+        if screen is None:
+            return out
+        return replace(out, wall_s=screen.wall_s + out.wall_s,
+                       detail={**out.detail, "screen": _screen_detail(screen)})
+    return confirm
+
+
+def _screen_detail(out: Outcome) -> dict[str, object]:
+    return {"queries": out.detail.get("queries"), "meets": out.meets, "attainment": out.attainment,
+            "p95_s": out.p95_s}
+
+
 def _rules(question: Question, caps: Sequence[Capacity], memo: Memo,
-           make: Any) -> dict[str, Mix | None]:
-    """all-A100 and cheapest single type, each GPU at its usual tensor-parallel degree."""
+           make: Callable[[Mapping[EndpointKind, int]], Mix], confirm: Callable[[Mix], Outcome] | None
+           ) -> tuple[dict[str, Mix | None], dict[str, tuple[EndpointKind, ...]]]:
+    """all-A100 and cheapest single type, each GPU at its usual tensor-parallel degree: each
+    rule's cheapest meeting mix (screened, then confirmed as the search's), and the endpoint
+    kinds the rule may use."""
     by_kind = {c.kind: c for c in caps}
 
     def usual(gpu: str) -> Capacity | None:
@@ -213,18 +305,25 @@ def _rules(question: Question, caps: Sequence[Capacity], memo: Memo,
                                 max_gpus=question.max_gpus, cost_cap=cost_cap,
                                 make=lambda n: make({cap.kind: n}))
 
-    rules: dict[str, Mix | None] = {}
-    a100 = usual(ALL_A100) if ALL_A100 in question.prices else None
-    rules["all-A100"] = fewest(a100) if a100 is not None else None
-    best: Mix | None = None
     singles = [c for c in (usual(g) for g in dict.fromkeys(k.gpu for k in by_kind)) if c is not None]
     singles.sort(key=lambda c: question.prices[c.kind.gpu] * c.kind.tp / max(c.slo_qps, 1e-12))
-    for cap in singles:
-        found = fewest(cap, best.cost if best is not None else float("inf"))
-        if found is not None and (best is None or found.cost < best.cost):
-            best = found
-    rules["cheapest single type"] = best
-    return rules
+
+    def cheapest_single() -> Mix | None:
+        best: Mix | None = None
+        for cap in singles:
+            found = fewest(cap, best.cost if best is not None else float("inf"))
+            if found is not None and (best is None or found.cost < best.cost):
+                best = found
+        return best
+
+    # each rule's answer is confirmed as the search's is: only the mix it would give
+    a100 = usual(ALL_A100) if ALL_A100 in question.prices else None
+    rules: dict[str, Mix | None] = {
+        "all-A100": None if a100 is None else confirmed(lambda: fewest(a100), memo, confirm),
+        "cheapest single type": confirmed(cheapest_single, memo, confirm)}
+    kinds = {"all-A100": () if a100 is None else (a100.kind,),
+             "cheapest single type": tuple(c.kind for c in singles)}
+    return rules, kinds
 
 
 def plan_fleet(question: Question, progress: Progress | None = None) -> FleetPlan:
@@ -243,12 +342,22 @@ def plan_fleet(question: Question, progress: Progress | None = None) -> FleetPla
 
     mixes = enumerate_mixes(qps, kind_prices, rate=question.rate, max_gpus=question.max_gpus)
     candidates = near_frontier(mixes)
-    work = _workload(question, question.search_queries, reference)
-    memo = Memo(_Simulator(question, work, progress, StopRule(question.target)))
-    result = search(candidates, memo, max_sims=question.max_sims, enumerated=len(mixes))
-    rules = _rules(question, caps, memo, make)
-    plan = FleetPlan(question, caps, skipped, result, list(memo.runs), rules,
+    memo = Memo(_Simulator(question, _workload(question, question.search_queries, reference),
+                           progress, StopRule(question.target), stage="screen"))
+    confirm = _confirmer(question, reference, progress, memo)
+    searches: list[SearchResult] = []
+
+    def find() -> Mix | None:
+        budget = max(1, question.max_sims - len(memo.runs))
+        searches.append(search(candidates, memo, max_sims=budget, enumerated=len(mixes)))
+        return searches[-1].best
+
+    confirmed(find, memo, confirm)
+    result = replace(searches[-1], simulated=list(memo.runs), exhausted=all(r.exhausted for r in searches),
                      wall_s=time.perf_counter() - started)
+    rules, rule_kinds = _rules(question, caps, memo, make, confirm)
+    plan = FleetPlan(question, caps, skipped, result, list(memo.runs), rules,
+                     wall_s=time.perf_counter() - started, rule_kinds=rule_kinds, make=make)
     if question.validate_queries:
         validate(plan, progress, question.jobs)
     return plan
@@ -257,43 +366,79 @@ def plan_fleet(question: Question, progress: Progress | None = None) -> FleetPla
 def validate(plan: FleetPlan, progress: Progress, jobs: int = 1) -> None:
     """Full-length runs (``validate_queries``, no early stop) of the chosen mix, the next cheaper
     frontier mix and the simple rules' mixes, into ``plan.validation``; ``jobs`` > 1 runs them in
-    that many processes at once (each a whole simulation, no progress bar of its own)."""
+    that many processes at once (each a whole simulation, no progress bar of its own). A search
+    run of the same length (a confirmation) is the same run and is not repeated: whole if it
+    met, stopped early if it missed (a certain miss at this length: the mix could no longer
+    reach the target). Each of the chosen mix and the rules' mixes that misses is escalated
+    (:func:`escalate`)."""
     question = plan.question
     started = time.perf_counter()
     work = _workload(question, question.validate_queries, reference_deployment(question))
     named = {name: mix for name, mix in {"chosen": plan.best, "next cheaper": plan.next_cheaper(),
                                          **plan.rules}.items() if mix is not None}
-    distinct = list({mix.counts: mix for mix in named.values()}.values())
-    done: dict[tuple[tuple[EndpointKind, int], ...], Outcome] = {}
+    done: dict[MixKey, Outcome] = {m.counts: o for m, o in plan.runs
+                                   if o.detail.get("queries") == len(work.queries)}
+    distinct = [m for m in {mix.counts: mix for mix in named.values()}.values() if m.counts not in done]
     if jobs > 1 and len(distinct) > 1:
         with progress.task(f"validation: {len(distinct)} runs of {len(work.queries)} queries in "
                            f"{min(jobs, len(distinct))} processes", queries=len(distinct)) as advance:
-            done = _in_processes(question, work, distinct, jobs, advance, progress)
+            done.update(_in_processes(question, work, distinct, jobs, advance, progress))
     else:
-        simulator = _Simulator(question, work, progress, stop=None)
-        done = {mix.counts: simulator(mix) for mix in distinct}
+        simulator = _Simulator(question, work, progress, stop=None, stage="validate")
+        done.update({mix.counts: simulator(mix) for mix in distinct})
     plan.validation = {name: (mix, done[mix.counts]) for name, mix in named.items()}
-    chosen = plan.validation.get("chosen")
-    if chosen is not None and not chosen[1].meets:
-        _escalate(plan, chosen[0], work, progress, done)
+    known = dict(done)
+    run = _Simulator(question, work, progress, stop=None, stage="escalate")
+    for name, (mix, out) in list(plan.validation.items()):
+        if name == "next cheaper" or out.meets:
+            continue
+        escalate(plan, name, _escalation_candidates(plan, name, mix), run, known)
     plan.validation_wall_s = time.perf_counter() - started
 
 
-def _escalate(plan: FleetPlan, chosen: Mix, work: Workload, progress: Progress,
-              done: dict[tuple[tuple[EndpointKind, int], ...], Outcome]) -> None:
-    """The chosen mix missed at full length (a short search can overstate attainment before the
-    queues settle): the dearer mixes the search saw meet the target are run at full length, by
-    cost, until one holds; it is reported as ``holds at full length`` (none: every one missed)."""
-    simulator = _Simulator(plan.question, work, progress, stop=None)
-    dearer = sorted({m.counts: m for m, o in plan.runs if o.meets and m.cost > chosen.cost}.values(),
-                    key=lambda m: m.cost)
-    for step, mix in enumerate(dearer, 1):
-        out = done.get(mix.counts) or simulator(mix)
-        done[mix.counts] = out
+def _escalation_candidates(plan: FleetPlan, name: str, missed: Mix) -> list[Mix]:
+    """What a mix that missed at full length escalates to, by cost: the chosen mix to the
+    dearer mixes the search saw meet; a rule to the dearer mixes of its kinds (one kind per
+    mix) that the first cut ranks above the missed one (as the search rules out the rest)."""
+    if name == "chosen":
+        seen = {m.counts: m for m, o in plan.runs if o.meets and m.cost > missed.cost}
+        return sorted(seen.values(), key=lambda m: (m.cost, m.counts))
+    if plan.make is None:
+        return []
+    out = []
+    for kind in plan.rule_kinds.get(name, ()):
+        for n in range(1, plan.question.max_gpus // kind.tp + 1):
+            mix = plan.make({kind: n})
+            if mix.cost > missed.cost and mix.headroom > missed.headroom:
+                out.append(mix)
+                break  # the cheapest such count of this kind; dearer ones only if it misses
+    return sorted(out, key=lambda m: (m.cost, m.counts))
+
+
+def escalate(plan: FleetPlan, name: str, candidates: Sequence[Mix], run: Callable[[Mix], Outcome],
+             known: dict[MixKey, Outcome]) -> None:
+    """``name``'s mix missed at full length (a short search can overstate attainment): run
+    ``candidates`` at full length (``run``; ``known`` outcomes are not re-run), by cost, until
+    one holds: it goes into ``plan.validation`` as ``"holds at full length"`` (prefixed
+    ``"<rule>: "`` for a rule), each miss before it as ``"escalated <k>"``. At most
+    ``question.max_escalations`` runs; a rule's kind that misses is tried again one endpoint up."""
+    prefix = "" if name == "chosen" else f"{name}: "
+    queue = list(candidates)
+    step = 0
+    while queue and step < plan.question.max_escalations:
+        mix = queue.pop(0)
+        step += 1
+        out = known.get(mix.counts) or run(mix)
+        known[mix.counts] = out
         if out.meets:
-            plan.validation["holds at full length"] = (mix, out)
+            plan.validation[prefix + HOLDS] = (mix, out)
             return
-        plan.validation[f"escalated {step}"] = (mix, out)
+        plan.validation[f"{prefix}escalated {step}"] = (mix, out)
+        if name != "chosen" and plan.make is not None and len(mix.counts) == 1:
+            (kind, n), = mix.counts
+            if (n + 1) * kind.tp <= plan.question.max_gpus:
+                queue.append(plan.make({kind: n + 1}))
+                queue.sort(key=lambda m: (m.cost, m.counts))
 
 
 def _whole_run(work: Workload, cluster: list[tuple[str, int]], policy: str,

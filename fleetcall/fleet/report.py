@@ -1,10 +1,12 @@
 """The fleet plan as text, as JSON and as a chart (cost against SLO attainment).
 
 :func:`format_plan` is what ``fleetcall plan-fleet`` prints; :func:`plan_json` what ``--json``
-writes (the question, the first cut, every simulated mix with the frontier marked, the choice,
-the simple rules and the validation runs); :func:`plot_frontier` draws the frontier with
+writes (the question, the first cut, every simulated mix with the frontier marked, the answer
+as ``choice`` and the search's own choice beside it, the simple rules and the validation runs;
+with validation the answer and the rules' mixes are the ones that hold at full length, and
+the savings compare those); :func:`plot_frontier` draws the frontier with
 matplotlib (the ``plot`` extra): every simulated mix at its cost and attainment (a run stopped
-early at the most it could have reached), the frontier, the target, the choice and the rules.
+early at the most it could have reached), the frontier, the target, the answer, the search's choice and the rules.
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ def _mix_json(mix: Mix, out: Outcome | None, rate: float) -> dict[str, Any]:
 
 
 def savings(plan: FleetPlan) -> dict[str, float | None]:
-    """Rule -> the share of the rule's hourly cost the chosen mix saves (None if either is
-    missing)."""
+    """Rule -> the share of the rule's hourly cost the plan's answer saves, both as validated
+    (:attr:`FleetPlan.answer`, :meth:`FleetPlan.rule_answer`; None if either is missing)."""
+    answer = plan.answer
     out: dict[str, float | None] = {}
-    for name, mix in plan.rules.items():
-        out[name] = None if mix is None or plan.best is None else 1.0 - plan.best.cost / mix.cost
+    for name in plan.rules:
+        mix = plan.rule_answer(name)
+        out[name] = None if mix is None or answer is None else 1.0 - answer.cost / mix.cost
     return out
 
 
@@ -56,14 +60,19 @@ def plan_json(plan: FleetPlan, extra: Mapping[str, Any] | None = None) -> dict[s
     runs = []
     for mix, out in plan.runs:
         runs.append({**_mix_json(mix, out, rate), "on_frontier": mix.counts in on_frontier})
-    rules = {name: None if mix is None else _mix_json(mix, plan.outcome(mix), rate)
-             for name, mix in plan.rules.items()}
+    def named(mix: Mix | None) -> dict[str, Any] | None:
+        return None if mix is None else _mix_json(mix, plan.answer_outcome(mix), rate)
+
+    rules = {name: named(plan.rule_answer(name)) for name in plan.rules}
+    searched_rules = {name: None if mix is None else _mix_json(mix, plan.outcome(mix), rate)
+                      for name, mix in plan.rules.items()}
     return {
         **(extra or {}),
         "rate": rate, "slo_scale": q.slo_scale, "attainment_target": q.target, "model": q.model,
         "policy": q.policy, "policy_options": dict(q.policy_options), "gpus": list(q.gpus),
         "prices_per_gpu_hour": dict(q.prices), "max_gpus": q.max_gpus, "reference": q.reference,
         "slots": q.slots, "seed": q.seed, "search_queries": q.search_queries,
+        "confirm_queries": q.confirm_length,
         "first_cut": [{"endpoint": c.kind.label, "gpu": c.kind.gpu, "tp": c.kind.tp,
                        "kv_tokens": c.kv_tokens, "batch": c.batch,
                        "gpu_s_per_query": c.gpu_s_per_query, "speed_vs_reference": c.speed,
@@ -72,9 +81,10 @@ def plan_json(plan: FleetPlan, extra: Mapping[str, Any] | None = None) -> dict[s
         "search": {"enumerated": plan.result.enumerated, "near_frontier": plan.result.candidates,
                    "simulated": len(plan.runs), "stopped_early": sum(1 for _, o in plan.runs if o.stopped),
                    "exhausted": plan.result.exhausted, "wall_s": round(plan.wall_s, 3)},
-        "choice": None if plan.best is None else _mix_json(plan.best, plan.outcome(plan.best), rate),
+        "choice": named(plan.answer),  # THE answer: validated (and escalated) if --validate
+        "search_choice": None if plan.best is None else _mix_json(plan.best, plan.outcome(plan.best), rate),
         "next_cheaper": None if (n := plan.next_cheaper()) is None else _mix_json(n, plan.outcome(n), rate),
-        "rules": rules, "savings": savings(plan),
+        "rules": rules, "rules_in_search": searched_rules, "savings": savings(plan),
         "frontier": runs,
         "validation": {"queries": q.validate_queries, "wall_s": round(plan.validation_wall_s, 3),
                        "runs": {name: _mix_json(mix, out, rate)
@@ -85,26 +95,59 @@ def plan_json(plan: FleetPlan, extra: Mapping[str, Any] | None = None) -> dict[s
 def _verdict(out: Outcome | None) -> str:
     if out is None:
         return "not simulated"
+    queries = out.detail.get("queries")
+    screen = out.detail.get("screen")
+    first = "" if not isinstance(screen, Mapping) or screen.get("attainment") is None else \
+        f"{screen['attainment']:.1%} in {screen.get('queries')}, then "
     if out.stopped:
-        return f"<= {out.attainment_max:.1%} (stopped early)"
+        return f"{first}<= {out.attainment_max:.1%} (stopped early, {queries} queries)"
     p95 = f", p95 {out.p95_s:.0f} s" if out.p95_s is not None else ""
-    return f"{out.attainment_max:.1%}{p95}"
+    return f"{first}{out.attainment_max:.1%} in {queries}{p95}"
 
 
 def _choice_lines(plan: FleetPlan) -> list[str]:
     q = plan.question
-    best = plan.best
-    if best is None:
-        return [f"no mix within {q.max_gpus} GPUs met {q.target:.0%} SLO attainment in the simulations"]
-    out = plan.outcome(best)
-    assert out is not None  # the best mix was simulated
-    per_query = cost_per_query(best, out, q.rate)
-    lines = [f"cheapest mix meeting {q.target:.0%}: {best.label} ({best.gpus} GPUs)",
-             f"  cost                       ${best.cost:.2f}/hour",
+    answer, best = plan.answer, plan.best
+    where = f"at full length ({q.validate_queries} queries)" if plan.validated else "in the search"
+    if answer is None:
+        if best is None:
+            return [f"no mix within {q.max_gpus} GPUs met {q.target:.0%} SLO attainment in the simulations"]
+        return [f"no mix holds {q.target:.0%} SLO attainment at full length ({q.validate_queries} "
+                f"queries): the search's choice {best.label} and every escalation missed (below)"]
+    out = plan.answer_outcome(answer)
+    assert out is not None  # the answer was simulated
+    per_query = cost_per_query(answer, out, q.rate)
+    lines = [f"cheapest mix meeting {q.target:.0%} {where}: {answer.label} ({answer.gpus} GPUs)",
+             f"  cost                       ${answer.cost:.2f}/hour",
              "  cost per query within SLO  " + ("n/a" if per_query is None else f"${per_query:.4f}"),
              f"  SLO attainment             {out.attainment_max:.1%} ({out.detail.get('queries')} queries)",
              "  p95 latency                " + ("n/a" if out.p95_s is None else f"{out.p95_s:.1f} s"),
              "  utilisation                " + ", ".join(f"{k} {v:.0%}" for k, v in out.utilisation.items())]
+    if best is not None and best.counts != answer.counts:
+        searched = plan.answer_outcome(best)
+        lines.append(f"  (the search's choice {best.label}, ${best.cost:.2f}/h, misses at full length: "
+                     f"{_verdict(searched)}; escalated to the mix above)")
+    return lines
+
+
+def _rule_lines(plan: FleetPlan) -> list[str]:
+    q = plan.question
+    lines = ["simple rules (each GPU at its usual tensor-parallel degree"
+             + (", validated and escalated as the plan):" if plan.validated else "):")]
+    saved = savings(plan)
+    for name, searched in plan.rules.items():
+        mix = plan.rule_answer(name)
+        if mix is None:
+            why = "no mix of it within {0} GPUs met the target (or its GPU is not among --gpus)" \
+                if searched is None else f"{searched.label} and its escalations missed at full length"
+            lines.append(f"  {name:<22} none: " + why.format(q.max_gpus))
+            continue
+        share = saved[name]
+        lines.append(f"  {name:<22} {mix.label:<28} ${mix.cost:.2f}/h  {_verdict(plan.answer_outcome(mix))}"
+                     + ("" if share is None else f"   the plan saves {share:.0%}"))
+        if searched is not None and searched.counts != mix.counts:
+            lines.append(f"  {'':<22} (the search's {searched.label}, ${searched.cost:.2f}/h, misses at "
+                         f"full length: {_verdict(plan.answer_outcome(searched))})")
     return lines
 
 
@@ -113,50 +156,50 @@ def format_plan(plan: FleetPlan) -> str:
     q = plan.question
     res = plan.result
     stopped = sum(1 for _, o in plan.runs if o.stopped)
+    confirmed = sum(1 for _, o in plan.runs if "screen" in o.detail)
     lines = [f"first cut: {len(plan.capacities)} endpoint kinds ("
              + ", ".join(c.kind.label for c in plan.capacities) + f"); {res.enumerated} mixes within "
              f"{q.max_gpus} GPUs, {res.candidates} near the frontier"]
     lines += [f"  skipped: {s}" for s in plan.skipped]
-    lines.append(f"simulated {len(plan.runs)} mixes ({stopped} stopped early) of {q.search_queries} "
-                 f"queries each in {plan.wall_s:.1f} s wall"
+    confirm = f"{confirmed} met and were confirmed at {q.confirm_length}" \
+        if q.confirm_length > q.search_queries else "no confirmation runs"
+    lines.append(f"simulated {len(plan.runs)} mixes ({stopped} stopped early) in screens of {q.search_queries} "
+                 f"queries, {confirm}, in {plan.wall_s:.1f} s wall"
                  + ("" if res.exhausted else f" (--max-sims {q.max_sims} reached: the search was cut short)"))
     lines += _choice_lines(plan)
-    lines.append("simple rules (each GPU at its usual tensor-parallel degree):")
-    saved = savings(plan)
-    for name, mix in plan.rules.items():
-        if mix is None:
-            lines.append(f"  {name:<22} none: no mix of it within {q.max_gpus} GPUs met the target "
-                         f"(or its GPU is not among --gpus)")
-            continue
-        share = saved[name]
-        lines.append(f"  {name:<22} {mix.label:<28} ${mix.cost:.2f}/h"
-                     + ("" if share is None else f"   the plan saves {share:.0%}"))
-    lines.append("frontier (simulated; cost vs SLO attainment):")
+    lines += _rule_lines(plan)
+    lines.append("frontier (simulated; cost vs SLO attainment at the length that judged it):")
     for mix, out in frontier(plan.runs):
-        mark = "  <- chosen" if plan.best is not None and mix.counts == plan.best.counts else ""
+        mark = "  <- search's choice" if plan.best is not None and mix.counts == plan.best.counts else ""
         lines.append(f"  ${mix.cost:>7.2f}/h  {mix.label:<34} {_verdict(out)}{mark}")
     if plan.validation:
-        lines.append(f"validation ({q.validate_queries} queries, no early stop, {plan.validation_wall_s:.1f} s wall):")
+        lines.append(f"validation ({q.validate_queries} queries, no early stop; a confirmation of that length "
+                     f"is reused, stopped early if it missed; {plan.validation_wall_s:.1f} s wall):")
         for name, (mix, out) in plan.validation.items():
             verdict = "meets" if out.meets else "misses"
-            lines.append(f"  {name:<22} {mix.label:<28} {_verdict(out)}  {verdict} {q.target:.0%}")
+            lines.append(f"  {name:<34} {mix.label:<28} {_verdict(out)}  {verdict} {q.target:.0%}")
     return "\n".join(lines)
 
 
 def _mark_named(ax: Any, plan: FleetPlan) -> None:
-    """The chosen mix (a star) and the rules' mixes (squares), labelled; one label per mix."""
+    """The answer (a star), the search's choice if it differs (a hollow star) and the rules'
+    mixes (squares), each at its validated attainment if validated; one label per mix."""
     named: dict[tuple[Any, ...], tuple[Mix, list[str]]] = {}  # mix -> (mix, its names)
-    for name, mix in [("chosen", plan.best), *plan.rules.items()]:
+    answer = plan.answer
+    entries = [("answer", answer), ("search's choice", plan.best),
+               *((name, plan.rule_answer(name)) for name in plan.rules)]
+    for name, mix in entries:
         if mix is not None:
             named.setdefault(mix.counts, (mix, []))[1].append(name)
     costs = [m.cost for m, _ in plan.runs] or [0.0]
     middle = (min(costs) + max(costs)) / 2
     for i, (mix, names) in enumerate(named.values()):
-        out = plan.outcome(mix)
+        out = plan.answer_outcome(mix) or plan.outcome(mix)
         y = (out.attainment_max if out is not None else plan.question.target) * 100
-        chosen = "chosen" in names
-        ax.scatter([mix.cost], [y], marker="*" if chosen else "s", s=200 if chosen else 70,
-                   color="#228833" if chosen else "#ee7733", zorder=5 if chosen else 4)
+        star = "answer" in names or "search's choice" in names
+        ax.scatter([mix.cost], [y], marker="*" if star else "s", s=200 if star else 70,
+                   color="#228833" if "answer" in names else ("none" if star else "#ee7733"),
+                   edgecolors="#228833" if star else "#ee7733", zorder=5 if star else 4)
         left = mix.cost > middle  # label towards the middle of the chart
         ax.annotate(f"{' = '.join(names)}: {mix.label}, ${mix.cost:.2f}/h", (mix.cost, y),
                     textcoords="offset points", xytext=(-10 if left else 10, -16 - 14 * i),

@@ -15,6 +15,8 @@ A :class:`Mix` is a count of endpoints per :class:`~fleetcall.fleet.capacity.End
    candidate costing as much or more; one that misses closes every candidate whose headroom is
    no higher (the first cut ranks mixes), and its sub-fleets. It ends when none is open (or after
    ``max_sims``).
+4. :func:`confirmed` runs the answer of a search (or a rule) again by a longer simulation and
+   asks again while that misses: short simulations screen, long ones decide.
 
 :func:`cheapest_of_kind` finds the fewest endpoints of one kind meeting the target (a user's
 simple rule), walking the count from the first cut's guess. :func:`frontier` marks the
@@ -163,6 +165,7 @@ class Memo:
         self._evaluate = evaluate
         self.results: dict[tuple[tuple[EndpointKind, int], ...], Outcome] = {}
         self.runs: list[tuple[Mix, Outcome]] = []
+        self._settled: set[tuple[tuple[EndpointKind, int], ...]] = set()  # confirmed mixes
 
     def __call__(self, mix: Mix) -> Outcome:
         known = self.results.get(mix.counts)
@@ -173,6 +176,16 @@ class Memo:
 
     def known(self, mix: Mix) -> Outcome | None:
         return self.results.get(mix.counts)
+
+    def settled(self, mix: Mix) -> bool:
+        """Whether ``mix``'s outcome is a confirmation's (:func:`confirmed`)."""
+        return mix.counts in self._settled
+
+    def settle(self, mix: Mix, outcome: Outcome) -> None:
+        """Replace ``mix``'s outcome by a confirmation's (in ``results`` and in place in ``runs``)."""
+        self._settled.add(mix.counts)
+        self.results[mix.counts] = outcome
+        self.runs = [(m, outcome if m.counts == mix.counts else o) for m, o in self.runs]
 
 
 def _open(candidates: Sequence[Mix], memo: Memo, best: Mix | None,
@@ -219,6 +232,22 @@ def search(candidates: Sequence[Mix], evaluate: Evaluate | Memo, *, max_sims: in
     return SearchResult(best, memo.runs[first:], len(candidates),
                         len(candidates) if enumerated is None else enumerated,
                         time.perf_counter() - started, exhausted)
+
+
+def confirmed(find: Callable[[], Mix | None], memo: Memo, confirm: Evaluate | None) -> Mix | None:
+    """``find()``'s mix once a confirmation agrees: ``find`` answers from ``memo`` (a search, a
+    rule); its mix is run by ``confirm`` (a longer run), whose verdict replaces the memo's
+    (:meth:`Memo.settle`); while it misses, ``find`` is asked again, now knowing that. Only the
+    answer is confirmed, so a meet that a cheaper one supersedes costs no confirmation. None if
+    ``find`` finds none; ``confirm`` None: ``find()`` as is."""
+    while True:
+        mix = find()
+        if mix is None or confirm is None or memo.settled(mix):
+            return mix
+        out = confirm(mix)
+        memo.settle(mix, out)
+        if out.meets:
+            return mix
 
 
 def cheapest_of_kind(kind: EndpointKind, qps: float, evaluate: Memo, *, rate: float,

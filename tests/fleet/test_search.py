@@ -105,3 +105,23 @@ def test_frontier_keeps_mixes_no_cheaper_mix_beats():
     runs = [(m2, Outcome(False, None, 0.9, stopped=True)), (m1, Outcome(False, 0.95, 0.95)),
             (m3, Outcome(True, 0.99, 0.99))]
     assert [m.counts for m, _ in frontier(runs)] == [m1.counts, m3.counts]
+
+
+def test_only_the_answer_is_confirmed_and_a_confirmed_miss_sends_the_search_on():
+    """Screens say every mix with headroom >= 1.0 meets; the longer confirmation says only >= 1.4
+    do. The search's answer is confirmed, and while that misses the search goes on; a meet a
+    cheaper one superseded is never confirmed."""
+    from fleetcall.fleet.search import confirmed
+
+    candidates = near_frontier(enumerate_mixes(QPS, PRICES, rate=1.0, max_gpus=40))
+    screen, _ = _truth(1.0)
+    long_run, confirmations = _truth(1.4)
+    memo = Memo(screen)
+    found = confirmed(lambda: search(candidates, memo, max_sims=1000).best, memo, long_run)
+    exact = min((m for m in candidates if m.headroom >= 1.4), key=lambda m: m.cost)
+    assert found is not None and math.isclose(found.cost, exact.cost) and memo.settled(found)
+    assert all(m.headroom >= 1.0 for m in confirmations)            # only screened meets ...
+    assert all(not out.meets for m, out in memo.runs if memo.settled(m) and m is not found)
+    cheapest_screened = min((m for m, o in memo.runs if m.headroom >= 1.0), key=lambda m: m.cost)
+    assert confirmations[0].counts == cheapest_screened.counts     # ... the answers, cheapest first
+    assert confirmed(lambda: None, memo, long_run) is None
