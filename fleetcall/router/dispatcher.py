@@ -589,8 +589,8 @@ def _queued_sibling_end(call: CallView, endpoint: EndpointView,
 def _sibling_end(call: CallView, endpoint: EndpointView, now: float) -> float:
     """Predicted loop time the last call of ``call``'s query running at ``endpoint`` ends
     (-inf if none does)."""
-    if not call.query_id:
-        return -math.inf
+    if not call.query_id or call.query_id not in endpoint.running_queries:
+        return -math.inf  # (the common case, found without a generator: a hot path)
     return max((now + r for r, q in zip(endpoint.running, endpoint.running_queries)
                 if q == call.query_id), default=-math.inf)
 
