@@ -490,16 +490,19 @@ class Slack:
     def _place(self, call: CallView, endpoint: EndpointView, now: float,
                siblings_end: float = -math.inf) -> Placement:
         cached = cached_tokens(call, endpoint)
-        own = endpoint.predictor.predict(call.prompt_tokens, call.output_tokens,
-                                         cached_tokens=cached, batch=expected_batch(endpoint))
+        predict = endpoint.predictor.predict
+        own = predict(call.prompt_tokens, call.output_tokens,
+                      cached_tokens=cached, batch=expected_batch(endpoint))
         ahead, behind = self._ahead(call, own.total_s, endpoint, now)
         slot_wait = wait_offset(endpoint, [s for _, s in ahead])
-        # Prefill is compute-bound and serial: this prompt starts after the prefill still owed
-        # to the running calls and to every queued call served before it.
-        predict = endpoint.predictor.predict
-        prefill_wait = endpoint.prefill_backlog_s + sum(
-            [predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead])
-        start = max(slot_wait, prefill_wait) if self.prefill_slots is not None else slot_wait
+        if self.prefill_slots is not None:
+            # Prefill is compute-bound and serial: this prompt starts after the prefill still
+            # owed to the running calls and to every queued call served before it.
+            prefill_wait = endpoint.prefill_backlog_s + sum(
+                [predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead])
+            start = max(slot_wait, prefill_wait)
+        else:
+            start = slot_wait
         # Continuous batching runs a prefill chunk in the same iteration as a decode step: while
         # other prompts prefill here, this call's tokens come one per chunk -- as long as the
         # prompts this endpoint computes (``typical_prefill_tokens``), at most the engine's
@@ -516,7 +519,7 @@ class Slack:
         # which then waits about the chunks' compute time (if it is still running by then).
         # Its own query's calls (siblings of a parallel stage) end the stage together: what
         # counts for them is the last one's finish; for the others, the seconds lost.
-        compute = own.ttft_s - endpoint.predictor.predict(1, 1).ttft_s
+        compute = own.ttft_s - predict(1, 1).ttft_s
         harm, stage_end = 0.0, siblings_end
         queries = endpoint.running_queries or ("",) * len(endpoint.running)
         for remaining, query in zip(endpoint.running, queries):
@@ -586,8 +589,8 @@ def _queued_sibling_end(call: CallView, endpoint: EndpointView,
 def _sibling_end(call: CallView, endpoint: EndpointView, now: float) -> float:
     """Predicted loop time the last call of ``call``'s query running at ``endpoint`` ends
     (-inf if none does)."""
-    if not call.query_id:
-        return -math.inf
+    if not call.query_id or call.query_id not in endpoint.running_queries:
+        return -math.inf  # (the common case, found without a generator: a hot path)
     return max((now + r for r, q in zip(endpoint.running, endpoint.running_queries)
                 if q == call.query_id), default=-math.inf)
 

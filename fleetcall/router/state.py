@@ -127,14 +127,17 @@ class EndpointState:
     def view(self, now: float, available: bool) -> EndpointView:
         """What the dispatcher sees of this endpoint at ``now``."""
         queued, services = self.queue.snapshot(now)
+        running = self.running.values()
+        waiting = [r for r in running if not r.decoding]  # one pass for backlog and load
         return EndpointView(
             name=self.name, slots=self.spec.slots,
-            running=tuple(max(r.end - now, OVERRUN_FLOOR_S) for r in self.running.values()),
-            running_queries=tuple(r.query_id for r in self.running.values()),
+            running=tuple([max(r.end - now, OVERRUN_FLOOR_S) for r in running]),
+            running_queries=tuple([r.query_id for r in running]),
             cost_per_hour=self.spec.cost_per_hour,
             queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
-            queued_service_s=services, prefill_backlog_s=self.prefill_backlog_s(now),
-            prefill_load=self.prefill_load_at(now), typical_prefill_tokens=int(self.prefill_tokens),
+            queued_service_s=services, prefill_backlog_s=self._backlog_of(waiting, now),
+            prefill_load=self._load_at(bool(waiting), now),
+            typical_prefill_tokens=int(self.prefill_tokens),
             queued_order=(self.queue.discipline, now))
 
     def free_slots(self) -> int:
@@ -184,7 +187,11 @@ class EndpointState:
     def prefill_load_at(self, now: float) -> float:
         """Fraction of the last ~:data:`LOAD_WINDOW_S` seconds this endpoint had a prompt in
         prefill: how often a decode step here shares its iteration with a prefill chunk."""
-        busy = 1.0 if any(not r.decoding for r in self.running.values()) else 0.0
+        return self._load_at(any(not r.decoding for r in self.running.values()), now)
+
+    def _load_at(self, busy_now: bool, now: float) -> float:
+        """:meth:`prefill_load_at`, told whether a prompt is in prefill now."""
+        busy = 1.0 if busy_now else 0.0
         keep = math.exp(-max(now - self.load_at, 0.0) / LOAD_WINDOW_S)
         return self.prefill_load * keep + busy * (1.0 - keep)
 
@@ -214,7 +221,10 @@ class EndpointState:
         grant on -- the compute of that many tokens, without the fixed per-request cost that
         each call pays in parallel (so prompts that share a chunk owe about one iteration, not
         a round trip each). At least a little while any is waiting."""
-        waiting = [r for r in self.running.values() if not r.decoding]
+        return self._backlog_of([r for r in self.running.values() if not r.decoding], now)
+
+    def _backlog_of(self, waiting: list[Running], now: float) -> float:
+        """:meth:`prefill_backlog_s` of the running calls ``waiting`` for a first token."""
         if not waiting:
             return 0.0
         tokens = sum(r.prefill_tokens for r in waiting)
