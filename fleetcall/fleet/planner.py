@@ -371,6 +371,13 @@ def plan_fleet(question: Question, progress: Progress | None = None) -> FleetPla
     result = replace(searches[-1], simulated=list(memo.runs), exhausted=all(r.exhausted for r in searches),
                      wall_s=time.perf_counter() - started)
     rules, rule_kinds = _rules(question, caps, memo, make, confirm)
+    # a rule's mix is judged as the search's (screened, confirmed): one cheaper than the
+    # search's choice is the cheapest mix known to meet the target, so it is the choice
+    cheaper = [m for m in rules.values() if m is not None
+               and (result.best is None or m.cost < result.best.cost)]
+    if cheaper:
+        result = replace(result, best=min(cheaper, key=lambda m: (m.cost, m.counts)),
+                         simulated=list(memo.runs))
     plan = FleetPlan(question, caps, skipped, result, list(memo.runs), rules,
                      wall_s=time.perf_counter() - started, rule_kinds=rule_kinds, make=make)
     if question.validate_queries:

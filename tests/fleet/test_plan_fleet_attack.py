@@ -4,6 +4,8 @@ validation contradicts. Each is named, exits 2, and (for output paths) fails bef
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fleetcall.cli import main as cli
@@ -73,3 +75,21 @@ def test_a_rate_too_low_for_the_simulated_clock_is_refused(capsys, rate):
     # at 1e-20 q/s the arrivals lie ~1e21 s out, where a float has no sub-second resolution:
     # every call "timed out after 0 s" and the command said no mix meets the target (exit 1)
     _exits_2(capsys, _set(TINY, "--rate", rate), "--rate")
+
+
+def test_a_rule_mix_cheaper_than_the_search_choice_becomes_the_answer(tmp_path, capsys):
+    # trace1 at 0.04 q/s, seed 8: the main search settled on 2 x L40S/tp8 ($13.76/h) while the
+    # cheapest-single-type rule found 3 x L40S/tp4 ($10.32/h), met in the screen and confirmed at
+    # full length; the plan still answered the dearer mix and printed "the plan saves -33%"
+    out = tmp_path / "plan.json"
+    args = ["plan-fleet", "--trace", "trace1", "--rate", "0.04", "--gpus", "A100-80G,L40S",
+            "--prices", "example", "--model", "llama-3.1-70b", "--queries", "20", "--validate", "60",
+            "--seed", "8", "--no-progress", "--json", str(out)]
+    assert cli(args) == 0
+    assert "saves -" not in capsys.readouterr().out
+    plan = json.loads(out.read_text())
+    choice = plan["choice"]
+    assert choice["meets"]
+    met = [r for r in plan["frontier"] if r["meets"]]
+    assert choice["cost_per_hour"] == min(r["cost_per_hour"] for r in met)
+    assert all(saved >= 0 for saved in plan["savings"].values())
