@@ -20,11 +20,12 @@ import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 
 from fleetcall.bench.scheduler import parse_options
 from fleetcall.bench.workloads import load_workload
 from fleetcall.errors import ConfigError, FleetcallError, UnknownNameError
-from fleetcall.fleet.planner import ALL_A100, Question, plan_fleet
+from fleetcall.fleet.planner import ALL_A100, FleetPlan, Question, plan_fleet
 from fleetcall.fleet.prices import load_prices
 from fleetcall.fleet.report import format_plan, plan_json, plot_frontier
 from fleetcall.fleet.runner import Progress
@@ -82,12 +83,42 @@ def _degrees(text: str | None) -> tuple[int, ...]:
     return degrees
 
 
+def check_output(option: str, path: str) -> None:
+    """ConfigError unless ``path`` can be written as ``option``'s file (checked before the search,
+    so a bad path does not throw its results away): not a directory, in an existing writable
+    directory; for ``--plot`` a suffix matplotlib writes as named (it adds .png to none)."""
+    target = Path(path)
+    parent = target.parent
+    if target.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory; give a file name")
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: no directory {parent}")
+    existed = target.exists()
+    try:  # a trial open: permission bits alone miss read-only mounts, /proc, and root's bypass
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot write it: {exc.strerror}") from exc
+    if not existed:
+        target.unlink()
+    if option == "--plot":
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if target.suffix.lower().lstrip(".") not in formats:
+            raise ConfigError(f"{option} {path}: give a file name ending in .png, .svg or .pdf "
+                              f"(matplotlib writes {', '.join(sorted(formats))})")
+
+
 def question_from_args(args: argparse.Namespace) -> Question:
     """The :class:`Question` of the command line; ConfigError names what is wrong."""
     if args.policy not in dispatcher_names():
         raise ConfigError(f"unknown policy {args.policy!r}; choose from {', '.join(dispatcher_names())}")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ConfigError("--plot needs matplotlib: pip install 'fleetcall[plot]'")
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_output(option, path)
     gpus = tuple(g.strip() for g in args.gpus.split(",") if g.strip())
     options = parse_options(args.set).get(args.policy, {})
     return Question(tuple(load_workload(args.trace)), args.rate, args.slo_scale, args.attainment,
@@ -113,6 +144,14 @@ def main(argv: list[str]) -> int:
     except (FleetcallError, UnknownNameError) as exc:
         parser.exit(2, f"fleetcall plan-fleet: {exc}\n")
     print(format_plan(plan))
+    try:
+        _write(args, question, plan)
+    except OSError as exc:  # checked up front; this is a race or a full disk
+        parser.exit(2, f"fleetcall plan-fleet: cannot write {exc.filename}: {exc.strerror}\n")
+    return 0 if plan.answer is not None else 1
+
+
+def _write(args: argparse.Namespace, question: Question, plan: FleetPlan) -> None:
     if args.json:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         with open(args.json, "w") as fh:
@@ -123,4 +162,3 @@ def main(argv: list[str]) -> int:
         title = (f"fleet plan: {args.trace} at {question.rate:g} q/s, deadline {question.slo_scale:g}x, "
                  f"{question.model}, {question.target:.0%} target")
         print(f"wrote {plot_frontier(plan, args.plot, title=title)}")
-    return 0 if plan.answer is not None else 1

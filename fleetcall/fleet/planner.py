@@ -55,6 +55,7 @@ from fleetcall.gpumodel.models import get_model
 from fleetcall.gpumodel.perf import Deployment, default_tp
 
 ALL_A100 = "A100-80G"
+MAX_SIM_SPAN_S = 1e9  # simulated seconds a run may span: a float still resolves ~1e-7 s there
 HOLDS = "holds at full length"  # the validation entry of the mix a missed one escalated to
 MixKey = tuple[tuple[EndpointKind, int], ...]
 
@@ -176,6 +177,20 @@ def check(question: Question) -> None:
         raise ConfigError("--validate must be >= 0 and --jobs >= 1")
     if question.confirm_queries is not None and question.confirm_queries < 0:
         raise ConfigError(f"--confirm must be >= 0, got {question.confirm_queries}")
+    if 0 < question.validate_queries < question.search_queries:
+        raise ConfigError(f"--validate ({question.validate_queries}) must be 0 or at least --queries "
+                          f"({question.search_queries}): validation runs are the full-length ones")
+    if question.slots < 1:
+        raise ConfigError(f"--slots must be >= 1, got {question.slots}")
+    dearest = max((get_gpu(g).name for g in question.gpus), key=lambda g: question.prices[g])
+    if not math.isfinite(question.prices[dearest] * question.max_gpus):
+        raise ConfigError(f"prices: {dearest} at ${question.prices[dearest]:g}/GPU-hour x "
+                          f"{question.max_gpus} GPUs overflows a cost")
+    longest = max(question.search_queries, question.confirm_length, question.validate_queries)
+    if longest / question.rate > MAX_SIM_SPAN_S:
+        raise ConfigError(f"--rate {question.rate:g} q/s: {longest} queries would arrive over "
+                          f"~{longest / question.rate:.3g} s of simulated time, beyond the "
+                          f"{MAX_SIM_SPAN_S:g} s the virtual clock resolves finely enough")
 
 
 def reference_deployment(question: Question) -> Deployment:
@@ -356,6 +371,13 @@ def plan_fleet(question: Question, progress: Progress | None = None) -> FleetPla
     result = replace(searches[-1], simulated=list(memo.runs), exhausted=all(r.exhausted for r in searches),
                      wall_s=time.perf_counter() - started)
     rules, rule_kinds = _rules(question, caps, memo, make, confirm)
+    # a rule's mix is judged as the search's (screened, confirmed): one cheaper than the
+    # search's choice is the cheapest mix known to meet the target, so it is the choice
+    cheaper = [m for m in rules.values() if m is not None
+               and (result.best is None or m.cost < result.best.cost)]
+    if cheaper:
+        result = replace(result, best=min(cheaper, key=lambda m: (m.cost, m.counts)),
+                         simulated=list(memo.runs))
     plan = FleetPlan(question, caps, skipped, result, list(memo.runs), rules,
                      wall_s=time.perf_counter() - started, rule_kinds=rule_kinds, make=make)
     if question.validate_queries:
