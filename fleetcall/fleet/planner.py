@@ -121,9 +121,15 @@ class FleetPlan:
 
     @property
     def answer(self) -> Mix | None:
-        """THE answer: without validation the search's choice; with it the mix that holds at
-        full length (the choice, or the mix it escalated to), None if none does."""
-        return self._held("chosen", "") if self.validated else self.best
+        """THE answer: without validation the search's choice; with it the cheapest mix that
+        holds at full length -- the choice or the mix it escalated to, or a rule's mix (or
+        its escalation) if that holds and costs less (the choice and the rules escalate
+        separately, so a rule can end cheaper) -- None if none does."""
+        if not self.validated:
+            return self.best
+        held = [self._held("chosen", ""), *(self._held(name, f"{name}: ") for name in self.rules)]
+        return min((m for m in held if m is not None), key=lambda m: (m.cost, m.counts),
+                   default=None)
 
     def rule_answer(self, name: str) -> Mix | None:
         """A simple rule's mix as :attr:`answer` is the plan's: validated and escalated."""

@@ -134,6 +134,36 @@ def test_missed_mixes_escalate_and_the_mixes_that_hold_are_the_answers(monkeypat
     assert f"the search's choice {mixed.label}" in text and "88.6% in 1000" in text
 
 
+def test_a_rule_that_holds_cheaper_than_the_escalated_choice_is_the_answer(monkeypatch):
+    """The choice and the rules escalate separately: the choice (3 x L40S) misses at full
+    length and escalates to the dearer mix the search saw meet (2 x H100, $23.92/h), while the
+    cheapest-single-type rule's 3 x L40S escalates to 4 x L40S ($13.76/h), which holds. The
+    answer is the cheapest mix that holds, so no rule's saving is negative (found by the
+    issue-14 attacker: "the plan saves -74%" was possible)."""
+    three_l40s, four_l40s, two_h100 = _make({K_L40S: 3}), _make({K_L40S: 4}), _make({K_H100: 2})
+    assert four_l40s.cost < two_h100.cost
+    plan = _plan([(three_l40s, _out(0.96, 200)), (two_h100, _out(1.0, 200))],
+                 {"all-A100": None, "cheapest single type": three_l40s})
+    plan.rule_kinds = {"cheapest single type": (K_L40S,)}
+    full = {three_l40s.counts: _out(0.90, 1000), four_l40s.counts: _out(0.97, 1000),
+            two_h100.counts: _out(1.0, 1000)}
+
+    class FullLength:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def __call__(self, mix: Mix) -> Outcome:
+            return full[mix.counts]
+
+    monkeypatch.setattr(planner, "_Simulator", FullLength)
+    monkeypatch.setattr(planner, "_workload", lambda *args: type("W", (), {"queries": [0] * 1000})())
+    planner.validate(plan, progress=planner.Progress(enabled=False))
+    assert plan.validation["holds at full length"][0].counts == two_h100.counts
+    assert plan.rule_answer("cheapest single type").counts == four_l40s.counts
+    assert plan.answer.counts == four_l40s.counts
+    assert all(v is None or v >= 0.0 for v in savings(plan).values())
+
+
 def test_without_validation_the_search_choice_is_the_answer():
     mixed = _make({K_L40S: 3})
     plan = _plan([(mixed, _out(0.97, 200))], {"all-A100": None, "cheapest single type": None})
