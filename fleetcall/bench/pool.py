@@ -262,9 +262,11 @@ def _ms_by_policy(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[st
     process's CPU / calls through the pool) and ``pool`` (that minus the bare clients')."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for r in rows:
-        cell = out.setdefault(r["backend"], {}).setdefault(r["policy"], {"process": 0.0, "pool": 0.0})
-        cell["process"] = max(cell["process"], r["us_per_call"] / 1e3)
-        cell["pool"] = max(cell["pool"], r["pool_us_per_call"] / 1e3)
+        shape = {"process": r["us_per_call"] / 1e3, "pool": r["pool_us_per_call"] / 1e3}
+        cell = out.setdefault(r["backend"], {}).setdefault(r["policy"], shape)
+        # the worst shape's, as measured: a pool cost below zero (noise) is not rounded up to 0
+        cell["process"] = max(cell["process"], shape["process"])
+        cell["pool"] = max(cell["pool"], shape["pool"])
     return out
 
 

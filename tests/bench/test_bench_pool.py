@@ -113,3 +113,12 @@ def test_the_pools_own_cost_is_the_median_of_paired_differences(monkeypatch) -> 
     assert order == ["slack", None, None, "slack", "slack", None]
     assert got["pool_cpu"] == 2.0 and (got["pool_cpu_min"], got["pool_cpu_max"]) == (2.0, 9.0)
     assert got["cpu"] == 12.0 and got["direct_cpu"] == 10.0
+
+
+def test_ms_per_call_keeps_a_negative_pool_cost_as_measured() -> None:
+    # a pool cost below zero is noise (pairs' differences), but the report says what was
+    # measured: the worst shape's figure, not 0.0 (a cell used to start at 0.0)
+    from fleetcall.bench.pool import _ms_by_policy
+    rows = [{"backend": "http", "policy": "slack", "us_per_call": 2500.0, "pool_us_per_call": -120.0},
+            {"backend": "http", "policy": "slack", "us_per_call": 1900.0, "pool_us_per_call": -40.0}]
+    assert _ms_by_policy(rows) == {"http": {"slack": {"process": 2.5, "pool": -0.04}}}
