@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import sys
@@ -30,6 +29,7 @@ from fleetcall.router.client import EndpointClient, RoutingTransport, make_http_
 from fleetcall.router.config import EndpointConfig
 from fleetcall.router.dispatcher import dispatcher_names
 from fleetcall.router.pool import EndpointPool
+from fleetcall.bench.output import write_json
 
 GPU, MODEL = "A100-80G", "llama-3.1-8b"
 FLOOR_FRACTION_OF_DIRECT = 0.90  # slack's calls/s at least this fraction of direct's
@@ -153,7 +153,5 @@ def main(args: argparse.Namespace) -> int:
                               repeat=args.repeat, policies=args.policy))
     print(format_report(rep))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rep, fh, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, rep)
     return 0 if rep["floors"]["holds"] else 1

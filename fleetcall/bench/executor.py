@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import statistics
 import time
@@ -24,6 +23,7 @@ from fleetcall.bench.parallelqa import LatencyModel, ParallelQAModel, Question, 
 from fleetcall.executor.orchestrator import Orchestrator
 from fleetcall.executor.result import RunResult
 from fleetcall.vclock import run_virtual
+from fleetcall.bench.output import write_json
 
 MODES = ("compiled", "react", "parallel_calls")
 BOUND_FLOOR = {"virtual": 1.05, "real": 1.10}  # the floors on latency / bound
@@ -206,9 +206,7 @@ def main(args: argparse.Namespace) -> int:
         rep["gpus"], rep["gpu_model"] = gpus, args.gpu_model
     print(format_report(rep))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rep, fh, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, rep)
     floors = rep["floors"]
     assert isinstance(floors, dict)
     return 0 if all(floors[k] is not False

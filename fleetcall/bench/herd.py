@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -47,6 +46,7 @@ from fleetcall.router.pool import EndpointPool
 from fleetcall.sim.emulator import EmulatedEndpoint, LengthsResponder
 from fleetcall.sim.fronts import EmulatorTransport
 from fleetcall.vclock import run_virtual
+from fleetcall.bench.output import write_json
 
 MODES = ("independent", "shared")
 DEFAULT_REPLICAS = "1,2,4,8"
@@ -220,7 +220,5 @@ def main(args: argparse.Namespace, setup: Any, policy: str, options: dict[str, A
                   "gpus": list(setup.gpus), "model": setup.model, "slots": setup.slots,
                   "policy": policy, "rate": rate, "slo_scale": setup.slo_scale,
                   "rtt_ms": args.rtt_ms, "seed": setup.seed, "runs": runs}
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2, default=str)
-        print(f"wrote {args.json}")
+        write_json(args.json, report, default=str)
     return 0

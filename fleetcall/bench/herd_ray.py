@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import time
@@ -43,6 +42,7 @@ from fleetcall.bench.report import summarize
 from fleetcall.bench.workloads import QuerySpec
 from fleetcall.errors import ConfigError
 from fleetcall.router.config import EndpointConfig, RetryConfig
+from fleetcall.bench.output import write_json
 
 __all__ = ["main", "run_replica"]
 
@@ -201,7 +201,5 @@ def main(args: argparse.Namespace, setup: Any, policy: str, options: dict[str, A
                   "trace": args.trace, "queries": len(setup.queries), "gpus": list(setup.gpus),
                   "model": setup.model, "slots": setup.slots, "policy": policy, "rate": args.rate,
                   "slo_scale": setup.slo_scale, "seed": setup.seed, "runs": runs}
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2, default=str)
-        print(f"wrote {args.json}")
+        write_json(args.json, report, default=str)
     return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import time
 from collections.abc import Callable
 
@@ -28,6 +27,7 @@ from fleetcall.executor.result import RunStatus
 from fleetcall.llm.base import LLMRequest
 from fleetcall.llm.scripted import ScriptedLLM
 from fleetcall.tools.function import FunctionTool
+from fleetcall.bench.output import write_json
 
 FLOOR_US_PER_TASK = 200.0
 
@@ -130,9 +130,7 @@ def main(args: argparse.Namespace) -> int:
     rep = measure(args.tasks, args.runs, args.repeat)
     print(format_report(rep))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rep, fh, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, rep)
     floors = rep["floors"]
     assert isinstance(floors, dict)
     return 0 if floors["holds"] else 1

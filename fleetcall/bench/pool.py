@@ -49,6 +49,7 @@ from fleetcall.router.dispatcher import dispatcher_names
 from fleetcall.router.prefix import DEFAULT_BLOCK_TOKENS
 from fleetcall.router.pool import EndpointPool
 from fleetcall.vclock import run_virtual
+from fleetcall.bench.output import write_json
 
 FLOOR_US_PER_CALL = 500.0  # issue 12: the pool's own CPU under 0.5 ms per call, every policy
 MODEL = "llama-3.1-8b"
@@ -330,7 +331,5 @@ def main(args: argparse.Namespace) -> int:
                   args.policy, args.backend or BACKENDS, args.speed)
     print(format_report(rep))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rep, fh, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, rep)
     return 0 if rep["floors"]["holds"] else 1

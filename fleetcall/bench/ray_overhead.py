@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
 from typing import Any
@@ -42,6 +41,7 @@ from fleetcall.router.core import SchedulerCore
 from fleetcall.router.pool import EndpointPool
 from fleetcall.router.state import EndpointSpec
 from fleetcall.router.views import CallView
+from fleetcall.bench.output import write_json
 
 TARGET_MS_PER_CALL = 2.0
 OUTCOME = Outcome(ttft_s=0.05, tpot_s=0.01, total_s=0.5, completion_tokens=45)
@@ -255,7 +255,5 @@ def main(args: argparse.Namespace) -> int:
         rep["target_met"] = rep["ray"]["per_call"]["overhead_ms_per_call"] < TARGET_MS_PER_CALL
     print(format_report(rep))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rep, fh, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, rep)
     return 0 if rep.get("target_met", True) else 1

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ from fleetcall.bench.targets import Running, Target, open_llm, parse_targets, se
 from fleetcall.bench.workloads import independent_calls, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
 from fleetcall.gpumodel.perf import default_tp
+from fleetcall.bench.output import write_json
 
 if TYPE_CHECKING:
     from fleetcall.bench.scheduler import Setup
@@ -308,9 +308,7 @@ def main(args: argparse.Namespace, setup: Setup, options: dict[str, Any], polici
               "deadline": setup.deadline, "arrivals": setup.arrivals, "seed": setup.seed,
               "runs": runs, "overhead": overheads}
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2, default=str)
-        print(f"wrote {args.json}")
+        write_json(args.json, report, default=str)
     return 0
 
 

@@ -42,6 +42,7 @@ from fleetcall.sim.emulator import LengthsResponder
 from fleetcall.gpumodel.perf import Deployment, default_tp
 from fleetcall.router.pool import EndpointPool
 from fleetcall.vclock import run_virtual
+from fleetcall.bench.output import write_json
 
 DEFAULT_GPUS = "A100-80G,A100-80G,A6000,L40S"
 DEFAULT_POLICIES = ("rr-fcfs", "least-busy", "hexgen", "slack")
@@ -287,9 +288,7 @@ def main(args: argparse.Namespace) -> int:
         print("highest rate at 95% SLO attainment: "
               + ", ".join(f"{p} {r:g}/s" for p, r in report["max_rate_at_95"].items()))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=2, default=str)
-        print(f"wrote {args.json}")
+        write_json(args.json, report, default=str)
     if args.plot:
         title, subtitle = caption(report)
         print(f"wrote {plot(runs, args.plot, title=title, subtitle=subtitle)}")
