@@ -31,6 +31,7 @@ from typing import NamedTuple
 from fleetcall.gpumodel.gpus import GPUSpec, get_gpu
 from fleetcall.gpumodel.models import ModelShape, get_model
 from fleetcall.gpumodel.perf import iteration_time, single_request_latency
+from fleetcall.router.prefix import compacted, live_blocks
 
 UNKNOWN = "unknown"  # the GPU (or model) name that selects the learned-from-scratch prior
 
@@ -356,21 +357,12 @@ class PrefixIndex:
 
     def _compact(self) -> None:
         """Forget the stale places: the queue stays bounded."""
-        blocks, head = self._blocks, self._head
-        kept: deque[tuple[int, tuple[int, ...]]] = deque()
-        for i, (tag, hashes) in enumerate(self._queue):
-            live = tuple(h for h in hashes[head if i == 0 else 0:] if blocks.get(h) == tag)
-            if live:
-                kept.append((tag, live))
-        self._queue, self._head = kept, 0
-        self._places = sum(len(hashes) for _, hashes in kept)
+        self._queue, self._places = compacted(self._queue, self._head, self._blocks)
+        self._head = 0
 
     def order(self) -> list[int]:
         """The blocks held, least recently used first."""
-        blocks, out = self._blocks, []
-        for i, (tag, hashes) in enumerate(self._queue):
-            out += [h for h in hashes[self._head if i == 0 else 0:] if blocks.get(h) == tag]
-        return out
+        return live_blocks(self._queue, self._head, self._blocks)
 
     def match(self, hashes: Iterable[int]) -> int:
         """How many leading blocks of a prompt are probably cached here (does not touch LRU)."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
 
 from fleetcall.llm.base import Message
 
@@ -103,3 +103,32 @@ def hashes_for_endpoint(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> 
     """``block_hashes(text, block_tokens)``, taken from :data:`HANDOFF` if the pool left them."""
     hashes = HANDOFF.take(text, block_tokens)
     return block_hashes(text, block_tokens) if hashes is None else hashes
+
+
+# -- LRU order as a queue of tagged touches ---------------------------------------------------
+# The pool's PrefixIndex (router/predict.py) and the emulated engine's BlockCache
+# (sim/kvcache.py) keep their least-recently-used order the same way: a deque of
+# (tag, block hashes) -- each add or release, oldest first -- whose first ``head`` places are
+# consumed; a place is live only while the block's entry in ``tags`` still holds that tag (a
+# block touched again leaves a stale place behind). These are the two walks both need.
+
+TaggedQueue = deque[tuple[int, tuple[int, ...]]]
+
+
+def live_blocks(queue: TaggedQueue, head: int, tags: Mapping[int, int]) -> list[int]:
+    """The live places of ``queue``, oldest first: the blocks it holds in LRU order."""
+    out: list[int] = []
+    for i, (tag, hashes) in enumerate(queue):
+        out += [h for h in hashes[head if i == 0 else 0:] if tags.get(h) == tag]
+    return out
+
+
+def compacted(queue: TaggedQueue, head: int, tags: Mapping[int, int]) -> tuple[TaggedQueue, int]:
+    """``queue`` without its stale and consumed places (its head is then 0), and how many
+    places it keeps."""
+    kept: TaggedQueue = deque()
+    for i, (tag, hashes) in enumerate(queue):
+        live = tuple(h for h in hashes[head if i == 0 else 0:] if tags.get(h) == tag)
+        if live:
+            kept.append((tag, live))
+    return kept, sum(len(hashes) for _, hashes in kept)

@@ -8,6 +8,8 @@ import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
+from fleetcall.router.prefix import compacted, live_blocks
+
 __all__ = ["BlockCache"]
 
 
@@ -52,10 +54,7 @@ class BlockCache:
 
     def eviction_order(self) -> list[int]:
         """The unreferenced cached blocks, the next to be evicted first."""
-        refs, out = self.refs, []
-        for i, (tag, hashes) in enumerate(self._queue):
-            out += [h for h in hashes[self._head if i == 0 else 0:] if refs.get(h) == tag]
-        return out
+        return live_blocks(self._queue, self._head, self.refs)
 
     def leading_hits(self, hashes: Sequence[int], limit: int) -> int:
         hit, refs = 0, self.refs
@@ -176,14 +175,8 @@ class BlockCache:
 
     def _compact(self) -> None:
         """Forget the stale places (blocks referenced again since): the queue stays bounded."""
-        refs, head = self.refs, self._head
-        kept: deque[tuple[int, tuple[int, ...]]] = deque()
-        for i, (tag, hashes) in enumerate(self._queue):
-            live = tuple(h for h in hashes[head if i == 0 else 0:] if refs.get(h) == tag)
-            if live:
-                kept.append((tag, live))
-        self._queue, self._head = kept, 0
-        self._places = sum(len(hashes) for _, hashes in kept)
+        self._queue, self._places = compacted(self._queue, self._head, self.refs)
+        self._head = 0
         self._stale.clear()
 
 
