@@ -67,18 +67,23 @@ def test_a_crashed_endpoint_fails_alike_on_both_paths() -> None:
     assert direct == _records("least-busy", False, queries=12, faults=faults)
 
 
-def test_streamed_pool_calls_to_emulated_endpoints_send_no_http(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before the direct path every call was an httpx request through EmulatorTransport, its
-    answer SSE text parsed back; now only what is not a streamed chat goes there."""
-    sent: list[str] = []
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests that go through the emulator's HTTP transport."""
+    paths: list[str] = []
     handle = EmulatorTransport.handle_async_request
 
     async def spy(self: EmulatorTransport, request: Any) -> Any:
-        sent.append(request.url.path)
+        paths.append(request.url.path)
         return await handle(self, request)
 
     monkeypatch.setattr(EmulatorTransport, "handle_async_request", spy)
+    return paths
+
+
+def test_streamed_pool_calls_to_emulated_endpoints_send_no_http(sent: list[str]) -> None:
+    """Before the direct path every call was an httpx request through EmulatorTransport, its
+    answer SSE text parsed back; now only what is not a streamed chat goes there."""
 
     async def run() -> list[str]:
         async with EndpointPool.emulated(["A100", "L40S"], "llama-3.1-8b") as pool:
@@ -94,15 +99,7 @@ def test_streamed_pool_calls_to_emulated_endpoints_send_no_http(
     assert all(texts) and sent == []
 
 
-def test_the_http_path_stays_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[str] = []
-    handle = EmulatorTransport.handle_async_request
-
-    async def spy(self: EmulatorTransport, request: Any) -> Any:
-        sent.append(request.url.path)
-        return await handle(self, request)
-
-    monkeypatch.setattr(EmulatorTransport, "handle_async_request", spy)
+def test_the_http_path_stays_when_asked_for(sent: list[str]) -> None:
 
     async def run() -> str:
         async with EndpointPool.emulated(["A100"], "llama-3.1-8b",
