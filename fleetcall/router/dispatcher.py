@@ -269,8 +269,9 @@ class SlackKnobs(_Knobs):
         and the prefill load measured at the endpoint last used already sends the next call
         to another; a wider band measurably cost deadlines on trace2.
     externality: weight of the delay a call's prefill imposes on the calls already running
-        at an endpoint (its cost there is its own finish + this x that delay; 0: its finish
-        alone). 1 counts every second of anyone's latency alike.
+        at an endpoint (its cost there is its own finish + this x that delay, and x the
+        seconds it pushes them past their deadlines; 0: its finish alone). 1 counts every
+        second of anyone's latency alike.
     prefer_cheap, cheap_margin: with ``prefer_cheap``, a call with a deadline goes to the
         endpoint where it adds the least to the GPU bill (``cost_per_hour`` x the seconds it
         extends the endpoint's busy period) among those where its predicted latency x
@@ -421,7 +422,10 @@ class Slack:
     Cost: the endpoint with the lowest *cost* wins: the call's finish there plus the delay its
     prefill imposes on the calls already running there (``externality`` x, per running call,
     the compute of this prompt's prefill, or that call's remainder after this one starts if
-    shorter: its chunks share their iterations). The finish alone is myopic: on an idle
+    shorter: its chunks share their iterations), plus, for a running call that has a deadline,
+    the seconds this prompt pushes it past that deadline (:func:`_deadline_harm`: each of its
+    next tokens waits a whole chunk, so a long prompt costs a call with few tokens left far
+    more than its remaining seconds). The finish alone is myopic: on an idle
     cluster it put a query's short call beside its own sibling's long decode on the fastest
     GPU, a second sooner for the short call and seconds later for the stage.
 
@@ -521,13 +525,19 @@ class Slack:
         # counts for them is the last one's finish; for the others, the seconds lost.
         compute = own.ttft_s - predict(1, 1).ttft_s
         harm, stage_end = 0.0, siblings_end
-        queries = endpoint.running_queries or ("",) * len(endpoint.running)
-        for remaining, query in zip(endpoint.running, queries):
+        running = endpoint.running
+        queries = endpoint.running_queries or ("",) * len(running)
+        latest = endpoint.running_latest_end or (math.inf,) * len(running)
+        chunks = -(-(call.prompt_tokens - cached) // self.knobs.chunk_tokens)
+        for remaining, query, latest_end in zip(running, queries, latest):
             delay = min(max(remaining - start, 0.0), compute)
             if query and query == call.query_id:
                 stage_end = max(stage_end, now + remaining + delay)
-            else:
-                harm += delay
+                continue
+            harm += delay
+            if latest_end < math.inf and compute > 0.0:
+                harm += _deadline_harm(now + remaining, latest_end, max(remaining - start, 0.0),
+                                       own.tpot_s, compute, chunks)
         if behind:
             stage_end = max(stage_end, _queued_sibling_end(call, endpoint, behind,
                                                            now + start + own.ttft_s))
@@ -563,6 +573,30 @@ class Slack:
         if self.knobs.affinity_max_delay_frac is not None:
             allowed = min(allowed, self.knobs.affinity_max_delay_frac * (best.finish - now))
         return allowed
+
+
+def _deadline_harm(end: float, latest_end: float, decoding_s: float, tpot_s: float,
+                   compute_s: float, chunks: int) -> float:
+    """Seconds past its deadline that a prompt of ``chunks`` prefill chunks (``compute_s``
+    seconds in all) pushes a running call predicted to end at loop time ``end``, which must end
+    by ``latest_end`` and decodes for ``decoding_s`` seconds after the prompt starts (at about
+    ``tpot_s`` a token: the placed call's own time per token there stands for it), beyond what
+    it was late anyway. Counted past the deadline only: within it, the call's remaining
+    seconds are the delay counted (pricing every chunk-held token there sent long prompts to
+    idle slow GPUs to spare short decodes that had time to spare, which lengthened the tail).
+
+    Continuous batching gives every running call one token per iteration, and an iteration
+    with a chunk in it lasts the chunk: each of the call's next ``min(tokens, chunks)`` tokens
+    waits a whole chunk. A call with a few hundred tokens left next to a prompt of 50 chunks
+    loses 50 chunks' time, not its own remaining seconds (issue 12: a 112k-token Mooncake prompt
+    joined an A100 where a call had 260 tokens left; that call went from 16 to 92 s and missed
+    its deadline, while an idle L40S would have kept both in time).
+    """
+    if decoding_s <= 0.0 or tpot_s <= 0.0 or chunks <= 0:
+        return 0.0
+    chunk_s = compute_s / chunks
+    delay = min(decoding_s / tpot_s, chunks) * max(chunk_s - tpot_s, 0.0)
+    return max(end + delay - latest_end, 0.0) - max(end - latest_end, 0.0)
 
 
 def _queued_sibling_end(call: CallView, endpoint: EndpointView,

@@ -57,6 +57,16 @@ class Running:
     query_id: str = ""              # the query it belongs to ("": none given)
     decode_at: float | None = None  # loop time its first token came back (None: not yet)
     busy_at_decode: float = 0.0     # the endpoint's prefill_busy_at() then
+    latest_end: float = math.inf    # loop time by which it must end for its query to keep its
+                                    # deadline (deadline - the query's work after it; inf: none)
+
+
+def latest_end(call: CallView) -> float:
+    """Loop time by which ``call`` must end for its query to keep its deadline: the deadline
+    less the query's predicted work after it (inf without a deadline)."""
+    if call.deadline is None:
+        return math.inf
+    return call.deadline - call.remaining_work_s
 
 
 @dataclass(slots=True)
@@ -133,6 +143,7 @@ class EndpointState:
             name=self.name, slots=self.spec.slots,
             running=tuple([max(r.end - now, OVERRUN_FLOOR_S) for r in running]),
             running_queries=tuple([r.query_id for r in running]),
+            running_latest_end=tuple([r.latest_end for r in running]),
             cost_per_hour=self.spec.cost_per_hour,
             queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
             queued_service_s=services, prefill_backlog_s=self._backlog_of(waiting, now),
@@ -248,7 +259,7 @@ class EndpointState:
         backlog = self.prefill_backlog_s(now)
         running = Running(now + backlog + service_s, prefill, now, backlog,
                           prefill_tokens=max(uncached, 1), prefill_end=now + backlog + prefill,
-                          query_id=call.query_id)
+                          query_id=call.query_id, latest_end=latest_end(call))
         self.running[call.call_id] = running
         return running
 

@@ -75,6 +75,9 @@ class EndpointView:
                                               # here (0: unknown, assume full chunks)
     running_queries: tuple[str, ...] = ()     # the query of each running call, same order as
                                               # ``running`` (empty: unknown)
+    running_latest_end: tuple[float, ...] = ()  # loop time each running call must end by for
+                                              # its query to keep its deadline (inf: none;
+                                              # empty: unknown), same order as ``running``
     cost_per_hour: float | None = None        # what an hour of this endpoint costs (None: unknown)
     # (discipline, now): ``queued`` is sorted by that discipline's key at that loop time, ties
     # in push order (the local queue's own snapshot); None: no such promise. A dispatcher of

@@ -427,3 +427,33 @@ def test_slack_finds_the_calls_ahead_by_bisection_only_in_the_queues_own_order()
     scan = EndpointView("e", 4, (), shuffled[0], fixed(900.0), None, True, shuffled[1])
     new = call(500, 80.0, at=59.0)
     assert slack._ahead(new, 2.0, stale, now) == slack._ahead(new, 2.0, scan, now)
+
+
+def test_slack_counts_the_deadline_a_long_prompt_makes_a_running_call_miss() -> None:
+    # A fast GPU decodes another query's call (5 s = 250 tokens left at 20 ms a token); a
+    # 100k-token prompt (49 chunks of 2,048) would prefill there in 50 s, and each of that
+    # call's next 49 tokens would wait a whole ~1 s chunk: it ends ~49 s later, not 5 s later
+    # (the most its remaining seconds could lose). With 1 s to spare that is 48 s past its
+    # deadline, more than an idle slower GPU costs the prompt (84 s there against 50 s).
+    # Issue 12: a 112k-token Mooncake prompt took an A100 beside a call with 260 tokens left,
+    # which went from 16 to 92 s, past its deadline, while an idle L40S kept both in time.
+    def paced(rate: float) -> ServicePredictor:
+        return ServicePredictor(None, None, prior=Prior(request_overhead_s=0.0,
+                                                        prefill_tokens_per_s=rate, tpot_s=0.02,
+                                                        batch_slowdown=0.0))
+
+    def pool(latest_end: float) -> list[EndpointView]:
+        fast = EndpointView("fast", 2, (5.0,), (), paced(2000.0), running_queries=("other",),
+                            running_latest_end=(latest_end,))
+        return [fast, EndpointView("slow", 2, (), (), paced(1200.0))]
+
+    d = make_dispatcher("slack")
+    prompt = call(prompt=100_000, deadline=1000.0, query="q")
+    assert d.choose(prompt, pool(6.0), now=0.0) == "slow"          # the running call would miss
+    assert d.choose(prompt, pool(200.0), now=0.0) == "fast"        # it has room for the delay
+    assert d.choose(prompt, pool(math.inf), now=0.0) == "fast"     # no deadline: seconds only
+    # a short prompt (one chunk) delays it one chunk at most, which its second to spare holds:
+    # its deadline adds nothing to the cost
+    short = call(prompt=1000, deadline=1000.0)
+    assert ([p.cost for p in Slack().placements(short, pool(6.0), 0.0)]
+            == [p.cost for p in Slack().placements(short, pool(math.inf), 0.0)])
