@@ -319,12 +319,12 @@ class PrefixIndex:
         """Record that the endpoint served (and so probably cached) a prompt of these blocks."""
         if not hashes:
             return
-        touched = tuple(reversed(hashes))
-        order = dict.fromkeys(touched)
-        if len(order) != len(touched):  # repeats: a block's place is its last touch
-            touched = tuple(reversed(dict.fromkeys(hashes)))
         self._tag -= 1
-        self._blocks.update(dict.fromkeys(touched, self._tag))
+        touched = tuple(reversed(hashes))
+        tagged = dict.fromkeys(touched, self._tag)
+        if len(tagged) != len(touched):  # repeats: a block's place is its last touch
+            touched = tuple(reversed(dict.fromkeys(hashes)))
+        self._blocks.update(tagged)
         self._queue.append((self._tag, touched))
         self._places += len(touched)
         excess = len(self._blocks) - self.capacity_blocks

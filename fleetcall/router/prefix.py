@@ -37,16 +37,16 @@ def block_hashes(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[i
         raise ValueError("block_tokens must be >= 1")
     size = block_tokens * CHARS_PER_TOKEN
     data = text.encode("utf-8", "surrogatepass")
-    # Cut on characters, not bytes, so non-ASCII text keeps block boundaries on token counts.
-    if len(data) != len(text):
-        pieces = [text[i:i + size].encode("utf-8", "surrogatepass")
-                  for i in range(0, len(text) - size + 1, size)]
-    else:
-        pieces = [data[i:i + size] for i in range(0, len(data) - size + 1, size)]
     # Each hash seeds the next: XXH3-64 of the block, seeded with the previous block's hash.
     xxh, prev, out = xxhash.xxh3_64_intdigest, 0, []
-    for piece in pieces:
-        prev = xxh(piece, prev)
+    if len(data) == len(text):  # ASCII: a block is a slice of the bytes (each freed at once)
+        for i in range(0, len(data) - size + 1, size):
+            prev = xxh(data[i:i + size], prev)
+            out.append(prev)
+        return tuple(out)
+    # Cut on characters, not bytes, so non-ASCII text keeps block boundaries on token counts.
+    for i in range(0, len(text) - size + 1, size):
+        prev = xxh(text[i:i + size].encode("utf-8", "surrogatepass"), prev)
         out.append(prev)
     return tuple(out)
 
