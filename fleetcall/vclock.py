@@ -43,7 +43,7 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import Context
-from asyncio import base_events
+from asyncio import base_events, format_helpers
 from typing import Any, TypeVar
 
 from fleetcall.errors import VirtualClockError
@@ -244,8 +244,23 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
                 continue
             if self._debug:
                 self._run_debug(handle)
-            else:
-                handle._run()
+                continue
+            try:  # handle._run(), without its frame: the loop's innermost step
+                handle._context.run(handle._callback, *handle._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._callback_failed(handle, exc)
+
+    def _callback_failed(self, handle: asyncio.Handle, exc: BaseException) -> None:
+        """What ``Handle._run`` does when its callback raises: the exception handler is told."""
+        callback, args = handle._callback, handle._args
+        context = {"message": f"Exception in callback "
+                              f"{format_helpers._format_callback_source(callback, args)}",
+                   "exception": exc, "handle": handle}
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
 
     def _run_debug(self, handle: asyncio.Handle) -> None:
         """Run ``handle`` as asyncio's debug mode does: warn of a slow callback."""
