@@ -41,9 +41,9 @@ import random
 import selectors
 import threading
 import weakref
+from asyncio import base_events, format_helpers
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import Context
-from asyncio import base_events, format_helpers
 from typing import Any, TypeVar
 
 from fleetcall.errors import VirtualClockError

@@ -6,9 +6,9 @@ token is :data:`CHARS_PER_TOKEN` characters (the model-free estimate of
 :func:`fleetcall.llm.base.count_tokens`), so a block of ``block_tokens`` tokens is a fixed run of
 characters, and block ``i``'s hash chains the hash of block ``i - 1``: equal hashes mean equal
 prefixes, as in vLLM's automatic prefix caching. A block's hash is the 64-bit XXH3 (``xxhash``)
-of its UTF-8 bytes seeded with the previous block's hash (0 for the first block): 64 bits, as
-before with blake2b-64, at a quarter of the cost (the pool hashes every prompt it places, ~130
-blocks a call in trace replay).
+of its UTF-8 bytes seeded with the previous block's hash (0 for the first block): 64 bits, at a
+quarter of blake2b-64's cost (the pool hashes every prompt it places, ~160 blocks a call in
+trace replay).
 
 Prompts made of filler text for trace replay live in :mod:`fleetcall.sim.filler`.
 """
