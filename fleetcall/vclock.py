@@ -31,6 +31,7 @@ deadlock error naming the waiting tasks instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import asyncio.log
 import functools
 import heapq
 import itertools
@@ -40,6 +41,7 @@ import random
 import selectors
 import threading
 import weakref
+from asyncio import base_events, format_helpers
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import Context
 from typing import Any, TypeVar
@@ -49,6 +51,11 @@ from fleetcall.errors import VirtualClockError
 __all__ = ["VirtualEventLoop", "VirtualEventLoopPolicy", "is_virtual", "run_virtual"]
 
 _T = TypeVar("_T")
+
+# asyncio's own thresholds, which VirtualEventLoop._run_once keeps
+_MIN_SCHEDULED_TIMER_HANDLES = base_events._MIN_SCHEDULED_TIMER_HANDLES
+_MIN_CANCELLED_TIMER_HANDLES_FRACTION = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
+_MAXIMUM_SELECT_TIMEOUT = base_events.MAXIMUM_SELECT_TIMEOUT
 
 _THREADS = ("threads are not allowed under the virtual clock: the thread's time would be real, "
             "not virtual; run the work as a coroutine (or an emulated endpoint) instead")
@@ -66,24 +73,22 @@ _REAL_IO_METHODS = (
 )
 
 
-class _OrderedTimerHandle(asyncio.TimerHandle):
-    """A timer ordered by (deadline, scheduling order), so equal deadlines fire first-in first-out.
+class _Timer(tuple):  # (when, seq, TimerHandle)
+    """A pending timer in the loop's heap: ``(deadline, scheduling order, handle)``, so equal
+    deadlines fire first-in first-out.
 
     ``TimerHandle`` compares by deadline only, and ``heapq`` does not keep equal keys in insertion
     order; under a virtual clock equal deadlines are common (two tasks sleeping 1.0 from the same
-    instant), so without the tie-break the wake-up order would be an artefact of heap layout.
+    instant), so without the tie-break the wake-up order would be an artefact of heap layout. A
+    tuple compares in C (a handle's ``__lt__`` is a Python call, made ~log2(timers) times for
+    every timer pushed and popped); the order is unique, so the handle itself is never compared.
     """
 
-    __slots__ = ("_seq",)
+    __slots__ = ()
 
-    def __init__(self, when: float, callback: Callable[..., object], args: tuple[Any, ...],
-                 loop: asyncio.AbstractEventLoop, context: Context | None, seq: int) -> None:
-        super().__init__(when, callback, args, loop, context)
-        self._seq = seq  # position in the loop's scheduling order; unique per loop
-
-    def __lt__(self, other: _OrderedTimerHandle) -> bool:
-        # compared with its own kind: every timer of this loop comes from call_at below
-        return self._when < other._when or (self._when == other._when and self._seq < other._seq)
+    def when(self) -> float:
+        """The deadline, as ``TimerHandle.when()`` (for code that reads the heap)."""
+        return self[0]
 
 
 class DelegatingSelector(selectors.BaseSelector):
@@ -132,7 +137,7 @@ class _VirtualSelector(DelegatingSelector):
             # and waiting for either would be waiting in real time
             raise VirtualClockError(loop._deadlock_message("no timer is pending"))
         if timeout > 0:  # nothing ready; the heap's head is live (asyncio pruned it)
-            when = loop._scheduled[0]._when
+            when = loop._scheduled[0][0]
             if when > loop._now:
                 if when == math.inf:
                     raise VirtualClockError(loop._deadlock_message("the only timers are at infinity"))
@@ -193,12 +198,82 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         if self._debug:
             self._check_thread()
             self._check_callback(callback, "call_at")
-        timer = _OrderedTimerHandle(when, callback, args, self, context, self._next_timer_seq())
+        timer = asyncio.TimerHandle(when, callback, args, self, context)
         if timer._source_traceback:
             del timer._source_traceback[-1]
-        heapq.heappush(self._scheduled, timer)
+        heapq.heappush(self._scheduled, _Timer((when, self._next_timer_seq(), timer)))
         timer._scheduled = True
         return timer
+
+    def _run_once(self) -> None:
+        """asyncio's ``BaseEventLoop._run_once`` (Python 3.11) on a heap of :class:`_Timer`:
+        drop cancelled timers, poll the (virtual) selector, move the timers now due to the
+        ready queue, run the callbacks that were ready."""
+        heap: list[_Timer] = self._scheduled  # type: ignore[has-type]
+        count = len(heap)
+        if count > _MIN_SCHEDULED_TIMER_HANDLES \
+                and self._timer_cancelled_count / count > _MIN_CANCELLED_TIMER_HANDLES_FRACTION:  # type: ignore[has-type]
+            live = []
+            for timer in heap:
+                if timer[2]._cancelled:
+                    timer[2]._scheduled = False
+                else:
+                    live.append(timer)
+            heapq.heapify(live)
+            self._scheduled = heap = live
+            self._timer_cancelled_count = 0
+        else:
+            while heap and heap[0][2]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(heap)[2]._scheduled = False
+        timeout = None
+        if self._ready or self._stopping:
+            timeout = 0.0
+        elif heap:
+            timeout = min(max(0.0, heap[0][0] - self._now), _MAXIMUM_SELECT_TIMEOUT)
+        self._process_events(self._selector.select(timeout))
+        end_time = self._now + self._clock_resolution
+        ready = self._ready
+        while heap and heap[0][0] < end_time:
+            handle = heapq.heappop(heap)[2]
+            handle._scheduled = False
+            ready.append(handle)
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            if handle._cancelled:
+                continue
+            if self._debug:
+                self._run_debug(handle)
+                continue
+            try:  # handle._run(), without its frame: the loop's innermost step
+                handle._context.run(handle._callback, *handle._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._callback_failed(handle, exc)
+
+    def _callback_failed(self, handle: asyncio.Handle, exc: BaseException) -> None:
+        """What ``Handle._run`` does when its callback raises: the exception handler is told."""
+        callback, args = handle._callback, handle._args
+        context = {"message": f"Exception in callback "
+                              f"{format_helpers._format_callback_source(callback, args)}",
+                   "exception": exc, "handle": handle}
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
+
+    def _run_debug(self, handle: asyncio.Handle) -> None:
+        """Run ``handle`` as asyncio's debug mode does: warn of a slow callback."""
+        try:
+            self._current_handle = handle
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                asyncio.log.logger.warning("Executing %s took %.3f seconds",
+                                           base_events._format_handle(handle), dt)
+        finally:
+            self._current_handle = None  # type: ignore[assignment]  # asyncio resets it so too
 
     def create_task(self, coro: Coroutine[Any, Any, _T], *, name: str | None = None,
                     context: Context | None = None) -> asyncio.Task[_T]:

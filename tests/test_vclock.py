@@ -414,3 +414,24 @@ def test_a_dropped_async_generator_is_still_closed_in_a_task() -> None:
 
     run_virtual(main())
     assert closed == [1.0]
+
+
+def test_a_failing_callback_is_reported_as_asyncio_reports_it() -> None:
+    # the virtual loop runs ready callbacks itself: an exception goes to the loop's exception
+    # handler with the context asyncio's Handle._run gives (message, exception, handle), and the
+    # loop carries on
+    def boom(n: int) -> None:
+        raise ValueError(f"boom {n}")
+
+    async def main() -> list[tuple[str, object, bool]]:
+        loop = asyncio.get_running_loop()
+        seen: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, context: seen.append(context))
+        handles = [loop.call_soon(boom, 1), loop.call_later(0.5, boom, 2)]
+        await asyncio.sleep(1.0)
+        return [(str(c["message"]), repr(c["exception"]), c["handle"] is h)
+                for c, h in zip(seen, handles, strict=True)]
+
+    real = asyncio.run(main())
+    assert run_virtual(main()) == real
+    assert real[0][0].startswith("Exception in callback ") and real[0][1] == "ValueError('boom 1')"

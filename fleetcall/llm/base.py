@@ -198,7 +198,16 @@ def count_tokens(text: str) -> int:
     """A model-free token estimate (~4 characters a token, at least one per word)."""
     if not text:
         return 0
-    return max(count_words(text), (len(text) + 3) // 4)
+    length = (len(text) + 3) // 4
+    if not text.isascii():
+        return max(len(text.split()), length)
+    marks = text.encode("ascii").translate(_WORD_BYTES)
+    # Words are at most the separators (+1 if the text does not end with one: every other word
+    # is followed by a separator of its own); at most ``length`` of them, and it is the count
+    # without counting them (prompts of ~4-character words are counted on both sides).
+    if marks.count(b" ") + (not marks.endswith(b" ")) <= length:
+        return length
+    return max(marks.count(b" x") + marks.startswith(b"x"), length)
 
 
 # Every byte to b"x", but the ASCII characters ``str.split()`` splits on (\t\n\v\f\r, the

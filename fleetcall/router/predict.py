@@ -26,6 +26,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import NamedTuple
 
 from fleetcall.gpumodel.gpus import GPUSpec, get_gpu
@@ -319,12 +320,11 @@ class PrefixIndex:
         """Record that the endpoint served (and so probably cached) a prompt of these blocks."""
         if not hashes:
             return
-        touched = tuple(reversed(hashes))
-        order = dict.fromkeys(touched)
-        if len(order) != len(touched):  # repeats: a block's place is its last touch
-            touched = tuple(reversed(dict.fromkeys(hashes)))
         self._tag -= 1
-        self._blocks.update(dict.fromkeys(touched, self._tag))
+        touched = tuple(reversed(hashes))
+        if len(set(touched)) != len(touched):  # repeats: a block's place is its last touch
+            touched = tuple(reversed(dict.fromkeys(hashes)))
+        self._blocks.update(zip(touched, repeat(self._tag)))
         self._queue.append((self._tag, touched))
         self._places += len(touched)
         excess = len(self._blocks) - self.capacity_blocks
@@ -340,7 +340,8 @@ class PrefixIndex:
             end, start = len(hashes), pos
             ahead = hashes[pos:pos + n]
             if list(map(blocks.get, ahead)).count(tag) == len(ahead):  # all live: in bulk
-                deque(map(blocks.__delitem__, ahead), maxlen=0)
+                for h in ahead:
+                    del blocks[h]
                 pos += len(ahead)
                 n -= len(ahead)
             while pos < end and n:

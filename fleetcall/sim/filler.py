@@ -45,7 +45,10 @@ def filler_text(tokens: int, seed: int = 0) -> str:
     cycle = _cycle()
     start = (seed * 7919) % _WORDS * CHARS_PER_TOKEN
     end = start + tokens * CHARS_PER_TOKEN
-    return (cycle * (end // len(cycle) + 1))[start:end]
+    if end <= len(cycle):
+        return cycle[start:end]
+    whole, rest = divmod(end - len(cycle), len(cycle))  # cycles after the first, and the rest
+    return cycle[start:] + cycle * whole + cycle[:rest]
 
 
 def blocks_text(hash_ids: Sequence[int], block_tokens: int = 512, tail_tokens: int = 0,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
+from itertools import repeat
 
 from fleetcall.router.prefix import compacted, live_blocks
 
@@ -95,7 +96,8 @@ class BlockCache:
             end, start = len(hashes), pos
             if tag not in stale:  # every place left is live: the next ones go in bulk
                 pos += min(n, end - pos)
-                _each(refs.__delitem__, hashes[start:pos])
+                for h in hashes[start:pos]:
+                    del refs[h]
                 n -= pos - start
             else:
                 while pos < end and n:
@@ -122,10 +124,12 @@ class BlockCache:
         self.private -= len(hashes)
         refs = self.refs
         if refs.keys().isdisjoint(hashes):  # all new (the common case): one C-level update
-            new = dict.fromkeys(hashes, 1)
-            if len(new) == len(hashes):
-                refs.update(new)
+            size = len(refs)
+            refs.update(zip(hashes, repeat(1)))
+            if len(refs) - size == len(hashes):
                 return
+            for h in dict.fromkeys(hashes):  # a block repeats: undone, counted one by one
+                del refs[h]
         for h in hashes:
             count = refs.get(h)
             if count is None:
@@ -139,7 +143,8 @@ class BlockCache:
     def drop_unreferenced(self) -> int:
         """Evict every cached block no running request uses; returns how many."""
         refs = self.refs
-        _each(refs.__delitem__, [h for h, c in refs.items() if c < 0])
+        for h in [h for h, c in refs.items() if c < 0]:
+            del refs[h]
         dropped, self.cached = self.cached, 0
         self._queue.clear()
         self._stale.clear()
@@ -166,7 +171,7 @@ class BlockCache:
             if not freed:
                 return
         self._tag -= 1
-        refs.update(dict.fromkeys(freed, self._tag))
+        refs.update(zip(freed, repeat(self._tag)))  # (no repeats in freed)
         self._queue.append((self._tag, freed))
         self.cached += len(freed)
         self._places += len(freed)
@@ -178,8 +183,3 @@ class BlockCache:
         self._queue, self._places = compacted(self._queue, self._head, self.refs)
         self._head = 0
         self._stale.clear()
-
-
-def _each(fn: Callable[[int], object], items: Iterable[int]) -> None:
-    """``fn(item)`` for every item, looped in C (bulk deletes of blocks)."""
-    deque(map(fn, items), maxlen=0)

@@ -200,6 +200,16 @@ def test_filler_text_is_its_word_by_word_definition(tokens: int, seed: int) -> N
     assert filler_text(tokens, seed) == _filler_by_words(tokens, seed)
 
 
+def test_filler_text_across_the_ends_of_its_cycle() -> None:
+    # seed 0 starts the cycle of 17,576 words, seed 2 at word 15,838: texts ending just before,
+    # at and after the cycle's end, once or more
+    for seed in (0, 2):
+        start = seed * 7919 % 17576
+        for end in (17575, 17576, 17577, 2 * 17576, 2 * 17576 + 1, 3 * 17576 + 5):
+            if end >= start:
+                assert filler_text(end - start, seed) == _filler_by_words(end - start, seed)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(0, 10**13), max_size=4), st.integers(0, 600), st.integers(0, 99))
 def test_blocks_text_is_named_heads_and_filler(ids: list[int], tail: int, seed: int) -> None:

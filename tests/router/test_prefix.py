@@ -1,21 +1,20 @@
-"""Prefix-block hashes: the chained blake2b digests of every full block, read as integers."""
+"""Prefix-block hashes: the chained XXH3-64 hashes of every full block."""
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
+import xxhash
 
 from fleetcall.router.prefix import HANDOFF, HashHandoff, block_hashes
 
 
 def _reference(text: str, block_tokens: int) -> tuple[int, ...]:
-    """The definition, one block at a time: blake2b-64 of the previous digest + the block."""
-    size, prev, out = block_tokens * 4, b"", []
+    """The definition, one block at a time: XXH3-64 of the block's UTF-8 bytes, seeded with
+    the previous block's hash (0 for the first)."""
+    size, prev, out = block_tokens * 4, 0, []
     for i in range(0, len(text) - size + 1, size):
-        prev = hashlib.blake2b(prev + text[i:i + size].encode("utf-8", "surrogatepass"),
-                               digest_size=8).digest()
-        out.append(int.from_bytes(prev, "big"))
+        prev = xxhash.xxh3_64(text[i:i + size].encode("utf-8", "surrogatepass"), seed=prev).intdigest()
+        out.append(prev)
     return tuple(out)
 
 
