@@ -138,7 +138,11 @@ class WireServer:
                 while True:
                     try:
                         rid, method, args = await _read_frame(reader)
-                    except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+                    except (EOFError, OSError):
+                        return  # the replica hung up (or died)
+                    except Exception as exc:  # a frame that is no request: a broken peer
+                        log.warning("shared scheduler: a bad request frame (%s: %s): "
+                                    "connection closed", type(exc).__name__, exc)
                         return
                     request = requests.create_task(self._answer(writer, rid, method, args))
                     running.add(request)
@@ -229,8 +233,10 @@ class WireClient:
                     answer.set_result(value)
                 else:
                     answer.set_exception(SchedulerUnreachable(f"the scheduler: {value}"))
-        except (EOFError, OSError, pickle.UnpicklingError, ValueError) as exc:
+        except (EOFError, OSError) as exc:
             self._lose(f"the connection to the scheduler was lost ({exc})")
+        except Exception as exc:  # a frame that is no answer: the connection is useless
+            self._lose(f"a bad answer from the scheduler ({type(exc).__name__}: {exc})")
 
     def _lose(self, why: str) -> None:
         """The connection is gone: every request waiting on it fails."""

@@ -23,6 +23,7 @@ from fleetcall import Orchestrator, ScriptedLLM, tool  # noqa: E402
 from fleetcall.distributed.actor import start_scheduler  # noqa: E402
 from fleetcall.distributed.pool import RayPool  # noqa: E402
 from fleetcall.distributed.tools import RayTool, ray_tool  # noqa: E402
+from fleetcall.distributed.wire import WireClient  # noqa: E402
 from fleetcall.errors import ConfigError  # noqa: E402
 from fleetcall.llm.base import complete  # noqa: E402
 from fleetcall.router.client import RoutingTransport, make_http_client  # noqa: E402
@@ -109,9 +110,11 @@ def test_the_actor_balances_two_replicas_by_global_state() -> None:
         ray.kill(scheduler)
 
 
-def test_replicas_reach_the_actor_over_a_direct_connection_or_by_actor_calls() -> None:
+def test_replicas_reach_the_actor_over_a_direct_connection_or_by_actor_calls(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Issue 13's per-call overhead: a replica's requests skip Ray's actor-call path (about a
-    millisecond each) over a direct connection; with ``direct=False`` they are actor calls."""
+    millisecond each) over a direct connection; with ``direct=False``, or when it cannot
+    connect, they are actor calls."""
     scheduler = _scheduler("direct")
 
     async def replica(direct: bool) -> tuple[dict[str, Any], dict[str, Any], bool]:
@@ -132,13 +135,21 @@ def test_replicas_reach_the_actor_over_a_direct_connection_or_by_actor_calls() -
         assert wired   # every request came over its connection:
         assert after["direct_requests"] - before["direct_requests"] \
             == after["requests"] - before["requests"] >= 5
-        before, after, wired = await replica(direct=False)
-        assert not wired   # every request an actor call:
-        assert after["direct_requests"] == before["direct_requests"]
-        assert after["requests"] - before["requests"] >= 5
+        for how in ("by choice", "cannot connect"):
+            if how == "cannot connect":
+                monkeypatch.setattr(WireClient, "connect", refuse)
+            before, after, wired = await replica(direct=how == "cannot connect")
+            assert not wired   # every request an actor call:
+            assert after["direct_requests"] == before["direct_requests"]
+            assert after["requests"] - before["requests"] >= 5
+        assert "cannot connect to the shared scheduler" in caplog.text
+
+    async def refuse(*args: Any, **kwargs: Any) -> WireClient:
+        raise ConnectionRefusedError("refused (by the test)")
 
     try:
-        asyncio.run(main())
+        with caplog.at_level(logging.WARNING, logger="fleetcall.distributed"):
+            asyncio.run(main())
     finally:
         ray.kill(scheduler)
 
