@@ -163,7 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with --replicas: only the replicas scheduling alone")
     parser.add_argument("--rtt-ms", type=float, default=1.0,
                         help="with --replicas --shared: loop ms per round trip to the shared "
-                             "scheduler (1.0, as measured to a local Ray actor)")
+                             "scheduler (1.0, as a Ray actor call costs; replicas' direct "
+                             "connection: 0.1-0.6 ms, see bench ray-overhead)")
 
 
 def parse_replicas(text: str) -> list[int]:

@@ -10,8 +10,9 @@ Four measurements, real clock (the last three on a local Ray cluster this comman
    as the actor applies them (events batched, call ids namespaced). CPU microseconds per call
    and per event.
 2. **The round trip** to the scheduler actor: an empty exchange, awaited on an asyncio loop
-   (what a replica pays to hear back): mean and p50/p95 milliseconds; and the actor process's
-   CPU per such request (Ray's own cost per request).
+   (what a replica pays to hear back) over the direct connection replicas use
+   (:mod:`~fleetcall.distributed.wire`), and as a Ray actor call for comparison: mean and
+   p50/p95 milliseconds; and the actor process's CPU per such request.
 3. **Per-call overhead**: calls one after another through a
    :class:`~fleetcall.distributed.pool.RayPool` and through a plain
    :class:`~fleetcall.router.pool.EndpointPool` over the same instant in-process endpoints
@@ -19,7 +20,7 @@ Four measurements, real clock (the last three on a local Ray cluster this comman
    what placing through the actor adds (target: under 2 ms), and the requests the actor
    served per call (1: the exchange carrying its events; a poll answering empty would add).
 4. **Capacity**: ``--drivers`` synthetic replicas in this process drive the actor as fast as it
-   answers, each keeping ``--window`` calls in flight (every round trip carries new submits
+   answers (over the direct connection), each keeping ``--window`` calls in flight (every round trip carries new submits
    and the started / first-token / finished events of the calls granted before): calls
    finished per second, and the actor's CPU per call (``1 / CPU per call`` is what one actor
    carries on a core of its own).
@@ -100,37 +101,46 @@ def shared_cost(policy: str, calls: int, endpoints: int, slots: int) -> dict[str
     return {"us_per_call": cpu / calls * 1e6}
 
 
-async def round_trip(handle: Any, trips: int) -> dict[str, float]:
-    """Wall ms of an empty exchange with the actor, awaited on this loop, and the actor's CPU
-    us per such request (Ray's own per-request cost, the scheduler's work being nil)."""
+async def round_trip(handle: Any, trips: int) -> dict[str, Any]:
+    """Wall ms of an empty exchange with the actor, awaited on this loop, as replicas send it
+    (over the direct connection), and the actor's CPU us per such request (its per-request
+    cost, the scheduler's work being nil); and the same as an actor method call
+    (``actor_call``: what each request cost before the direct connection)."""
     from fleetcall.distributed.actor import RayChannel
-    channel = RayChannel(handle)
-    await channel.hello("rtt", 1, [])
-    before = await handle.stats.remote()
-    times = []
-    for seq in range(trips):
-        t0 = time.perf_counter()
-        await channel.exchange("rtt", 1, seq, [])
-        times.append((time.perf_counter() - t0) * 1e3)
-    after = await handle.stats.remote()
-    times.sort()
-    return {"mean_ms": statistics.fmean(times), "p50_ms": times[len(times) // 2],
-            "p95_ms": times[int(len(times) * 0.95)],
-            "actor_cpu_us_per_request": (after["cpu_s"] - before["cpu_s"]) / (trips + 1) * 1e6}
+    out: dict[str, Any] = {}
+    for key, direct in (("direct", True), ("actor_call", False)):
+        channel = RayChannel(handle, direct=direct)
+        await channel.hello(f"rtt-{key}", 1, [])
+        before = await handle.stats.remote()
+        times = []
+        for seq in range(trips):
+            t0 = time.perf_counter()
+            await channel.exchange(f"rtt-{key}", 1, seq, [])
+            times.append((time.perf_counter() - t0) * 1e3)
+        after = await handle.stats.remote()
+        await channel.aclose()
+        times.sort()
+        out[key] = {"mean_ms": statistics.fmean(times), "p50_ms": times[len(times) // 2],
+                    "p95_ms": times[int(len(times) * 0.95)],
+                    "actor_cpu_us_per_request": (after["cpu_s"] - before["cpu_s"]) / (trips + 1)
+                    * 1e6}
+    return {**out["direct"], "actor_call": out["actor_call"]}
 
 
 async def per_call(handle: Any, calls: int, endpoints: int, slots: int) -> dict[str, float]:
-    """Wall ms per sequential call, through a RayPool and a local EndpointPool; and the
-    requests the actor served per call of the RayPool (exchanges and polls)."""
+    """Wall ms per sequential call, through a RayPool (over the direct connection), one whose
+    requests are actor calls (``direct=False``), and a local EndpointPool; and the requests
+    the actor served per call of the RayPool (exchanges and polls)."""
     from fleetcall.distributed.pool import RayPool
     out: dict[str, float] = {}
     requests = []
-    for label in ("local", "ray", "local2", "ray2"):   # alternated: a busy machine slows both
-        async with _http(endpoints) as http:
+    for label in ("local", "ray", "call", "local2", "ray2", "call2"):  # alternated: a busy
+        async with _http(endpoints) as http:                            # machine slows all
             pool: EndpointPool = (
-                RayPool(_configs(endpoints, slots), scheduler=handle, http=http, policy="slack")
-                if label.startswith("ray") else
-                EndpointPool(_configs(endpoints, slots), http=http, policy="slack"))
+                EndpointPool(_configs(endpoints, slots), http=http, policy="slack")
+                if label.startswith("local") else
+                RayPool(_configs(endpoints, slots), scheduler=handle, http=http, policy="slack",
+                        direct=label.startswith("ray")))
             async with pool:
                 await complete(pool, _request(-1))          # joined, warmed up
                 before = (await handle.stats.remote())["requests"]
@@ -144,27 +154,35 @@ async def per_call(handle: Any, calls: int, endpoints: int, slots: int) -> dict[
         out[key] = min(out.get(key, ms), ms)
     return {"local_ms_per_call": out["local"], "ray_ms_per_call": out["ray"],
             "overhead_ms_per_call": out["ray"] - out["local"],
+            "actor_call_ms_per_call": out["call"],
+            "actor_call_overhead_ms_per_call": out["call"] - out["local"],
             "requests_per_call": statistics.fmean(requests)}
 
 
 async def _driver(handle: Any, name: str, window: int, until: float, done: list[int]) -> None:
-    """One synthetic replica: ``window`` calls in flight, as fast as the actor answers."""
-    await handle.hello.remote(name, 1, [])
+    """One synthetic replica: ``window`` calls in flight, as fast as the actor answers (over
+    the direct connection, as replicas reach it)."""
+    from fleetcall.distributed.actor import RayChannel
+    channel = RayChannel(handle)
+    await channel.hello(name, 1, [])
     n, live, seq = 0, 0, 0
     granted: list[Any] = []
-    while time.perf_counter() < until:
-        batch = []
-        for call in granted:
-            batch += [Event("started", call), Event("first_token", call),
-                      Event("finished", call, OUTCOME)]
-        live -= len(granted)
-        done[0] += len(granted)
-        while live < window:
-            batch.append(Event("submit", _view(n, f"{name}-{n % 31}")))
-            n, live = n + 1, live + 1
-        reply = await handle.exchange.remote(name, 1, seq, batch)
-        seq += 1
-        granted = [a.call_id for a in reply.actions if isinstance(a, Grant)]
+    try:
+        while time.perf_counter() < until:
+            batch = []
+            for call in granted:
+                batch += [Event("started", call), Event("first_token", call),
+                          Event("finished", call, OUTCOME)]
+            live -= len(granted)
+            done[0] += len(granted)
+            while live < window:
+                batch.append(Event("submit", _view(n, f"{name}-{n % 31}")))
+                n, live = n + 1, live + 1
+            reply = await channel.exchange(name, 1, seq, batch)
+            seq += 1
+            granted = [a.call_id for a in reply.actions if isinstance(a, Grant)]
+    finally:
+        await channel.aclose()
 
 
 async def capacity(handle: Any, drivers: int, window: int, seconds: float) -> dict[str, float]:
@@ -172,8 +190,9 @@ async def capacity(handle: Any, drivers: int, window: int, seconds: float) -> di
     done = [0]
     before = await handle.stats.remote()
     t0 = time.perf_counter()
-    await asyncio.gather(*(_driver(handle, f"drive-{i}", window, t0 + seconds, done)
-                           for i in range(drivers)))
+    async with asyncio.TaskGroup() as group:
+        for i in range(drivers):
+            group.create_task(_driver(handle, f"drive-{i}", window, t0 + seconds, done))
     wall = time.perf_counter() - t0
     after = await handle.stats.remote()
     cpu = after["cpu_s"] - before["cpu_s"]
@@ -211,13 +230,17 @@ def format_report(rep: dict[str, Any]) -> str:
     ray = rep.get("ray")
     if ray:
         t, c, k = ray["round_trip"], ray["per_call"], ray["capacity"]
+        a = t["actor_call"]
         lines += [f"actor round trip: {t['mean_ms']:.2f} ms mean, p50 {t['p50_ms']:.2f}, "
                   f"p95 {t['p95_ms']:.2f}; the actor's CPU {t['actor_cpu_us_per_request']:.0f} us "
-                  f"per empty request",
+                  f"per empty request (direct connection; as an actor call: p50 "
+                  f"{a['p50_ms']:.2f} ms, {a['actor_cpu_us_per_request']:.0f} us CPU)",
                   f"per call: {c['ray_ms_per_call']:.2f} ms through RayPool, "
                   f"{c['local_ms_per_call']:.2f} ms local: overhead "
                   f"{c['overhead_ms_per_call']:.2f} ms (target < {TARGET_MS_PER_CALL} ms); "
-                  f"{c['requests_per_call']:.2f} requests to the actor a call",
+                  f"{c['requests_per_call']:.2f} requests to the actor a call (requests as "
+                  f"actor calls: {c['actor_call_ms_per_call']:.2f} ms, overhead "
+                  f"{c['actor_call_overhead_ms_per_call']:.2f} ms)",
                   f"capacity: {k['calls_per_s']:,.0f} calls/s from {rep['drivers']} drivers, "
                   f"actor {k['actor_cpu_us_per_call']:.0f} us CPU per call "
                   f"({k['actor_cpu_share']:.0%} of a core) -> one actor on its own core: "

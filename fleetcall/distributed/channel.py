@@ -35,6 +35,9 @@ class SchedulerChannel(Protocol):
         applies them in that order)."""
         ...
     async def poll(self, replica: str, session: int, timeout_s: float) -> Reply: ...
+    async def aclose(self) -> None:
+        """Let go of what the channel holds (a connection); a later ``hello`` reopens it."""
+        ...
 
 
 class LocalChannel:
@@ -98,3 +101,6 @@ class LocalChannel:
 
     async def poll(self, replica: str, session: int, timeout_s: float) -> Reply:
         return await self._call("poll", replica, session, timeout_s)
+
+    async def aclose(self) -> None:
+        pass  # nothing held

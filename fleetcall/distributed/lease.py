@@ -1,10 +1,12 @@
 """Slot leases: how a replica places a call without a round trip to the shared scheduler.
 
-A round trip to the scheduler actor costs 1-2 ms; a call that waits for its grant pays it on its
-critical path. With ``lease_slots`` > 0 (off by default), while the endpoints have room the
-shared scheduler lets each replica hold a few **leases**: slots granted ahead of any call, by
-the same core, policy and global state as every grant. A lease is, to the core, a call of the
-replica (its id a :class:`LeaseToken`, kind ``"lease"``) that holds a slot.
+A round trip to the scheduler actor costs a few tenths of a millisecond over the replica's
+direct connection (:mod:`fleetcall.distributed.wire`; 1-2 ms as a Ray actor call); a call that
+waits for its grant pays it on its critical path. With ``lease_slots`` > 0 (off by default),
+while the endpoints have room the shared scheduler lets each replica hold a few **leases**:
+slots granted ahead of any call, by the same core, policy and global state as every grant. A
+lease is, to the core, a call of the replica (its id a :class:`LeaseToken`, kind ``"lease"``)
+that holds a slot.
 
 **The price, measured.** The lease's slot is chosen by the global view, but which of its calls
 takes which lease is the replica's choice, on its own view: as the replicas grow in number that

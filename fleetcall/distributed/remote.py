@@ -178,6 +178,7 @@ class RemoteCore:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        await self.channel.aclose()
 
     # -- reads (CoreClient) ----------------------------------------------------------------
     @property

@@ -23,6 +23,7 @@ from fleetcall import Orchestrator, ScriptedLLM, tool  # noqa: E402
 from fleetcall.distributed.actor import start_scheduler  # noqa: E402
 from fleetcall.distributed.pool import RayPool  # noqa: E402
 from fleetcall.distributed.tools import RayTool, ray_tool  # noqa: E402
+from fleetcall.distributed.wire import WireClient  # noqa: E402
 from fleetcall.errors import ConfigError  # noqa: E402
 from fleetcall.llm.base import complete  # noqa: E402
 from fleetcall.router.client import RoutingTransport, make_http_client  # noqa: E402
@@ -59,7 +60,7 @@ class Replicas:
     they share (one HTTP client: the same engines for every replica)."""
 
     def __init__(self, k: int, scheduler: Any, names: tuple[str, ...] = ("a", "b"),
-                 slots: int = 1, **pool_kwargs: Any) -> None:
+                 slots: int = 1, prefix: str = "r", **pool_kwargs: Any) -> None:
         routing = RoutingTransport()
         self.endpoints = [EmulatedEndpoint("A100-80G", MODEL, name=n, responder=LengthsResponder())
                           for n in names]
@@ -68,7 +69,7 @@ class Replicas:
         configs = [EndpointConfig(name=n, base_url=f"http://{n}.test/v1", model=MODEL,
                                   gpu="A100-80G", slots=slots) for n in names]
         self.http = make_http_client(routing)
-        self.pools = [RayPool(configs, scheduler=scheduler, replica=f"r{i}", http=self.http,
+        self.pools = [RayPool(configs, scheduler=scheduler, replica=f"{prefix}{i}", http=self.http,
                               policy="least-busy", retry=RetryConfig(backoff_s=0.0),
                               **pool_kwargs) for i in range(k)]
 
@@ -109,6 +110,50 @@ def test_the_actor_balances_two_replicas_by_global_state() -> None:
         ray.kill(scheduler)
 
 
+def test_replicas_reach_the_actor_over_a_direct_connection_or_by_actor_calls(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13's per-call overhead: a replica's requests skip Ray's actor-call path (about a
+    millisecond each) over a direct connection; with ``direct=False``, or when it cannot
+    connect, they are actor calls."""
+    scheduler = _scheduler("direct")
+
+    async def replica(direct: bool) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """The actor's counters before and after 5 calls of one replica, alone on it."""
+        async with Replicas(1, scheduler, rpc_timeout_s=30.0, prefix=f"direct-{direct}-",
+                            direct=direct) as herd:
+            pool = herd.pools[0]
+            await asyncio.wait_for(complete(pool, ask("warm", query="w")), 30)
+            before = await pool.scheduler_stats()
+            for i in range(5):
+                await asyncio.wait_for(complete(pool, ask(f"c{i}", query=f"q{i}")), 30)
+            after = await pool.scheduler_stats()
+            assert pool.remote.connected
+            return before, after, pool.remote.channel.wired
+
+    async def main() -> None:
+        before, after, wired = await replica(direct=True)
+        assert wired   # every request came over its connection:
+        assert after["direct_requests"] - before["direct_requests"] \
+            == after["requests"] - before["requests"] >= 5
+        for how in ("by choice", "cannot connect"):
+            if how == "cannot connect":
+                monkeypatch.setattr(WireClient, "connect", refuse)
+            before, after, wired = await replica(direct=how == "cannot connect")
+            assert not wired   # every request an actor call:
+            assert after["direct_requests"] == before["direct_requests"]
+            assert after["requests"] - before["requests"] >= 5
+        assert "cannot connect to the shared scheduler" in caplog.text
+
+    async def refuse(*args: Any, **kwargs: Any) -> WireClient:
+        raise ConnectionRefusedError("refused (by the test)")
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="fleetcall.distributed"):
+            asyncio.run(main())
+    finally:
+        ray.kill(scheduler)
+
+
 def test_killing_the_scheduler_actor_mid_run_loses_no_call(caplog: pytest.LogCaptureFixture) -> None:
     scheduler = _scheduler("killed")
 
@@ -132,6 +177,7 @@ def test_killing_the_scheduler_actor_mid_run_loses_no_call(caplog: pytest.LogCap
                 await asyncio.sleep(0.1)
             after = await asyncio.wait_for(complete(herd.pools[0], ask("after", query="z")), 30)
             assert after.text
+            assert all(pool.remote.channel.wired for pool in herd.pools)  # a new connection
             stats = await herd.pools[0].scheduler_stats()  # the new incarnation knows both
             assert sorted(stats["replicas"]) == ["r0", "r1"]
             cores = [pool.remote for pool in herd.pools]
