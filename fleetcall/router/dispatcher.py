@@ -76,7 +76,7 @@ def slot_free_times(endpoint: EndpointView) -> list[float]:
     """Heap of seconds from now until each slot frees, from the running calls' remainders (an
     endpoint running more calls than its slots, after a resize, counts them all as slots)."""
     times = [0.0] * (endpoint.slots - len(endpoint.running))
-    times += sorted(max(r, 0.0) for r in endpoint.running)
+    times += sorted([0.0 if r < 0.0 else r for r in endpoint.running])  # max(r, 0.0)
     return times  # ascending (the free slots first), so already a heap
 
 
@@ -97,8 +97,9 @@ def queued_finish_offsets(endpoint: EndpointView) -> list[float]:
 def wait_offset(endpoint: EndpointView, ahead_services: Sequence[float]) -> float:
     """Seconds from now until a slot is free for a call served after ``ahead_services``."""
     free = slot_free_times(endpoint)
+    replace = heapq.heapreplace  # the earliest free slot takes the next call (pop + push)
     for service in ahead_services:
-        heapq.heappush(free, heapq.heappop(free) + service)
+        replace(free, free[0] + service)
     return free[0]
 
 
@@ -445,6 +446,12 @@ class Slack:
     prefill_chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, init=False)
 
     _turns: _Turns = field(default_factory=_Turns, init=False, repr=False)
+    # endpoint name -> what was derived from its latest queue snapshot (see _facts)
+    _memo: dict[str, _QueueFacts] = field(default_factory=dict, init=False, repr=False,
+                                          compare=False)
+    # predictor -> (prompt, output) -> its base TTFT (see _QueueFacts.base_ttft)
+    _shapes: dict[ServicePredictor, dict[tuple[int, int], float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         k = self.knobs
@@ -490,16 +497,25 @@ class Slack:
     def _place(self, call: CallView, endpoint: EndpointView, now: float,
                siblings_end: float = -math.inf) -> Placement:
         cached = cached_tokens(call, endpoint)
-        predict = endpoint.predictor.predict
+        predictor = endpoint.predictor
+        predict = predictor.predict
         own = predict(call.prompt_tokens, call.output_tokens,
                       cached_tokens=cached, batch=expected_batch(endpoint))
-        ahead, behind = self._ahead(call, own.total_s, endpoint, now)
-        slot_wait = wait_offset(endpoint, [s for _, s in ahead])
+        facts = self._facts(endpoint)
+        ahead, behind = self._ahead(call, own.total_s, endpoint, now, facts.queries)
+        services = endpoint.queued_service_s
+        slot_wait = wait_offset(endpoint, services[:len(ahead)] if isinstance(ahead, range)
+                                else [services[i] for i in ahead])
+        ratio = 0.0
+        if self.prefill_slots is not None or behind:
+            # each queued call's predict(prompt, output).ttft_s, without a predict() call each
+            ratio = predictor.ttft_ratio
+            base_ttft = facts.base_ttft(predictor, self._shapes.setdefault(predictor, {}))
         if self.prefill_slots is not None:
             # Prefill is compute-bound and serial: this prompt starts after the prefill still
             # owed to the running calls and to every queued call served before it.
             prefill_wait = endpoint.prefill_backlog_s + sum(
-                [predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead])
+                [base_ttft[i] * ratio for i in ahead])
             start = max(slot_wait, prefill_wait)
         else:
             start = slot_wait
@@ -507,7 +523,7 @@ class Slack:
         # other prompts prefill here, this call's tokens come one per chunk -- as long as the
         # prompts this endpoint computes (``typical_prefill_tokens``), at most the engine's
         # chunk size.
-        chunk_s = prefill_chunk_s(endpoint.predictor, self.knobs.chunk_tokens,
+        chunk_s = prefill_chunk_s(predictor, self.knobs.chunk_tokens,
                                   endpoint.typical_prefill_tokens)
         slowed = decode_interference_s(call.output_tokens - 1, own.tpot_s, chunk_s,
                                        endpoint.prefill_load)
@@ -529,33 +545,50 @@ class Slack:
             else:
                 harm += delay
         if behind:
-            stage_end = max(stage_end, _queued_sibling_end(call, endpoint, behind,
-                                                           now + start + own.ttft_s))
+            stage_end = max(stage_end, _queued_sibling_end(
+                call, endpoint, behind, [base_ttft[i] * ratio for i in behind],
+                now + start + own.ttft_s))
         cost = max(finish, stage_end) + self.knobs.externality * harm
         return Placement(endpoint.name, finish, service, cached, cost)
 
-    def _ahead(self, call: CallView, service_s: float, endpoint: EndpointView,
-               now: float) -> tuple[list[tuple[CallView, float]], list[tuple[CallView, float]]]:
-        """The queued calls (with their service seconds) served before ``call`` there -- those
-        whose key is not larger than its own -- and those served after it, both in serve order.
-        The second list is left empty when no call of ``call``'s query is queued there (only
-        its own query's calls behind it are looked at, by :func:`_queued_sibling_end`)."""
+    def _facts(self, endpoint: EndpointView) -> _QueueFacts:
+        """What slack derives from ``endpoint``'s queued calls alone, kept while the view
+        shows the same snapshot (the local queue hands out one tuple until it changes): a
+        placement looks at every endpoint's queue, most of which did not change since the
+        last placement."""
+        facts = self._memo.get(endpoint.name)
+        if facts is None or facts.queued is not endpoint.queued:
+            if len(self._memo) > 256:  # endpoints come and go: forget the ones gone
+                self._memo.clear()
+            facts = self._memo[endpoint.name] = _QueueFacts(endpoint.queued)
+        return facts
+
+    def _ahead(self, call: CallView, service_s: float, endpoint: EndpointView, now: float,
+               queued_queries: frozenset[str] | None = None
+               ) -> tuple[Sequence[int], Sequence[int]]:
+        """Positions in ``endpoint.queued`` of the calls served before ``call`` there -- those
+        whose key is not larger than its own -- and of those served after it, both in serve
+        order (the first a ``range`` when it is a prefix). The second is left empty when no
+        call of ``call``'s query is queued there (only its own query's calls behind it are
+        looked at, by :func:`_queued_sibling_end`). ``queued_queries``: the queries of the
+        queued calls, if known."""
         key, queued, services = self.discipline.key, endpoint.queued, endpoint.queued_service_s
         mine = key(call, service_s, now)
-        siblings = bool(call.query_id) and any(q.query_id == call.query_id for q in queued)
+        if queued_queries is None:
+            queued_queries = frozenset([q.query_id for q in queued])
+        siblings = bool(call.query_id) and call.query_id in queued_queries
         if endpoint.queued_order == (self.discipline, now):
             # sorted by this very key: the calls ahead are a prefix, found in log time (the
             # same calls as the scan below; a placement looks at every endpoint's queue)
             n = bisect.bisect_right(range(len(queued)), mine,
                                     key=lambda i: key(queued[i], services[i], now))
-            behind = list(zip(queued[n:], services[n:])) if siblings else []
-            return list(zip(queued[:n], services[:n])), behind
+            return range(n), (range(n, len(queued)) if siblings else range(0))
         ahead, behind = [], []
-        for q, s in zip(queued, services):
+        for i, (q, s) in enumerate(zip(queued, services)):
             if key(q, s, now) <= mine:
-                ahead.append((q, s))
+                ahead.append(i)
             elif siblings:
-                behind.append((q, s))
+                behind.append(i)
         return ahead, behind
 
     def _allowed_delay(self, best: Placement, now: float) -> float:
@@ -565,11 +598,12 @@ class Slack:
         return allowed
 
 
-def _queued_sibling_end(call: CallView, endpoint: EndpointView,
-                        behind: Sequence[tuple[CallView, float]], prefilled_at: float) -> float:
-    """Predicted loop time the last of ``call``'s query's calls in ``behind`` (the queued calls
-    the local queue at ``endpoint`` serves after ``call``, with their service seconds, in serve
-    order) ends once ``call`` is placed there (-inf if none is of its query).
+def _queued_sibling_end(call: CallView, endpoint: EndpointView, behind: Sequence[int],
+                        ttfts: Sequence[float], prefilled_at: float) -> float:
+    """Predicted loop time the last of ``call``'s query's calls in ``behind`` (positions in
+    ``endpoint.queued`` of the calls the local queue there serves after ``call``, in serve
+    order; ``ttfts``: their predicted times to first token, same order) ends once ``call`` is
+    placed there (-inf if none is of its query).
 
     Prefill is serial: the calls behind ``call`` start their prompts after its prompt is in
     (``prefilled_at``), one after another in serve order. Without this, siblings of one parallel
@@ -577,13 +611,53 @@ def _queued_sibling_end(call: CallView, endpoint: EndpointView,
     prompt ahead of it and piled onto one GPU: the stage's prompts ran one after another there
     while other GPUs had room (issue 12: trace2 with doubled prompts at an idle rate, +6% p95).
     """
-    predict, end, t = endpoint.predictor.predict, -math.inf, prefilled_at
-    for q, service_s in behind:
-        ttft = predict(q.prompt_tokens, q.output_tokens).ttft_s
+    queued, services = endpoint.queued, endpoint.queued_service_s
+    end, t, query = -math.inf, prefilled_at, call.query_id
+    for i, ttft in zip(behind, ttfts):
         t += ttft
-        if q.query_id == call.query_id:
-            end = max(end, t + max(service_s - ttft, 0.0))
+        if queued[i].query_id == query:
+            end = max(end, t + max(services[i] - ttft, 0.0))
     return end
+
+
+_SHAPES_KEPT = 65_536  # (prompt, output) shapes whose base TTFT slack keeps per predictor
+
+
+class _QueueFacts:
+    """What the slack policy derives from one queue snapshot (a tuple of queued calls, in
+    serve order): the queries queued, and each call's base time to first token by predictor
+    (no learned ratio: ``predictor.predict(p, o).ttft_s`` is ``base(p, o).ttft_s x
+    predictor.ttft_ratio``, which :meth:`ServicePredictor.predict` computes so)."""
+
+    __slots__ = ("queued", "_queries", "_base")
+
+    def __init__(self, queued: tuple[CallView, ...]) -> None:
+        self.queued = queued  # the snapshot (held: its identity is the memo's key)
+        self._queries: frozenset[str] | None = None
+        self._base: tuple[ServicePredictor, list[float]] | None = None
+
+    @property
+    def queries(self) -> frozenset[str]:
+        if self._queries is None:
+            self._queries = frozenset([q.query_id for q in self.queued])
+        return self._queries
+
+    def base_ttft(self, predictor: ServicePredictor,
+                  known: dict[tuple[int, int], float]) -> list[float]:
+        """Each queued call's ``predictor.base(prompt, output).ttft_s``, same order; ``known``:
+        (prompt, output) -> that time, for this predictor (looked up first, filled in)."""
+        if self._base is None or self._base[0] is not predictor:
+            if len(known) > _SHAPES_KEPT:
+                known.clear()
+            ttfts = []
+            for q in self.queued:
+                shape = (q.prompt_tokens, q.output_tokens)
+                ttft = known.get(shape)
+                if ttft is None:
+                    ttft = known[shape] = predictor.base(*shape).ttft_s
+                ttfts.append(ttft)
+            self._base = predictor, ttfts
+        return self._base[1]
 
 
 def _sibling_end(call: CallView, endpoint: EndpointView, now: float) -> float:
