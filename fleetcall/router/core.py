@@ -53,7 +53,8 @@ from fleetcall.logs import ROUTER, event
 from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.dispatcher import (Dispatcher, make_dispatcher, predicted_service_s,
-                                         prefill_chunk_s, undo_interference_s)
+                                         prefill_chunk_s, reads_prefill_state,
+                                         undo_interference_s)
 from fleetcall.router.faults import CallId, Fail, Failure, FailWhy, FaultKind, describe_streak
 from fleetcall.router.health import CircuitBreaker, EndpointSnapshot, EndpointStats
 from fleetcall.router.predict import OutputLengths, PrefixIndex, ServicePredictor
@@ -104,6 +105,7 @@ class SchedulerCore:
         if max_queued_per_slot < 1:
             raise ConfigError("max_queued_per_slot must be >= 1")
         self.dispatcher = dispatcher or make_dispatcher(policy, **(policy_options or {}))
+        self._prefill_views = reads_prefill_state(self.dispatcher)  # views with prefill fields
         self.retry = retry or RetryConfig()
         self.breaker = breaker or BreakerConfig()
         self.max_queued_per_slot = max_queued_per_slot
@@ -461,7 +463,9 @@ class SchedulerCore:
     def _views(self, now: float, usable: set[str] | None) -> list[EndpointView]:
         """What the dispatcher sees of every live endpoint; ``usable``: the names available
         to the call being placed (None: every available endpoint)."""
-        return [ep.view(now, ep.available(now) if usable is None else ep.name in usable)
+        prefill = self._prefill_views
+        return [ep.view(now, ep.available(now) if usable is None else ep.name in usable,
+                        prefill=prefill)
                 for ep in self._endpoints.values()]
 
     def _pump(self, ep: EndpointState, now: float, out: list[Action]) -> None:

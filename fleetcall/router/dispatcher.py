@@ -96,6 +96,8 @@ def queued_finish_offsets(endpoint: EndpointView) -> list[float]:
 
 def wait_offset(endpoint: EndpointView, ahead_services: Sequence[float]) -> float:
     """Seconds from now until a slot is free for a call served after ``ahead_services``."""
+    if not ahead_services and len(endpoint.running) < endpoint.slots:
+        return 0.0  # a slot is free now (a hot path: an idle endpoint at every placement)
     free = slot_free_times(endpoint)
     replace = heapq.heapreplace  # the earliest free slot takes the next call (pop + push)
     for service in ahead_services:
@@ -206,7 +208,15 @@ def available_endpoints(endpoints: Sequence[EndpointView], call: CallView) -> li
 
 @runtime_checkable
 class Dispatcher(Protocol):
-    """A dispatch policy and the local queue discipline it pairs with."""
+    """A dispatch policy and the local queue discipline it pairs with.
+
+    Optional: ``reads_prefill_state = False`` (a class attribute) tells the scheduler core
+    that the policy never reads an :class:`EndpointView`'s prefill fields
+    (``prefill_backlog_s``, ``prefill_load``, ``typical_prefill_tokens``) or
+    ``running_queries``: it then leaves them at their defaults rather than compute them for
+    every endpoint at every placement (see :func:`reads_prefill_state`). Without it, they are
+    filled in.
+    """
 
     name: str                 # its registry name
     queue_order: QueueOrder   # the local queue order it pairs with
@@ -227,6 +237,12 @@ class Dispatcher(Protocol):
               now: float) -> tuple[str, CallId] | None:
         """A queued call to move to ``idle`` (see :func:`pick_steal`); None: leave all."""
         ...
+
+
+def reads_prefill_state(dispatcher: object) -> bool:
+    """False iff ``dispatcher`` declares that it never reads the views' prefill fields nor
+    ``running_queries`` (its ``reads_prefill_state`` attribute; see :class:`Dispatcher`)."""
+    return bool(getattr(dispatcher, "reads_prefill_state", True))
 
 
 class _Knobs(BaseModel):
@@ -310,6 +326,7 @@ class _Baseline:
     discipline: Discipline
     prefill_slots: int | None = None
     prefill_chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    reads_prefill_state = False  # they look at slots, queues, predictions and load only
 
     def new_queue(self) -> LocalQueue:
         return LocalQueue.of(self.discipline)
@@ -482,6 +499,8 @@ class Slack:
         """The predicted finish of ``call`` on every available endpoint, in their order."""
         usable = available_endpoints(endpoints, call)
         ends = {e.name: _sibling_end(call, e, now) for e in endpoints}
+        if max(ends.values(), default=-math.inf) == -math.inf:
+            return [self._place(call, e, now) for e in usable]  # none of its query runs
         return [self._place(call, e, now, max((t for n, t in ends.items() if n != e.name),
                                               default=-math.inf))
                 for e in usable]
@@ -573,6 +592,8 @@ class Slack:
         looked at, by :func:`_queued_sibling_end`). ``queued_queries``: the queries of the
         queued calls, if known."""
         key, queued, services = self.discipline.key, endpoint.queued, endpoint.queued_service_s
+        if not queued:
+            return range(0), range(0)
         mine = key(call, service_s, now)
         if queued_queries is None:
             queued_queries = frozenset([q.query_id for q in queued])

@@ -124,10 +124,19 @@ class EndpointState:
             parts.append("breaker half-open, its probe call is in flight")
         return parts
 
-    def view(self, now: float, available: bool) -> EndpointView:
-        """What the dispatcher sees of this endpoint at ``now``."""
+    def view(self, now: float, available: bool, *, prefill: bool = True) -> EndpointView:
+        """What the dispatcher sees of this endpoint at ``now``; ``prefill`` False leaves the
+        prefill fields and ``running_queries`` at their defaults (for a policy that reads
+        neither: see :func:`~fleetcall.router.dispatcher.reads_prefill_state`)."""
         queued, services = self.queue.snapshot(now)
         running = self.running.values()
+        if not prefill:
+            return EndpointView(
+                name=self.name, slots=self.spec.slots,
+                running=tuple([max(r.end - now, OVERRUN_FLOOR_S) for r in running]),
+                cost_per_hour=self.spec.cost_per_hour, queued=queued, predictor=self.predictor,
+                prefixes=self.prefixes, available=available, queued_service_s=services,
+                queued_order=(self.queue.discipline, now))
         waiting = [r for r in running if not r.decoding]  # one pass for backlog and load
         return EndpointView(
             name=self.name, slots=self.spec.slots,
