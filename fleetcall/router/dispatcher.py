@@ -529,7 +529,8 @@ class Slack:
         if self.prefill_slots is not None or behind:
             # each queued call's predict(prompt, output).ttft_s, without a predict() call each
             ratio = predictor.ttft_ratio
-            base_ttft = facts.base_ttft(predictor, self._shapes.setdefault(predictor, {}))
+            upto = max(ahead[-1] if ahead else -1, behind[-1] if behind else -1) + 1
+            base_ttft = facts.base_ttft(predictor, self._known_ttfts(predictor), upto)
         if self.prefill_slots is not None:
             # Prefill is compute-bound and serial: this prompt starts after the prefill still
             # owed to the running calls and to every queued call served before it.
@@ -556,13 +557,18 @@ class Slack:
         # counts for them is the last one's finish; for the others, the seconds lost.
         compute = own.ttft_s - predict(1, 1).ttft_s
         harm, stage_end = 0.0, siblings_end
-        queries = endpoint.running_queries or ("",) * len(endpoint.running)
-        for remaining, query in zip(endpoint.running, queries):
-            delay = min(max(remaining - start, 0.0), compute)
-            if query and query == call.query_id:
-                stage_end = max(stage_end, now + remaining + delay)
-            else:
-                harm += delay
+        if not call.query_id or call.query_id not in endpoint.running_queries:
+            for remaining in endpoint.running:  # (no sibling runs here: the common case)
+                late = remaining - start
+                late = 0.0 if late < 0.0 else late            # max(late, 0.0)
+                harm += compute if compute < late else late   # min(late, compute)
+        else:
+            for remaining, query in zip(endpoint.running, endpoint.running_queries):
+                delay = min(max(remaining - start, 0.0), compute)
+                if query == call.query_id:
+                    stage_end = max(stage_end, now + remaining + delay)
+                else:
+                    harm += delay
         if behind:
             stage_end = max(stage_end, _queued_sibling_end(
                 call, endpoint, behind, [base_ttft[i] * ratio for i in behind],
@@ -581,6 +587,16 @@ class Slack:
                 self._memo.clear()
             facts = self._memo[endpoint.name] = _QueueFacts(endpoint.queued)
         return facts
+
+    def _known_ttfts(self, predictor: ServicePredictor) -> dict[tuple[int, int], float]:
+        """(prompt, output) -> base TTFT at ``predictor``, as far as computed (see
+        :meth:`_QueueFacts.base_ttft`)."""
+        known = self._shapes.get(predictor)
+        if known is None:
+            if len(self._shapes) > 256:  # predictors come and go with endpoints
+                self._shapes.clear()
+            known = self._shapes[predictor] = {}
+        return known
 
     def _ahead(self, call: CallView, service_s: float, endpoint: EndpointView, now: float,
                queued_queries: frozenset[str] | None = None
@@ -663,22 +679,25 @@ class _QueueFacts:
             self._queries = frozenset([q.query_id for q in self.queued])
         return self._queries
 
-    def base_ttft(self, predictor: ServicePredictor,
-                  known: dict[tuple[int, int], float]) -> list[float]:
-        """Each queued call's ``predictor.base(prompt, output).ttft_s``, same order; ``known``:
-        (prompt, output) -> that time, for this predictor (looked up first, filled in)."""
+    def base_ttft(self, predictor: ServicePredictor, known: dict[tuple[int, int], float],
+                  upto: int) -> list[float]:
+        """The first ``upto`` (at least) queued calls' ``predictor.base(prompt,
+        output).ttft_s``, same order (computed as far as asked: a call placed ahead of most of
+        a queue looks at its head only); ``known``: (prompt, output) -> that time, for this
+        predictor (looked up first, filled in)."""
         if self._base is None or self._base[0] is not predictor:
+            self._base = predictor, []
+        ttfts = self._base[1]
+        if len(ttfts) < upto:
             if len(known) > _SHAPES_KEPT:
                 known.clear()
-            ttfts = []
-            for q in self.queued:
+            for q in self.queued[len(ttfts):upto]:
                 shape = (q.prompt_tokens, q.output_tokens)
                 ttft = known.get(shape)
                 if ttft is None:
                     ttft = known[shape] = predictor.base(*shape).ttft_s
                 ttfts.append(ttft)
-            self._base = predictor, ttfts
-        return self._base[1]
+        return ttfts
 
 
 def _sibling_end(call: CallView, endpoint: EndpointView, now: float) -> float:
