@@ -120,6 +120,9 @@ class SchedulerCore:
         self._wakeup: float | None = None                # cached next_wakeup()
         self._stale = False                              # True iff _wakeup must be recomputed
         self._clock = -math.inf                          # the latest event's time
+        # True once every live endpoint's predictor has a measurement (a measured predictor
+        # never loses it): no twin is left to start from another's
+        self._all_measured = False
 
     # -- endpoints -------------------------------------------------------------------------
     @property
@@ -151,6 +154,7 @@ class SchedulerCore:
             stats=EndpointStats(spec.name, CircuitBreaker(self.breaker.failures,
                                                           self.breaker.cooldown_s)))
         self._endpoints[spec.name] = ep
+        self._all_measured = False
         self._unpark(now, out)
         self._pump(ep, now, out)
         return out
@@ -639,9 +643,13 @@ class SchedulerCore:
                 ep.decode_prefill_load(running, now))
             ep.predictor.observe(view.prompt_tokens, max(out, 1), own_ttft, tpot,
                                  max(running.batch + 1, 1), cached_tokens=outcome.cached_tokens)
-            for twin in self._endpoints.values():  # unmeasured twins start from this one
-                if twin.spec.twin_key == ep.spec.twin_key and twin.predictor.samples == 0:
-                    twin.predictor.adopt(ep.predictor)  # (profiled twins share one predictor)
+            if not self._all_measured:  # unmeasured twins start from this one
+                self._all_measured = True
+                for twin in self._endpoints.values():
+                    if twin.predictor.samples == 0:  # (profiled twins share one predictor)
+                        self._all_measured = False
+                        if twin.spec.twin_key == ep.spec.twin_key:
+                            twin.predictor.adopt(ep.predictor)
         if out:
             self.output_lengths.observe(view.kind, out)
         ep.prefixes.add(view.prefix_hashes)
