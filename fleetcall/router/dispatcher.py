@@ -466,6 +466,9 @@ class Slack:
     # endpoint name -> what was derived from its latest queue snapshot (see _facts)
     _memo: dict[str, _QueueFacts] = field(default_factory=dict, init=False, repr=False,
                                           compare=False)
+    # disciplines found equal to this one (held, so identity stays meaningful; see _is_mine)
+    _disciplines: list[Discipline] = field(default_factory=list, init=False, repr=False,
+                                           compare=False)
     # predictor -> (prompt, output) -> its base TTFT (see _QueueFacts.base_ttft)
     _shapes: dict[ServicePredictor, dict[tuple[int, int], float]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
@@ -588,6 +591,20 @@ class Slack:
             facts = self._memo[endpoint.name] = _QueueFacts(endpoint.queued)
         return facts
 
+    def _is_mine(self, discipline: Discipline) -> bool:
+        """``discipline == self.discipline``, remembering the equal ones by identity (every
+        local queue holds its own copy; comparing them field by field at every placement, for
+        every endpoint, showed in profiles)."""
+        for known in self._disciplines:
+            if discipline is known:
+                return True
+        if discipline != self.discipline:
+            return False
+        if len(self._disciplines) > 256:
+            self._disciplines.clear()
+        self._disciplines.append(discipline)
+        return True
+
     def _known_ttfts(self, predictor: ServicePredictor) -> dict[tuple[int, int], float]:
         """(prompt, output) -> base TTFT at ``predictor``, as far as computed (see
         :meth:`_QueueFacts.base_ttft`)."""
@@ -614,7 +631,8 @@ class Slack:
         if queued_queries is None:
             queued_queries = frozenset([q.query_id for q in queued])
         siblings = bool(call.query_id) and call.query_id in queued_queries
-        if endpoint.queued_order == (self.discipline, now):
+        promise = endpoint.queued_order
+        if promise is not None and promise[1] == now and self._is_mine(promise[0]):
             # sorted by this very key: the calls ahead are a prefix, found in log time (the
             # same calls as the scan below; a placement looks at every endpoint's queue)
             n = bisect.bisect_right(range(len(queued)), mine,

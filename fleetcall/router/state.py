@@ -130,17 +130,17 @@ class EndpointState:
         neither: see :func:`~fleetcall.router.dispatcher.reads_prefill_state`)."""
         queued, services = self.queue.snapshot(now)
         running = self.running.values()
+        floor = OVERRUN_FLOOR_S  # each remainder: max(r.end - now, floor)
+        remaining = tuple([floor if floor > (left := r.end - now) else left for r in running])
         if not prefill:
             return EndpointView(
-                name=self.name, slots=self.spec.slots,
-                running=tuple([max(r.end - now, OVERRUN_FLOOR_S) for r in running]),
+                name=self.name, slots=self.spec.slots, running=remaining,
                 cost_per_hour=self.spec.cost_per_hour, queued=queued, predictor=self.predictor,
                 prefixes=self.prefixes, available=available, queued_service_s=services,
                 queued_order=(self.queue.discipline, now))
         waiting = [r for r in running if not r.decoding]  # one pass for backlog and load
         return EndpointView(
-            name=self.name, slots=self.spec.slots,
-            running=tuple([max(r.end - now, OVERRUN_FLOOR_S) for r in running]),
+            name=self.name, slots=self.spec.slots, running=remaining,
             running_queries=tuple([r.query_id for r in running]),
             cost_per_hour=self.spec.cost_per_hour,
             queued=queued, predictor=self.predictor, prefixes=self.prefixes, available=available,
