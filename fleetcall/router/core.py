@@ -53,7 +53,8 @@ from fleetcall.logs import ROUTER, event
 from fleetcall.router.actions import Action, Grant, Outcome, Retired
 from fleetcall.router.config import BreakerConfig, RetryConfig
 from fleetcall.router.dispatcher import (Dispatcher, make_dispatcher, predicted_service_s,
-                                         prefill_chunk_s, undo_interference_s)
+                                         prefill_chunk_s, reads_prefill_state,
+                                         undo_interference_s)
 from fleetcall.router.faults import CallId, Fail, Failure, FailWhy, FaultKind, describe_streak
 from fleetcall.router.health import CircuitBreaker, EndpointSnapshot, EndpointStats
 from fleetcall.router.predict import OutputLengths, PrefixIndex, ServicePredictor
@@ -104,6 +105,7 @@ class SchedulerCore:
         if max_queued_per_slot < 1:
             raise ConfigError("max_queued_per_slot must be >= 1")
         self.dispatcher = dispatcher or make_dispatcher(policy, **(policy_options or {}))
+        self._prefill_views = reads_prefill_state(self.dispatcher)  # views with prefill fields
         self.retry = retry or RetryConfig()
         self.breaker = breaker or BreakerConfig()
         self.max_queued_per_slot = max_queued_per_slot
@@ -118,6 +120,9 @@ class SchedulerCore:
         self._wakeup: float | None = None                # cached next_wakeup()
         self._stale = False                              # True iff _wakeup must be recomputed
         self._clock = -math.inf                          # the latest event's time
+        # True once every live endpoint's predictor has a measurement (a measured predictor
+        # never loses it): no twin is left to start from another's
+        self._all_measured = False
 
     # -- endpoints -------------------------------------------------------------------------
     @property
@@ -149,6 +154,7 @@ class SchedulerCore:
             stats=EndpointStats(spec.name, CircuitBreaker(self.breaker.failures,
                                                           self.breaker.cooldown_s)))
         self._endpoints[spec.name] = ep
+        self._all_measured = False
         self._unpark(now, out)
         self._pump(ep, now, out)
         return out
@@ -461,7 +467,9 @@ class SchedulerCore:
     def _views(self, now: float, usable: set[str] | None) -> list[EndpointView]:
         """What the dispatcher sees of every live endpoint; ``usable``: the names available
         to the call being placed (None: every available endpoint)."""
-        return [ep.view(now, ep.available(now) if usable is None else ep.name in usable)
+        prefill = self._prefill_views
+        return [ep.view(now, ep.available(now) if usable is None else ep.name in usable,
+                        prefill=prefill)
                 for ep in self._endpoints.values()]
 
     def _pump(self, ep: EndpointState, now: float, out: list[Action]) -> None:
@@ -635,9 +643,13 @@ class SchedulerCore:
                 ep.decode_prefill_load(running, now))
             ep.predictor.observe(view.prompt_tokens, max(out, 1), own_ttft, tpot,
                                  max(running.batch + 1, 1), cached_tokens=outcome.cached_tokens)
-            for twin in self._endpoints.values():  # unmeasured twins start from this one
-                if twin.spec.twin_key == ep.spec.twin_key and twin.predictor.samples == 0:
-                    twin.predictor.adopt(ep.predictor)  # (profiled twins share one predictor)
+            if not self._all_measured:  # unmeasured twins start from this one
+                self._all_measured = True
+                for twin in self._endpoints.values():
+                    if twin.predictor.samples == 0:  # (profiled twins share one predictor)
+                        self._all_measured = False
+                        if twin.spec.twin_key == ep.spec.twin_key:
+                            twin.predictor.adopt(ep.predictor)
         if out:
             self.output_lengths.observe(view.kind, out)
         ep.prefixes.add(view.prefix_hashes)

@@ -76,7 +76,7 @@ def slot_free_times(endpoint: EndpointView) -> list[float]:
     """Heap of seconds from now until each slot frees, from the running calls' remainders (an
     endpoint running more calls than its slots, after a resize, counts them all as slots)."""
     times = [0.0] * (endpoint.slots - len(endpoint.running))
-    times += sorted(max(r, 0.0) for r in endpoint.running)
+    times += sorted([0.0 if r < 0.0 else r for r in endpoint.running])  # max(r, 0.0)
     return times  # ascending (the free slots first), so already a heap
 
 
@@ -96,9 +96,12 @@ def queued_finish_offsets(endpoint: EndpointView) -> list[float]:
 
 def wait_offset(endpoint: EndpointView, ahead_services: Sequence[float]) -> float:
     """Seconds from now until a slot is free for a call served after ``ahead_services``."""
+    if not ahead_services and len(endpoint.running) < endpoint.slots:
+        return 0.0  # a slot is free now (a hot path: an idle endpoint at every placement)
     free = slot_free_times(endpoint)
+    replace = heapq.heapreplace  # the earliest free slot takes the next call (pop + push)
     for service in ahead_services:
-        heapq.heappush(free, heapq.heappop(free) + service)
+        replace(free, free[0] + service)
     return free[0]
 
 
@@ -205,7 +208,15 @@ def available_endpoints(endpoints: Sequence[EndpointView], call: CallView) -> li
 
 @runtime_checkable
 class Dispatcher(Protocol):
-    """A dispatch policy and the local queue discipline it pairs with."""
+    """A dispatch policy and the local queue discipline it pairs with.
+
+    Optional: ``reads_prefill_state = False`` (a class attribute) tells the scheduler core
+    that the policy never reads an :class:`EndpointView`'s prefill fields
+    (``prefill_backlog_s``, ``prefill_load``, ``typical_prefill_tokens``) or
+    ``running_queries``: it then leaves them at their defaults rather than compute them for
+    every endpoint at every placement (see :func:`reads_prefill_state`). Without it, they are
+    filled in.
+    """
 
     name: str                 # its registry name
     queue_order: QueueOrder   # the local queue order it pairs with
@@ -226,6 +237,12 @@ class Dispatcher(Protocol):
               now: float) -> tuple[str, CallId] | None:
         """A queued call to move to ``idle`` (see :func:`pick_steal`); None: leave all."""
         ...
+
+
+def reads_prefill_state(dispatcher: object) -> bool:
+    """False iff ``dispatcher`` declares that it never reads the views' prefill fields nor
+    ``running_queries`` (its ``reads_prefill_state`` attribute; see :class:`Dispatcher`)."""
+    return bool(getattr(dispatcher, "reads_prefill_state", True))
 
 
 class _Knobs(BaseModel):
@@ -310,6 +327,7 @@ class _Baseline:
     discipline: Discipline
     prefill_slots: int | None = None
     prefill_chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    reads_prefill_state = False  # they look at slots, queues, predictions and load only
 
     def new_queue(self) -> LocalQueue:
         return LocalQueue.of(self.discipline)
@@ -449,6 +467,15 @@ class Slack:
     prefill_chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, init=False)
 
     _turns: _Turns = field(default_factory=_Turns, init=False, repr=False)
+    # endpoint name -> what was derived from its latest queue snapshot (see _facts)
+    _memo: dict[str, _QueueFacts] = field(default_factory=dict, init=False, repr=False,
+                                          compare=False)
+    # disciplines found equal to this one (held, so identity stays meaningful; see _is_mine)
+    _disciplines: list[Discipline] = field(default_factory=list, init=False, repr=False,
+                                           compare=False)
+    # predictor -> (prompt, output) -> its base TTFT (see _QueueFacts.base_ttft)
+    _shapes: dict[ServicePredictor, dict[tuple[int, int], float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         k = self.knobs
@@ -479,6 +506,8 @@ class Slack:
         """The predicted finish of ``call`` on every available endpoint, in their order."""
         usable = available_endpoints(endpoints, call)
         ends = {e.name: _sibling_end(call, e, now) for e in endpoints}
+        if max(ends.values(), default=-math.inf) == -math.inf:
+            return [self._place(call, e, now) for e in usable]  # none of its query runs
         return [self._place(call, e, now, max((t for n, t in ends.items() if n != e.name),
                                               default=-math.inf))
                 for e in usable]
@@ -494,16 +523,26 @@ class Slack:
     def _place(self, call: CallView, endpoint: EndpointView, now: float,
                siblings_end: float = -math.inf) -> Placement:
         cached = cached_tokens(call, endpoint)
-        predict = endpoint.predictor.predict
+        predictor = endpoint.predictor
+        predict = predictor.predict
         own = predict(call.prompt_tokens, call.output_tokens,
                       cached_tokens=cached, batch=expected_batch(endpoint))
-        ahead, behind = self._ahead(call, own.total_s, endpoint, now)
-        slot_wait = wait_offset(endpoint, [s for _, s in ahead])
+        facts = self._facts(endpoint)
+        ahead, behind = self._ahead(call, own.total_s, endpoint, now, facts.queries)
+        services = endpoint.queued_service_s
+        slot_wait = wait_offset(endpoint, services[:len(ahead)] if isinstance(ahead, range)
+                                else [services[i] for i in ahead])
+        ratio = 0.0
+        if self.prefill_slots is not None or behind:
+            # each queued call's predict(prompt, output).ttft_s, without a predict() call each
+            ratio = predictor.ttft_ratio
+            upto = max(ahead[-1] if ahead else -1, behind[-1] if behind else -1) + 1
+            base_ttft = facts.base_ttft(predictor, self._known_ttfts(predictor), upto)
         if self.prefill_slots is not None:
             # Prefill is compute-bound and serial: this prompt starts after the prefill still
             # owed to the running calls and to every queued call served before it.
             prefill_wait = endpoint.prefill_backlog_s + sum(
-                [predict(q.prompt_tokens, q.output_tokens).ttft_s for q, _ in ahead])
+                [base_ttft[i] * ratio for i in ahead])
             start = max(slot_wait, prefill_wait)
         else:
             start = slot_wait
@@ -511,7 +550,7 @@ class Slack:
         # other prompts prefill here, this call's tokens come one per chunk -- as long as the
         # prompts this endpoint computes (``typical_prefill_tokens``), at most the engine's
         # chunk size.
-        chunk_s = prefill_chunk_s(endpoint.predictor, self.knobs.chunk_tokens,
+        chunk_s = prefill_chunk_s(predictor, self.knobs.chunk_tokens,
                                   endpoint.typical_prefill_tokens)
         slowed = decode_interference_s(call.output_tokens - 1, own.tpot_s, chunk_s,
                                        endpoint.prefill_load)
@@ -525,47 +564,93 @@ class Slack:
         # counts for them is the last one's finish; for the others, the seconds lost.
         compute = own.ttft_s - predict(1, 1).ttft_s
         harm, stage_end = 0.0, siblings_end
-        running = endpoint.running
-        queries = endpoint.running_queries or ("",) * len(running)
-        latest = endpoint.running_latest_end or (math.inf,) * len(running)
-        chunks = -(-(call.prompt_tokens - cached) // self.knobs.chunk_tokens)
-        for remaining, query, latest_end in zip(running, queries, latest):
-            delay = min(max(remaining - start, 0.0), compute)
-            if query and query == call.query_id:
-                stage_end = max(stage_end, now + remaining + delay)
-                continue
-            harm += delay
-            if latest_end < math.inf and compute > 0.0:
-                harm += _deadline_harm(now + remaining, latest_end, max(remaining - start, 0.0),
-                                       own.tpot_s, compute, chunks)
+        if not call.query_id or call.query_id not in endpoint.running_queries:
+            for remaining in endpoint.running:  # (no sibling runs here: the common case)
+                late = remaining - start
+                late = 0.0 if late < 0.0 else late            # max(late, 0.0)
+                harm += compute if compute < late else late   # min(late, compute)
+        else:
+            for remaining, query in zip(endpoint.running, endpoint.running_queries):
+                delay = min(max(remaining - start, 0.0), compute)
+                if query == call.query_id:
+                    stage_end = max(stage_end, now + remaining + delay)
+                else:
+                    harm += delay
+        if endpoint.running_latest_end and compute > 0.0:
+            harm += _deadline_harms(call, endpoint, now, start, own.tpot_s, compute,
+                                    -(-(call.prompt_tokens - cached) // self.knobs.chunk_tokens))
         if behind:
-            stage_end = max(stage_end, _queued_sibling_end(call, endpoint, behind,
-                                                           now + start + own.ttft_s))
+            stage_end = max(stage_end, _queued_sibling_end(
+                call, endpoint, behind, [base_ttft[i] * ratio for i in behind],
+                now + start + own.ttft_s))
         cost = max(finish, stage_end) + self.knobs.externality * harm
         return Placement(endpoint.name, finish, service, cached, cost)
 
-    def _ahead(self, call: CallView, service_s: float, endpoint: EndpointView,
-               now: float) -> tuple[list[tuple[CallView, float]], list[tuple[CallView, float]]]:
-        """The queued calls (with their service seconds) served before ``call`` there -- those
-        whose key is not larger than its own -- and those served after it, both in serve order.
-        The second list is left empty when no call of ``call``'s query is queued there (only
-        its own query's calls behind it are looked at, by :func:`_queued_sibling_end`)."""
+    def _facts(self, endpoint: EndpointView) -> _QueueFacts:
+        """What slack derives from ``endpoint``'s queued calls alone, kept while the view
+        shows the same snapshot (the local queue hands out one tuple until it changes): a
+        placement looks at every endpoint's queue, most of which did not change since the
+        last placement."""
+        facts = self._memo.get(endpoint.name)
+        if facts is None or facts.queued is not endpoint.queued:
+            if len(self._memo) > 256:  # endpoints come and go: forget the ones gone
+                self._memo.clear()
+            facts = self._memo[endpoint.name] = _QueueFacts(endpoint.queued)
+        return facts
+
+    def _is_mine(self, discipline: Discipline) -> bool:
+        """``discipline == self.discipline``, remembering the equal ones by identity (every
+        local queue holds its own copy; comparing them field by field at every placement, for
+        every endpoint, showed in profiles)."""
+        for known in self._disciplines:
+            if discipline is known:
+                return True
+        if discipline != self.discipline:
+            return False
+        if len(self._disciplines) > 256:
+            self._disciplines.clear()
+        self._disciplines.append(discipline)
+        return True
+
+    def _known_ttfts(self, predictor: ServicePredictor) -> dict[tuple[int, int], float]:
+        """(prompt, output) -> base TTFT at ``predictor``, as far as computed (see
+        :meth:`_QueueFacts.base_ttft`)."""
+        known = self._shapes.get(predictor)
+        if known is None:
+            if len(self._shapes) > 256:  # predictors come and go with endpoints
+                self._shapes.clear()
+            known = self._shapes[predictor] = {}
+        return known
+
+    def _ahead(self, call: CallView, service_s: float, endpoint: EndpointView, now: float,
+               queued_queries: frozenset[str] | None = None
+               ) -> tuple[Sequence[int], Sequence[int]]:
+        """Positions in ``endpoint.queued`` of the calls served before ``call`` there -- those
+        whose key is not larger than its own -- and of those served after it, both in serve
+        order (the first a ``range`` when it is a prefix). The second is left empty when no
+        call of ``call``'s query is queued there (only its own query's calls behind it are
+        looked at, by :func:`_queued_sibling_end`). ``queued_queries``: the queries of the
+        queued calls, if known."""
         key, queued, services = self.discipline.key, endpoint.queued, endpoint.queued_service_s
+        if not queued:
+            return range(0), range(0)
         mine = key(call, service_s, now)
-        siblings = bool(call.query_id) and any(q.query_id == call.query_id for q in queued)
-        if endpoint.queued_order == (self.discipline, now):
+        if queued_queries is None:
+            queued_queries = frozenset([q.query_id for q in queued])
+        siblings = bool(call.query_id) and call.query_id in queued_queries
+        promise = endpoint.queued_order
+        if promise is not None and promise[1] == now and self._is_mine(promise[0]):
             # sorted by this very key: the calls ahead are a prefix, found in log time (the
             # same calls as the scan below; a placement looks at every endpoint's queue)
             n = bisect.bisect_right(range(len(queued)), mine,
                                     key=lambda i: key(queued[i], services[i], now))
-            behind = list(zip(queued[n:], services[n:])) if siblings else []
-            return list(zip(queued[:n], services[:n])), behind
+            return range(n), (range(n, len(queued)) if siblings else range(0))
         ahead, behind = [], []
-        for q, s in zip(queued, services):
+        for i, (q, s) in enumerate(zip(queued, services)):
             if key(q, s, now) <= mine:
-                ahead.append((q, s))
+                ahead.append(i)
             elif siblings:
-                behind.append((q, s))
+                behind.append(i)
         return ahead, behind
 
     def _allowed_delay(self, best: Placement, now: float) -> float:
@@ -599,11 +684,26 @@ def _deadline_harm(end: float, latest_end: float, decoding_s: float, tpot_s: flo
     return max(end + delay - latest_end, 0.0) - max(end - latest_end, 0.0)
 
 
-def _queued_sibling_end(call: CallView, endpoint: EndpointView,
-                        behind: Sequence[tuple[CallView, float]], prefilled_at: float) -> float:
-    """Predicted loop time the last of ``call``'s query's calls in ``behind`` (the queued calls
-    the local queue at ``endpoint`` serves after ``call``, with their service seconds, in serve
-    order) ends once ``call`` is placed there (-inf if none is of its query).
+def _deadline_harms(call: CallView, endpoint: EndpointView, now: float, start: float,
+                    tpot_s: float, compute_s: float, chunks: int) -> float:
+    """:func:`_deadline_harm` summed over the calls running at ``endpoint`` that have a deadline
+    and are not of ``call``'s query (whose prompt starts ``start`` seconds after ``now``)."""
+    total = 0.0
+    queries = endpoint.running_queries or ("",) * len(endpoint.running)
+    for remaining, query, latest_end in zip(endpoint.running, queries,
+                                            endpoint.running_latest_end):
+        if latest_end < math.inf and not (query and query == call.query_id):
+            total += _deadline_harm(now + remaining, latest_end, max(remaining - start, 0.0),
+                                    tpot_s, compute_s, chunks)
+    return total
+
+
+def _queued_sibling_end(call: CallView, endpoint: EndpointView, behind: Sequence[int],
+                        ttfts: Sequence[float], prefilled_at: float) -> float:
+    """Predicted loop time the last of ``call``'s query's calls in ``behind`` (positions in
+    ``endpoint.queued`` of the calls the local queue there serves after ``call``, in serve
+    order; ``ttfts``: their predicted times to first token, same order) ends once ``call`` is
+    placed there (-inf if none is of its query).
 
     Prefill is serial: the calls behind ``call`` start their prompts after its prompt is in
     (``prefilled_at``), one after another in serve order. Without this, siblings of one parallel
@@ -611,13 +711,56 @@ def _queued_sibling_end(call: CallView, endpoint: EndpointView,
     prompt ahead of it and piled onto one GPU: the stage's prompts ran one after another there
     while other GPUs had room (issue 12: trace2 with doubled prompts at an idle rate, +6% p95).
     """
-    predict, end, t = endpoint.predictor.predict, -math.inf, prefilled_at
-    for q, service_s in behind:
-        ttft = predict(q.prompt_tokens, q.output_tokens).ttft_s
+    queued, services = endpoint.queued, endpoint.queued_service_s
+    end, t, query = -math.inf, prefilled_at, call.query_id
+    for i, ttft in zip(behind, ttfts):
         t += ttft
-        if q.query_id == call.query_id:
-            end = max(end, t + max(service_s - ttft, 0.0))
+        if queued[i].query_id == query:
+            end = max(end, t + max(services[i] - ttft, 0.0))
     return end
+
+
+_SHAPES_KEPT = 65_536  # (prompt, output) shapes whose base TTFT slack keeps per predictor
+
+
+class _QueueFacts:
+    """What the slack policy derives from one queue snapshot (a tuple of queued calls, in
+    serve order): the queries queued, and each call's base time to first token by predictor
+    (no learned ratio: ``predictor.predict(p, o).ttft_s`` is ``base(p, o).ttft_s x
+    predictor.ttft_ratio``, which :meth:`ServicePredictor.predict` computes so)."""
+
+    __slots__ = ("queued", "_queries", "_base")
+
+    def __init__(self, queued: tuple[CallView, ...]) -> None:
+        self.queued = queued  # the snapshot (held: its identity is the memo's key)
+        self._queries: frozenset[str] | None = None
+        self._base: tuple[ServicePredictor, list[float]] | None = None
+
+    @property
+    def queries(self) -> frozenset[str]:
+        if self._queries is None:
+            self._queries = frozenset([q.query_id for q in self.queued])
+        return self._queries
+
+    def base_ttft(self, predictor: ServicePredictor, known: dict[tuple[int, int], float],
+                  upto: int) -> list[float]:
+        """The first ``upto`` (at least) queued calls' ``predictor.base(prompt,
+        output).ttft_s``, same order (computed as far as asked: a call placed ahead of most of
+        a queue looks at its head only); ``known``: (prompt, output) -> that time, for this
+        predictor (looked up first, filled in)."""
+        if self._base is None or self._base[0] is not predictor:
+            self._base = predictor, []
+        ttfts = self._base[1]
+        if len(ttfts) < upto:
+            if len(known) > _SHAPES_KEPT:
+                known.clear()
+            for q in self.queued[len(ttfts):upto]:
+                shape = (q.prompt_tokens, q.output_tokens)
+                ttft = known.get(shape)
+                if ttft is None:
+                    ttft = known[shape] = predictor.base(*shape).ttft_s
+                ttfts.append(ttft)
+        return ttfts
 
 
 def _sibling_end(call: CallView, endpoint: EndpointView, now: float) -> float:

@@ -134,14 +134,23 @@ class EndpointState:
             parts.append("breaker half-open, its probe call is in flight")
         return parts
 
-    def view(self, now: float, available: bool) -> EndpointView:
-        """What the dispatcher sees of this endpoint at ``now``."""
+    def view(self, now: float, available: bool, *, prefill: bool = True) -> EndpointView:
+        """What the dispatcher sees of this endpoint at ``now``; ``prefill`` False leaves the
+        prefill fields and ``running_queries`` at their defaults (for a policy that reads
+        neither: see :func:`~fleetcall.router.dispatcher.reads_prefill_state`)."""
         queued, services = self.queue.snapshot(now)
         running = self.running.values()
+        floor = OVERRUN_FLOOR_S  # each remainder: max(r.end - now, floor)
+        remaining = tuple([floor if floor > (left := r.end - now) else left for r in running])
+        if not prefill:
+            return EndpointView(
+                name=self.name, slots=self.spec.slots, running=remaining,
+                cost_per_hour=self.spec.cost_per_hour, queued=queued, predictor=self.predictor,
+                prefixes=self.prefixes, available=available, queued_service_s=services,
+                queued_order=(self.queue.discipline, now))
         waiting = [r for r in running if not r.decoding]  # one pass for backlog and load
         return EndpointView(
-            name=self.name, slots=self.spec.slots,
-            running=tuple([max(r.end - now, OVERRUN_FLOOR_S) for r in running]),
+            name=self.name, slots=self.spec.slots, running=remaining,
             running_queries=tuple([r.query_id for r in running]),
             running_latest_end=tuple([r.latest_end for r in running]),
             cost_per_hour=self.spec.cost_per_hour,
@@ -175,7 +184,8 @@ class EndpointState:
         """
         if chunks is None:
             return True
-        held = sum(min(r.prefill_tokens, chunk_tokens) for r in self.gate_holders(now))
+        held = sum([min(r.prefill_tokens, chunk_tokens) for r in self.running.values()
+                    if not r.decoding and r.prefill_end > now])  # the gate holders'
         return held < chunks * chunk_tokens
 
     def prefill_gate_opens_at(self, now: float, chunks: int | None,
@@ -184,11 +194,12 @@ class EndpointState:
         prefills running out); None if it is open (or there is no gate)."""
         if chunks is None:
             return None
-        holders = sorted(self.gate_holders(now), key=lambda r: r.prefill_end)
-        held = sum(min(r.prefill_tokens, chunk_tokens) for r in holders)
+        holders = self.gate_holders(now)
+        held = sum([min(r.prefill_tokens, chunk_tokens) for r in holders])  # ints: any order
         limit = chunks * chunk_tokens
         if held < limit:
             return None
+        holders.sort(key=lambda r: r.prefill_end)
         for r in holders:
             held -= min(r.prefill_tokens, chunk_tokens)
             if held < limit:
@@ -198,7 +209,7 @@ class EndpointState:
     def prefill_load_at(self, now: float) -> float:
         """Fraction of the last ~:data:`LOAD_WINDOW_S` seconds this endpoint had a prompt in
         prefill: how often a decode step here shares its iteration with a prefill chunk."""
-        return self._load_at(any(not r.decoding for r in self.running.values()), now)
+        return self._load_at(self._any_in_prefill(), now)
 
     def _load_at(self, busy_now: bool, now: float) -> float:
         """:meth:`prefill_load_at`, told whether a prompt is in prefill now."""
@@ -208,14 +219,23 @@ class EndpointState:
 
     def note_prefill_change(self, now: float) -> None:
         """Bring :attr:`prefill_load` up to ``now``; call just before the prefill state changes."""
-        self.prefill_busy_s = self.prefill_busy_at(now)
-        self.prefill_load = self.prefill_load_at(now)
+        busy = self._any_in_prefill()
+        # prefill_busy_at(now), prefill_load_at(now): both from the state before this change
+        self.prefill_busy_s += max(now - self.load_at, 0.0) if busy else 0.0
+        self.prefill_load = self._load_at(busy, now)
         self.load_at = now
+
+    def _any_in_prefill(self) -> bool:
+        """True iff a running call has no first token yet."""
+        for r in self.running.values():
+            if not r.decoding:
+                return True
+        return False
 
     def prefill_busy_at(self, now: float) -> float:
         """Loop seconds, ever, this endpoint had a prompt in prefill, up to ``now``: the
         difference over a call's decode is how long other prompts' prefill shared it."""
-        busy = any(not r.decoding for r in self.running.values())
+        busy = self._any_in_prefill()
         return self.prefill_busy_s + (max(now - self.load_at, 0.0) if busy else 0.0)
 
     def decode_prefill_load(self, running: Running, now: float) -> float:
@@ -238,10 +258,10 @@ class EndpointState:
         """:meth:`prefill_backlog_s` of the running calls ``waiting`` for a first token."""
         if not waiting:
             return 0.0
-        tokens = sum(r.prefill_tokens for r in waiting)
+        tokens = sum([r.prefill_tokens for r in waiting])
         predict = self.predictor.predict
         compute = predict(tokens, 1).ttft_s - predict(1, 1).ttft_s
-        owed = compute - (now - min(r.granted_at for r in waiting))
+        owed = compute - (now - min([r.granted_at for r in waiting]))
         return max(owed, OVERRUN_FLOOR_S)
 
     def hold(self, call: CallView, service_s: float, now: float) -> Running:
