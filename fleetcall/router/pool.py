@@ -371,18 +371,19 @@ class EndpointPool:
     def _call_view(self, request: LLMRequest, now: float) -> CallView:
         ctx = request.context
         text = prefix.prompt_text(request.messages)
+        tokens = count_tokens(text)
         hashes = request.prefix_hashes
         if not hashes:
             hashes = prefix.block_hashes(text, self.block_tokens)
-            if self._in_process:  # an emulated endpoint here will hash the same text again
-                prefix.HANDOFF.put(text, self.block_tokens, hashes)
+            if self._in_process:  # an emulated endpoint here will hash and count it again
+                prefix.HANDOFF.put(text, self.block_tokens, hashes, tokens)
         expected = request.max_tokens or self._core.output_lengths.expect(ctx.kind)
         remaining = ctx.remaining_work_s
         if remaining <= 0 and ctx.remaining_calls > 0:
             # the caller knows how many LLM calls its query still needs, not how long they take
             remaining = ctx.remaining_calls * self._core.mean_call_s
         return CallView(call_id=next(self._ids), query_id=ctx.query_id, kind=ctx.kind,
-                        prompt_tokens=count_tokens(text), output_tokens=max(int(expected), 1),
+                        prompt_tokens=tokens, output_tokens=max(int(expected), 1),
                         deadline=ctx.deadline, remaining_work_s=max(remaining, 0.0),
                         priority=ctx.priority, enqueued_at=now, prefix_hashes=hashes,
                         block_tokens=self.block_tokens)

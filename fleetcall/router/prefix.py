@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import xxhash
 
-from fleetcall.llm.base import Message
+from fleetcall.llm.base import Message, count_tokens
 
 CHARS_PER_TOKEN = 4
 DEFAULT_BLOCK_TOKENS = 16  # vLLM's KV block size: the unit of prefix caching
@@ -54,11 +54,12 @@ def block_hashes(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[i
 class HashHandoff:
     """Block hashes of prompts on their way to an in-process endpoint, by prompt text.
 
-    The pool hashes every prompt it places; an emulated endpoint in the same process hashes the
-    same text again when the request arrives. The pool :meth:`put` s its hashes here and the
-    endpoint :meth:`take` s them (equal text, equal hashes: the result is what hashing again
-    gives). Entries not taken (a request that never arrived, or went to a real server) leave
-    oldest first once they hold more than ``max_chars`` characters of text.
+    The pool hashes every prompt it places, and counts its tokens; an emulated endpoint in the
+    same process does both again when the request arrives. The pool :meth:`put` s its hashes
+    (and its count) here and the endpoint :meth:`take` s them (equal text, equal hashes and
+    count: the result is what hashing and counting again give). Entries not taken (a request
+    that never arrived, or went to a real server) leave oldest first once they hold more than
+    ``max_chars`` characters of text.
 
         >>> handoff = HashHandoff()
         >>> handoff.put("x" * 64, 16, (7,))
@@ -71,15 +72,17 @@ class HashHandoff:
     def __init__(self, max_chars: int = 32_000_000) -> None:
         self.max_chars = max_chars
         self._chars = 0  # characters of the texts held
-        # (text, block_tokens) -> its hashes, oldest first
-        self._entries: OrderedDict[tuple[str, int], tuple[int, ...]] = OrderedDict()
+        # (text, block_tokens) -> its hashes and token count (-1: not given), oldest first
+        self._entries: OrderedDict[tuple[str, int], tuple[tuple[int, ...], int]] = OrderedDict()
 
-    def put(self, text: str, block_tokens: int, hashes: tuple[int, ...]) -> None:
-        """Hold ``hashes`` (``block_hashes(text, block_tokens)``) until taken."""
+    def put(self, text: str, block_tokens: int, hashes: tuple[int, ...],
+            tokens: int = -1) -> None:
+        """Hold ``hashes`` (``block_hashes(text, block_tokens)``) and ``tokens``
+        (``count_tokens(text)``, -1 if not counted) until taken."""
         key = (text, block_tokens)
         if key in self._entries:
             return
-        self._entries[key] = hashes
+        self._entries[key] = (hashes, tokens)
         self._chars += len(text)
         while self._chars > self.max_chars:
             (old, _), _ = self._entries.popitem(last=False)
@@ -87,10 +90,17 @@ class HashHandoff:
 
     def take(self, text: str, block_tokens: int) -> tuple[int, ...] | None:
         """The hashes held for ``text`` (no longer held), or None."""
-        hashes = self._entries.pop((text, block_tokens), None)
-        if hashes is not None:
+        held = self.take_with_tokens(text, block_tokens)
+        return None if held is None else held[0]
+
+    def take_with_tokens(self, text: str, block_tokens: int
+                         ) -> tuple[tuple[int, ...], int] | None:
+        """The hashes and token count (-1: not given) held for ``text`` (no longer held), or
+        None."""
+        held = self._entries.pop((text, block_tokens), None)
+        if held is not None:
             self._chars -= len(text)
-        return hashes
+        return held
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -100,10 +110,13 @@ class HashHandoff:
 HANDOFF = HashHandoff()
 
 
-def hashes_for_endpoint(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> tuple[int, ...]:
-    """``block_hashes(text, block_tokens)``, taken from :data:`HANDOFF` if the pool left them."""
-    hashes = HANDOFF.take(text, block_tokens)
-    return block_hashes(text, block_tokens) if hashes is None else hashes
+def prompt_facts_for_endpoint(text: str, block_tokens: int = DEFAULT_BLOCK_TOKENS
+                              ) -> tuple[tuple[int, ...], int]:
+    """``(block_hashes(text, block_tokens), count_tokens(text))``, taken from :data:`HANDOFF`
+    where the pool left them."""
+    held = HANDOFF.take_with_tokens(text, block_tokens)
+    hashes, tokens = held if held is not None else (block_hashes(text, block_tokens), -1)
+    return hashes, tokens if tokens >= 0 else count_tokens(text)
 
 
 # -- LRU order as a queue of tagged touches ---------------------------------------------------

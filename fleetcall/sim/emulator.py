@@ -489,8 +489,8 @@ class EmulatedEndpoint:
         text = prefix.prompt_text(Message(m.role, _content_text(m.content))  # type: ignore[arg-type]  # roles are validated above
                                   for m in req.messages)
         try:
-            sub = self.engine.submit(max(1, count_tokens(text)), answer.tokens,
-                                     prefix.hashes_for_endpoint(text, self.block_tokens), req.stream)
+            hashes, tokens = prefix.prompt_facts_for_endpoint(text, self.block_tokens)
+            sub = self.engine.submit(max(1, tokens), answer.tokens, hashes, req.stream)
         except ValueError as exc:
             self._count(400)
             return _error(400, str(exc), "BadRequestError", "messages")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import xxhash
 
-from fleetcall.router.prefix import HANDOFF, HashHandoff, block_hashes
+from fleetcall.llm.base import count_tokens
+from fleetcall.router.prefix import HANDOFF, HashHandoff, block_hashes, prompt_facts_for_endpoint
 
 
 def _reference(text: str, block_tokens: int) -> tuple[int, ...]:
@@ -39,6 +40,16 @@ def test_the_handoff_holds_hashes_until_taken_and_within_its_bound() -> None:
     assert len(handoff) == 2                             # the two oldest left to stay in bound
     assert handoff.take(texts[0], 16) is None and handoff.take(texts[3], 8) is None
     assert handoff.take(texts[3], 16) == block_hashes(texts[3]) and len(handoff) == 1
+
+
+def test_the_handoff_carries_the_token_count_the_pool_made() -> None:
+    text = "how many tokens has this prompt " * 40
+    HANDOFF.put(text, 16, block_hashes(text, 16), 12345)   # a count no text gives: it was taken
+    assert prompt_facts_for_endpoint(text, 16) == (block_hashes(text, 16), 12345)
+    # nothing held (taken once, or never put): hashed and counted here
+    assert prompt_facts_for_endpoint(text, 16) == (block_hashes(text, 16), count_tokens(text))
+    HANDOFF.put(text, 16, block_hashes(text, 16))            # hashes without a count
+    assert prompt_facts_for_endpoint(text, 16)[1] == count_tokens(text)
 
 
 def test_emulated_endpoints_take_what_the_pool_hashed() -> None:
