@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from fleetcall.router.views import CallView, EndpointView
 
 if TYPE_CHECKING:
-    from fleetcall.router.dispatcher import Placement
+    from fleetcall.router.slack import Placement
 
 __all__ = ["call_budget_s", "cheapest_in_time", "marginal_cost"]
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import pytest
 
 import fleetcall.router.dispatcher as dispatcher_module
+import fleetcall.router.placement as placement_module
+import fleetcall.router.slack as slack_module
 from fleetcall.errors import ConfigError, LLMError
 from fleetcall.router.dispatcher import (
     CallView,
@@ -51,7 +53,8 @@ def ep(name: str, *, rate: float = 1000.0, slots: int = 1, running: tuple[float,
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(dispatcher_module).failed == 0
+    for module in (dispatcher_module, placement_module, slack_module):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 # --- registry ------------------------------------------------------------------------------
