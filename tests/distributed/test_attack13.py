@@ -1,0 +1,160 @@
+"""Attacks on the Ray scale-out (issue 13): bad input to ``fleetcall serve --ray`` is a clear
+error before any cluster starts; the direct connection to the scheduler actor survives hostile
+or broken peers (no Ray: both ends in this process, over 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from fleetcall.cli.serve import main as serve_main
+from fleetcall.distributed import wire
+from fleetcall.distributed.wire import TOKEN_BYTES, WireClient, WireServer
+
+ray = pytest.importorskip("ray")
+
+LIMIT_S = 20.0   # generous: nothing here should take more than a fraction of a second
+
+
+# -- fleetcall serve --ray: bad scale ----------------------------------------------------------
+@pytest.fixture
+def no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster start is a failure here: bad arguments must be refused before it."""
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("ray.init reached: the bad argument was not refused")
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--replicas", "0"], "--replicas must be an integer >= 1, got 0"),
+    (["--replicas", "-3"], "--replicas must be an integer >= 1, got -3"),
+    (["--autoscaling", '{"min_replicas": -1}'], "min_replicas"),
+    (["--autoscaling", '{"min_replicas": "x"}'], "min_replicas"),
+    (["--autoscaling", '{"min_replicas": 3, "max_replicas": 1}'], "max_replicas"),
+    (["--autoscaling", '{"max_replica": 4}'], "unknown option(s) 'max_replica'"),
+    (["--replica-cpus", "nan"], "--replica-cpus must be a finite number >= 0"),
+    (["--replica-cpus", "inf"], "--replica-cpus must be a finite number >= 0"),
+    (["--replica-cpus", "-1"], "--replica-cpus must be a finite number >= 0"),
+])
+def test_serve_ray_bad_scale_is_a_clear_error_exit_2_before_any_cluster(
+        argv: list[str], says: str, no_cluster: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve_main(["--ray", "--port", "0", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fleetcall serve: error: --"), err
+    assert says in err, err
+    assert "Traceback" not in err
+
+
+def test_deployment_refuses_a_bad_scale_given_through_the_api() -> None:
+    from fleetcall.distributed.serve import Recipe, deployment
+    from fleetcall.errors import ConfigError
+    recipe = Recipe(app="x:y")
+    with pytest.raises(ConfigError, match="replicas"):
+        deployment(recipe, replicas=0)
+    with pytest.raises(ConfigError, match="unknown option"):
+        deployment(recipe, autoscaling={"min_replica": 1})
+
+
+# -- the direct connection: hostile or broken peers ---------------------------------------------
+class Target:
+    """An echo, and a wait until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def echo(self, *args: Any) -> tuple[Any, ...]:
+        return args
+
+    async def wait(self) -> str:
+        await self.release.wait()
+        return "released"
+
+
+@asynccontextmanager
+async def served() -> AsyncIterator[tuple[WireServer, list[str]]]:
+    """A server, and what reaches the loop's exception handler meanwhile (must stay empty)."""
+    loop = asyncio.get_running_loop()
+    unhandled: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(
+        f"{context.get('message')}: {context.get('exception')!r}"))
+    server = WireServer(Target(), ("echo", "wait"))
+    await server.start(["127.0.0.1"])
+    try:
+        yield server, unhandled
+    finally:
+        await server.aclose()
+
+
+def _frame(obj: object) -> bytes:
+    payload = pickle.dumps(obj)
+    return struct.pack("!I", len(payload)) + payload
+
+
+@pytest.mark.parametrize("request_", [
+    (0, ["unhashable"], ()),          # a method name that is no string
+    (0, "echo", 5),                   # arguments that are no tuple
+    ("zero", "echo", ()),             # an id that is no int
+    [0, "echo", ()],                  # a list, not a tuple
+])
+def test_a_malformed_request_after_the_token_closes_that_connection_only(request_: object) -> None:
+    async def main() -> None:
+        async with served() as (server, unhandled):
+            assert server.port is not None
+            good = await WireClient.connect("127.0.0.1", server.port, server.token)
+            try:
+                waiting = asyncio.ensure_future(good.call("wait"))
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(server.token + _frame(request_))
+                assert await reader.read() == b""        # closed, nothing answered
+                writer.close()
+                assert await good.call("echo", 1) == (1,)  # the replica's connection is fine
+                assert not waiting.done()
+                server.target.release.set()              # type: ignore[attr-defined]
+                assert await waiting == "released"
+            finally:
+                await good.aclose()
+            assert unhandled == []                       # no crash of the connection's handler
+    asyncio.run(asyncio.wait_for(main(), LIMIT_S))
+
+
+def test_silent_connections_cannot_hold_the_actors_sockets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections that never show the token are closed oldest first past a cap (not only at
+    the auth timeout, made long here), and a replica still gets in and is served."""
+    monkeypatch.setattr(wire, "AUTH_TIMEOUT_S", 3600.0)
+    extra = 20
+
+    async def main() -> None:
+        async with served() as (server, unhandled):
+            assert server.port is not None
+            silent = [await asyncio.open_connection("127.0.0.1", server.port)
+                      for _ in range(wire.MAX_UNAUTHENTICATED + extra)]
+            # the oldest `extra` are closed by the server, the rest held (at most the cap)
+            for reader, _ in silent[:extra]:
+                assert await reader.read() == b""
+            assert server.evicted == extra
+            good = await WireClient.connect("127.0.0.1", server.port, server.token)
+            try:
+                assert await good.call("echo", "hi") == ("hi",)
+            finally:
+                await good.aclose()
+            assert len(server._unauthenticated) <= wire.MAX_UNAUTHENTICATED
+            for _, writer in silent:
+                writer.close()
+            while server._unauthenticated:             # the server sees them go
+                await asyncio.sleep(0.01)
+            # a wrong token is closed at once, and is no eviction
+            evicted = server.evicted   # (the replica's own connection made room too: 21)
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(bytes(TOKEN_BYTES))
+            assert await reader.read() == b""
+            writer.close()
+            assert server.evicted == evicted
+            assert unhandled == []
+    asyncio.run(asyncio.wait_for(main(), LIMIT_S))
