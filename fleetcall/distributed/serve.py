@@ -267,6 +267,11 @@ def _with_endpoints(recipe: Recipe, configs: list[EndpointConfig]) -> Recipe:
     return replace(recipe, pool=base.model_copy(update={"endpoints": configs}))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _scale(replicas: int | None, autoscaling: dict[str, Any] | None) -> str:
     return f"autoscaling {autoscaling}" if autoscaling is not None else f"{replicas} replica(s)"
 
@@ -315,7 +320,12 @@ def run_cli(args: Any, token: str | None) -> int:
         return 2
     recipe = Recipe(app=args.app, pool=pool, token=token, max_in_flight=args.max_in_flight,
                     name=args.name, log_level=args.log_level)
-    ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ValueError) as exc:   # no cluster there, or no address at all
+        print(f"fleetcall serve: error: --ray-address {args.ray_address!r}: {_first_line(exc)}",
+              file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve_main(recipe, host=args.host, port=args.port, replicas=replicas,
                                autoscaling=autoscaling, replica_cpus=args.replica_cpus,

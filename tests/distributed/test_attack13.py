@@ -208,3 +208,30 @@ def test_a_ray_tool_error_that_cannot_travel_is_a_clean_observation(cluster: Non
     assert errors[1] is not None and errors[1].startswith("RayTaskFailed: ")
     for error in errors:
         assert error is not None and "\x1b" not in error and "File " not in error
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    ("not-an-address", "Invalid address format"),
+    ("127.0.0.1:notaport", "Unable to parse port number"),
+])
+def test_serve_ray_bad_address_is_a_clear_error_exit_2(
+        address: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: Ray's ValueError as a traceback, exit 1 (no cluster is reached: these fail
+    while the address is parsed)."""
+    assert serve_main(["--ray", "--ray-address", address, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fleetcall serve: error: --ray-address '{address}': "), err
+    assert says in err and "Traceback" not in err
+
+
+def test_serve_ray_no_cluster_at_the_address_is_a_clear_error_exit_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--ray-address auto`` with no cluster running: Ray's ConnectionError (stood in for
+    here: a real ``auto`` would join any cluster this machine runs)."""
+    def no_cluster(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("Could not find any running Ray instance. Please specify ...\nmore")
+    monkeypatch.setattr(ray, "init", no_cluster)
+    assert serve_main(["--ray", "--ray-address", "auto", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("fleetcall serve: error: --ray-address 'auto': Could not find any running "
+                   "Ray instance. Please specify ...\n")
