@@ -513,7 +513,8 @@ class RemoteCore:
         try:
             async with asyncio.timeout(self.rpc_timeout_s):
                 reply = await self.channel.exchange(self.replica, session, seq, batch)
-        except (SchedulerUnreachable, TimeoutError) as exc:
+        except Exception as exc:   # unreachable, no answer in time, or the channel's own bug
+            _unexpected(exc)
             if session == self._session:
                 self._go_local(_why(exc))
             reply = None
@@ -533,7 +534,8 @@ class RemoteCore:
                 reply = await self.channel.hello(self.replica, session, specs)
             if reply.error is not None:
                 raise _Refused(reply.error)
-        except (SchedulerUnreachable, TimeoutError, _Refused) as exc:
+        except Exception as exc:   # unreachable, no answer, refused, or the channel's own bug
+            _unexpected(exc)
             self._hello_due = False
             self._go_local(_why(exc))
             return False
@@ -565,11 +567,19 @@ class RemoteCore:
             try:
                 async with asyncio.timeout(self.poll_s + self.rpc_timeout_s):
                     reply = await self.channel.poll(self.replica, session, self.poll_s)
-            except (SchedulerUnreachable, TimeoutError) as exc:
+            except Exception as exc:   # as for an exchange
+                _unexpected(exc)
                 if session == self._session:
                     self._go_local(_why(exc))
                 continue
             self._receive(session, reply)
+
+
+def _unexpected(exc: Exception) -> None:
+    """Log a channel's failure that is no lost scheduler (a bug, a bad handle): the replica
+    treats it as one (places locally, retries) rather than leave its calls waiting."""
+    if not isinstance(exc, (SchedulerUnreachable, TimeoutError, _Refused)):
+        log.error("the channel to the shared scheduler failed unexpectedly", exc_info=exc)
 
 
 def _why(exc: BaseException) -> str:

@@ -16,8 +16,17 @@ from typing import Any
 import pytest
 
 from fleetcall.cli.serve import main as serve_main
+from fleetcall.distributed.channel import LocalChannel
+from fleetcall.distributed.remote import RETRY_MAX_S, RemoteCore
+from fleetcall.distributed.server import SchedulerServer
+from fleetcall.errors import ConfigError
+from fleetcall.llm.base import complete
+from fleetcall.router.core import SchedulerCore
+from fleetcall.router.pool import EndpointPool
 from fleetcall.distributed import wire
 from fleetcall.distributed.wire import TOKEN_BYTES, WireClient, WireServer
+
+from tests.router.helpers import MODEL, ask, vrun
 
 ray = pytest.importorskip("ray")
 
@@ -55,7 +64,6 @@ def test_serve_ray_bad_scale_is_a_clear_error_exit_2_before_any_cluster(
 
 def test_deployment_refuses_a_bad_scale_given_through_the_api() -> None:
     from fleetcall.distributed.serve import Recipe, deployment
-    from fleetcall.errors import ConfigError
     recipe = Recipe(app="x:y")
     with pytest.raises(ConfigError, match="replicas"):
         deployment(recipe, replicas=0)
@@ -235,3 +243,54 @@ def test_serve_ray_no_cluster_at_the_address_is_a_clear_error_exit_2(
     err = capsys.readouterr().err
     assert err == ("fleetcall serve: error: --ray-address 'auto': Could not find any running "
                    "Ray instance. Please specify ...\n")
+
+
+# -- a replica whose channel fails other than as a lost scheduler --------------------------------
+class BrokenChannel(LocalChannel):
+    """A channel with a bug: every request raises AttributeError (as a RayChannel on a handle
+    that is no actor handle did), until fixed."""
+
+    def __init__(self, server: SchedulerServer) -> None:
+        super().__init__(server)
+        self.broken = True
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        if self.broken:
+            raise AttributeError(f"'object' object has no attribute {method!r}")
+        return await super()._call(method, *args)
+
+
+def test_a_channel_that_raises_a_bug_places_locally_and_no_call_hangs(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the replica's send task died of the AttributeError and the call waited for a
+    grant for ever (here: the virtual clock's 60 s)."""
+    async def main() -> tuple[list[str], int, int]:
+        server = SchedulerServer("least-busy", clock=asyncio.get_running_loop().time)
+        channel = BrokenChannel(server)
+        core = RemoteCore(channel, SchedulerCore("least-busy"), replica="r", rpc_timeout_s=0.5)
+        pool = EndpointPool.emulated(["A100-80G"], MODEL, core=core,
+                                     responder=lambda body: "hi")
+        try:
+            done = [await asyncio.wait_for(complete(pool, ask(f"c{i}", query=f"q{i}",
+                                                              max_tokens=5)), 60)
+                    for i in range(2)]
+            channel.broken = False                      # fixed: it rejoins
+            await asyncio.sleep(RETRY_MAX_S * 2)
+            done.append(await asyncio.wait_for(complete(pool, ask("c2", query="q2",
+                                                                  max_tokens=5)), 60))
+            return [c.text for c in done], core.switches, core.rejoins
+        finally:
+            await pool.aclose()
+            await server.aclose()
+
+    with caplog.at_level(logging.ERROR, logger="fleetcall.distributed"):
+        texts, switches, rejoins = vrun(main())
+    assert texts == ["hi", "hi", "hi"]
+    assert switches >= 1 and rejoins == 1
+    assert "failed unexpectedly" in caplog.text and "AttributeError" in caplog.text
+
+
+def test_a_ray_pool_on_something_that_is_no_scheduler_is_refused_at_once() -> None:
+    from fleetcall.distributed.pool import RayPool
+    with pytest.raises(ConfigError, match="scheduler: the shared scheduler actor's name or handle"):
+        RayPool.emulated(["A100-80G"], MODEL, scheduler=object(), responder=lambda body: "hi")
