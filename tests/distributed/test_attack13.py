@@ -170,54 +170,6 @@ def test_silent_connections_cannot_hold_the_actors_sockets(
     asyncio.run(asyncio.wait_for(main(), LIMIT_S))
 
 
-# -- tools as Ray tasks: errors that cannot come back as themselves ------------------------------
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    """The module's one local cluster (only the tests that ask for it start it)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-class Weird(Exception):
-    """An exception whose ``__init__`` takes two arguments: it does not unpickle."""
-
-    def __init__(self, code: int, where: str) -> None:
-        super().__init__(f"code {code}")
-        self.lock = threading.Lock()   # nor pickle
-
-
-def weird(n: int) -> int:
-    """Raises an exception that cannot travel back as itself."""
-    raise Weird(n, "here")
-
-
-def interrupted(n: int) -> int:
-    """Raises KeyboardInterrupt in the task."""
-    raise KeyboardInterrupt
-
-
-@pytest.mark.ray
-def test_a_ray_tool_error_that_cannot_travel_is_a_clean_observation(cluster: None) -> None:
-    """Before: the observation was Ray's wrapper, its remote traceback and terminal colour
-    codes (``RayTaskError: \\x1b[36mray::weird()\\x1b[39m (pid=..., ip=...) File ...``)."""
-    from fleetcall import Orchestrator, ScriptedLLM
-    from fleetcall.distributed.tools import ray_tool
-    tools = [ray_tool(num_cpus=1)(weird), ray_tool(num_cpus=1)(interrupted)]
-    plan = "1. weird(7)\n2. interrupted(1)\n3. join()"
-    result = asyncio.run(Orchestrator(tools=tools, llm=ScriptedLLM([plan, "Finish(done)"]))
-                         .run("go", deadline=120))
-    errors = [task.error for task in result.tasks]
-    assert errors[0] == "RayTaskFailed: tests.distributed.test_attack13.Weird: code 7"
-    # Ray reports a KeyboardInterrupt raised in a task as a cancelled task
-    assert errors[1] is not None and errors[1].startswith("RayTaskFailed: ")
-    for error in errors:
-        assert error is not None and "\x1b" not in error and "File " not in error
-
-
 @pytest.mark.parametrize(("address", "says"), [
     ("not-an-address", "Invalid address format"),
     ("127.0.0.1:notaport", "Unable to parse port number"),
@@ -294,3 +246,52 @@ def test_a_ray_pool_on_something_that_is_no_scheduler_is_refused_at_once() -> No
     from fleetcall.distributed.pool import RayPool
     with pytest.raises(ConfigError, match="scheduler: the shared scheduler actor's name or handle"):
         RayPool.emulated(["A100-80G"], MODEL, scheduler=object(), responder=lambda body: "hi")
+
+
+# -- tools as Ray tasks: errors that cannot come back as themselves ------------------------------
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """The module's one local cluster (only the tests that ask for it start it: they come
+    last, since it stays up to the module's end and ``fleetcall serve --ray`` starts its own)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class Weird(Exception):
+    """An exception whose ``__init__`` takes two arguments: it does not unpickle."""
+
+    def __init__(self, code: int, where: str) -> None:
+        super().__init__(f"code {code}")
+        self.lock = threading.Lock()   # nor pickle
+
+
+def weird(n: int) -> int:
+    """Raises an exception that cannot travel back as itself."""
+    raise Weird(n, "here")
+
+
+def interrupted(n: int) -> int:
+    """Raises KeyboardInterrupt in the task."""
+    raise KeyboardInterrupt
+
+
+@pytest.mark.ray
+def test_a_ray_tool_error_that_cannot_travel_is_a_clean_observation(cluster: None) -> None:
+    """Before: the observation was Ray's wrapper, its remote traceback and terminal colour
+    codes (``RayTaskError: \\x1b[36mray::weird()\\x1b[39m (pid=..., ip=...) File ...``)."""
+    from fleetcall import Orchestrator, ScriptedLLM
+    from fleetcall.distributed.tools import ray_tool
+    tools = [ray_tool(num_cpus=1)(weird), ray_tool(num_cpus=1)(interrupted)]
+    plan = "1. weird(7)\n2. interrupted(1)\n3. join()"
+    result = asyncio.run(Orchestrator(tools=tools, llm=ScriptedLLM([plan, "Finish(done)"]))
+                         .run("go", deadline=120))
+    errors = [task.error for task in result.tasks]
+    assert errors[0] == "RayTaskFailed: tests.distributed.test_attack13.Weird: code 7"
+    # Ray reports a KeyboardInterrupt raised in a task as a cancelled task
+    assert errors[1] is not None and errors[1].startswith("RayTaskFailed: ")
+    for error in errors:
+        assert error is not None and "\x1b" not in error and "File " not in error
