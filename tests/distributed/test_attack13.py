@@ -248,6 +248,64 @@ def test_a_ray_pool_on_something_that_is_no_scheduler_is_refused_at_once() -> No
         RayPool.emulated(["A100-80G"], MODEL, scheduler=object(), responder=lambda body: "hi")
 
 
+# -- a replica on another node whose direct connection a firewall drops ---------------------------
+class _Method:
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def remote(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+class FakeActor:
+    """An actor handle's face (``.method.remote(...)`` awaited) over an in-process server; it
+    says it listens on another node, at an address whose SYNs are dropped."""
+
+    def __init__(self, server: SchedulerServer) -> None:
+        self.server = server
+        self.hello = _Method(server.hello)
+        self.exchange = _Method(server.exchange)
+        self.poll = _Method(server.poll)
+        self.listen = _Method(self._listen)
+
+    async def _listen(self) -> tuple[str, str, int, bytes]:
+        return "another-node", "198.51.100.7", 4321, bytes(TOKEN_BYTES)
+
+
+def test_a_direct_connection_that_hangs_falls_back_within_the_hello_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the connection attempt waited 5 s, the whole of the replica's round-trip
+    timeout, at every hello, so a replica behind a firewall that drops the port never joined
+    (it placed locally for ever, the herd back). Now it gives up within a second, goes by
+    actor calls, and does not try that address again."""
+    from types import SimpleNamespace
+
+    from fleetcall.distributed.actor import RayChannel
+    attempts: list[tuple[str, int]] = []
+
+    async def dropped(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        attempts.append((host, port))
+        await asyncio.sleep(3600)      # a SYN nobody answers
+
+    monkeypatch.setattr(asyncio, "open_connection", dropped)
+
+    async def main() -> None:
+        server = SchedulerServer("least-busy", clock=asyncio.get_running_loop().time)
+        channel = RayChannel(FakeActor(server))
+        channel._ray = SimpleNamespace(get_runtime_context=lambda: SimpleNamespace(
+            get_node_id=lambda: "this-node"), exceptions=channel._ray.exceptions)
+        try:
+            for session in (1, 2):
+                async with asyncio.timeout(5.0):            # RemoteCore's rpc_timeout_s
+                    reply = await channel.hello("r", session, [])
+                assert reply.known and not channel.wired
+        finally:
+            await channel.aclose()
+            await server.aclose()
+        assert attempts == [("198.51.100.7", 4321)]          # tried once, not at every hello
+    vrun(main())
+
+
 # -- tools as Ray tasks: errors that cannot come back as themselves ------------------------------
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
