@@ -71,6 +71,30 @@ def test_deployment_refuses_a_bad_scale_given_through_the_api() -> None:
         deployment(recipe, autoscaling={"min_replica": 1})
 
 
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--core-calls", "0", "--no-ray"], "--core-calls must be >= 1, got 0"),
+    (["--endpoints", "0", "--no-ray"], "--endpoints must be >= 1, got 0"),
+    (["--slots", "0", "--no-ray"], "--slots must be >= 1, got 0"),
+    (["--calls", "0"], "--calls must be >= 1, got 0"),
+    (["--trips", "-1"], "--trips must be >= 1, got -1"),
+    (["--drivers", "0"], "--drivers must be >= 1, got 0"),
+    (["--window", "0"], "--window must be >= 1, got 0"),
+    (["--queued", "-1"], "--queued must be >= 0, got -1"),
+    (["--lease-slots", "-1"], "--lease-slots must be >= 0, got -1"),
+    (["--seconds", "nan"], "--seconds must be a finite number > 0, got nan"),
+])
+def test_bench_ray_overhead_bad_options_are_named_exit_2_before_any_cluster(
+        argv: list[str], says: str, no_cluster: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a ZeroDivisionError / IndexError / ValueError traceback (or, with Ray, a
+    cluster started first)."""
+    from fleetcall.bench.cli import main as bench_main
+    with pytest.raises(SystemExit) as exited:
+        bench_main(["ray-overhead", *argv])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"fleetcall bench ray-overhead: {says}\n"
+
+
 # -- the direct connection: hostile or broken peers ---------------------------------------------
 class Target:
     """An echo, and a wait until released."""
