@@ -41,7 +41,8 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fleetcall.distributed.channel import LocalChannel, SchedulerChannel, SchedulerUnreachable
+from fleetcall.distributed.channel import (LocalChannel, SchedulerChannel, SchedulerUnreachable,
+                                           cancel_and_wait)
 from fleetcall.distributed.lease import LeaseBook
 from fleetcall.distributed.server import Reply
 from fleetcall.distributed.shared import Event, Hints, LeaseToken
@@ -169,14 +170,8 @@ class RemoteCore:
             except TimeoutError:
                 pass  # the server forgets this replica when its lease runs out
         loop = asyncio.get_running_loop()
-        tasks = [t for t in self._tasks if t.get_loop() is loop]  # (another loop's are gone)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        # (another loop's tasks are gone with it)
+        await cancel_and_wait([t for t in self._tasks if t.get_loop() is loop])
         self._tasks = []
         await self.channel.aclose()
 

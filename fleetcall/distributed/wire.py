@@ -38,7 +38,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from fleetcall.distributed.channel import SchedulerUnreachable
+from fleetcall.distributed.channel import SchedulerUnreachable, cancel_and_wait
 
 __all__ = ["TOKEN_BYTES", "WireClient", "WireServer"]
 
@@ -112,14 +112,7 @@ class WireServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(list(self._connections))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
