@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import time
 from typing import Any
 
 from fleetcall.bench.pool import _configs, _http, _request
 from fleetcall.distributed.shared import Event, SharedCore
+from fleetcall.errors import ConfigError
 from fleetcall.llm.base import complete
 from fleetcall.router.actions import Grant, Outcome
 from fleetcall.router.core import SchedulerCore
@@ -265,7 +267,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH")
 
 
+def check(args: argparse.Namespace) -> None:
+    """ConfigError naming the first option out of range (before any measurement or cluster)."""
+    for name in ("endpoints", "slots", "core_calls", "trips", "calls", "drivers", "window"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("queued", "lease_slots"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ConfigError(f"--seconds must be a finite number > 0, got {args.seconds}")
+
+
 def main(args: argparse.Namespace) -> int:
+    check(args)
     rep: dict[str, Any] = {
         "benchmark": "ray-overhead", "policy": args.policy, "endpoints": args.endpoints,
         "slots": args.slots, "queued": args.queued, "drivers": args.drivers,

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from fleetcall.distributed.pool import RayPool
     from fleetcall.distributed.remote import LocalChannel, RemoteCore, SchedulerUnreachable
     from fleetcall.distributed.server import SchedulerServer
-    from fleetcall.distributed.tools import RayTool, ray_tool
+    from fleetcall.distributed.tools import RayTaskFailed, RayTool, ray_tool
 
-__all__ = ["LocalChannel", "RayChannel", "RayPool", "RayTool", "RemoteCore", "SchedulerServer",
+__all__ = ["LocalChannel", "RayChannel", "RayPool", "RayTaskFailed", "RayTool", "RemoteCore", "SchedulerServer",
            "SchedulerUnreachable", "find_scheduler", "ray_tool", "start_scheduler"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
@@ -35,6 +35,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "RemoteCore": "fleetcall.distributed.remote",
     "SchedulerUnreachable": "fleetcall.distributed.remote",
     "SchedulerServer": "fleetcall.distributed.server",
+    "RayTaskFailed": "fleetcall.distributed.tools",
     "RayTool": "fleetcall.distributed.tools",
     "ray_tool": "fleetcall.distributed.tools",
 })

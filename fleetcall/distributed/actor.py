@@ -38,6 +38,8 @@ log = logging.getLogger("fleetcall.distributed")
 
 DEFAULT_NAME = "fleetcall-scheduler"   # the actor's name ...
 NAMESPACE = "fleetcall"                # ... in this Ray namespace (Serve replicas run in their own)
+CONNECT_TIMEOUT_S = 1.0   # longest a direct connection may take to open (a LAN's take ms): a
+                          # port a firewall drops must not use up the hello's round-trip timeout
 
 
 def import_ray() -> ModuleType:
@@ -136,8 +138,9 @@ class RayChannel:
     """A replica's way to the scheduler actor (see :class:`~fleetcall.distributed.remote.SchedulerChannel`).
 
     Requests go over a direct connection (:mod:`fleetcall.distributed.wire`) made at each
-    ``hello`` unless the one open is still good, or as actor calls if it cannot be made
-    (``direct=False``: always actor calls).
+    ``hello`` unless the one open is still good, or as actor calls if it cannot be made within
+    :data:`CONNECT_TIMEOUT_S` (then not tried again at that address: a restarted actor listens
+    on another port) (``direct=False``: always actor calls).
 
     Times: the actor decides on ``time.time()``; this loop's times are converted by the
     offset between the two clocks, read at each conversion. ``speed``: the actor's (see
@@ -150,6 +153,7 @@ class RayChannel:
         self._ray = import_ray()
         self._errors = self._ray.exceptions.RayError
         self._wire: WireClient | None = None   # the direct connection (None: actor calls)
+        self._unreachable: set[tuple[str, int]] = set()  # addresses a connection failed to
 
     @property
     def wired(self) -> bool:
@@ -186,11 +190,15 @@ class RayChannel:
             raise SchedulerUnreachable(f"{type(exc).__name__}: {_first_line(exc)}") from exc
         here = self._ray.get_runtime_context().get_node_id()
         host = "127.0.0.1" if node == here else node_ip
+        if (host, port) in self._unreachable:
+            return   # it failed before: actor calls, without waiting for it again
         try:
-            self._wire = await WireClient.connect(host, port, token)
+            self._wire = await WireClient.connect(host, port, token, timeout_s=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
+            self._unreachable.add((host, port))
             log.warning("cannot connect to the shared scheduler at %s:%d (%s): placing "
-                        "through actor calls (slower)", host, port, exc)
+                        "through actor calls (slower)", host, port,
+                        str(exc) or "no answer in time")
 
     async def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec]) -> Reply:
         await self._connect()

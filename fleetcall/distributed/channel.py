@@ -13,7 +13,24 @@ from fleetcall.distributed.shared import Event
 from fleetcall.errors import FleetcallError
 from fleetcall.router.state import EndpointSpec
 
-__all__ = ["LocalChannel", "SchedulerChannel", "SchedulerUnreachable"]
+__all__ = ["LocalChannel", "SchedulerChannel", "SchedulerUnreachable", "cancel_and_wait"]
+
+
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended; a task's own error other than its
+    cancellation propagates (after every task was waited for)."""
+    for task in tasks:
+        task.cancel()
+    errors = []
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # raised below, once every task has ended
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 class SchedulerUnreachable(FleetcallError):

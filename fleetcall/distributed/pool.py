@@ -27,8 +27,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fleetcall.distributed.actor import DEFAULT_NAME, NAMESPACE, RayChannel, start_scheduler
+from fleetcall.distributed.actor import (
+    DEFAULT_NAME,
+    NAMESPACE,
+    RayChannel,
+    import_ray,
+    start_scheduler,
+)
 from fleetcall.distributed.remote import RemoteCore
+from fleetcall.errors import ConfigError
 from fleetcall.router.config import BreakerConfig, EndpointConfig, RetryConfig
 from fleetcall.router.core import SchedulerCore
 from fleetcall.router.pool import EndpointPool
@@ -40,7 +47,8 @@ class RayPool(EndpointPool):
     """An :class:`EndpointPool` whose calls the shared scheduler actor places.
 
     scheduler: the actor's handle, or its name (found in ``namespace``, or started with this
-        pool's policy, retry, breaker and admission settings if none runs).
+        pool's policy, retry, breaker and admission settings if none runs); anything else is a
+        ConfigError.
     replica: this replica's name (default: host, pid and a random suffix).
     rpc_timeout_s: a round trip not answered within this is a lost scheduler.
     speed: the scheduler's (:func:`~fleetcall.distributed.actor.start_scheduler`; benchmarks only).
@@ -60,6 +68,9 @@ class RayPool(EndpointPool):
                  max_queued_per_slot: int = 64, speed: float = 1.0, lease_slots: int = 0,
                  direct: bool = True, **pool_kwargs: Any) -> None:
         retry, breaker = retry or RetryConfig(), breaker or BreakerConfig()
+        if not isinstance(scheduler, str) and not isinstance(scheduler, import_ray().actor.ActorHandle):
+            raise ConfigError(f"scheduler: the shared scheduler actor's name or handle "
+                              f"(start_scheduler(), find_scheduler()), got {scheduler!r}")
         if isinstance(scheduler, str):
             scheduler = start_scheduler(policy, policy_options, retry=retry, breaker=breaker,
                                         max_queued_per_slot=max_queued_per_slot, name=scheduler,

@@ -41,7 +41,8 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fleetcall.distributed.channel import LocalChannel, SchedulerChannel, SchedulerUnreachable
+from fleetcall.distributed.channel import (LocalChannel, SchedulerChannel, SchedulerUnreachable,
+                                           cancel_and_wait)
 from fleetcall.distributed.lease import LeaseBook
 from fleetcall.distributed.server import Reply
 from fleetcall.distributed.shared import Event, Hints, LeaseToken
@@ -169,14 +170,8 @@ class RemoteCore:
             except TimeoutError:
                 pass  # the server forgets this replica when its lease runs out
         loop = asyncio.get_running_loop()
-        tasks = [t for t in self._tasks if t.get_loop() is loop]  # (another loop's are gone)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        # (another loop's tasks are gone with it)
+        await cancel_and_wait([t for t in self._tasks if t.get_loop() is loop])
         self._tasks = []
         await self.channel.aclose()
 
@@ -513,7 +508,8 @@ class RemoteCore:
         try:
             async with asyncio.timeout(self.rpc_timeout_s):
                 reply = await self.channel.exchange(self.replica, session, seq, batch)
-        except (SchedulerUnreachable, TimeoutError) as exc:
+        except Exception as exc:   # unreachable, no answer in time, or the channel's own bug
+            _unexpected(exc)
             if session == self._session:
                 self._go_local(_why(exc))
             reply = None
@@ -533,7 +529,8 @@ class RemoteCore:
                 reply = await self.channel.hello(self.replica, session, specs)
             if reply.error is not None:
                 raise _Refused(reply.error)
-        except (SchedulerUnreachable, TimeoutError, _Refused) as exc:
+        except Exception as exc:   # unreachable, no answer, refused, or the channel's own bug
+            _unexpected(exc)
             self._hello_due = False
             self._go_local(_why(exc))
             return False
@@ -565,11 +562,19 @@ class RemoteCore:
             try:
                 async with asyncio.timeout(self.poll_s + self.rpc_timeout_s):
                     reply = await self.channel.poll(self.replica, session, self.poll_s)
-            except (SchedulerUnreachable, TimeoutError) as exc:
+            except Exception as exc:   # as for an exchange
+                _unexpected(exc)
                 if session == self._session:
                     self._go_local(_why(exc))
                 continue
             self._receive(session, reply)
+
+
+def _unexpected(exc: Exception) -> None:
+    """Log a channel's failure that is no lost scheduler (a bug, a bad handle): the replica
+    treats it as one (places locally, retries) rather than leave its calls waiting."""
+    if not isinstance(exc, (SchedulerUnreachable, TimeoutError, _Refused)):
+        log.error("the channel to the shared scheduler failed unexpectedly", exc_info=exc)
 
 
 def _why(exc: BaseException) -> str:

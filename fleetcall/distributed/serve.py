@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -33,7 +34,7 @@ from fleetcall.distributed.actor import DEFAULT_NAME, NAMESPACE, import_ray, sta
 from fleetcall.errors import ConfigError
 from fleetcall.router.config import EndpointConfig, PoolConfig
 
-__all__ = ["Recipe", "deploy", "hosted_endpoints", "serve_main"]
+__all__ = ["Recipe", "check_scale", "deploy", "hosted_endpoints", "serve_main"]
 
 APP_NAME = "fleetcall"
 
@@ -100,10 +101,50 @@ class Recipe:
         return Starlette(routes=[Mount("/", app=fleet)], lifespan=lifespan)
 
 
+def check_scale(replicas: int | None, autoscaling: dict[str, Any] | None,
+                replica_cpus: float) -> None:
+    """ConfigError naming the problem unless exactly one of ``replicas`` (an int >= 1) and
+    ``autoscaling`` (Ray Serve's ``autoscaling_config``: a dict of its known options, valid
+    for it) is given, and ``replica_cpus`` is a finite number >= 0. Imports Ray Serve's config
+    (not Ray's runtime) for ``autoscaling``."""
+    if (replicas is None) == (autoscaling is None):
+        raise ConfigError("give either replicas or autoscaling (Ray Serve's autoscaling_config)")
+    if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int)
+                                 or replicas < 1):
+        raise ConfigError(f"--replicas must be an integer >= 1, got {replicas!r}")
+    if isinstance(replica_cpus, bool) or not isinstance(replica_cpus, (int, float)) \
+            or not math.isfinite(replica_cpus) or replica_cpus < 0:
+        raise ConfigError(f"--replica-cpus must be a finite number >= 0, got {replica_cpus!r}")
+    if autoscaling is not None:
+        _check_autoscaling(autoscaling)
+
+
+def _check_autoscaling(autoscaling: object) -> None:
+    if not isinstance(autoscaling, dict):
+        raise ConfigError(f"--autoscaling wants a JSON object, got {autoscaling!r}")
+    import_ray()
+    from pydantic import ValidationError
+    from ray.serve.config import AutoscalingConfig
+
+    unknown = sorted(set(autoscaling) - set(AutoscalingConfig.model_fields))
+    if unknown:  # Ray Serve ignores them silently: a typo would go unnoticed
+        raise ConfigError(f"--autoscaling: unknown option(s) {', '.join(map(repr, unknown))}; "
+                          f"Ray Serve knows {', '.join(sorted(AutoscalingConfig.model_fields))}")
+    try:
+        AutoscalingConfig.model_validate(autoscaling)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'autoscaling'}: {err['msg']}"
+            for err in exc.errors())
+        raise ConfigError(f"--autoscaling: {problems}") from None
+
+
 def deployment(recipe: Recipe, *, replicas: int | None = 1,
                autoscaling: dict[str, Any] | None = None, replica_cpus: float = 0.5) -> Any:
     """The Serve application: a deployment of ``replicas`` (or autoscaled) replicas serving
-    ``recipe``'s app. Imports Ray Serve."""
+    ``recipe``'s app. Imports Ray Serve. ConfigError for a bad scale (:func:`check_scale`;
+    ``autoscaling`` replaces ``replicas``)."""
+    check_scale(None if autoscaling is not None else replicas, autoscaling, replica_cpus)
     import_ray()
     from ray import serve
 
@@ -226,6 +267,11 @@ def _with_endpoints(recipe: Recipe, configs: list[EndpointConfig]) -> Recipe:
     return replace(recipe, pool=base.model_copy(update={"endpoints": configs}))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _scale(replicas: int | None, autoscaling: dict[str, Any] | None) -> str:
     return f"autoscaling {autoscaling}" if autoscaling is not None else f"{replicas} replica(s)"
 
@@ -256,11 +302,9 @@ def run_cli(args: Any, token: str | None) -> int:
         autoscaling = json.loads(args.autoscaling) if args.autoscaling is not None else None
         if autoscaling is not None and (not isinstance(autoscaling, dict) or args.replicas is not None):
             raise ConfigError("--autoscaling wants a JSON object, and replaces --replicas")
-        replicas = None if autoscaling is not None else (args.replicas or 1)
-        if replicas is not None and replicas < 1:
-            raise ConfigError(f"--replicas must be >= 1, got {replicas}")
-        if args.replica_cpus < 0:
-            raise ConfigError("--replica-cpus must be >= 0")
+        replicas = None if autoscaling is not None else (
+            1 if args.replicas is None else args.replicas)   # (0 is no replica, not the default)
+        check_scale(replicas, autoscaling, args.replica_cpus)   # before a cluster starts
         ray = import_ray()
     except (ConfigError, json.JSONDecodeError) as exc:
         print(f"fleetcall serve: error: {exc}", file=sys.stderr)
@@ -276,7 +320,12 @@ def run_cli(args: Any, token: str | None) -> int:
         return 2
     recipe = Recipe(app=args.app, pool=pool, token=token, max_in_flight=args.max_in_flight,
                     name=args.name, log_level=args.log_level)
-    ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ValueError) as exc:   # no cluster there, or no address at all
+        print(f"fleetcall serve: error: --ray-address {args.ray_address!r}: {_first_line(exc)}",
+              file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve_main(recipe, host=args.host, port=args.port, replicas=replicas,
                                autoscaling=autoscaling, replica_cpus=args.replica_cpus,

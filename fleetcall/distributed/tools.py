@@ -23,8 +23,11 @@ loop: the executor's containment, deadlines and timeouts apply as to any async t
   a pure-Python loop stops, a blocking call (``time.sleep``, a C extension, a socket read)
   runs on to its end.
 * **Results and errors** come back as observations: the task's return value (pickled by Ray),
-  or the exception it raised, as itself (``ValueError: ...``, not Ray's wrapper); a worker
-  that died is a failed task naming Ray's error.
+  or the exception it raised, as itself (``ValueError: ...``, not Ray's wrapper); one that
+  cannot travel back as itself (it does not pickle, e.g. an exception class whose
+  ``__init__`` takes other arguments than its message) is a :class:`RayTaskFailed` with the
+  task's last traceback line (``RayTaskFailed: Weird: 1``: no terminal colours, no remote
+  traceback); a worker that died is a failed task naming Ray's error.
 * The function must be sync (an async one already runs on the loop) and take no
   ``ToolContext`` (the run's context does not travel). Ray retries of the task are off
   (``max_retries=0``) unless given: the tool's own ``retries`` is the retry policy.
@@ -33,6 +36,7 @@ loop: the executor's containment, deadlines and timeouts apply as to any async t
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any, overload
 
@@ -43,7 +47,14 @@ from fleetcall.errors import ConfigError
 from fleetcall.tools.base import ToolContext, ToolOptions
 from fleetcall.tools.function import FunctionTool
 
-__all__ = ["RayTool", "ray_tool"]
+__all__ = ["RayTaskFailed", "RayTool", "ray_tool"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")   # Ray colours the task's name in its errors
+
+
+class RayTaskFailed(RuntimeError):
+    """The Ray task raised an exception that could not come back as itself; the message is
+    its last traceback line (``"Weird: 1"``)."""
 
 
 class RayTool(FunctionTool):
@@ -95,10 +106,18 @@ class RayTool(FunctionTool):
             cause = exc.cause
             if isinstance(cause, BaseException) and not isinstance(cause, self._ray.exceptions.RayError):
                 raise cause from None  # the tool's own exception, as itself
-            raise
+            raise RayTaskFailed(_last_line(exc)) from None
 
     def __repr__(self) -> str:
         return f"<RayTool {self.signature()} {self.resources}>"
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of a Ray task error's traceback (the exception as the task saw it),
+    without terminal colours."""
+    text = _ANSI.sub("", str(getattr(exc, "traceback_str", "") or exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 @overload

@@ -38,7 +38,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from fleetcall.distributed.channel import SchedulerUnreachable
+from fleetcall.distributed.channel import SchedulerUnreachable, cancel_and_wait
 
 __all__ = ["TOKEN_BYTES", "WireClient", "WireServer"]
 
@@ -46,6 +46,7 @@ log = logging.getLogger("fleetcall.distributed")
 
 TOKEN_BYTES = 32            # the secret a client shows first
 AUTH_TIMEOUT_S = 10.0       # a connection that does not show it within this is closed
+MAX_UNAUTHENTICATED = 64    # connections yet to show it; a new one past this closes the oldest
 MAX_FRAME = 64 * 1024**2    # bytes: a longer frame is a broken peer (the connection closes)
 HIGH_WATER = 1024**2        # bytes queued on a socket past which a writer waits for it to drain
 _HEADER = struct.Struct("!I")
@@ -73,6 +74,14 @@ async def _write(writer: asyncio.StreamWriter, frame: bytes) -> None:
         await writer.drain()
 
 
+def _request(frame: Any) -> tuple[int, str, tuple[Any, ...]]:
+    """``frame`` as a request ``(id, method, args)``; ValueError if it is not one."""
+    if not (isinstance(frame, tuple) and len(frame) == 3 and type(frame[0]) is int
+            and type(frame[1]) is str and type(frame[2]) is tuple):
+        raise ValueError(f"not a request (id, method, args): {type(frame).__name__}")
+    return frame
+
+
 class WireServer:
     """Answers requests for ``methods`` of ``target`` (coroutine methods) over TCP.
 
@@ -88,6 +97,8 @@ class WireServer:
         self.requests = 0                             # requests answered (any method)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()  # each connection's serving task
+        self._unauthenticated: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # oldest first
+        self.evicted = 0                              # connections closed to make room
 
     async def start(self, hosts: Sequence[str]) -> int:
         """Listen on ``hosts`` (one port for all, chosen by the system); the port."""
@@ -101,25 +112,21 @@ class WireServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(list(self._connections))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)   # owned by this server: aclose() ends it
+        self._admit(task, writer)
         try:
             try:
                 async with asyncio.timeout(AUTH_TIMEOUT_S):
                     shown = await reader.readexactly(TOKEN_BYTES)
             except (TimeoutError, asyncio.IncompleteReadError, OSError):
                 return
+            finally:
+                self._unauthenticated.pop(task, None)
             if not hmac.compare_digest(shown, self.token):
                 log.warning("shared scheduler: a connection from %s showed a wrong token: "
                             "closed", writer.get_extra_info("peername"))
@@ -129,6 +136,19 @@ class WireServer:
             self._connections.discard(task)
             writer.close()
 
+    def _admit(self, task: asyncio.Task[None], writer: asyncio.StreamWriter) -> None:
+        """Count a connection yet to show the token; past :data:`MAX_UNAUTHENTICATED` the
+        oldest such is closed (its read then ends), so silent or slow peers cannot hold the
+        actor's sockets while a replica, which shows the token at once, still gets in."""
+        self._unauthenticated[task] = writer
+        while len(self._unauthenticated) > MAX_UNAUTHENTICATED:
+            oldest = next(iter(self._unauthenticated))
+            self._unauthenticated.pop(oldest).transport.abort()
+            self.evicted += 1
+            if self.evicted == 1 or self.evicted % 1000 == 0:
+                log.warning("shared scheduler: over %d connections have not shown the token: "
+                            "closing the oldest (%d so far)", MAX_UNAUTHENTICATED, self.evicted)
+
     async def _requests(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
         """Serve one authenticated connection until it closes (its requests then end too)."""
@@ -137,7 +157,7 @@ class WireServer:
             try:
                 while True:
                     try:
-                        rid, method, args = await _read_frame(reader)
+                        rid, method, args = _request(await _read_frame(reader))
                     except (EOFError, OSError):
                         return  # the replica hung up (or died)
                     except Exception as exc:  # a frame that is no request: a broken peer
