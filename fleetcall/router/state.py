@@ -184,8 +184,7 @@ class EndpointState:
         """
         if chunks is None:
             return True
-        held = sum([min(r.prefill_tokens, chunk_tokens) for r in self.running.values()
-                    if not r.decoding and r.prefill_end > now])  # the gate holders'
+        held = sum([min(r.prefill_tokens, chunk_tokens) for r in self.gate_holders(now)])
         return held < chunks * chunk_tokens
 
     def prefill_gate_opens_at(self, now: float, chunks: int | None,
