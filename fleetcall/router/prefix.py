@@ -62,9 +62,9 @@ class HashHandoff:
     ``max_chars`` characters of text.
 
         >>> handoff = HashHandoff()
-        >>> handoff.put("x" * 64, 16, (7,))
+        >>> handoff.put("x" * 64, 16, (7,), 16)
         >>> handoff.take("x" * 64, 16), handoff.take("x" * 64, 16)
-        ((7,), None)
+        (((7,), 16), None)
     """
 
     __slots__ = ("max_chars", "_chars", "_entries")
@@ -72,13 +72,12 @@ class HashHandoff:
     def __init__(self, max_chars: int = 32_000_000) -> None:
         self.max_chars = max_chars
         self._chars = 0  # characters of the texts held
-        # (text, block_tokens) -> its hashes and token count (-1: not given), oldest first
+        # (text, block_tokens) -> its hashes and token count, oldest first
         self._entries: OrderedDict[tuple[str, int], tuple[tuple[int, ...], int]] = OrderedDict()
 
-    def put(self, text: str, block_tokens: int, hashes: tuple[int, ...],
-            tokens: int = -1) -> None:
+    def put(self, text: str, block_tokens: int, hashes: tuple[int, ...], tokens: int) -> None:
         """Hold ``hashes`` (``block_hashes(text, block_tokens)``) and ``tokens``
-        (``count_tokens(text)``, -1 if not counted) until taken."""
+        (``count_tokens(text)``) until taken."""
         key = (text, block_tokens)
         if key in self._entries:
             return
@@ -88,15 +87,8 @@ class HashHandoff:
             (old, _), _ = self._entries.popitem(last=False)
             self._chars -= len(old)
 
-    def take(self, text: str, block_tokens: int) -> tuple[int, ...] | None:
-        """The hashes held for ``text`` (no longer held), or None."""
-        held = self.take_with_tokens(text, block_tokens)
-        return None if held is None else held[0]
-
-    def take_with_tokens(self, text: str, block_tokens: int
-                         ) -> tuple[tuple[int, ...], int] | None:
-        """The hashes and token count (-1: not given) held for ``text`` (no longer held), or
-        None."""
+    def take(self, text: str, block_tokens: int) -> tuple[tuple[int, ...], int] | None:
+        """The hashes and token count held for ``text`` (no longer held), or None."""
         held = self._entries.pop((text, block_tokens), None)
         if held is not None:
             self._chars -= len(text)
@@ -114,9 +106,8 @@ def prompt_facts_for_endpoint(text: str, block_tokens: int = DEFAULT_BLOCK_TOKEN
                               ) -> tuple[tuple[int, ...], int]:
     """``(block_hashes(text, block_tokens), count_tokens(text))``, taken from :data:`HANDOFF`
     where the pool left them."""
-    held = HANDOFF.take_with_tokens(text, block_tokens)
-    hashes, tokens = held if held is not None else (block_hashes(text, block_tokens), -1)
-    return hashes, tokens if tokens >= 0 else count_tokens(text)
+    held = HANDOFF.take(text, block_tokens)
+    return held if held is not None else (block_hashes(text, block_tokens), count_tokens(text))
 
 
 # -- LRU order as a queue of tagged touches ---------------------------------------------------

@@ -36,10 +36,11 @@ def test_the_handoff_holds_hashes_until_taken_and_within_its_bound() -> None:
     handoff = HashHandoff(max_chars=200)
     texts = [f"{i:03d}" + "t" * 77 for i in range(4)]   # 80 characters each
     for text in texts:
-        handoff.put(text, 16, block_hashes(text))
+        handoff.put(text, 16, block_hashes(text), count_tokens(text))
     assert len(handoff) == 2                             # the two oldest left to stay in bound
     assert handoff.take(texts[0], 16) is None and handoff.take(texts[3], 8) is None
-    assert handoff.take(texts[3], 16) == block_hashes(texts[3]) and len(handoff) == 1
+    assert handoff.take(texts[3], 16) == (block_hashes(texts[3]), count_tokens(texts[3]))
+    assert len(handoff) == 1
 
 
 def test_the_handoff_carries_the_token_count_the_pool_made() -> None:
@@ -48,8 +49,6 @@ def test_the_handoff_carries_the_token_count_the_pool_made() -> None:
     assert prompt_facts_for_endpoint(text, 16) == (block_hashes(text, 16), 12345)
     # nothing held (taken once, or never put): hashed and counted here
     assert prompt_facts_for_endpoint(text, 16) == (block_hashes(text, 16), count_tokens(text))
-    HANDOFF.put(text, 16, block_hashes(text, 16))            # hashes without a count
-    assert prompt_facts_for_endpoint(text, 16)[1] == count_tokens(text)
 
 
 def test_emulated_endpoints_take_what_the_pool_hashed() -> None:
