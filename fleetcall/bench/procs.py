@@ -24,7 +24,6 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import httpx
 
 import fleetcall
 from fleetcall.errors import ConfigError, ServerStartError
+from fleetcall.ports import free_port
 
 __all__ = ["Child", "Children", "EmulatorSpec", "ROUTERS", "RouterKind", "start_emulators",
            "start_router"]
@@ -152,13 +152,6 @@ def _child_env() -> dict[str, str]:
             "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
 
 
-def free_port() -> int:
-    """A port nothing listens on now (for servers that cannot take port 0)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 # ---- emulated endpoints ------------------------------------------------------------------------
 
 
@@ -258,10 +251,10 @@ def start_router(children: Children, kind: str, policy: str, workers: Sequence[s
     """Start a ``kind`` router with ``policy`` in front of ``workers`` (root URLs); returns it
     once it reports every worker healthy."""
     spec = router_kind(kind, policy)
-    port = free_port()
+    port = free_port(HOST)
     argv = [sys.executable, "-m", spec.module, "--worker-urls", *workers, "--policy", policy,
             "--host", HOST, "--port", str(port), "--prometheus-host", HOST,
-            "--prometheus-port", str(free_port()), "--worker-startup-check-interval", "1",
+            "--prometheus-port", str(free_port(HOST)), "--worker-startup-check-interval", "1",
             *spec.extra]
     child = children.spawn(f"{kind} router ({policy})", argv)
     child.url = f"http://{HOST}:{port}"

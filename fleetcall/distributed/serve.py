@@ -32,6 +32,7 @@ from typing import Any
 
 from fleetcall.distributed.actor import DEFAULT_NAME, NAMESPACE, import_ray, start_scheduler
 from fleetcall.errors import ConfigError
+from fleetcall.ports import free_port
 from fleetcall.router.config import EndpointConfig, PoolConfig
 
 __all__ = ["Recipe", "check_scale", "deploy", "hosted_endpoints", "serve_main"]
@@ -225,9 +226,6 @@ async def hosted_endpoints(gpus: Sequence[str], model: str, responder: Any, *,
             await endpoint.aclose()
 
 
-def free_port(host: str) -> int:
-    with socket.create_server((host, 0)) as sock:
-        return int(sock.getsockname()[1])
 
 
 async def serve_main(recipe: Recipe, *, host: str, port: int, replicas: int | None,
