@@ -46,7 +46,7 @@ class SlackKnobs(_Knobs):
     externality: weight of the delay a call's prefill imposes on the calls already running
         at an endpoint (its cost there is its own finish + this x that delay, and x the
         seconds it pushes them past their deadlines; 0: its finish alone). 1 counts every
-        second of anyone's latency alike.
+        second of anyone's latency alike, a second past a deadline twice.
     prefer_cheap, cheap_margin: with ``prefer_cheap``, a call with a deadline goes to the
         endpoint where it adds the least to the GPU bill (``cost_per_hour`` x the seconds it
         extends the endpoint's busy period) among those where its predicted latency x
@@ -101,11 +101,11 @@ class Slack:
 
     Cost: the endpoint with the lowest *cost* wins: the call's finish there plus the delay its
     prefill imposes on the calls already running there (``externality`` x, per running call,
-    the compute of this prompt's prefill, or that call's remainder after this one starts if
-    shorter: its chunks share their iterations), plus, for a running call that has a deadline,
-    the seconds this prompt pushes it past that deadline (:func:`_deadline_harm`: each of its
-    next tokens waits a whole chunk, so a long prompt costs a call with few tokens left far
-    more than its remaining seconds). The finish alone is myopic: on an idle
+    :func:`_held_delay`: the prompt's chunks share their iterations with it, so each of its next
+    tokens, as many as it has left or the prompt has chunks, waits a whole chunk -- a long
+    prompt costs a call with a few hundred tokens left far more than its remaining seconds),
+    plus, for a running call that has a deadline, the seconds this prompt pushes it past that
+    deadline (:func:`_deadline_harm`). The finish alone is myopic: on an idle
     cluster it put a query's short call beside its own sibling's long decode on the fastest
     GPU, a second sooner for the short call and seconds later for the stage.
 
@@ -220,27 +220,33 @@ class Slack:
         finish = now + start + service
         if self.knobs.externality <= 0.0:
             return Placement(endpoint.name, finish, service, cached, finish)
-        # Its prefill chunks share their iterations with every call running here, each of
-        # which then waits about the chunks' compute time (if it is still running by then).
-        # Its own query's calls (siblings of a parallel stage) end the stage together: what
-        # counts for them is the last one's finish; for the others, the seconds lost.
+        # Its prefill chunks share their iterations with every call running here: each of a
+        # running call's next tokens (one an iteration) waits a whole chunk instead of a
+        # decode step, for as many tokens as it has left or chunks as the prompt has. Its own
+        # query's calls (siblings of a parallel stage) end the stage together: what counts for
+        # them is the last one's finish; for the others, the seconds lost.
+        chunks = -(-(call.prompt_tokens - cached) // self.knobs.chunk_tokens)
         compute = own.ttft_s - predict(1, 1).ttft_s
+        held_s = 0.0  # what each chunk-held token waits beyond its decode step
+        if compute > 0.0 and chunks > 0 and own.tpot_s > 0.0:
+            held_s = max(compute / chunks - own.tpot_s, 0.0)
         harm, stage_end = 0.0, siblings_end
         if not call.query_id or call.query_id not in endpoint.running_queries:
-            for remaining in endpoint.running:  # (no sibling runs here: the common case)
-                late = remaining - start
-                late = 0.0 if late < 0.0 else late            # max(late, 0.0)
-                harm += compute if compute < late else late   # min(late, compute)
+            if held_s > 0.0:  # (no sibling runs here: the common case)
+                rate = 1.0 / own.tpot_s  # the placed call's time per token stands for theirs
+                for remaining in endpoint.running:
+                    left = (remaining - start) * rate  # its tokens left once this prompt starts
+                    if left > 0.0:
+                        harm += (left if left < chunks else chunks) * held_s
         else:
             for remaining, query in zip(endpoint.running, endpoint.running_queries):
-                delay = min(max(remaining - start, 0.0), compute)
+                delay = _held_delay(remaining - start, own.tpot_s, held_s, chunks)
                 if query == call.query_id:
                     stage_end = max(stage_end, now + remaining + delay)
                 else:
                     harm += delay
-        if endpoint.running_latest_end and compute > 0.0:
-            harm += _deadline_harms(call, endpoint, now, start, own.tpot_s, compute,
-                                    -(-(call.prompt_tokens - cached) // self.knobs.chunk_tokens))
+        if endpoint.running_latest_end and held_s > 0.0:
+            harm += _deadline_harms(call, endpoint, now, start, own.tpot_s, held_s, chunks)
         if behind:
             stage_end = max(stage_end, _queued_sibling_end(
                 call, endpoint, behind, [base_ttft[i] * ratio for i in behind],
@@ -322,32 +328,45 @@ class Slack:
         return allowed
 
 
-def _deadline_harm(end: float, latest_end: float, decoding_s: float, tpot_s: float,
-                   compute_s: float, chunks: int) -> float:
-    """Seconds past its deadline that a prompt of ``chunks`` prefill chunks (``compute_s``
-    seconds in all) pushes a running call predicted to end at loop time ``end``, which must end
-    by ``latest_end`` and decodes for ``decoding_s`` seconds after the prompt starts (at about
-    ``tpot_s`` a token: the placed call's own time per token there stands for it), beyond what
-    it was late anyway. Counted past the deadline only: within it, the call's remaining
-    seconds are the delay counted (pricing every chunk-held token there sent long prompts to
-    idle slow GPUs to spare short decodes that had time to spare, which lengthened the tail).
+def _held_delay(decoding_s: float, tpot_s: float, held_s: float, chunks: int) -> float:
+    """Seconds a prompt of ``chunks`` prefill chunks delays a call running beside it that
+    decodes for ``decoding_s`` more seconds after the prompt starts, at ``tpot_s`` a token.
 
-    Continuous batching gives every running call one token per iteration, and an iteration
-    with a chunk in it lasts the chunk: each of the call's next ``min(tokens, chunks)`` tokens
-    waits a whole chunk. A call with a few hundred tokens left next to a prompt of 50 chunks
-    loses 50 chunks' time, not its own remaining seconds (issue 12: a 112k-token Mooncake prompt
-    joined an A100 where a call had 260 tokens left; that call went from 16 to 92 s and missed
-    its deadline, while an idle L40S would have kept both in time).
+    Continuous batching gives every running call one token per iteration, and an iteration with
+    a chunk in it lasts the chunk: each of the call's next ``min(tokens, chunks)`` tokens waits
+    ``held_s`` (a chunk's compute less the decode step it replaces). A call with a few hundred
+    tokens left next to a prompt of 50 chunks loses 50 chunks' time, however few seconds it had
+    left (issue 12: a 100k-token Mooncake prompt joined an A100 where a call had 17 s and about
+    600 tokens left; that call went from 32 s to 93 s, into the tail, while an idle L40S would
+    have served the prompt 23 s slower and delayed no one).
+
+        >>> _held_delay(10.0, 0.02, 1.0, 5)   # 500 tokens left, 5 chunks: 5 tokens wait
+        5.0
+        >>> _held_delay(0.04, 0.02, 1.0, 5)   # 2 tokens left: 2 wait
+        2.0
+        >>> _held_delay(-1.0, 0.02, 1.0, 5)   # it ends before the prompt starts
+        0.0
     """
-    if decoding_s <= 0.0 or tpot_s <= 0.0 or chunks <= 0:
+    if decoding_s <= 0.0 or tpot_s <= 0.0:
         return 0.0
-    chunk_s = compute_s / chunks
-    delay = min(decoding_s / tpot_s, chunks) * max(chunk_s - tpot_s, 0.0)
+    return min(decoding_s / tpot_s, chunks) * held_s
+
+
+def _deadline_harm(end: float, latest_end: float, decoding_s: float, tpot_s: float,
+                   held_s: float, chunks: int) -> float:
+    """Seconds past its deadline that a prompt of ``chunks`` prefill chunks pushes a running
+    call predicted to end at loop time ``end``, which must end by ``latest_end`` and decodes for
+    ``decoding_s`` seconds after the prompt starts (see :func:`_held_delay`), beyond what it was
+    late anyway. Counted on top of the delay itself: a second past a deadline is a second of
+    latency and a missed SLO (issue 12: a 112k-token Mooncake prompt joined an A100 where a call
+    had 260 tokens left; that call went from 16 to 92 s, past its 49 s deadline, while an idle
+    L40S would have kept both in time)."""
+    delay = _held_delay(decoding_s, tpot_s, held_s, chunks)
     return max(end + delay - latest_end, 0.0) - max(end - latest_end, 0.0)
 
 
 def _deadline_harms(call: CallView, endpoint: EndpointView, now: float, start: float,
-                    tpot_s: float, compute_s: float, chunks: int) -> float:
+                    tpot_s: float, held_s: float, chunks: int) -> float:
     """:func:`_deadline_harm` summed over the calls running at ``endpoint`` that have a deadline
     and are not of ``call``'s query (whose prompt starts ``start`` seconds after ``now``)."""
     total = 0.0
@@ -355,8 +374,8 @@ def _deadline_harms(call: CallView, endpoint: EndpointView, now: float, start: f
     for remaining, query, latest_end in zip(endpoint.running, queries,
                                             endpoint.running_latest_end):
         if latest_end < math.inf and not (query and query == call.query_id):
-            total += _deadline_harm(now + remaining, latest_end, max(remaining - start, 0.0),
-                                    tpot_s, compute_s, chunks)
+            total += _deadline_harm(now + remaining, latest_end, remaining - start,
+                                    tpot_s, held_s, chunks)
     return total
 
 

@@ -15,7 +15,9 @@ hexgen's and slack's digests were updated by issue 12's model fixes (h-regret): 
 placement model, and the service predictor (which hexgen's scores read too) learning each
 endpoint's decode speed without the interference it suffered. rr-fcfs's and least-busy's
 records are unchanged. slack's two digests moved again with the seconds a long prompt pushes
-a running call past its deadline (issue 12, found on Mooncake-format traces).
+a running call past its deadline (issue 12, found on Mooncake-format traces), and again when
+slack counted every token a long prompt's chunks hold up, not at most the running call's
+remaining seconds (the same traces).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ TRACE1_LOADED = {
     "rr-fcfs": (562, "db087b260a4a554613767e51d8d108288a23501253e4d9979d4b206f46cbfe58"),
     "least-busy": (562, "abf91e30fb8cb1cb90ba66747c356d98f77920d6bb74428be619abe7fdbf0fa1"),
     "hexgen": (562, "019a716dea0617d7e2e63ec3804916fd1911de219a1e2245011cce256b7e0f6e"),
-    "slack": (562, "7e7c9d9134682cfa972f418bd80fa59a6964f8c41044d5c661f233940a265cd9"),
+    "slack": (562, "33041baacf2ed8f8d0c35ebb5ef6bf9c58bcfe75861c0001a6a914a19e0e853f"),
 }
 # Mooncake (shared prefixes: the prefix caches and indexes decide), 60 requests at 2 req/s,
 # Llama-3.1-8B on the same GPUs
@@ -47,7 +49,7 @@ MOONCAKE = {
     "rr-fcfs": (60, "5a290aece5ca86cb5936c3c6db0d9bc986ef2aafa4c827465364a9419538337a"),
     "least-busy": (60, "d55f61f84b48422a8d212ca88f31812996612062ca680829013ef08ce5f8418e"),
     "hexgen": (60, "83ea8653788388ce65cb501aba45130f76a28791c847ed0d3d863194180924c1"),
-    "slack": (60, "c4a5c4cec5cc90e315c4fe25a307f3eee61531ab4b7bbf765561fdf969a1d370"),
+    "slack": (60, "75ae8fc10adce8ed9e6e469249c8f69029627a61840bb743a8cc518aafb76a9d"),
 }
 GPUS = ("A100-80G", "A100-80G", "A6000", "L40S")
 

@@ -441,31 +441,55 @@ def test_slack_finds_the_calls_ahead_by_bisection_only_in_the_queues_own_order()
 
 
 
-def test_slack_counts_the_deadline_a_long_prompt_makes_a_running_call_miss() -> None:
-    # A fast GPU decodes another query's call (5 s = 250 tokens left at 20 ms a token); a
-    # 100k-token prompt (49 chunks of 2,048) would prefill there in 50 s, and each of that
-    # call's next 49 tokens would wait a whole ~1 s chunk: it ends ~49 s later, not 5 s later
-    # (the most its remaining seconds could lose). With 1 s to spare that is 48 s past its
-    # deadline, more than an idle slower GPU costs the prompt (84 s there against 50 s).
-    # Issue 12: a 112k-token Mooncake prompt took an A100 beside a call with 260 tokens left,
-    # which went from 16 to 92 s, past its deadline, while an idle L40S kept both in time.
-    def paced(rate: float) -> ServicePredictor:
-        return ServicePredictor(None, None, prior=Prior(request_overhead_s=0.0,
-                                                        prefill_tokens_per_s=rate, tpot_s=0.02,
-                                                        batch_slowdown=0.0))
+def _paced(rate: float) -> ServicePredictor:
+    return ServicePredictor(None, None, prior=Prior(request_overhead_s=0.0,
+                                                    prefill_tokens_per_s=rate, tpot_s=0.02,
+                                                    batch_slowdown=0.0))
 
-    def pool(latest_end: float) -> list[EndpointView]:
-        fast = EndpointView("fast", 2, (5.0,), (), paced(2000.0), running_queries=("other",),
-                            running_latest_end=(latest_end,))
-        return [fast, EndpointView("slow", 2, (), (), paced(1200.0))]
 
+def _beside_a_decode(slow_rate: float, latest_end: float = math.inf) -> list[EndpointView]:
+    """A fast GPU (2,000 prompt tokens/s, 20 ms a token) decoding another query's call with 5 s
+    (250 tokens) left, which must end by ``latest_end``; an idle slower GPU."""
+    fast = EndpointView("fast", 2, (5.0,), (), _paced(2000.0), running_queries=("other",),
+                        running_latest_end=(latest_end,))
+    return [fast, EndpointView("slow", 2, (), (), _paced(slow_rate))]
+
+
+def test_slack_counts_every_token_a_long_prompt_holds_up() -> None:
+    # A 100k-token prompt (49 chunks of 2,048) prefills on the fast GPU in 50 s: each of the
+    # running call's next 49 tokens waits a whole ~1 s chunk, so it ends ~49 s later, not 5 s
+    # later (the most its remaining seconds could lose, which is what slack counted). The idle
+    # slower GPU (1,200 tokens/s) costs the prompt 34 s more and delays no one.
+    # Issue 12: on a Mooncake-format trace a 100k-token prompt joined an A100 where a call had
+    # 17 s and ~600 tokens left; that call went from 32 to 93 s, into the p95 tail.
     d = make_dispatcher("slack")
     prompt = call(prompt=100_000, deadline=1000.0, query="q")
-    assert d.choose(prompt, pool(6.0), now=0.0) == "slow"          # the running call would miss
-    assert d.choose(prompt, pool(200.0), now=0.0) == "fast"        # it has room for the delay
-    assert d.choose(prompt, pool(math.inf), now=0.0) == "fast"     # no deadline: seconds only
+    assert d.choose(prompt, _beside_a_decode(1200.0), now=0.0) == "slow"
+    fast = Slack().placements(prompt, _beside_a_decode(1200.0), 0.0)[0]
+    assert fast.cost - fast.finish == pytest.approx(49 * (50.0 / 49 - 0.02), rel=1e-3)
+    # a prompt of one chunk holds each running call up one chunk, not more
+    short = call(prompt=1000, deadline=1000.0)
+    fast = Slack().placements(short, _beside_a_decode(1200.0), 0.0)[0]
+    assert fast.cost - fast.finish == pytest.approx(0.5 - 0.02, abs=1e-3)
+    # a running call with 2 tokens left loses 2 chunks, not 49
+    two = [EndpointView("fast", 2, (0.04,), (), _paced(2000.0), running_queries=("other",))]
+    fast = Slack().placements(prompt, two, 0.0)[0]
+    assert fast.cost - fast.finish == pytest.approx(2 * (50.0 / 49 - 0.02), rel=1e-3)
+
+
+def test_slack_counts_the_deadline_a_long_prompt_makes_a_running_call_miss() -> None:
+    # As above, the slower GPU costs the prompt 61 s more (900 tokens/s): more than the 49 s
+    # it holds the running call up. But with 1 s to spare, that call ends 48 s past its
+    # deadline: a second past a deadline counts again. Issue 12: a 112k-token Mooncake prompt
+    # took an A100 beside a call with 260 tokens left, which went from 16 to 92 s, past its
+    # deadline, while an idle L40S kept both in time.
+    d = make_dispatcher("slack")
+    prompt = call(prompt=100_000, deadline=1000.0, query="q")
+    assert d.choose(prompt, _beside_a_decode(900.0, 6.0), now=0.0) == "slow"   # it would miss
+    assert d.choose(prompt, _beside_a_decode(900.0, 200.0), now=0.0) == "fast"  # it has room
+    assert d.choose(prompt, _beside_a_decode(900.0), now=0.0) == "fast"  # no deadline: seconds
     # a short prompt (one chunk) delays it one chunk at most, which its second to spare holds:
     # its deadline adds nothing to the cost
     short = call(prompt=1000, deadline=1000.0)
-    assert ([p.cost for p in Slack().placements(short, pool(6.0), 0.0)]
-            == [p.cost for p in Slack().placements(short, pool(math.inf), 0.0)])
+    assert ([p.cost for p in Slack().placements(short, _beside_a_decode(900.0, 6.0), 0.0)]
+            == [p.cost for p in Slack().placements(short, _beside_a_decode(900.0), 0.0)])
