@@ -112,11 +112,16 @@ def run_policy(setup: Setup, policy: str, rate: float, options: dict[str, Any] |
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     summary = summarize(out["records"], policy=label or policy, rate=rate,
                         endpoints_busy=out["busy"], slo_scale=setup.slo_scale,
-                        endpoints_cost_per_hour=out["prices"])
+                        endpoints_cost_per_hour=out["prices"], per_query=True)
     summary.update(simulation_speed(out["records"], wall, cpu))
     if options:
         summary["policy_options"] = options
     return summary
+
+
+def _interval(regret: dict[str, Any]) -> str:
+    low, high = regret.get("interval", (None, None))
+    return "" if low is None else f" [{low:+.1%}, {high:+.1%}]"
 
 
 def simulation_speed(records: Sequence[Any], wall_s: float, cpu_s: float) -> dict[str, Any]:
@@ -281,8 +286,10 @@ def main(args: argparse.Namespace) -> int:
     excess = regret([r for r in runs if r["policy"] in dispatcher_names()])  # not labelled variants
     if excess:
         report["regret_p95"] = {str(rate): r for rate, r in excess.items()}
-        print("slack's p95 latency over the best other policy's: " + ", ".join(
-            f"{rate:g}/s {r['excess']:+.1%} ({r['best_other']})" for rate, r in excess.items()))
+        print("slack's p95 latency over the best other policy's (95% paired bootstrap "
+              "interval over the queries): " + ", ".join(
+                  f"{rate:g}/s {r['excess']:+.1%}{_interval(r)} ({r['best_other']})"
+                  for rate, r in excess.items()))
     if len(rates) > 1:
         report["max_rate_at_95"] = max_rate_at_95(runs)
         print("highest rate at 95% SLO attainment: "

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import xml.etree.ElementTree as ET
+import random
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,42 @@ def test_regret_compares_with_the_best_other_policy_per_rate() -> None:
     assert set(out) == {1.0, 2.0}  # at 3.0 nobody else ran
     assert out[1.0]["best_other"] == "hexgen" and out[1.0]["excess"] == pytest.approx(0.10)
     assert out[2.0]["best_other"] == "least-busy" and out[2.0]["excess"] == pytest.approx(-0.25)
+
+
+def test_regret_gives_a_paired_bootstrap_interval_when_runs_carry_their_queries() -> None:
+    # Issue 12: a p95 of a few hundred long-tailed latencies moves several percent with one
+    # request placed differently; the interval says how far, query by query.
+    rng = random.Random(7)
+    theirs = [rng.expovariate(0.05) for _ in range(600)]
+    mine = [v * rng.uniform(0.95, 1.09) for v in theirs]  # 2% longer on average, noisily
+    mine[3] = None  # a failed query: left out of its side's percentile
+    runs = [{"policy": "slack", "rate": 1.0, "latency_s": {"p95": percentile(
+                [v for v in mine if v is not None], 95)}, "query_latency_s": mine},
+            {"policy": "hexgen", "rate": 1.0, "latency_s": {"p95": percentile(theirs, 95)},
+             "query_latency_s": theirs},
+            {"policy": "slack", "rate": 2.0, "latency_s": {"p95": 10.0}},   # no queries kept
+            {"policy": "hexgen", "rate": 2.0, "latency_s": {"p95": 10.0}}]
+    out = report.regret(runs)
+    low, high = out[1.0]["interval"]
+    assert low < out[1.0]["excess"] < high
+    assert -0.05 < low < 0.02 < high < 0.10
+    assert report.regret(runs)[1.0]["interval"] == (low, high)  # seeded: the same every time
+    assert "interval" not in out[2.0]
+    # runs of different queries (lengths differ) are not paired
+    runs[0] = {**runs[0], "query_latency_s": mine[:-1]}
+    assert "interval" not in report.regret(runs)[1.0]
+    # the interval is for p95 latency only
+    runs = [{**run, "latency_s": {**run["latency_s"], "p50": 1.0}} for run in runs]
+    assert "interval" not in report.regret(runs, path=("latency_s", "p50"))[1.0]
+
+
+def test_summary_lists_each_querys_latency_in_replay_order() -> None:
+    assert "query_latency_s" not in summarize(_records(), policy="slack", rate=0.5)
+    s = summarize(_records(), policy="slack", rate=0.5, per_query=True)
+    assert len(s["query_latency_s"]) == 4
+    assert s["query_latency_s"].count(None) == 1  # the failed one
+    done = [v for v in s["query_latency_s"] if v is not None]
+    assert s["latency_s"]["p95"] == percentile(done, 95)
 
 
 def test_percentile_interpolates_like_numpy() -> None:
