@@ -71,7 +71,8 @@ from fleetcall.errors import ConfigError
 from fleetcall.gpumodel.gpus import CALIBRATED, Efficiency, GPUSpec, get_gpu
 from fleetcall.gpumodel.models import get_model
 from fleetcall.gpumodel.noise import (  # re-exported: the floor was first defined here
-    OUTLIER_FACTOR, REPEAT_MIN_GROUP, REPEAT_TOKENS, OutlierStats, outlier_stats, repeat_floor_pct,
+    OUTLIER_FACTOR, REPEAT_MIN_GROUP, REPEAT_TOKENS, OutlierStats, monotone_held_out_pct,
+    monotone_mape_pct, outlier_stats, repeat_floor_pct,
 )
 from fleetcall.gpumodel.perf import single_request_latency
 
@@ -210,6 +211,10 @@ class GPUFit(BaseModel):
     # better on these rows; None when the file has no repeated prompt lengths for the GPU.
     ttft_floor_pct: float | None = None
     tpot_floor_pct: float | None = None
+    # TTFT of the best non-decreasing function of prompt length (noise.monotone_*): in sample,
+    # and fitted on alternate rows, scored on the others; None without a TTFT column
+    ttft_monotone_pct: float | None = None
+    ttft_monotone_held_out_pct: float | None = None
     # column ("latency", "ttft", "tpot") -> its outliers (see noise.outlier_stats)
     outliers: dict[str, OutlierStats] = {}
 
@@ -287,7 +292,10 @@ def check(profile: Profile, assumption: Assumption | None = None, *,
                      outliers={col: outlier_stats(e, points=points.get(col))
                                for col, e in errors.items()})
         if profile.format == BREAKDOWN:
-            fit.ttft_floor_pct = repeat_floor_pct([(r.input_tokens, r.ttft_s or 0.0) for r in rows])
+            ttfts = [(r.input_tokens, r.ttft_s or 0.0) for r in rows]
+            fit.ttft_floor_pct = repeat_floor_pct(ttfts)
+            fit.ttft_monotone_pct = monotone_mape_pct(ttfts)
+            fit.ttft_monotone_held_out_pct = monotone_held_out_pct(ttfts)
             fit.tpot_floor_pct = repeat_floor_pct([(r.input_tokens, r.tpot_s or 0.0) for r in rows])
         fits.append(fit)
     return FileReport(path=profile.path, format=profile.format, assumption=a.describe(),
@@ -471,11 +479,20 @@ def format_report(report: CalibrationReport) -> str:
             lines.append(f"  {g.csv_gpu:<8} {g.gpu:<10} {g.n:>5} {cells[0]:>9} {cells[1]:>9} "
                          f"{cells[2]:>9} {cells[3]:>11} {cells[4]:>11}")
         lines.extend(_outlier_lines(f))
+        monotone = [f"{g.csv_gpu} {_pct(g.ttft_monotone_pct)} / "
+                    f"{_pct(g.ttft_monotone_held_out_pct)}"
+                    for g in f.gpus if g.ttft_monotone_pct is not None]
+        if monotone:
+            lines.append("  TTFT of the best non-decreasing function of prompt length (in sample "
+                         "/ held out): " + ", ".join(monotone))
         lines.append("")
     lines.append("MAPE: mean absolute percentage error of the model against the measurements.")
     lines.append(f"floor: MAPE of the best constant per group of repeated prompt lengths (within "
                  f"{REPEAT_TOKENS} tokens, >= {REPEAT_MIN_GROUP} rows), i.e. the measurements' "
                  f"own noise; no model of prompt length goes below it.")
+    lines.append("best non-decreasing function: the lowest MAPE any model in which a longer "
+                 "prompt never prefills faster reaches on these rows (isotonic regression), and "
+                 "that fit's MAPE on alternate rows when fitted on the others.")
     lines.append(f"outliers: requests off by more than {OUTLIER_FACTOR:g}x the column's median "
                  f"error: how many, the share of the MAPE they carry, the MAPE and the floor "
                  f"without them.")

@@ -1,9 +1,13 @@
 """How much of a model's error against measured latencies is the measurements' own noise.
 
-Two views, both pure arithmetic on (prompt length, seconds) or on errors:
+Three views, all pure arithmetic on (prompt length, seconds) or on errors:
 
 - the *repeatability floor* (:func:`repeat_floor_pct`): requests with the same prompt length
   scored against their best constant; no model of prompt length can go below it;
+- the *best monotone model* (:func:`monotone_mape_pct`, :func:`monotone_held_out_pct`): the
+  non-decreasing function of prompt length with the lowest MAPE, in sample (a bound no model
+  in which a longer prompt never prefills faster beats on these rows) and fitted on alternate
+  rows, scored on the others (what such a free-form model does on other measurements);
 - the *outliers* (:func:`outlier_stats`): requests off by many times the series' typical error.
   On the shipped A6000 profile these are stalls of 0.1-0.6 s that strike prefill and decode
   alike, about 0.15 times per second of either (see the README's calibrate section): a
@@ -69,6 +73,73 @@ def _mape_minimiser(values: Sequence[float]) -> float:
         if acc >= half:
             return v
     return ordered[-1]  # pragma: no cover  # acc reaches the total at the last value
+
+
+def monotone_fit(points: Sequence[tuple[int, float]]) -> list[tuple[int, int, float]]:
+    """The non-decreasing step function of prompt length with the lowest MAPE on ``points``
+    ((prompt tokens, measured seconds), measured > 0), as ``(first, last prompt length,
+    value)`` steps in order: an isotonic regression under the L1 loss weighted by 1 / measured
+    (pool adjacent violators, each pool at its :func:`_mape_minimiser`; equal lengths share a
+    step). Empty for no points.
+
+        >>> monotone_fit([(10, 1.0), (20, 3.0), (30, 2.0)])
+        [(10, 10, 1.0), (20, 30, 2.0)]
+    """
+    steps: list[tuple[int, int, list[float], float]] = []  # first, last, values, value
+    for tokens, value in sorted(points):
+        if steps and steps[-1][1] == tokens:
+            first, last, values, _ = steps.pop()
+            values = values + [value]
+            steps.append((first, last, values, _mape_minimiser(values)))
+        else:
+            steps.append((tokens, tokens, [value], value))
+        while len(steps) > 1 and steps[-2][3] > steps[-1][3]:
+            b = steps.pop()
+            a = steps.pop()
+            values = a[2] + b[2]
+            steps.append((a[0], b[1], values, _mape_minimiser(values)))
+    return [(first, last, value) for first, last, _, value in steps]
+
+
+def monotone_predict(steps: Sequence[tuple[int, int, float]], tokens: int) -> float:
+    """:func:`monotone_fit`'s function at ``tokens``: linear between the steps' middles, flat
+    beyond the first and last (so still non-decreasing)."""
+    middles = [(first + last) / 2 for first, last, _ in steps]
+    if tokens <= middles[0]:
+        return steps[0][2]
+    for i in range(1, len(steps)):
+        if tokens <= middles[i]:
+            t = (tokens - middles[i - 1]) / (middles[i] - middles[i - 1])
+            return steps[i - 1][2] + t * (steps[i][2] - steps[i - 1][2])
+    return steps[-1][2]
+
+
+def monotone_mape_pct(points: Sequence[tuple[int, float]]) -> float | None:
+    """MAPE (percent) of :func:`monotone_fit` on the points it was fitted on: no model of the
+    prompt length that never predicts a longer prompt faster does better on them (None: no
+    point with a positive measurement)."""
+    usable = [(t, v) for t, v in points if v > 0]
+    if not usable:
+        return None
+    errors: list[float] = []
+    for first, last, value in monotone_fit(usable):  # each point scored by its own step
+        errors.extend(abs(value - v) / v for t, v in usable if first <= t <= last)
+    return 100.0 * sum(errors) / len(errors)
+
+
+def monotone_held_out_pct(points: Sequence[tuple[int, float]]) -> float | None:
+    """MAPE (percent) of :func:`monotone_fit` fitted on every other point by prompt length and
+    scored on the rest, averaged over both halves (None: fewer than 4 usable points). A
+    free-form model of prompt length fitted to these measurements does about this well on
+    other measurements of similar prompts."""
+    usable = sorted((t, v) for t, v in points if v > 0)
+    if len(usable) < 4:
+        return None
+    scores = []
+    for train, test in ((usable[0::2], usable[1::2]), (usable[1::2], usable[0::2])):
+        steps = monotone_fit(train)
+        scores.append(sum(abs(monotone_predict(steps, t) - v) / v for t, v in test) / len(test))
+    return 100.0 * sum(scores) / len(scores)
 
 
 class OutlierStats(BaseModel):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from fleetcall.gpumodel.noise import monotone_fit, monotone_held_out_pct, monotone_mape_pct
 from fleetcall.gpumodel.calibrate import (
     BREAKDOWN, CalibrationReport, check, format_report, load_profile, repeat_floor_pct,
     shipped_profiles,
@@ -47,3 +50,57 @@ def test_shipped_a6000_ttft_sits_on_its_noise_floor() -> None:
         assert g.ttft_mape_pct < g.ttft_floor_pct + 1.5, g
         assert g.tpot_mape_pct < g.tpot_floor_pct + 1.5, g
     assert "TTFT floor" in format_report(CalibrationReport(mode="check", files=[report]))
+
+
+# -- the best monotone model: what any model of prompt length can reach (issue 12) ---------------
+
+def _mape(points: list[tuple[int, float]], f) -> float:  # type: ignore[no-untyped-def]
+    return 100.0 * sum(abs(f(t) - v) / v for t, v in points) / len(points)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.floats(0.1, 10.0)), min_size=1, max_size=12),
+       st.lists(st.floats(0.1, 10.0), min_size=3, max_size=3))
+def test_the_monotone_fit_beats_every_other_non_decreasing_function(
+        points: list[tuple[int, float]], levels: list[float]) -> None:
+    steps = monotone_fit(points)
+    values = [v for _, _, v in steps]
+    assert values == sorted(values)
+    assert [s[0] for s in steps] == sorted(s[0] for s in steps)
+    best = monotone_mape_pct(points)
+    assert best is not None
+    # a few other non-decreasing functions: constants, and steps at a threshold
+    a, b, c = sorted(levels)
+    for f in (lambda t: a, lambda t: b, lambda t: a if t < 20 else c,
+              lambda t: b if t < 10 else c, lambda t: a if t < 30 else b):
+        assert best <= _mape(points, f) + 1e-9
+
+
+def test_a_monotone_series_is_fitted_exactly_and_held_out_by_interpolation() -> None:
+    points = [(t, 0.001 * t + 0.05) for t in range(100, 2000, 100)]
+    assert monotone_mape_pct(points) == pytest.approx(0.0)
+    # linear: exact between the training points, flat beyond them (the two end points of
+    # one half are off: 0.15 s predicted 0.25, 1.95 predicted 1.85)
+    held_out = monotone_held_out_pct(points)
+    assert held_out is not None and 0.0 < held_out < 5.0
+    assert monotone_held_out_pct(points[:3]) is None  # too few to halve
+    assert monotone_mape_pct([]) is None
+
+
+def test_no_model_of_prompt_length_reaches_5pct_on_other_a6000_measurements() -> None:
+    # Issue 12's fidelity goal (5% MAPE on every column) against the shipped A6000 TTFT: the
+    # best non-decreasing function of prompt length reaches under 5% only on the rows it was
+    # fitted to (a lookup table of their noise); fitted on alternate rows it scores over 6% on
+    # the others, as the shipped roofline does (6.1% / 6.9% held out, 6.0% in sample).
+    profile = next(p for p in (load_profile(path) for path in shipped_profiles())
+                   if p.format == BREAKDOWN)
+    fits = {g.csv_gpu: g for g in check(profile).gpus}
+    a6000 = fits["A6000"]
+    assert a6000.ttft_monotone_pct is not None and a6000.ttft_monotone_held_out_pct is not None
+    assert a6000.ttft_monotone_pct < 5.0 < 6.0 < a6000.ttft_monotone_held_out_pct
+    assert a6000.ttft_monotone_pct <= a6000.ttft_mape_pct
+    for gpu in ("A100", "L40S"):
+        assert fits[gpu].ttft_monotone_held_out_pct is not None
+        assert fits[gpu].ttft_monotone_held_out_pct < 5.0
+    text = format_report(CalibrationReport(mode="check", files=[check(profile)]))
+    assert "best non-decreasing function of prompt length" in text
