@@ -194,11 +194,14 @@ class SchedulerServer:
         return self._reply(replica, now)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: requests served, replicas, live calls, events ignored, the incarnation,
-        and the CPU seconds of the process serving it (``time.process_time``)."""
+        """Counters: requests served, replicas (known now; ``replicas_joined``: every one that
+        ever said hello, including those forgotten since: a replica done with its calls is
+        forgotten ``lease_s`` after its last request), live calls, events ignored, the
+        incarnation, and the CPU seconds of the process serving it (``time.process_time``)."""
         return {"incarnation": self.incarnation, "requests": self.requests,
                 "cpu_s": time.process_time(),
-                "replicas": self.shared.replicas, "calls": len(self.shared.core),
+                "replicas": self.shared.replicas, "replicas_joined": self.shared.replicas_joined,
+                "calls": len(self.shared.core),
                 "ignored_events": self.shared.ignored,
                 "endpoints": self.shared.core.endpoints}
 

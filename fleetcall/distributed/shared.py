@@ -91,6 +91,7 @@ class SharedCore:
         self.core = core
         self.ignored = 0                                 # events naming calls no longer live
         self._sessions: dict[str, int] = {}              # replica -> its current session
+        self._joined: set[str] = set()                   # every replica that ever said hello
         self._live: dict[str, set[Any]] = {}             # replica -> its live calls (own ids)
         self._mail: dict[str, list[Action]] = {}         # replica -> actions not yet taken
         self._seen: dict[str, float] = {}                # replica -> when last heard from
@@ -103,7 +104,13 @@ class SharedCore:
     # -- replicas --------------------------------------------------------------------------
     @property
     def replicas(self) -> list[str]:
+        """The replicas it knows now (said hello, not forgotten since)."""
         return list(self._sessions)
+
+    @property
+    def replicas_joined(self) -> list[str]:
+        """Every replica that ever said hello, forgotten since or not (sorted)."""
+        return sorted(self._joined)
 
     def hello(self, replica: str, session: int, specs: Sequence[EndpointSpec],
               now: float) -> None:
@@ -118,6 +125,7 @@ class SharedCore:
         if replica in self._sessions:
             self.forget(replica, now)
         self._sessions[replica] = session
+        self._joined.add(replica)
         self._live[replica] = set()
         self._mail[replica] = []
         self._seen[replica] = now

@@ -140,6 +140,9 @@ def test_a_silent_replica_is_forgotten_and_its_slots_freed() -> None:
             await server.exchange("ghost", 1, 0, [Event("submit", _call(1, "ghost"))])
             held = len(server.shared.core.endpoint("a").running)
             await asyncio.sleep(6.0)              # the ghost never comes back
+            stats = server.stats()
+            assert "ghost" not in stats["replicas"]
+            assert "ghost" in stats["replicas_joined"]  # still counted as having placed here
             return held, len(server.shared.core.endpoint("a").running)
 
     assert vrun(main()) == (1, 0)
