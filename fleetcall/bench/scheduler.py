@@ -33,7 +33,8 @@ from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
 from fleetcall.bench import herd, realclock
 from fleetcall.bench.replay import replay
-from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, regret, summarize
+from fleetcall.bench.report import (MIN_INTERVAL_VALUES, caption, format_table, max_rate_at_95, plot,
+                                    regret, summarize)
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
 from fleetcall.router.config import RetryConfig
@@ -121,7 +122,9 @@ def run_policy(setup: Setup, policy: str, rate: float, options: dict[str, Any] |
 
 def _interval(regret: dict[str, Any]) -> str:
     low, high = regret.get("interval", (None, None))
-    return "" if low is None else f" [{low:+.1%}, {high:+.1%}]"
+    if low is None:  # (from one comparison's runs, only for want of queries: see regret)
+        return f" [no interval: under {MIN_INTERVAL_VALUES} queries completed]"
+    return f" [{low:+.1%}, {high:+.1%}]"
 
 
 def simulation_speed(records: Sequence[Any], wall_s: float, cpu_s: float) -> dict[str, Any]:
@@ -242,6 +245,13 @@ def policy_labels(items: Sequence[str] | None) -> list[tuple[str, str]]:
     labels = [label for label, _ in pairs]
     if not all(labels):
         raise ConfigError(f"--policy LABEL=POLICY wants a label, got {', '.join(items or ())}")
+    # A run is reported, and compared (slack's regret), by its label: one that names another
+    # policy would stand for that policy (hexgen=slack: slack against itself, as "hexgen").
+    taken = [f"{label}={policy}" for label, policy in pairs
+             if label != policy and label in dispatcher_names()]
+    if taken:
+        raise ConfigError(f"--policy {', '.join(taken)}: the label names another policy; "
+                          "choose a label of its own (e.g. cheap=slack)")
     twice = sorted({label for label in labels if labels.count(label) > 1})
     if twice:
         raise ConfigError(f"--policy: {', '.join(twice)} named twice")
