@@ -88,7 +88,7 @@ _latest = st.one_of(st.floats(-1e4, 1e4), st.sampled_from([math.inf, -math.inf])
        tpot=st.sampled_from([0.0, 1e-12, 0.06, 5.0]),
        running=st.lists(_remaining, max_size=6), siblings=st.lists(st.booleans(), max_size=6),
        latest=st.lists(_latest, max_size=6), with_queries=st.booleans(),
-       with_latest=st.booleans(), chunk=st.sampled_from([1, 7, 2048, 10**9]),
+       with_latest=st.booleans(), chunk=st.sampled_from([1, 7, 2048, 10**6]),
        now=st.floats(0.0, 1e5), backlog=st.floats(0.0, 100.0), load=st.floats(0.0, 1.0),
        typical=st.integers(0, 10**6), slots=st.integers(1, 8),
        externality=st.sampled_from([0.0, 1.0, 3.0]),
@@ -119,3 +119,35 @@ def test_slack_costs_are_finite_and_at_least_the_finish(
     idle = EndpointView("idle", 2, (), (), _predictor(kind, overhead, rate, tpot))
     knobs = SlackKnobs(chunk_tokens=chunk, externality=externality, prefill_slots=prefill_slots)
     _assert_sane(call, [endpoint, idle], now, Slack(knobs))
+
+
+_queued = st.tuples(st.integers(0, 100_000), st.integers(1, 3000), st.booleans(),
+                    st.one_of(st.none(), st.floats(-1e4, 1e4),
+                              st.sampled_from([-math.inf, math.inf])),
+                    st.one_of(st.floats(0.0, 1e4), st.just(math.inf)))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(prompt=st.integers(0, 100_000), output=st.integers(1, 2000),
+       queued=st.lists(_queued, max_size=6), running=st.lists(st.floats(-10.0, 1e3), max_size=4),
+       sibling=st.booleans(), tpot=st.sampled_from([0.0, 0.02]), real=st.booleans(),
+       deadline=st.one_of(st.none(), st.floats(-1e4, 1e4),
+                          st.sampled_from([-math.inf, math.inf])),
+       remaining=st.one_of(st.floats(0.0, 1e4), st.just(math.inf)), now=st.floats(0.0, 1e4),
+       slots=st.integers(1, 4))
+def test_slack_costs_stay_sane_with_queued_siblings_and_deadlines_long_past(
+        prompt: int, output: int, queued: list[tuple[int, int, bool, float | None, float]],
+        running: list[float], sibling: bool, tpot: float, real: bool, deadline: float | None,
+        remaining: float, now: float, slots: int) -> None:
+    # queued calls of the placed call's query behind it (_queued_sibling_end), deadlines of
+    # -inf / inf and infinite work after a call, for the queued, the running and the placed
+    predictor = (ServicePredictor("A100-80G", "llama-3.1-8b") if real
+                 else _predictor(2, 0.0, 1000.0, tpot))
+    waiting = tuple(_call(p, o, query="q" if mine else "o", deadline=d, remaining=r)
+                    for p, o, mine, d, r in queued)
+    call = CallView(next(_ids), "q", "planner", prompt, output, deadline, remaining, 0, now, ())
+    queries = tuple("q" if sibling and i == 0 else f"x{i}" for i in range(len(running)))
+    busy = EndpointView("busy", slots, tuple(running), waiting, predictor,
+                        running_queries=queries,
+                        running_latest_end=tuple(-math.inf for _ in running))
+    _assert_sane(call, [busy, EndpointView("idle", 2, (), (), predictor)], now)
