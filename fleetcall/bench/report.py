@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 # Deadline scales of the attainment curve, relative to the run's own scale (1.0 = as run).
 CURVE_FACTORS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 SLO_TARGET = 0.95
+# Fewest values on each side for a bootstrap interval of a p95 (:func:`paired_interval`): the
+# p95 of fewer than 20 values lies between their two largest, and resampling a sample's maximum
+# says little of how it would vary (of one value, nothing: every resample is that value).
+MIN_INTERVAL_VALUES = 20
 
 Run = Mapping[str, Any]
 
@@ -185,7 +189,10 @@ def regret(runs: Iterable[Run], policy: str = "slack",
     same queries in the same order, as every policy of one ``bench scheduler`` comparison
     replays), ``"interval"`` is a 95% paired bootstrap interval of ``x`` (``resamples``
     resamplings of the queries, with replacement, the same queries for both policies; seeded
-    by ``seed``): how far the excess could move with another draw of as many queries. A p95 of
+    by ``seed``; only if each completed at least :data:`MIN_INTERVAL_VALUES` of them, see
+    :func:`paired_interval`): how far the excess could move with another draw of as many
+    queries. A query one run did not complete is left out of its p95, as in :func:`summarize`;
+    the best other policy is the one found over all the queries, in every resample. A p95 of
     600 long-tailed requests is their 30th-longest latency, and one request placed differently
     moves it several percent (issue 12: `hexgen` with ``alpha`` 0.32 against 0.3 on
     Mooncake-format traces, 600 requests, was more than 3% above itself in 6 of 80 cells).
@@ -222,12 +229,15 @@ def regret(runs: Iterable[Run], policy: str = "slack",
 
 
 def paired_interval(mine: Sequence[float | None], theirs: Sequence[float | None], q: float,
-                    *, resamples: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> tuple[float, float] | None:
+                    *, resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                    min_values: int = MIN_INTERVAL_VALUES) -> tuple[float, float] | None:
     """A ``level`` paired bootstrap interval of ``percentile(mine, q) / percentile(theirs, q)
     - 1``: both lists hold the same items' values (None: missing, left out of that side's
-    percentile), resampled together ``resamples`` times with replacement. None if a resample
-    leaves a side empty or its percentile at 0.
+    percentile), resampled together ``resamples`` times with replacement. None if the lists
+    differ in length, a side has fewer than ``min_values`` values (one query is every resample
+    of itself: a zero-width interval that would claim certainty), or a resample leaves a side
+    empty or its percentile at 0. ValueError for ``q`` outside 0-100, ``level`` outside (0, 1)
+    or ``resamples`` < 1.
 
         >>> a = [float(i) for i in range(1, 201)]
         >>> paired_interval(a, a, 95.0)          # the same values: no difference, ever
@@ -238,8 +248,13 @@ def paired_interval(mine: Sequence[float | None], theirs: Sequence[float | None]
     """
     import random  # (only here: the module is imported by the CLI at start)
 
+    if not 0.0 <= q <= 100.0 or not 0.0 < level < 1.0 or resamples < 1:
+        raise ValueError(f"paired_interval wants 0 <= q <= 100, 0 < level < 1 and resamples "
+                         f">= 1, got q={q}, level={level}, resamples={resamples}")
     n = len(mine)
     if n == 0 or n != len(theirs):
+        return None
+    if min(n - list(mine).count(None), n - list(theirs).count(None)) < max(min_values, 1):
         return None
     rng = random.Random(seed)
     pick = rng.choices

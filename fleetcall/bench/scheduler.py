@@ -33,7 +33,8 @@ from fleetcall.bench import arrivals as arrival_processes
 from fleetcall.bench import deadlines as deadline_rules
 from fleetcall.bench import herd, realclock
 from fleetcall.bench.replay import replay
-from fleetcall.bench.report import caption, format_table, max_rate_at_95, plot, regret, summarize
+from fleetcall.bench.report import (MIN_INTERVAL_VALUES, caption, format_table, max_rate_at_95, plot,
+                                    regret, summarize)
 from fleetcall.bench.workloads import QuerySpec, load_workload, repeat_queries
 from fleetcall.errors import ConfigError
 from fleetcall.router.config import RetryConfig
@@ -119,9 +120,30 @@ def run_policy(setup: Setup, policy: str, rate: float, options: dict[str, Any] |
     return summary
 
 
+def regret_line(excess: dict[float, dict[str, Any]], runs: Sequence[dict[str, Any]],
+                policy: str = "slack") -> str:
+    """The line that prints :func:`~fleetcall.bench.report.regret`'s ``excess`` of ``runs``:
+    per rate, the excess, its interval and the best other policy -- and, where the two runs
+    completed different numbers of queries, how many each did: their p95s are over different
+    queries, and a run that fails (times out) more of its slow queries has the lower one."""
+    completed = {(float(r["rate"]), r["policy"]): (r.get("completed"), r.get("queries"))
+                 for r in runs if r.get("rate") is not None}
+    parts = []
+    for rate, r in excess.items():
+        best = r["best_other"]
+        mine, n = completed.get((rate, policy), (None, None))
+        theirs, _ = completed.get((rate, best), (None, None))
+        counts = f"; {policy} completed {mine} of {n}, {best} {theirs}" if mine != theirs else ""
+        parts.append(f"{rate:g}/s {r['excess']:+.1%}{_interval(r)} ({best}{counts})")
+    return (f"{policy}'s p95 latency over the best other policy's (95% paired bootstrap interval "
+            "over the queries): " + ", ".join(parts))
+
+
 def _interval(regret: dict[str, Any]) -> str:
     low, high = regret.get("interval", (None, None))
-    return "" if low is None else f" [{low:+.1%}, {high:+.1%}]"
+    if low is None:  # (from one comparison's runs, only for want of queries: see regret)
+        return f" [no interval: under {MIN_INTERVAL_VALUES} queries completed]"
+    return f" [{low:+.1%}, {high:+.1%}]"
 
 
 def simulation_speed(records: Sequence[Any], wall_s: float, cpu_s: float) -> dict[str, Any]:
@@ -242,6 +264,13 @@ def policy_labels(items: Sequence[str] | None) -> list[tuple[str, str]]:
     labels = [label for label, _ in pairs]
     if not all(labels):
         raise ConfigError(f"--policy LABEL=POLICY wants a label, got {', '.join(items or ())}")
+    # A run is reported, and compared (slack's regret), by its label: one that names another
+    # policy would stand for that policy (hexgen=slack: slack against itself, as "hexgen").
+    taken = [f"{label}={policy}" for label, policy in pairs
+             if label != policy and label in dispatcher_names()]
+    if taken:
+        raise ConfigError(f"--policy {', '.join(taken)}: the label names another policy; "
+                          "choose a label of its own (e.g. cheap=slack)")
     twice = sorted({label for label in labels if labels.count(label) > 1})
     if twice:
         raise ConfigError(f"--policy: {', '.join(twice)} named twice")
@@ -286,10 +315,7 @@ def main(args: argparse.Namespace) -> int:
     excess = regret([r for r in runs if r["policy"] in dispatcher_names()])  # not labelled variants
     if excess:
         report["regret_p95"] = {str(rate): r for rate, r in excess.items()}
-        print("slack's p95 latency over the best other policy's (95% paired bootstrap "
-              "interval over the queries): " + ", ".join(
-                  f"{rate:g}/s {r['excess']:+.1%}{_interval(r)} ({r['best_other']})"
-                  for rate, r in excess.items()))
+        print(regret_line(excess, runs))
     if len(rates) > 1:
         report["max_rate_at_95"] = max_rate_at_95(runs)
         print("highest rate at 95% SLO attainment: "

@@ -360,8 +360,16 @@ def _deadline_harm(end: float, latest_end: float, decoding_s: float, tpot_s: flo
     late anyway. Counted on top of the delay itself: a second past a deadline is a second of
     latency and a missed SLO (issue 12: a 112k-token Mooncake prompt joined an A100 where a call
     had 260 tokens left; that call went from 16 to 92 s, past its 49 s deadline, while an idle
-    L40S would have kept both in time)."""
+    L40S would have kept both in time). A ``latest_end`` of -inf (a deadline of -inf, or a
+    finite one less infinite work after the call) is long past: every second of delay is a
+    second past it (inf - inf would make the cost NaN).
+
+        >>> _deadline_harm(10.0, -math.inf, 10.0, 0.02, 1.0, 5)
+        5.0
+    """
     delay = _held_delay(decoding_s, tpot_s, held_s, chunks)
+    if latest_end == -math.inf:
+        return delay
     return max(end + delay - latest_end, 0.0) - max(end - latest_end, 0.0)
 
 
