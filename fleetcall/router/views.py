@@ -41,9 +41,10 @@ class CallView:
         if self.prompt_tokens < 0 or self.output_tokens < 1 or self.block_tokens < 1:
             raise ValueError(f"call {self.call_id}: prompt_tokens must be >= 0, output_tokens "
                              "and block_tokens >= 1")
-        if not self.remaining_work_s >= 0:  # also NaN
-            raise ValueError(f"call {self.call_id}: remaining_work_s must be >= 0, "
-                             f"got {self.remaining_work_s!r}")
+        if not 0.0 <= self.remaining_work_s < math.inf:  # also NaN
+            raise ValueError(f"call {self.call_id}: remaining_work_s must be finite and >= 0 "
+                             f"(predicted seconds of its query's work after it), got "
+                             f"{self.remaining_work_s!r}")
         if self.deadline is not None and math.isnan(self.deadline):
             raise ValueError(f"call {self.call_id}: the deadline is NaN (a loop time, or None)")
 

@@ -163,6 +163,23 @@ def test_the_pool_satisfies_the_llm_protocol_and_closes_cleanly() -> None:
     assert left == []
 
 
+def test_a_call_with_infinite_work_after_it_is_refused_and_nothing_is_left_behind() -> None:
+    """CallContext(remaining_work_s=inf): a ValueError naming it, before the call is queued;
+    the pool serves the next call and closes with nothing pending."""
+    async def main() -> tuple[str, Completion, int, list[asyncio.Task[Any]]]:
+        pool = EndpointPool.emulated(["A100-80G", "L40S"], MODEL, slots=2, policy="slack")
+        with pytest.raises(ValueError) as refused:
+            await complete(pool, ask(deadline=now() + 60.0, remaining_work_s=float("inf")))
+        done = await complete(pool, ask())
+        live = len(pool.core)
+        await pool.aclose()
+        return str(refused.value), done, live, await others()
+
+    message, done, live, left = vrun(main())
+    assert "remaining_work_s must be finite" in message
+    assert done.usage.calls == 1 and live == 0 and left == []
+
+
 # ---- policies -------------------------------------------------------------------------------
 
 
