@@ -230,23 +230,25 @@ class Slack:
         held_s = 0.0  # what each chunk-held token waits beyond its decode step
         if compute > 0.0 and chunks > 0 and own.tpot_s > 0.0:
             held_s = max(compute / chunks - own.tpot_s, 0.0)
-        harm, stage_end = 0.0, siblings_end
-        if not call.query_id or call.query_id not in endpoint.running_queries:
-            if held_s > 0.0:  # (no sibling runs here: the common case)
-                rate = 1.0 / own.tpot_s  # the placed call's time per token stands for theirs
-                for remaining in endpoint.running:
-                    left = (remaining - start) * rate  # its tokens left once this prompt starts
-                    if left > 0.0:
-                        harm += (left if left < chunks else chunks) * held_s
-        else:
-            for remaining, query in zip(endpoint.running, endpoint.running_queries):
+        # One pass over the running calls: each one's delay (the placed call's time per token
+        # stands for theirs), and for those with a deadline the seconds it pushes them past it,
+        # summed apart and added after (a second past a deadline counts twice).
+        harm, late, stage_end = 0.0, 0.0, siblings_end
+        mine = call.query_id
+        siblings = bool(mine) and mine in endpoint.running_queries
+        if held_s > 0.0 or siblings:
+            running = endpoint.running
+            queries = endpoint.running_queries or ("",) * len(running)
+            latest = endpoint.running_latest_end or (math.inf,) * len(running)
+            for remaining, query, latest_end in zip(running, queries, latest):
                 delay = _held_delay(remaining - start, own.tpot_s, held_s, chunks)
-                if query == call.query_id:
+                if siblings and query == mine:
                     stage_end = max(stage_end, now + remaining + delay)
-                else:
-                    harm += delay
-        if endpoint.running_latest_end and held_s > 0.0:
-            harm += _deadline_harms(call, endpoint, now, start, own.tpot_s, held_s, chunks)
+                    continue
+                harm += delay
+                if latest_end < math.inf:
+                    late += _deadline_harm(now + remaining, latest_end, delay)
+        harm += late
         if behind:
             stage_end = max(stage_end, _queued_sibling_end(
                 call, endpoint, behind, [base_ttft[i] * ratio for i in behind],
@@ -352,39 +354,21 @@ def _held_delay(decoding_s: float, tpot_s: float, held_s: float, chunks: int) ->
     return min(decoding_s / tpot_s, chunks) * held_s
 
 
-def _deadline_harm(end: float, latest_end: float, decoding_s: float, tpot_s: float,
-                   held_s: float, chunks: int) -> float:
-    """Seconds past its deadline that a prompt of ``chunks`` prefill chunks pushes a running
-    call predicted to end at loop time ``end``, which must end by ``latest_end`` and decodes for
-    ``decoding_s`` seconds after the prompt starts (see :func:`_held_delay`), beyond what it was
+def _deadline_harm(end: float, latest_end: float, delay: float) -> float:
+    """Seconds past its deadline that a ``delay`` (:func:`_held_delay`) pushes a running call
+    predicted to end at loop time ``end``, which must end by ``latest_end``, beyond what it was
     late anyway. Counted on top of the delay itself: a second past a deadline is a second of
     latency and a missed SLO (issue 12: a 112k-token Mooncake prompt joined an A100 where a call
     had 260 tokens left; that call went from 16 to 92 s, past its 49 s deadline, while an idle
-    L40S would have kept both in time). A ``latest_end`` of -inf (a deadline of -inf, or a
-    finite one less infinite work after the call) is long past: every second of delay is a
-    second past it (inf - inf would make the cost NaN).
+    L40S would have kept both in time). A ``latest_end`` of -inf (a deadline of -inf) is long
+    past: every second of delay is a second past it (inf - inf would make the cost NaN).
 
-        >>> _deadline_harm(10.0, -math.inf, 10.0, 0.02, 1.0, 5)
-        5.0
+        >>> _deadline_harm(10.0, 12.0, 5.0), _deadline_harm(10.0, -math.inf, 5.0)
+        (3.0, 5.0)
     """
-    delay = _held_delay(decoding_s, tpot_s, held_s, chunks)
     if latest_end == -math.inf:
         return delay
     return max(end + delay - latest_end, 0.0) - max(end - latest_end, 0.0)
-
-
-def _deadline_harms(call: CallView, endpoint: EndpointView, now: float, start: float,
-                    tpot_s: float, held_s: float, chunks: int) -> float:
-    """:func:`_deadline_harm` summed over the calls running at ``endpoint`` that have a deadline
-    and are not of ``call``'s query (whose prompt starts ``start`` seconds after ``now``)."""
-    total = 0.0
-    queries = endpoint.running_queries or ("",) * len(endpoint.running)
-    for remaining, query, latest_end in zip(endpoint.running, queries,
-                                            endpoint.running_latest_end):
-        if latest_end < math.inf and not (query and query == call.query_id):
-            total += _deadline_harm(now + remaining, latest_end, remaining - start,
-                                    tpot_s, held_s, chunks)
-    return total
 
 
 def _queued_sibling_end(call: CallView, endpoint: EndpointView, behind: Sequence[int],

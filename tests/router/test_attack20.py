@@ -1,5 +1,5 @@
 """Attacks on the slack policy's placement cost (``_place``, ``_held_delay``,
-``_deadline_harm(s)``): odd views through the public API give finite costs, never below the
+``_deadline_harm``): odd views through the public API give finite costs, never below the
 call's finish, and placements never raise."""
 
 from __future__ import annotations
